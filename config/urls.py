@@ -1,0 +1,19 @@
+from django.contrib import admin
+from django.http import JsonResponse
+from django.urls import path, re_path
+
+from fhir_bridge.drf import FhirView
+from fhir_bridge.smart import token_view
+
+
+def healthz(request):
+    return JsonResponse({"status": "ok"})
+
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", healthz),
+    path("auth/token", token_view, name="smart-token"),
+    re_path(r"^fhir/?$", FhirView.as_view(), name="fhir-base"),
+    re_path(r"^fhir/(?P<path>.+)$", FhirView.as_view(), name="fhir"),
+]

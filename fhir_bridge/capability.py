@@ -1,0 +1,94 @@
+"""The CapabilityStatement: what this server really does, built from the same tables the router uses."""
+
+from fhir_bridge.fhir import FHIR_VERSION
+from fhir_bridge.projection import BUSINESS_STATUS_SYSTEM
+from fhir_bridge.search_params import INCLUDES, SEARCH_PARAMS
+from referrals.models import BusinessStatus
+
+PA = "http://hl7.org/fhir/us/physical-activity"
+PROFILES = {
+    "Task": [f"{PA}/StructureDefinition/pa-task-for-referral-management"],
+    "ServiceRequest": [f"{PA}/StructureDefinition/pa-servicerequest"],
+    "Observation": [
+        f"{PA}/StructureDefinition/pa-observation-evs-days-per-week",
+        f"{PA}/StructureDefinition/pa-observation-evs-min-per-day",
+        f"{PA}/StructureDefinition/pa-observation-evs-min-per-week",
+        f"{PA}/StructureDefinition/pa-observation-strength-days-per-week",
+    ],
+    "Condition": [f"{PA}/StructureDefinition/pa-condition-low-pa"],
+    "Goal": [f"{PA}/StructureDefinition/pa-goal"],
+}
+_SEARCH_TYPES = {"token": "token", "reference": "reference", "identifier": "token"}
+
+
+def capability_statement(*, base_url: str, token_url: str) -> dict:
+    from fhir_bridge.routes import INTERACTIONS  # the router's own table, so the statement cannot drift from it
+
+    resources = []
+    for resource_type, interactions in sorted(INTERACTIONS.items()):
+        entry = {
+            "type": resource_type,
+            "interaction": [{"code": "search-type" if i == "search" else "history-instance" if i == "history" else i}
+                            for i in sorted(interactions)],
+            "versioning": "versioned",
+            "readHistory": True,
+            "updateCreate": False,
+            "conditionalCreate": "create" in interactions,
+        }
+        if resource_type in PROFILES:
+            entry["supportedProfile"] = PROFILES[resource_type]
+        if "search" in interactions:
+            entry["searchParam"] = [
+                {"name": "_id", "type": "token"},
+                {"name": "_lastUpdated", "type": "date"},
+            ] + [{"name": p.name, "type": _SEARCH_TYPES[p.kind]} for p in SEARCH_PARAMS.get(resource_type, ())]
+            entry["searchInclude"] = list(INCLUDES.get(resource_type, ()))
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-27",
+        "kind": "instance",
+        "name": "ExerciseReferralHub",
+        "title": "Exercise-referral hub",
+        "publisher": "Exercise-referral hub project",
+        "description": (
+            "Takes Physical Activity IG exercise referrals (transaction Bundle, ServiceRequest or Task), routes "
+            "them to qualified exercise professionals, and reports back through the referral Task. Resources are "
+            "checked against the PA profiles, their required bindings and the invariants pa-sr-1, pa-taskrm-1 "
+            "and inv-1. The referral Task's businessStatus uses the code system " + BUSINESS_STATUS_SYSTEM + ": "
+            + ", ".join(f"{c.value} ({c.label})" for c in BusinessStatus) + "."
+        ),
+        "implementation": {"description": "Exercise-referral hub FHIR R4 endpoint", "url": base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "instantiates": [f"{PA}/CapabilityStatement/pa-service-provider-full"],
+        "rest": [
+            {
+                "mode": "server",
+                "security": {
+                    "cors": False,
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                    "code": "SMART-on-FHIR",
+                                }
+                            ],
+                            "text": "SMART Backend Services: client_credentials with a private_key_jwt (RS384 or ES384)",
+                        }
+                    ],
+                    "extension": [
+                        {
+                            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                            "extension": [{"url": "token", "valueUri": token_url}],
+                        }
+                    ],
+                    "description": "A bearer token from the token endpoint; SMART v1 and v2 system scopes.",
+                },
+                "resource": resources,
+                "interaction": [{"code": "transaction"}],
+            }
+        ],
+    }

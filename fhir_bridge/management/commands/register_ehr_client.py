@@ -1,0 +1,120 @@
+"""Register an EHR system as a SMART Backend Services client of one clinic.
+
+    python manage.py register_ehr_client --name "Riverside EHR" --clinic riverside --jwks ehr-jwks.json
+
+The first line of output is the client_id alone, so that scripts can capture it (``| head -n 1``).
+"""
+
+import json
+from pathlib import Path
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.core.validators import validate_slug
+from django.db import transaction
+
+from fhir_bridge.smart import DEFAULT_SCOPES, ehr_client_register
+from referrals.models import Clinic
+
+
+class Command(BaseCommand):
+    help = (
+        "Register an EHR client (SMART Backend Services) for a clinic. Prints the client_id on the first "
+        "line. Make a key and its JWKS with: "
+        "manage.py ehr_client_token --key ehr-key.pem --new-key EC > ehr-jwks.json"
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--name", required=True, help="what the client is, e.g. 'Riverside Family Practice EHR'"
+        )
+        parser.add_argument(
+            "--clinic", required=True, metavar="SLUG", help="the slug of the clinic it acts for"
+        )
+        parser.add_argument(
+            "--jwks",
+            required=True,
+            type=Path,
+            metavar="PATH",
+            help='a JSON file with the client\'s public keys: {"keys": [...]} (a single JWK is accepted too)',
+        )
+        parser.add_argument(
+            "--scope",
+            action="append",
+            dest="scopes",
+            metavar="SCOPE",
+            help="a system scope it may be granted (repeat, or separate with spaces); default: "
+            + " ".join(DEFAULT_SCOPES),
+        )
+        parser.add_argument(
+            "--create-clinic", action="store_true", help="create the clinic if no clinic has SLUG"
+        )
+        parser.add_argument(
+            "--clinic-name", help="the new clinic's name with --create-clinic (default: from SLUG)"
+        )
+
+    def handle(self, *args, name, clinic, jwks, scopes, create_clinic, clinic_name, **options):
+        document = _jwks_read(jwks)
+        scope_list = [scope for argument in scopes or DEFAULT_SCOPES for scope in argument.split()]
+
+        # One transaction: a clinic created here is not left behind when the registration is refused.
+        with transaction.atomic():
+            clinic_row, created = _clinic_find(clinic, create=create_clinic, name=clinic_name)
+            try:
+                client = ehr_client_register(name=name, clinic=clinic_row, jwks=document, scopes=scope_list)
+            except ValidationError as exc:
+                raise CommandError(" ".join(exc.messages)) from None
+
+        self.stdout.write(client.client_id)
+        kids = ", ".join(f"{key['kid']} ({key['kty']})" for key in client.jwks["keys"])
+        self.stdout.write(self.style.SUCCESS(f"Registered {client.name!r} as an EHR client."))
+        self.stdout.write(f"  client_id: {client.client_id}")
+        self.stdout.write(
+            f"  clinic:    {clinic_row.name} ({clinic_row.slug}){' - created now' if created else ''}"
+        )
+        self.stdout.write(f"  keys:      {kids}")
+        self.stdout.write(f"  scopes:    {client.scopes}")
+        self.stdout.write(
+            "Get an access token with:\n"
+            f"  python manage.py ehr_client_token --client-id {client.client_id} --key PRIVATE_KEY.pem "
+            "--request"
+        )
+
+
+def _jwks_read(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"{path}: cannot read it ({exc})") from None
+    if "-----BEGIN" in text:
+        raise CommandError(
+            f"{path} is a PEM file, not a JWKS. Make the JWKS of a private key with: "
+            f"python manage.py ehr_client_token --key {path} --print-jwks > jwks.json"
+        )
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{path} is not valid JSON: {exc}") from None
+    if isinstance(document, dict) and "kty" in document and "keys" not in document:
+        document = {"keys": [document]}  # a lone JWK: accept it as the JWKS it obviously means
+    return document
+
+
+def _clinic_find(slug: str, *, create: bool, name: str | None) -> tuple[Clinic, bool]:
+    clinic = Clinic.objects.filter(slug=slug).first()
+    if clinic is not None:
+        return clinic, False
+    if not create:
+        existing = list(Clinic.objects.order_by("slug").values_list("slug", flat=True))
+        known = f"The clinics are: {', '.join(existing)}." if existing else "There are no clinics yet."
+        raise CommandError(f"No clinic has the slug {slug!r}. {known} Add --create-clinic to create it.")
+    try:
+        validate_slug(slug)
+    except ValidationError:
+        raise CommandError(
+            f"{slug!r} is not a valid slug (letters, digits, hyphens and underscores)"
+        ) from None
+    clinic = Clinic.objects.create(slug=slug, name=name or slug.replace("-", " ").replace("_", " ").title())
+    return clinic, True

@@ -1,0 +1,141 @@
+"""What the FHIR surface stores beside the domain: the resources it serves, their versions, and its clients."""
+
+import uuid
+
+from django.db import models
+
+
+def new_client_id() -> str:
+    return uuid.uuid4().hex
+
+
+class EhrClient(models.Model):
+    """An EHR system registered for SMART Backend Services. It acts for exactly one clinic."""
+
+    client_id = models.CharField(max_length=64, unique=True, default=new_client_id)
+    name = models.CharField(max_length=200)
+    clinic = models.ForeignKey("referrals.Clinic", on_delete=models.PROTECT, related_name="ehr_clients")
+    jwks = models.JSONField(help_text="The client's public keys, as a JWKS document ({'keys': [...]}).")
+    scopes = models.TextField(help_text="The system scopes this client may be granted, space-separated.")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.name} ({self.client_id})"
+
+    @property
+    def allowed_scopes(self) -> list[str]:
+        return self.scopes.split()
+
+
+class SpentAssertion(models.Model):
+    """A client assertion's `jti`, kept until the assertion expires so that it can never be replayed."""
+
+    client = models.ForeignKey(EhrClient, on_delete=models.CASCADE)
+    jti = models.CharField(max_length=255)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["client", "jti"], name="spent_assertion_once")]
+
+
+class StoredResource(models.Model):
+    """The current version of one FHIR resource that the hub serves.
+
+    Resources that came in (ServiceRequest, Patient, Condition, ...) are kept as they came, with only ids and
+    in-Bundle references rewritten; the referral Task is re-rendered from the domain on every change.
+    ``clinic`` is null for resources every client may read (the hub's own Organization, the network).
+    """
+
+    resource_type = models.CharField(max_length=64)
+    fhir_id = models.CharField(max_length=64)
+    clinic = models.ForeignKey("referrals.Clinic", on_delete=models.PROTECT, null=True, related_name="+")
+    referral = models.ForeignKey("referrals.Referral", on_delete=models.PROTECT, null=True, related_name="resources")
+    version_id = models.PositiveIntegerField(default=1)
+    last_updated = models.DateTimeField()
+    content = models.JSONField()
+    is_deleted = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["resource_type", "fhir_id"], name="resource_id_unique")]
+        indexes = [models.Index(fields=["clinic", "resource_type", "last_updated"], name="resource_clinic_updated")]
+
+    def __str__(self):
+        return f"{self.resource_type}/{self.fhir_id}/_history/{self.version_id}"
+
+    @property
+    def reference(self) -> str:
+        return f"{self.resource_type}/{self.fhir_id}"
+
+
+class ResourceVersion(models.Model):
+    """Every version ever served, written in the same transaction as the change (vread, _history, audit)."""
+
+    resource = models.ForeignKey(StoredResource, on_delete=models.CASCADE, related_name="versions")
+    version_id = models.PositiveIntegerField()
+    last_updated = models.DateTimeField()
+    method = models.CharField(max_length=10)  # POST, PUT or DELETE, as in a history Bundle's entry.request
+    content = models.JSONField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["resource", "version_id"], name="resource_version_unique")]
+
+
+class ResourceIdentifier(models.Model):
+    """A business identifier of a stored Task or ServiceRequest, unique per EHR client.
+
+    The unique constraint is what keeps two identical referrals that arrive at the same moment from both being
+    stored: the second insert fails, and its transaction rolls back and answers with the first.
+    """
+
+    client = models.ForeignKey(EhrClient, on_delete=models.CASCADE)
+    resource_type = models.CharField(max_length=64)
+    system = models.CharField(max_length=255)
+    value = models.CharField(max_length=255)
+    resource = models.ForeignKey(StoredResource, on_delete=models.CASCADE, related_name="identifiers")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client", "resource_type", "system", "value"], name="business_identifier_unique"
+            )
+        ]
+
+
+class ConditionalCreateKey(models.Model):
+    """The If-None-Exist query a resource was created under, unique per client and type (the same guard for
+    conditional creates whose query is not an identifier of the resource itself)."""
+
+    client = models.ForeignKey(EhrClient, on_delete=models.CASCADE)
+    resource_type = models.CharField(max_length=64)
+    query = models.CharField(max_length=500)
+    resource = models.ForeignKey(StoredResource, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["client", "resource_type", "query"], name="conditional_create_unique")
+        ]
+
+
+class SearchToken(models.Model):
+    """One searchable value of the current version of a resource (``status=requested``,
+    ``owner=Organization/hub``). Rewritten with each version."""
+
+    resource = models.ForeignKey(StoredResource, on_delete=models.CASCADE, related_name="search_tokens")
+    clinic_id = models.BigIntegerField(null=True)  # copied from the resource so a search never joins for it
+    resource_type = models.CharField(max_length=64)
+    param = models.CharField(max_length=64)
+    value = models.CharField(max_length=255)
+
+    class Meta:
+        indexes = [models.Index(fields=["resource_type", "param", "value", "clinic_id"], name="search_token_lookup")]
+
+
+class InboundMessage(models.Model):
+    """A request body exactly as an EHR client sent it, kept for provenance beside what was made of it."""
+
+    client = models.ForeignKey(EhrClient, on_delete=models.PROTECT)
+    interaction = models.CharField(max_length=40)  # "transaction", "create ServiceRequest", ...
+    body = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    referral = models.ForeignKey("referrals.Referral", on_delete=models.PROTECT, null=True, related_name="+")

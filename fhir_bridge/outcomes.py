@@ -1,0 +1,38 @@
+"""OperationOutcome: the one shape every FHIR error takes (after medplum's ``outcomes.ts``)."""
+
+from fhir_bridge.profiles import Issue
+
+
+class FhirError(Exception):
+    """Raised anywhere below a FHIR handler; the DRF adapter answers with its status and OperationOutcome."""
+
+    def __init__(self, status: int, issues: list[Issue], headers: dict[str, str] | None = None):
+        super().__init__("; ".join(issue.diagnostics for issue in issues))
+        self.status = status
+        self.issues = issues
+        self.headers = headers or {}
+
+
+def error(status: int, code: str, diagnostics: str, expression: str | None = None, **kwargs) -> FhirError:
+    return FhirError(status, [Issue("error", code, expression or "", diagnostics)], **kwargs)
+
+
+def not_found(resource_type: str, fhir_id: str) -> FhirError:
+    return error(404, "not-found", f"{resource_type}/{fhir_id} is not known to this server")
+
+
+def operation_outcome(issues: list[Issue]) -> dict:
+    rendered = []
+    for issue in issues:
+        entry = {"severity": issue.severity, "code": issue.code, "diagnostics": issue.diagnostics}
+        if issue.expression:
+            entry["expression"] = [issue.expression]
+        rendered.append(entry)
+    return {"resourceType": "OperationOutcome", "issue": rendered}
+
+
+def information(diagnostics: str) -> dict:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "information", "code": "informational", "diagnostics": diagnostics}],
+    }

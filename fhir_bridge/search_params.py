@@ -1,0 +1,135 @@
+"""Which values of a resource are searchable, and how each is indexed as a SearchToken.
+
+Token values are stored twice, ``system|code`` and bare ``code``, so that ``code=fulfill`` and
+``code=http://hl7.org/fhir/CodeSystem/task-code|fulfill`` are both one indexed equality. References are stored as
+``Type/id`` and as the bare id, for ``patient=Patient/123`` and ``patient=123``.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    name: str
+    kind: str  # "token", "reference" or "identifier"
+    element: str  # the top-level element the values come from
+    target: str = ""  # for a reference: the resource type it points to, as _include resolves it
+
+
+SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
+    "Task": (
+        SearchParam("status", "token", "status"),
+        SearchParam("code", "token", "code"),
+        SearchParam("business-status", "token", "businessStatus"),
+        SearchParam("owner", "reference", "owner"),
+        SearchParam("requester", "reference", "requester"),
+        SearchParam("patient", "reference", "for", "Patient"),
+        SearchParam("focus", "reference", "focus", "ServiceRequest"),
+        SearchParam("part-of", "reference", "partOf", "Task"),
+        SearchParam("identifier", "identifier", "identifier"),
+    ),
+    "ServiceRequest": (
+        SearchParam("status", "token", "status"),
+        SearchParam("code", "token", "code"),
+        SearchParam("category", "token", "category"),
+        SearchParam("patient", "reference", "subject", "Patient"),
+        SearchParam("requester", "reference", "requester"),
+        SearchParam("performer", "reference", "performer"),
+        SearchParam("identifier", "identifier", "identifier"),
+    ),
+    "Patient": (SearchParam("identifier", "identifier", "identifier"),),
+    "Condition": (
+        SearchParam("patient", "reference", "subject", "Patient"),
+        SearchParam("code", "token", "code"),
+        SearchParam("category", "token", "category"),
+        SearchParam("identifier", "identifier", "identifier"),
+    ),
+    "Observation": (
+        SearchParam("patient", "reference", "subject", "Patient"),
+        SearchParam("code", "token", "code"),
+        SearchParam("category", "token", "category"),
+        SearchParam("status", "token", "status"),
+        SearchParam("identifier", "identifier", "identifier"),
+    ),
+    "Goal": (SearchParam("patient", "reference", "subject", "Patient"), SearchParam("identifier", "identifier", "identifier")),
+    "Consent": (SearchParam("patient", "reference", "patient", "Patient"),),
+    "Practitioner": (SearchParam("identifier", "identifier", "identifier"),),
+    "PractitionerRole": (SearchParam("identifier", "identifier", "identifier"),),
+}
+
+# The _include values each type answers, as "Type:param".
+INCLUDES: dict[str, tuple[str, ...]] = {
+    "Task": ("Task:focus", "Task:patient", "Task:part-of"),
+    "ServiceRequest": ("ServiceRequest:patient",),
+}
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _tokens(value) -> list[str]:
+    out = []
+    for item in _as_list(value):
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict):
+            codings = item.get("coding") if "coding" in item else [item]
+            for coding in _as_list(codings):
+                if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                    out.append(coding["code"])
+                    if isinstance(coding.get("system"), str):
+                        out.append(f"{coding['system']}|{coding['code']}")
+    return out
+
+
+def _references(value) -> list[str]:
+    out = []
+    for item in _as_list(value):
+        ref = item.get("reference") if isinstance(item, dict) else None
+        if isinstance(ref, str) and "/" in ref and not ref.startswith(("#", "urn:")):
+            relative = "/".join(ref.rstrip("/").split("/")[-2:])
+            out.extend((relative, relative.split("/")[1]))
+    return out
+
+
+def _identifiers(value) -> list[str]:
+    out = []
+    for item in _as_list(value):
+        if isinstance(item, dict) and isinstance(item.get("value"), str):
+            out.append(item["value"])
+            if isinstance(item.get("system"), str):
+                out.append(f"{item['system']}|{item['value']}")
+    return out
+
+
+_EXTRACT = {"token": _tokens, "reference": _references, "identifier": _identifiers}
+
+
+def search_values(resource: dict) -> list[tuple[str, str]]:
+    """(param, value) pairs to index for one resource; values longer than the column are left out."""
+    pairs = []
+    for param in SEARCH_PARAMS.get(resource["resourceType"], ()):
+        for value in dict.fromkeys(_EXTRACT[param.kind](resource.get(param.element))):
+            if len(value) <= 255:
+                pairs.append((param.name, value))
+    return pairs
+
+
+def search_param(resource_type: str, name: str) -> SearchParam | None:
+    for param in SEARCH_PARAMS.get(resource_type, ()):
+        if param.name == name:
+            return param
+    return None
+
+
+def business_identifiers(resource: dict) -> list[tuple[str, str]]:
+    """(system, value) of each identifier that carries both; those are unique per client for Task and
+    ServiceRequest."""
+    return [
+        (item["system"], item["value"])
+        for item in _as_list(resource.get("identifier"))
+        if isinstance(item, dict) and isinstance(item.get("system"), str) and isinstance(item.get("value"), str)
+    ]

@@ -1,0 +1,131 @@
+"""Writes of served FHIR resources: each version, its history row, its search tokens and its business
+identifiers, in the caller's transaction."""
+
+import datetime as dt
+import uuid
+
+from django.db import IntegrityError
+
+from fhir_bridge.models import (
+    ConditionalCreateKey,
+    EhrClient,
+    ResourceIdentifier,
+    ResourceVersion,
+    SearchToken,
+    StoredResource,
+)
+from fhir_bridge.search_params import business_identifiers, search_values
+
+# Business identifiers of these types are unique per client: the idempotency of referral intake rests on them.
+IDENTIFIED_TYPES = frozenset({"Task", "ServiceRequest"})
+
+
+class DuplicateResource(Exception):
+    """A unique business identifier or conditional-create key is already taken (the caller's transaction is
+    spoiled and must be rolled back)."""
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def http_date_iso(moment: dt.datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def stamp(content: dict, *, fhir_id: str, version_id: int, now: dt.datetime) -> dict:
+    """Set id and meta.versionId/lastUpdated, keeping any profile, tag or security the sender gave."""
+    meta = dict(content.get("meta") or {})
+    meta["versionId"] = str(version_id)
+    meta["lastUpdated"] = http_date_iso(now)
+    content = {"resourceType": content["resourceType"], "id": fhir_id, "meta": meta, **content}
+    content["id"] = fhir_id
+    content["meta"] = meta
+    return content
+
+
+def _tokens_for(resource: StoredResource) -> list[SearchToken]:
+    return [
+        SearchToken(
+            resource=resource, clinic_id=resource.clinic_id, resource_type=resource.resource_type, param=p, value=v
+        )
+        for p, v in search_values(resource.content)
+    ]
+
+
+def resources_create(
+    *,
+    contents: list[dict],
+    clinic_id: int | None,
+    referral_id: int | None = None,
+    client: EhrClient | None = None,
+    conditional_keys: dict[int, str] | None = None,
+    now: dt.datetime,
+) -> list[StoredResource]:
+    """Store new resources (each already carrying its final ``id``) as version 1, with a handful of queries
+    whatever their number. ``conditional_keys`` maps an index in ``contents`` to its If-None-Exist query.
+
+    Raises DuplicateResource when a business identifier or conditional key is taken. Call inside
+    transaction.atomic, and let the exception leave it, so that nothing half-written remains.
+    """
+    rows = [
+        StoredResource(
+            resource_type=c["resourceType"],
+            fhir_id=c["id"],
+            clinic_id=clinic_id,
+            referral_id=referral_id,
+            version_id=1,
+            last_updated=now,
+            content=stamp(c, fhir_id=c["id"], version_id=1, now=now),
+        )
+        for c in contents
+    ]
+    try:
+        StoredResource.objects.bulk_create(rows)
+        ResourceVersion.objects.bulk_create(
+            ResourceVersion(resource=r, version_id=1, last_updated=now, method="POST", content=r.content) for r in rows
+        )
+        SearchToken.objects.bulk_create(token for r in rows for token in _tokens_for(r))
+        if client is not None:
+            ResourceIdentifier.objects.bulk_create(
+                ResourceIdentifier(client=client, resource_type=r.resource_type, system=s, value=v, resource=r)
+                for r in rows
+                if r.resource_type in IDENTIFIED_TYPES
+                for s, v in business_identifiers(r.content)
+            )
+            if conditional_keys:
+                ConditionalCreateKey.objects.bulk_create(
+                    ConditionalCreateKey(client=client, resource_type=rows[i].resource_type, query=q, resource=rows[i])
+                    for i, q in conditional_keys.items()
+                )
+    except IntegrityError as exc:
+        # The caller's transaction is spoiled now (on PostgreSQL it is aborted): it must roll back, which
+        # raising out of its atomic block does.
+        raise DuplicateResource(str(exc)) from exc
+    return rows
+
+
+class VersionConflict(Exception):
+    """The resource is no longer at the version the writer read."""
+
+
+def resource_update(
+    *, resource: StoredResource, content: dict, now: dt.datetime, expected_version: int | None = None
+) -> StoredResource:
+    """Write ``content`` as the next version of ``resource`` (compare-and-set on the version), its history row and
+    its search tokens. Call inside transaction.atomic."""
+    current = resource.version_id if expected_version is None else expected_version
+    new_version = current + 1
+    content = stamp(content, fhir_id=resource.fhir_id, version_id=new_version, now=now)
+    won = StoredResource.objects.filter(pk=resource.pk, version_id=current).update(
+        version_id=new_version, last_updated=now, content=content
+    )
+    if not won:
+        raise VersionConflict(f"{resource.reference} is no longer at version {current}")
+    resource.version_id, resource.last_updated, resource.content = new_version, now, content
+    ResourceVersion.objects.create(
+        resource=resource, version_id=new_version, last_updated=now, method="PUT", content=content
+    )
+    SearchToken.objects.filter(resource=resource).delete()
+    SearchToken.objects.bulk_create(_tokens_for(resource))
+    return resource

@@ -1,0 +1,176 @@
+"""The referral and its lifecycle: the truth that the FHIR Task is rendered from."""
+
+from django.db import models
+from django.db.models import Q
+
+
+class Clinic(models.Model):
+    """A referring practice. Its EHR clients see only its referrals."""
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.name
+
+
+class ReferralStatus(models.TextChoices):
+    """The PA Task Fulfillment Status value set: FHIR task-status without `received` and `ready`."""
+
+    DRAFT = "draft"  # not yet released by the clinic; rarely used
+    REQUESTED = "requested"  # released; waiting for a professional to take it
+    ACCEPTED = "accepted"  # a professional agreed to deliver it
+    REJECTED = "rejected"  # declined before any work; terminal, needs a reason
+    CANCELLED = "cancelled"  # the clinic withdrew the authorization; terminal, needs a reason
+    IN_PROGRESS = "in-progress"  # the first session happened
+    ON_HOLD = "on-hold"  # paused (injury, holiday); needs a reason
+    FAILED = "failed"  # started but could not be finished; terminal, needs a reason
+    COMPLETED = "completed"  # delivered; terminal
+    ENTERED_IN_ERROR = "entered-in-error"  # should never have existed; terminal
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        ReferralStatus.REJECTED,
+        ReferralStatus.CANCELLED,
+        ReferralStatus.FAILED,
+        ReferralStatus.COMPLETED,
+        ReferralStatus.ENTERED_IN_ERROR,
+    }
+)
+OPEN_STATUSES = frozenset(set(ReferralStatus) - TERMINAL_STATUSES)
+# pa-taskrm-1: a statusReason exactly for these.
+REASON_REQUIRED_STATUSES = frozenset(
+    {ReferralStatus.REJECTED, ReferralStatus.ON_HOLD, ReferralStatus.CANCELLED, ReferralStatus.FAILED}
+)
+
+# The PA IG's state machine (task-states diagram), plus requested → in-progress, which its Scenario 3 uses.
+# entered-in-error is reachable from anywhere; a terminal status is never left.
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    ReferralStatus.DRAFT: frozenset({ReferralStatus.REQUESTED, ReferralStatus.CANCELLED}),
+    ReferralStatus.REQUESTED: frozenset(
+        {ReferralStatus.ACCEPTED, ReferralStatus.REJECTED, ReferralStatus.IN_PROGRESS, ReferralStatus.CANCELLED}
+    ),
+    ReferralStatus.ACCEPTED: frozenset(
+        {ReferralStatus.IN_PROGRESS, ReferralStatus.COMPLETED, ReferralStatus.FAILED, ReferralStatus.CANCELLED}
+    ),
+    ReferralStatus.IN_PROGRESS: frozenset(
+        {ReferralStatus.ON_HOLD, ReferralStatus.COMPLETED, ReferralStatus.FAILED, ReferralStatus.CANCELLED}
+    ),
+    ReferralStatus.ON_HOLD: frozenset({ReferralStatus.IN_PROGRESS, ReferralStatus.FAILED, ReferralStatus.CANCELLED}),
+}
+
+
+class BusinessStatus(models.TextChoices):
+    """The hub's finer steps, carried in Task.businessStatus (code system published in the CapabilityStatement)."""
+
+    RECEIVED = "received", "Referral received"
+    ROUTING = "routing", "Finding an exercise professional"
+    DIRECTED = "directed", "Sent to the professional the clinic named"
+    OFFERED = "offered", "Offered to an exercise professional"
+    AWAITING_MANUAL_ROUTING = "awaiting-manual-routing", "Waiting for a coordinator to route it"
+    ACCEPTED = "accepted", "Accepted by an exercise professional"
+    FIRST_SESSION_SCHEDULED = "first-session-scheduled", "First session scheduled"
+    FIRST_SESSION_ATTENDED = "first-session-attended", "First session attended"
+    NO_SHOW = "no-show", "Patient did not attend"
+    PROGRESS_REPORT_SENT = "progress-report-sent", "Progress report sent"
+    DISCHARGE_REPORT_SENT = "discharge-report-sent", "Discharge report sent"
+    CANCELLED = "cancelled", "Cancelled by the clinic"
+    CLOSED = "closed", "Closed"
+
+
+class Referral(models.Model):
+    """One exercise referral from one clinic: what was asked, for whom, and where it stands."""
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="referrals")
+    status = models.CharField(max_length=20, choices=ReferralStatus.choices, default=ReferralStatus.REQUESTED)
+    status_reason = models.CharField(max_length=500, blank=True)
+    business_status = models.CharField(max_length=40, choices=BusinessStatus.choices, default=BusinessStatus.RECEIVED)
+    priority = models.CharField(max_length=10, default="routine")
+
+    # Who is responsible for it: "Organization/hub" asks the hub to route it; a network member's reference
+    # makes it a directed referral.
+    owner_reference = models.CharField(max_length=200)
+    owner_display = models.CharField(max_length=200, blank=True)
+
+    patient_name = models.CharField(max_length=200, blank=True)
+    patient_birth_date = models.CharField(max_length=10, blank=True)  # FHIR date: may be partial ("1960")
+    patient_gender = models.CharField(max_length=10, blank=True)
+    patient_postal_code = models.CharField(max_length=10, blank=True)
+
+    service_system = models.CharField(max_length=200, blank=True)
+    service_code = models.CharField(max_length=64, blank=True)
+    service_display = models.CharField(max_length=500, blank=True)
+    # [{"system": ..., "code": ..., "display": ...}] from reasonCode and the referenced Conditions.
+    reason_codes = models.JSONField(default=list, blank=True)
+    requester_reference = models.CharField(max_length=200, blank=True)
+    requester_display = models.CharField(max_length=200, blank=True)
+    performer_reference = models.CharField(max_length=200, blank=True)
+
+    authored_on = models.DateTimeField(null=True, blank=True)
+    occurrence_start = models.DateField(null=True, blank=True)
+    occurrence_end = models.DateField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["clinic", "status"]), models.Index(fields=["business_status"])]
+        constraints = [
+            models.CheckConstraint(
+                name="referral_reason_iff_reason_status",
+                condition=Q(status__in=list(REASON_REQUIRED_STATUSES), status_reason__gt="")
+                | (~Q(status__in=list(REASON_REQUIRED_STATUSES)) & Q(status_reason="")),
+            )
+        ]
+
+    def __str__(self):
+        return f"Referral {self.pk} ({self.status})"
+
+    @property
+    def is_directed(self) -> bool:
+        return self.owner_reference != HUB_ORGANIZATION_REFERENCE
+
+    def can_move_to(self, status: str) -> bool:
+        if status == ReferralStatus.ENTERED_IN_ERROR:
+            return self.status != ReferralStatus.ENTERED_IN_ERROR
+        return status in ALLOWED_TRANSITIONS.get(self.status, frozenset())
+
+
+HUB_ORGANIZATION_ID = "hub"
+HUB_ORGANIZATION_REFERENCE = f"Organization/{HUB_ORGANIZATION_ID}"
+
+
+class ReferralEvent(models.Model):
+    """One change to a referral. Written in the same transaction as the change; the audit trail and, later, the
+    follow-up engine read it."""
+
+    class Kind(models.TextChoices):
+        CREATED = "created"
+        STATUS_CHANGED = "status-changed"
+        NOTE_ADDED = "note-added"
+
+    referral = models.ForeignKey(Referral, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    from_status = models.CharField(max_length=20, blank=True)
+    to_status = models.CharField(max_length=20, blank=True)
+    actor = models.CharField(max_length=200)  # "ehr-client:<client_id>", "hub", "user:<username>"
+    detail = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class ReferralNote(models.Model):
+    """A note on the referral (Task.note): from the clinic, the hub or the professional."""
+
+    referral = models.ForeignKey(Referral, on_delete=models.CASCADE, related_name="notes")
+    author_reference = models.CharField(max_length=200)
+    author_display = models.CharField(max_length=200, blank=True)
+    text = models.TextField()
+    time = models.DateTimeField()
+
+    class Meta:
+        ordering = ["time", "id"]
