@@ -40,6 +40,11 @@ ICD10CM_SYSTEM = "http://hl7.org/fhir/sid/icd-10-cm"
 NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
 TASK_CODE_SYSTEM = "http://hl7.org/fhir/CodeSystem/task-code"
 TASK_CODE_FULFILL = "fulfill"
+# Task.output type for what the Service Provider did (PA reuses the SDOH Clinical Care temporary code).
+SDOHCC_TEMPORARY_SYSTEM = (
+    "http://hl7.org/fhir/us/sdoh-clinicalcare/CodeSystem/SDOHCC-CodeSystemTemporaryCodes"
+)
+RESULTING_ACTIVITY_CODE = "resulting-activity"
 CONDITION_CLINICAL_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 CONDITION_VER_STATUS_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 PA_CONDITION_CODE = "Z72.3"  # ICD-10-CM "Lack of physical exercise"
@@ -137,9 +142,7 @@ WARNING = "warning"
 @dataclass(frozen=True)
 class Issue:
     severity: str  # "error" | "warning"
-    code: (
-        str  # FHIR issue type: "required", "value", "invariant", "code-invalid", "structure", "business-rule"
-    )
+    code: str  # FHIR issue type: "required", "value", "invariant", "code-invalid", "structure", ...
     expression: str  # FHIRPath of the offending element, e.g. "Task.statusReason"
     diagnostics: str  # one plain English sentence naming the rule
 
@@ -487,7 +490,7 @@ class _Report:
 
     def _contained_type(self, fhir_id: str) -> str | None:
         if fhir_id == "":  # "#" is the containing resource itself
-            return self.resource.get("resourceType")
+            return str(self.resource["resourceType"])
         contained = self.resource.get("contained")
         if not isinstance(contained, list):
             return None
@@ -497,7 +500,7 @@ class _Report:
                 and item.get("id") == fhir_id
                 and isinstance(item.get("resourceType"), str)
             ):
-                return item["resourceType"]
+                return str(item["resourceType"])
         return None
 
     def rest_or_logical(
@@ -597,12 +600,12 @@ def _check_service_request(r: _Report) -> None:
         r.category_slice(PA_CATEGORY_SYSTEM, PA_CATEGORY_CODE, rule=rule, at_most_once=True)
     for where, concept in r.objects(res, "category", r.at("category")):
         # category[USCore] has a required binding; the PA slice uses another system, so only SNOMED is bound.
-        for coding_where, system, code in r.codings(concept, where):
-            if system == SNOMED_SYSTEM and code not in PA_SR_CATEGORY_CODES:
+        for coding_where, system, category_code in r.codings(concept, where):
+            if system == SNOMED_SYSTEM and category_code not in PA_SR_CATEGORY_CODES:
                 r.error(
                     "code-invalid",
                     f"{coding_where}.code",
-                    f"{rule} US Core category: SNOMED {code!r} is not one of "
+                    f"{rule} US Core category: SNOMED {category_code!r} is not one of "
                     f"{', '.join(sorted(PA_SR_CATEGORY_CODES))}.",
                 )
 
@@ -625,6 +628,8 @@ def _check_service_request(r: _Report) -> None:
     for where, performer in r.objects(res, "performer", r.at("performer")):
         r.rest_or_logical(performer, where, targets=PA_SR_PERFORMER_TYPES, rule=rule)
 
+    for key in ("reasonCode", "reasonReference"):
+        r.objects(res, key, r.at(key))  # only to report a wrongly shaped reason
     if _absent(res.get("reasonCode")) and _absent(res.get("reasonReference")):
         r.error("invariant", r.root, "pa-sr-1: a PA ServiceRequest needs a reasonCode or a reasonReference.")
     r.notes(author_string=True, rule=rule)
@@ -709,13 +714,15 @@ def _check_task(r: _Report) -> None:
         r.prohibited(output, ("modifierExtension",), where, rule)
         output_type = r.obj(output, "type", f"{where}.type")
         value = r.obj(output, "valueCodeableConcept", f"{where}.valueCodeableConcept")
-        if output_type is not None and value is not None:
-            # output[PerformedActivity] (type resulting-activity) must describe a coded activity in words.
-            sdoh_temp = "http://hl7.org/fhir/us/sdoh-clinicalcare/CodeSystem/SDOHCC-CodeSystemTemporaryCodes"
-            if r.has_coding(output_type, f"{where}.type", sdoh_temp, "resulting-activity"):
-                r.required(
-                    value, "text", f"{where}.valueCodeableConcept.text", f"{rule} output[PerformedActivity]"
-                )
+        # output[PerformedActivity] (type resulting-activity) must describe a coded activity in words.
+        if (
+            output_type is not None
+            and value is not None
+            and r.has_coding(output_type, f"{where}.type", SDOHCC_TEMPORARY_SYSTEM, RESULTING_ACTIVITY_CODE)
+        ):
+            r.required(
+                value, "text", f"{where}.valueCodeableConcept.text", f"{rule} output[PerformedActivity]"
+            )
 
 
 # --- Observations -------------------------------------------------------------------------------------------

@@ -528,15 +528,6 @@ def smart_configuration(*, token_url: str) -> dict:
     }
 
 
-def smart_configuration_view(request: HttpRequest) -> JsonResponse:
-    """GET /fhir/.well-known/smart-configuration, to mount outside the FHIR route table if that is simpler."""
-    if request.method not in ("GET", "HEAD"):
-        response = JsonResponse({"error": "method not allowed"}, status=405)
-        response["Allow"] = "GET, HEAD"
-        return response
-    return JsonResponse(smart_configuration(token_url=token_url_for(request)))
-
-
 # --- Services -----------------------------------------------------------------------------------------------
 
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")

@@ -54,6 +54,8 @@ def post_token(client):
 
     def post(assertion: str, scope: str = "system/Task.read", **extra):
         form = token_request_form(assertion=assertion, scopes=scope) | extra
-        return client.post("/auth/token", data=urlencode(form), content_type="application/x-www-form-urlencoded")
+        return client.post(
+            "/auth/token", data=urlencode(form), content_type="application/x-www-form-urlencoded"
+        )
 
     return post

@@ -94,7 +94,7 @@ def test_the_pa_task_status_value_set_is_task_status_without_received_and_ready(
     assert len(PA_TASK_STATUSES) == 10
 
 
-# --- Task: cases 2-7 and 20 ----------------------------------------------------------------------------------
+# --- Task: cases 2-7 and 20 ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("element", ["focus", "for", "authoredOn", "requester", "owner"])

@@ -91,7 +91,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        key_path: Path = options["key"]
+        key_path = Path(options["key"])  # Path() again: call_command(key="...") skips argparse's type
         if options["new_key"]:
             key = _key_create(key_path, options["new_key"])
             self.stdout.write(json.dumps(public_jwks(key, options["kid"]), indent=2))

@@ -54,7 +54,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, name, clinic, jwks, scopes, create_clinic, clinic_name, **options):
-        document = _jwks_read(jwks)
+        document = _jwks_read(Path(jwks))  # Path() again: call_command(jwks="...") skips argparse's type
         scope_list = [scope for argument in scopes or DEFAULT_SCOPES for scope in argument.split()]
 
         # One transaction: a clinic created here is not left behind when the registration is refused.

@@ -1,0 +1,38 @@
+# The two commands of the README: `make run` and `make test`. Everything else here serves them.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+HOST ?= 127.0.0.1
+
+.PHONY: run test setup bench clean
+
+# A virtualenv with the hub and its test tools, rebuilt when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The hub on http://$(HOST):$(PORT) with a Celery worker and beat, on SQLite and a broker that needs no server,
+# with a demo clinic, EHR client and sample referrals. Ctrl-C stops all of it.
+run: setup
+	@export DEBUG=$${DEBUG:-true}; \
+	$(PY) manage.py migrate --noinput -v 0 && \
+	$(PY) manage.py load_demo --base-url http://$(HOST):$(PORT) && \
+	{ $(VENV)/bin/celery -A config worker --beat --loglevel WARNING --concurrency 2 \
+	      --schedule .var/celerybeat-schedule & worker=$$!; \
+	  trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	  $(PY) manage.py runserver $(HOST):$(PORT) --noreload; }
+
+# The whole suite. DATABASE_URL and CELERY_BROKER_URL choose PostgreSQL and Redis/RabbitMQ; without them it runs on
+# the embedded SQLite and filesystem broker.
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench.intake
+
+clean:
+	rm -rf $(VENV) .var .pytest_cache
