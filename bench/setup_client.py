@@ -1,0 +1,24 @@
+"""Create the benchmark's clinic and EHR client in the hub's database (run by bench.intake in a subprocess, with
+the hub's environment). Reads the client's public JWKS as JSON on stdin; prints {"client_id", "clinic_id"}."""
+
+import json
+import os
+import sys
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from fhir_bridge.smart import DEFAULT_SCOPES, ehr_client_register
+    from referrals.models import Clinic
+
+    jwks = json.load(sys.stdin)
+    clinic = Clinic.objects.create(name="Benchmark clinic", slug="benchmark-clinic")
+    client = ehr_client_register(name="Benchmark EHR", clinic=clinic, jwks=jwks, scopes=list(DEFAULT_SCOPES))
+    print(json.dumps({"client_id": client.client_id, "clinic_id": clinic.pk}))
+
+
+if __name__ == "__main__":
+    main()
