@@ -1,0 +1,52 @@
+"""Settings are read strictly: a bad value stops the process with a message naming it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _settings(env: dict[str, str], expr: str = "") -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "DEBUG", "SECRET_KEY")}
+    code = f"import django, os; os.environ['DJANGO_SETTINGS_MODULE']='config.settings'; django.setup(); from django.conf import settings; print({expr or '0'})"
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
+        ({"DEBUG": "false"}, "SECRET_KEY must be set"),
+        ({"DEBUG": "false", "SECRET_KEY": "short"}, "at least 32 characters"),
+        ({"DEBUG": "true", "DATABASE_URL": "mysql://x@y/z"}, "DATABASE_URL must be a postgres://"),
+        ({"DEBUG": "true", "CELERY_BROKER_URL": "kafka://x"}, "CELERY_BROKER_URL must be a redis://"),
+        ({"DEBUG": "true", "ALLOWED_HOSTS": " , "}, "ALLOWED_HOSTS is set but names nothing"),
+    ],
+)
+def test_a_bad_value_is_a_clear_error_at_start(env, message):
+    result = _settings(env)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_with_debug_off_the_security_settings_are_on():
+    result = _settings(
+        {"DEBUG": "false", "SECRET_KEY": "x" * 50, "ALLOWED_HOSTS": "hub.example.org"},
+        "settings.SECURE_SSL_REDIRECT, settings.SESSION_COOKIE_SECURE, settings.CSRF_COOKIE_SECURE, "
+        "settings.SECURE_HSTS_SECONDS, settings.ALLOWED_HOSTS",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True True True 31536000 ['hub.example.org']"
+
+
+def test_production_urls_are_read_from_the_environment():
+    result = _settings(
+        {"DEBUG": "true", "DATABASE_URL": "postgres://hub:pw@db.internal:5432/hub", "CELERY_BROKER_URL": "amqp://guest:guest@mq:5672//"},
+        "settings.DATABASES['default']['ENGINE'], settings.DATABASES['default']['HOST'], settings.CELERY_BROKER_URL",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["django.db.backends.postgresql", "db.internal", "amqp://guest:guest@mq:5672//"]
