@@ -18,8 +18,8 @@ setup: $(VENV)/.installed
 # The hub on http://$(HOST):$(PORT) with a Celery worker and beat, on SQLite and a broker that needs no server,
 # with a demo clinic, EHR client and sample referrals. Ctrl-C stops all of it.
 run: setup
-	@export DEBUG=$${DEBUG:-true}; \
-	$(PY) manage.py migrate --noinput -v 0 && \
+	@test -f .env || printf '# written by make run: this checkout is the embedded demo\nDEBUG=true\n' > .env
+	@$(PY) manage.py migrate --noinput -v 0 && \
 	$(PY) manage.py load_demo --base-url http://$(HOST):$(PORT) && \
 	{ $(VENV)/bin/celery -A config worker --beat --loglevel WARNING --concurrency 2 \
 	      --schedule .var/celerybeat-schedule & worker=$$!; \

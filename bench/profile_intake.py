@@ -1,6 +1,7 @@
 """Profile the hub's Bundle intake in one process (cProfile, Django test client), to find where a worker's time goes.
 
     cd /work/main && .venv/bin/python -m bench.profile_intake [--bundles 300] [--sort tottime]
+    cd /work/main && .venv/bin/python -m bench.profile_intake --profiler pyinstrument   # sampling; pip install pyinstrument
 
 Needs the database ``bench.intake`` leaves behind (hub_bench, with its EHR client); the hub's settings are the
 same as in the benchmark (DEBUG off, LOG_LEVEL=WARNING, PostgreSQL). Prints the SQL queries one request makes,
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 
 def main(argv=None) -> int:
@@ -24,7 +26,11 @@ def main(argv=None) -> int:
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/hub_bench")
     parser.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"])
     parser.add_argument("--top", type=int, default=40)
-    parser.add_argument("--out", help="also write the raw profile here (for snakeviz, gprof2dot, ...)")
+    parser.add_argument("--out", help="also write the raw profile here (cProfile stats, or pyinstrument HTML)")
+    parser.add_argument("--profiler", default="cprofile", choices=["cprofile", "pyinstrument"],
+                        help="cProfile (exact call counts, inflates Python-heavy code) or pyinstrument (sampling)")
+    parser.add_argument("--server-side-binding", action="store_true",
+                        help="experiment: DATABASES OPTIONS server_side_binding=True (psycopg binds parameters)")
     args = parser.parse_args(argv)
 
     os.environ.update(
@@ -40,6 +46,10 @@ def main(argv=None) -> int:
     )
     import django
 
+    if args.server_side_binding:
+        from django.conf import settings
+
+        settings.DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
     django.setup()
     import orjson
     from django.db import connection
@@ -83,6 +93,19 @@ def main(argv=None) -> int:
         post(body)
     per_request = (time.perf_counter() - started) / half * 1000
     print(f"\nunprofiled: {per_request:.1f} ms per Bundle in one process ({1000 / per_request:.0f} Bundles/s/core)")
+
+    if args.profiler == "pyinstrument":
+        from pyinstrument import Profiler
+
+        sampler = Profiler(interval=0.0005)
+        sampler.start()
+        for body in timed[half:]:
+            post(body)
+        sampler.stop()
+        if args.out:
+            Path(args.out).write_text(sampler.output_html())
+        print(sampler.output_text(unicode=False, color=False, show_all=False))
+        return 0
 
     profiler = cProfile.Profile()
     profiler.enable()

@@ -7,11 +7,15 @@ is set but malformed stops the process at start (see config/env.py).
 
 from pathlib import Path
 
+import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_broker, env_database, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# `make run` writes a .env (DEBUG=true) so that every manage.py command in this checkout runs like the embedded
+# hub. Variables set in the real environment win over it; production has no such file.
+environ.Env.read_env(BASE_DIR / ".env")
 VAR_DIR = Path(env_str("HUB_VAR_DIR", str(BASE_DIR / ".var")))
 
 DEBUG = env_bool("DEBUG", False)
