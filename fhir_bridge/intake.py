@@ -75,7 +75,9 @@ def validate(resources: list[tuple[str, dict]], *, profiled: list[tuple[str, dic
         profile += check_resource(resource, path=path)
     errors = [issue for issue in profile if issue.severity == "error"]
     if structural:
-        raise FhirError(400, structural + errors)
+        # A profile issue on an element the parser already reported says the same thing twice.
+        seen = {issue.expression for issue in structural}
+        raise FhirError(400, structural + [issue for issue in errors if issue.expression not in seen])
     if errors:
         raise FhirError(422, errors)
 

@@ -1,10 +1,27 @@
-"""The community network: the organizations, sites and professionals that referrals are routed to.
+"""The community network: the organizations, sites and professionals that referrals are routed to, what qualifies
+each of them, and the offers and routing decisions made to them.
 
 Each row that the hub serves over FHIR carries a stable ``fhir_id`` (the id in ``Organization/<fhir_id>`` and so on),
 so that an EHR can direct a referral to a member by reference.
+
+Qualification is data, not code: ``ConditionGroup``, ``ConditionCodeMap`` and ``CredentialType`` are rows that
+admins edit; their defaults come from ``migrations/0003_fill_qualification.py``, which cites the source of each.
 """
 
+import datetime as dt
+
 from django.db import models
+from django.db.models import Q
+
+
+class RiskTier(models.IntegerChoices):
+    """How closely a patient needs to be supervised, from ACSM's pre-participation screening (see network/risk.py).
+
+    A credential covers patients up to its tier; a patient needs a professional at or above theirs."""
+
+    LOW = 1, "Low: cleared for independent exercise, no known cardiovascular, metabolic or renal disease"
+    MODERATE = 2, "Moderate: controlled chronic disease, asymptomatic, medically cleared"
+    HIGH = 3, "High: symptoms, light-only clearance with disease, or needs clinical supervision"
 
 
 class Organization(models.Model):
@@ -20,6 +37,10 @@ class Organization(models.Model):
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.GYM)
     active = models.BooleanField(default=True)
+    # An organization can stop taking new referrals for all its roles at once (a move, a renovation).
+    paused_until = models.DateField(
+        null=True, blank=True, help_text="Takes no new referrals before this date (it resumes on it)."
+    )
     email = models.EmailField(blank=True)
     phone = models.CharField(max_length=40, blank=True)
 
@@ -35,8 +56,18 @@ class Site(models.Model):
     city = models.CharField(max_length=100, blank=True)
     state = models.CharField(max_length=2, blank=True)
     postal_code = models.CharField(max_length=10, blank=True)
+    # WGS84 degrees. A site without coordinates can only deliver virtually: it is never guessed onto the map.
     latitude = models.FloatField(null=True, blank=True)
     longitude = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The routing engine's bounding box (network/routing.py::_pool_query): a range on latitude, then
+            # longitude read from the same index.
+            models.Index(fields=["latitude", "longitude"], name="site_lat_long"),
+            # Virtual delivery is limited to the site's state (licensure); routing reads the state's virtual roles.
+            models.Index(fields=["state"], name="site_state"),
+        ]
 
     def __str__(self):
         return self.name
@@ -57,8 +88,115 @@ class Professional(models.Model):
         return self.display_name
 
 
+class ConditionGroup(models.Model):
+    """A group of conditions that professionals are qualified for as a whole (cardiovascular, metabolic, ...)."""
+
+    slug = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    # ACSM's screening asks about known cardiovascular, metabolic or renal disease; these groups are that disease.
+    cardiometabolic_renal = models.BooleanField(
+        default=False, help_text="Counts as known cardiovascular, metabolic or renal disease in ACSM screening."
+    )
+    min_risk_tier = models.PositiveSmallIntegerField(
+        choices=RiskTier.choices,
+        default=RiskTier.LOW,
+        help_text="The lowest risk tier a patient in this group is routed at, whatever the screening says.",
+    )
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self):
+        return self.name
+
+
+class ConditionCodeMap(models.Model):
+    """One ICD-10-CM or SNOMED CT code, or ICD-10-CM prefix, that puts a patient in a condition group.
+
+    Codes are stored normalised (upper case, no dots), so that "I25.10" and "I2510" are the same code and the
+    prefix "I25" covers both. A code may map to more than one group (E11.22: diabetes with kidney disease)."""
+
+    class Match(models.TextChoices):
+        EXACT = "exact"  # the code itself
+        PREFIX = "prefix"  # every code that starts with it (an ICD-10-CM category or block)
+
+    ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+    SNOMED = "http://snomed.info/sct"
+    SYSTEMS = {ICD10CM: "ICD-10-CM", SNOMED: "SNOMED CT"}
+
+    system = models.CharField(max_length=100, choices=[(k, v) for k, v in SYSTEMS.items()])
+    code = models.CharField(max_length=20)
+    match = models.CharField(max_length=10, choices=Match.choices, default=Match.EXACT)
+    group = models.ForeignKey(ConditionGroup, on_delete=models.CASCADE, related_name="code_maps")
+    display = models.CharField(max_length=200, blank=True)
+    source = models.CharField(max_length=200, blank=True, help_text="Where the mapping comes from.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["system", "code", "match", "group"], name="condition_code_map_unique")
+        ]
+        indexes = [models.Index(fields=["system", "code"], name="condition_code_lookup")]
+
+    def __str__(self):
+        star = "*" if self.match == self.Match.PREFIX else ""
+        return f"{self.SYSTEMS.get(self.system, self.system)} {self.code}{star} → {self.group.slug}"
+
+    @staticmethod
+    def normalise(code: str) -> str:
+        return code.strip().upper().replace(".", "")
+
+    def save(self, *args, **kwargs):
+        # Data hygiene only (not business logic): the lookup compares normalised codes.
+        self.code = self.normalise(self.code)
+        super().save(*args, **kwargs)
+
+
+class CredentialType(models.Model):
+    """A certification, license or program accreditation, and the patients it qualifies its holder for."""
+
+    slug = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=200)
+    issuer = models.CharField(max_length=200, blank=True, help_text="The body that issues it.")
+    condition_groups = models.ManyToManyField(ConditionGroup, related_name="credential_types", blank=True)
+    max_risk_tier = models.PositiveSmallIntegerField(choices=RiskTier.choices, default=RiskTier.LOW)
+    source = models.CharField(max_length=300, blank=True, help_text="Where its scope comes from.")
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self):
+        return self.name
+
+
+class Credential(models.Model):
+    """One professional's credential. It counts only while current: verified by an admin and not expired.
+
+    Credentials belong to the person; every role of the person carries them."""
+
+    professional = models.ForeignKey(Professional, on_delete=models.CASCADE, related_name="credentials")
+    type = models.ForeignKey(CredentialType, on_delete=models.PROTECT, related_name="credentials")
+    number = models.CharField(max_length=64, blank=True)
+    issuer = models.CharField(max_length=200, blank=True)
+    expires_on = models.DateField(help_text="Valid through this date.")
+    verified_by = models.CharField(max_length=150, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["professional", "expires_on"], name="credential_current")]
+
+    def __str__(self):
+        return f"{self.type} ({self.number or 'no number'}), {self.professional}"
+
+    def is_current(self, today: dt.date) -> bool:
+        return self.verified_at is not None and self.expires_on >= today
+
+
 class ProfessionalRole(models.Model):
-    """A professional's role at one site of one organization (a FHIR PractitionerRole)."""
+    """A professional's role at one site of one organization (a FHIR PractitionerRole).
+
+    What it may take is derived from the professional's current credentials, narrowed by ``only_condition_groups``
+    and ``max_risk_tier`` when an admin sets them."""
 
     fhir_id = models.SlugField(max_length=64, unique=True)
     professional = models.ForeignKey(Professional, on_delete=models.CASCADE, related_name="roles")
@@ -67,5 +205,170 @@ class ProfessionalRole(models.Model):
     active = models.BooleanField(default=True)
     email = models.EmailField(blank=True, help_text="Where offers are sent.")
 
+    # Explicit restrictions on top of the credentials (they only ever narrow).
+    only_condition_groups = models.ManyToManyField(
+        ConditionGroup, blank=True, related_name="+", help_text="If set, takes only patients in these groups."
+    )
+    max_risk_tier = models.PositiveSmallIntegerField(
+        choices=RiskTier.choices, null=True, blank=True, help_text="If set, takes no patient above this tier."
+    )
+
+    # BCP 47 tags ("en", "es", "zh-Hant"); matching compares the primary language ("es-MX" speaks "es").
+    languages = models.JSONField(default=list, blank=True)
+    offers_in_person = models.BooleanField(default=True, help_text="One-to-one sessions at the site.")
+    offers_group = models.BooleanField(default=False, help_text="Group classes at the site.")
+    offers_virtual = models.BooleanField(
+        default=False, help_text="Video sessions, for patients in the site's state."
+    )
+
+    max_active_cases = models.PositiveSmallIntegerField(default=10)
+    accepting = models.BooleanField(default=True, help_text="Takes new referrals.")
+    paused_until = models.DateField(
+        null=True, blank=True, help_text="Takes no new referrals before this date (it resumes on it)."
+    )
+    # Payer identifiers as the hub names them ("medicare", "silver-sneakers", "self-pay").
+    payers = models.JSONField(default=list, blank=True)
+    # Kilometres, great-circle from the site. Indexed: routing reads MAX() of it to size its bounding box.
+    service_radius_km = models.FloatField(default=16.0, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                name="role_service_radius_range",
+                condition=Q(service_radius_km__gte=0) & Q(service_radius_km__lte=500),
+            )
+        ]
+
     def __str__(self):
         return f"{self.professional} at {self.organization}"
+
+    @property
+    def reference(self) -> str:
+        return f"PractitionerRole/{self.fhir_id}"
+
+    def is_paused(self, today: dt.date) -> bool:
+        return self.paused_until is not None and today < self.paused_until
+
+
+class OfferStatus(models.TextChoices):
+    """An offer of one referral to one role (rendered as a child Task of the referral Task)."""
+
+    REQUESTED = "requested"  # sent; waiting for the professional to answer before the deadline
+    ACCEPTED = "accepted"  # the professional took the case; final
+    REJECTED = "rejected"  # the professional declined; final, carries a reason
+    EXPIRED = "expired"  # no answer before the deadline; final
+    CANCELLED = "cancelled"  # withdrawn by the hub (the referral was routed by hand, or withdrawn); final
+
+
+# An offer that holds a slot of its role's capacity (an accepted one only while its referral is open).
+LIVE_OFFER_STATUSES = frozenset({OfferStatus.REQUESTED, OfferStatus.ACCEPTED})
+FINAL_OFFER_STATUSES = frozenset(set(OfferStatus) - {OfferStatus.REQUESTED})
+
+
+class RoutingDecision(models.Model):
+    """One routing run for one referral: who was considered, who was excluded by what, and the scores.
+
+    Written in the same transaction as the offer it led to (or the hand-over to manual routing)."""
+
+    class Trigger(models.TextChoices):
+        INITIAL = "initial"  # the referral came in
+        DECLINED = "declined"  # the previous offer was declined
+        EXPIRED = "expired"  # the previous offer timed out
+        MANUAL = "manual"  # an admin chose the role
+        RETRY = "retry"  # an admin asked for a new automatic run
+
+    class Outcome(models.TextChoices):
+        OFFERED = "offered"  # an offer went to the chosen role
+        MANUAL = "manual"  # nobody eligible is left: waiting for a coordinator
+        UNPLACED = "unplaced"  # the patient's address could not be placed: waiting for a coordinator
+
+    referral = models.ForeignKey("referrals.Referral", on_delete=models.CASCADE, related_name="routing_decisions")
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    chosen_role = models.ForeignKey(ProfessionalRole, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    actor = models.CharField(max_length=200, default="hub")
+    # The plain facts the run used (network.routing.PatientFacts), so that a re-run after a decline uses them again.
+    patient_facts = models.JSONField(default=dict)
+    location_source = models.CharField(max_length=20, blank=True)  # "geolocation", "postal-code" or ""
+    condition_groups = models.JSONField(default=list)  # slugs
+    mapped_codes = models.JSONField(default=list)  # [{system, code, display, groups: [slug]}]
+    unmapped_codes = models.JSONField(default=list)  # [{system, code, display}]: kept, shown, flagged
+    risk = models.JSONField(default=dict)  # network.risk.RiskProfile.as_dict()
+    flags = models.JSONField(default=list)  # ["unmapped-condition-code", "address-not-placed", ...]
+    # [{role, name, directed, delivery, distance_km, excluded: [{constraint, detail}], score, components, rank}]
+    candidates = models.JSONField(default=list)
+    summary = models.JSONField(default=dict)  # counts: considered, eligible, excluded by constraint, pool bounds
+    overrides = models.JSONField(default=list)  # manual routing: the hard constraints an admin overrode
+    override_reason = models.TextField(blank=True)
+    gist = models.CharField(max_length=500)  # one line for the physician (Task.businessStatus.text, a Task note)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["referral", "-id"], name="routing_decision_latest")]
+
+    def __str__(self):
+        return f"Routing of referral {self.referral_id} ({self.trigger} → {self.outcome})"
+
+
+class Offer(models.Model):
+    """A referral offered to one role, with a deadline. At most one live offer per referral."""
+
+    class Delivery(models.TextChoices):
+        IN_PERSON = "in-person"
+        VIRTUAL = "virtual"
+
+    referral = models.ForeignKey("referrals.Referral", on_delete=models.PROTECT, related_name="offers")
+    role = models.ForeignKey(ProfessionalRole, on_delete=models.PROTECT, related_name="offers")
+    decision = models.ForeignKey(RoutingDecision, on_delete=models.PROTECT, related_name="offers")
+    status = models.CharField(max_length=10, choices=OfferStatus.choices, default=OfferStatus.REQUESTED)
+    delivery = models.CharField(max_length=10, choices=Delivery.choices, default=Delivery.IN_PERSON)
+    created_at = models.DateTimeField()
+    deadline = models.DateTimeField()
+    responded_at = models.DateTimeField(null=True, blank=True)
+    decline_reason = models.CharField(max_length=500, blank=True)
+    cancel_reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # The last line of defence against routing one referral twice at once.
+            models.UniqueConstraint(
+                fields=["referral"],
+                condition=Q(status__in=["requested", "accepted"]),
+                name="offer_one_live_per_referral",
+            ),
+            models.CheckConstraint(
+                name="offer_decline_reason_iff_rejected",
+                condition=Q(status="rejected", decline_reason__gt="") | (~Q(status="rejected") & Q(decline_reason="")),
+            ),
+        ]
+        indexes = [
+            # Capacity: the live offers of one role (network/selectors.py::role_active_case_count).
+            models.Index(fields=["role", "status"], name="offer_role_status"),
+            # Consumer: network.services.offers_expire_due (Celery task network.expire_offers).
+            models.Index(fields=["deadline"], condition=Q(status="requested"), name="offer_requested_deadline"),
+        ]
+
+    def __str__(self):
+        return f"Offer {self.pk} of referral {self.referral_id} to {self.role_id} ({self.status})"
+
+    def can_answer(self) -> bool:
+        return self.status == OfferStatus.REQUESTED
+
+    def is_due(self, now: dt.datetime) -> bool:
+        return self.status == OfferStatus.REQUESTED and self.deadline <= now
+
+
+class OfferEvent(models.Model):
+    """One change to an offer, written in the same transaction as the change."""
+
+    offer = models.ForeignKey(Offer, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=10, blank=True)
+    to_status = models.CharField(max_length=10)
+    actor = models.CharField(max_length=200)
+    detail = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
