@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from fhir_bridge.fhir import structural_issues
@@ -239,20 +240,14 @@ def conditional_match(caller: Caller, resource_type: str, query: str, *, express
 
 
 def _existing_by_identifier(caller: Caller, resources: list[dict]) -> StoredResource | None:
+    """The stored resource that already carries one of these business identifiers (one query)."""
+    match = Q(pk__in=[])
     for resource in resources:
-        if resource["resourceType"] not in IDENTIFIED_TYPES:
-            continue
-        for system, value in business_identifiers(resource):
-            hit = (
-                ResourceIdentifier.objects.filter(
-                    client=caller.client, resource_type=resource["resourceType"], system=system, value=value
-                )
-                .select_related("resource")
-                .first()
-            )
-            if hit:
-                return hit.resource
-    return None
+        if resource["resourceType"] in IDENTIFIED_TYPES:
+            for system, value in business_identifiers(resource):
+                match |= Q(resource_type=resource["resourceType"], system=system, value=value)
+    hit = ResourceIdentifier.objects.filter(match, client=caller.client).select_related("resource").first()
+    return hit.resource if hit else None
 
 
 def _existing_by_key(caller: Caller, keyed: dict[int, str], contents: list[dict]) -> StoredResource | None:

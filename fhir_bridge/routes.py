@@ -113,6 +113,9 @@ def handle_transaction(request: FhirRequest) -> FhirResponse:
     if not isinstance(request.body, dict):
         raise error(400, "structure", "the body must be a FHIR Bundle (a JSON object)")
     outcome = intake.transaction_intake(request.caller, request.body, check_scope=request.check_scope)
+    if "return=minimal" in request.headers.get("prefer", ""):
+        for entry in outcome.resource["entry"]:
+            entry.pop("resource", None)
     return FhirResponse(outcome.status, outcome.resource)
 
 

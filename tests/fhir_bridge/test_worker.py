@@ -3,6 +3,7 @@ periodic purge of spent client-assertion ids."""
 
 import datetime as dt
 import time
+import uuid
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -14,6 +15,46 @@ from fhir_bridge.tasks import purge_spent_jtis
 from tests.factories import EhrClientFactory
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def _private_queue():
+    """A queue of this test's own, so that no worker of another run on the same broker takes its message."""
+    saved = app.conf.task_default_queue
+    app.conf.task_default_queue = f"test-{uuid.uuid4().hex}"
+    yield
+    app.conf.task_default_queue = saved
+
+
+@pytest.fixture(autouse=True)
+def _private_filesystem_broker(tmp_path):
+    """The filesystem broker's folders are shared by whatever runs in this checkout (make run, another test run):
+    give this test folders of its own, so that no other worker takes its message."""
+    if not app.conf.broker_url.startswith("filesystem://"):
+        yield
+        return
+    saved = app.conf.broker_transport_options
+    folders = {name: tmp_path / name for name in ("queue", "processed", "control")}
+    for folder in folders.values():
+        folder.mkdir()
+    app.conf.broker_transport_options = {
+        "data_folder_in": str(folders["queue"]),
+        "data_folder_out": str(folders["queue"]),
+        "processed_folder": str(folders["processed"]),
+        "control_folder": str(folders["control"]),
+    }
+    _reset_connections()
+    yield
+    app.conf.broker_transport_options = saved
+    _reset_connections()
+
+
+def _reset_connections():
+    # Connections already made carry the old folders; drop them so new ones read the options again.
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
 
 
 def test_a_real_worker_purges_expired_assertion_ids_only():
