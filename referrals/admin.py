@@ -1,0 +1,39 @@
+from django.contrib import admin
+
+from referrals.models import Clinic, Referral, ReferralEvent, ReferralNote
+
+
+@admin.register(Clinic)
+class ClinicAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "created_at")
+    prepopulated_fields = {"slug": ("name",)}
+    search_fields = ("name", "slug")
+
+
+class ReferralEventInline(admin.TabularInline):
+    model = ReferralEvent
+    extra = 0
+    can_delete = False
+    readonly_fields = ("at", "kind", "from_status", "to_status", "actor", "detail")
+
+
+class ReferralNoteInline(admin.TabularInline):
+    model = ReferralNote
+    extra = 0
+    readonly_fields = ("time", "author_reference", "author_display", "text")
+
+
+@admin.register(Referral)
+class ReferralAdmin(admin.ModelAdmin):
+    """Read-only here: a referral changes only through its services, which keep the Task and its history."""
+
+    list_display = ("id", "clinic", "patient_name", "status", "business_status", "owner_display", "created_at")
+    list_filter = ("status", "business_status", "clinic")
+    search_fields = ("patient_name", "requester_display")
+    inlines = [ReferralNoteInline, ReferralEventInline]
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_add_permission(self, request):
+        return False
