@@ -120,8 +120,9 @@ class Referral(models.Model):
         constraints = [
             models.CheckConstraint(
                 name="referral_reason_iff_reason_status",
-                condition=Q(status__in=list(REASON_REQUIRED_STATUSES), status_reason__gt="")
-                | (~Q(status__in=list(REASON_REQUIRED_STATUSES)) & Q(status_reason="")),
+                # sorted: a frozenset's order changes between processes, and would make a new migration each time
+                condition=Q(status__in=sorted(REASON_REQUIRED_STATUSES), status_reason__gt="")
+                | (~Q(status__in=sorted(REASON_REQUIRED_STATUSES)) & Q(status_reason="")),
             )
         ]
 

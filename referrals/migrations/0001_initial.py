@@ -90,6 +90,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name='referral',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('status__in', ['rejected', 'failed', 'on-hold', 'cancelled']), ('status_reason__gt', '')), models.Q(models.Q(('status__in', ['rejected', 'failed', 'on-hold', 'cancelled']), _negated=True), ('status_reason', '')), _connector='OR'), name='referral_reason_iff_reason_status'),
+            constraint=models.CheckConstraint(condition=models.Q(models.Q(('status__in', ['cancelled', 'failed', 'on-hold', 'rejected']), ('status_reason__gt', '')), models.Q(models.Q(('status__in', ['cancelled', 'failed', 'on-hold', 'rejected']), _negated=True), ('status_reason', '')), _connector='OR'), name='referral_reason_iff_reason_status'),
         ),
     ]
