@@ -101,6 +101,7 @@ class FhirView(APIView):
         if request.method in ("POST", "PUT"):
             if not request.content_type.split(";")[0].strip():
                 raise error(415, "not-supported", "send the body as application/fhir+json")
+            fhir_request.raw_body = request.body  # read before DRF parses it, to keep it verbatim
             data = request.data
             fhir_request.body = list(data.lists()) if hasattr(data, "lists") else data
             if request.content_type.startswith("application/x-www-form-urlencoded") and route.handler is not routes.handle_search:

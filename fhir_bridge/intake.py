@@ -65,13 +65,19 @@ class Outcome:
 # --- validation ----------------------------------------------------------------------------------------------
 
 
-def validate(resources: list[tuple[str, dict]], *, profiled: list[tuple[str, dict]] | None = None) -> None:
+def validate(
+    resources: list[tuple[str, dict]], *, profiled: list[tuple[str, dict]] | None = None, whole: dict | None = None
+) -> None:
     """Raise one FhirError listing every problem of every resource: 400 when a resource cannot be parsed as FHIR
     R4, 422 when it parses but breaks a profile rule. ``profiled`` are the forms to check against the profiles
-    when they differ from what was parsed (contained resources lifted out)."""
+    when they differ from what was parsed (contained resources lifted out). ``whole`` is the Bundle that holds
+    ``resources``: parsed at once first, and entry by entry only when that fails, for the paths."""
     structural, profile = [], []
-    for path, resource in resources:
-        structural += structural_issues(resource, path=path)
+    whole_issues = structural_issues(whole, path="Bundle") if whole is not None else None
+    if whole_issues is None or whole_issues:
+        for path, resource in resources:
+            structural += structural_issues(resource, path=path)
+        structural = structural or whole_issues or []  # what is wrong lies in the Bundle itself, not an entry
     for path, resource in resources if profiled is None else profiled:
         profile += check_resource(resource, path=path)
     errors = [issue for issue in profile if issue.severity == "error"]
@@ -278,7 +284,7 @@ class ReferralParts:
     new_resources: list[dict]  # everything to store, task excluded (it is rendered after the referral exists)
     conditional_keys: dict[int, str] = field(default_factory=dict)  # index in new_resources (+ task last) -> query
     interaction: str = ""
-    body: dict | None = None
+    raw: bytes = b""  # the request body as sent, kept verbatim
 
 
 def _referral_open(caller: Caller, parts: ReferralParts) -> tuple[Referral, StoredResource, list[StoredResource]]:
@@ -302,11 +308,15 @@ def _referral_open(caller: Caller, parts: ReferralParts) -> tuple[Referral, Stor
                 now=now,
             )
             InboundMessage.objects.create(
-                client=caller.client, interaction=parts.interaction, body=parts.body, referral=referral
+                client=caller.client, interaction=parts.interaction, body=_text(parts.raw), referral=referral
             )
     except ReferralRuleError as exc:
         raise error(422, exc.code, str(exc), expression=fact_path(exc.field)) from None
     return referral, rows[-1], rows
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
 
 
 def _duplicate_of(caller: Caller, parts: ReferralParts) -> StoredResource:
@@ -382,9 +392,9 @@ def _only(items: list[tuple[int, dict]], resource_type: str, *, required: bool) 
     return items[0] if items else None
 
 
-def transaction_intake(caller: Caller, bundle: dict, *, check_scope) -> Outcome:
+def transaction_intake(caller: Caller, bundle: dict, *, raw: bytes, check_scope) -> Outcome:
     entries = _bundle_entries(bundle)
-    validate([(f"Bundle.entry[{i}].resource", e["resource"]) for i, e in enumerate(entries)])
+    validate([(f"Bundle.entry[{i}].resource", e["resource"]) for i, e in enumerate(entries)], whole=bundle)
     for i, entry in enumerate(entries):
         check_scope(entry["resource"]["resourceType"], "create", expression=f"Bundle.entry[{i}]")
 
@@ -465,10 +475,9 @@ def transaction_intake(caller: Caller, bundle: dict, *, check_scope) -> Outcome:
             (position[i] if i in position else len(new_indexes)): q for i, q in keys.items()
         },
         interaction="transaction",
-        body=bundle,
+        raw=raw,
     )
-    if (existing := _existing_by_identifier(caller, [*parts.new_resources, *([task] if task else [])])) is not None:
-        return _duplicate_answer(caller, entries, _referral_task(existing))
+    # No look-up first: a resend is rare, and the unique keys catch it (the transaction then rolls back).
     try:
         referral, task_row, rows = _referral_open(caller, parts)
     except DuplicateResource:
@@ -583,7 +592,7 @@ def _extract_contained(resource: dict) -> list[dict]:
     return lifted
 
 
-def service_request_intake(caller: Caller, body: dict, *, if_none_exist: str | None) -> Outcome:
+def service_request_intake(caller: Caller, body: dict, *, raw: bytes, if_none_exist: str | None) -> Outcome:
     service_request = _clone(body)
     service_request["id"] = new_id()
     # A contained Patient is taken out and stored on its own, so what is stored meets PA's reference-rest rule.
@@ -608,12 +617,12 @@ def service_request_intake(caller: Caller, body: dict, *, if_none_exist: str | N
         new_resources=[*lifted, service_request],
         conditional_keys=keys,
         interaction="create ServiceRequest",
-        body=body,
+        raw=raw,
     )
     return _open_single(caller, parts, answer_type="ServiceRequest")
 
 
-def task_intake(caller: Caller, body: dict, *, if_none_exist: str | None) -> Outcome:
+def task_intake(caller: Caller, body: dict, *, raw: bytes, if_none_exist: str | None) -> Outcome:
     task = _clone(body)
     task["id"] = new_id()
     lifted = _extract_contained(task)
@@ -659,7 +668,7 @@ def task_intake(caller: Caller, body: dict, *, if_none_exist: str | None) -> Out
         new_resources=lifted,
         conditional_keys=keys,
         interaction="create Task",
-        body=body,
+        raw=raw,
     )
     return _open_single(caller, parts, answer_type="Task")
 
@@ -669,17 +678,14 @@ def _existing_answer(row: StoredResource) -> Outcome:
 
 
 def _open_single(caller: Caller, parts: ReferralParts, *, answer_type: str) -> Outcome:
-    candidates = [*parts.new_resources, *([parts.task] if parts.task else [])]
-    existing = _existing_by_identifier(caller, candidates)
-    if existing is None:
-        try:
-            referral, task_row, rows = _referral_open(caller, parts)
-        except DuplicateResource:
-            existing = _duplicate_of(caller, parts)
-        else:
-            answer = task_row if answer_type == "Task" else next(r for r in rows if r.resource_type == answer_type)
-            log.info("referral %s opened from a %s by %s", referral.pk, answer_type, caller.actor)
-            return Outcome(201, answer.content, stored=answer, created=rows)
+    try:
+        referral, task_row, rows = _referral_open(caller, parts)
+    except DuplicateResource:
+        existing = _duplicate_of(caller, parts)
+    else:
+        answer = task_row if answer_type == "Task" else next(r for r in rows if r.resource_type == answer_type)
+        log.info("referral %s opened from a %s by %s", referral.pk, answer_type, caller.actor)
+        return Outcome(201, answer.content, stored=answer, created=rows)
     if answer_type != "Task" and existing.resource_type == "Task":
         existing = StoredResource.objects.filter(referral_id=existing.referral_id, resource_type=answer_type).first() or existing
     return _existing_answer(existing)

@@ -9,6 +9,17 @@ def new_client_id() -> str:
     return uuid.uuid4().hex
 
 
+class DocumentField(models.JSONField):
+    """A JSONField for whole FHIR resources.
+
+    Having a placeholder keeps Django's PostgreSQL bulk insert on plain multi-row VALUES: its UNNEST strategy would
+    escape every document into an array literal, which costs more than the insert itself for resources this size.
+    """
+
+    def get_placeholder(self, value, compiler, connection):
+        return "%s"
+
+
 class EhrClient(models.Model):
     """An EHR system registered for SMART Backend Services. It acts for exactly one clinic."""
 
@@ -53,7 +64,7 @@ class StoredResource(models.Model):
     referral = models.ForeignKey("referrals.Referral", on_delete=models.PROTECT, null=True, related_name="resources")
     version_id = models.PositiveIntegerField(default=1)
     last_updated = models.DateTimeField()
-    content = models.JSONField()
+    content = DocumentField()
     is_deleted = models.BooleanField(default=False)
 
     class Meta:
@@ -69,13 +80,17 @@ class StoredResource(models.Model):
 
 
 class ResourceVersion(models.Model):
-    """Every version ever served, written in the same transaction as the change (vread, _history, audit)."""
+    """A version that a newer one replaced, written in the same transaction as the change that replaced it.
+
+    With the current version (on StoredResource) these make the whole history (vread, _history, audit). A
+    resource that was never changed has no row here, which keeps intake to one copy of each document.
+    """
 
     resource = models.ForeignKey(StoredResource, on_delete=models.CASCADE, related_name="versions")
     version_id = models.PositiveIntegerField()
     last_updated = models.DateTimeField()
     method = models.CharField(max_length=10)  # POST, PUT or DELETE, as in a history Bundle's entry.request
-    content = models.JSONField()
+    content = DocumentField()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["resource", "version_id"], name="resource_version_unique")]
@@ -136,6 +151,6 @@ class InboundMessage(models.Model):
 
     client = models.ForeignKey(EhrClient, on_delete=models.PROTECT)
     interaction = models.CharField(max_length=40)  # "transaction", "create ServiceRequest", ...
-    body = models.JSONField()
+    body = models.TextField()  # the bytes as sent (UTF-8), not re-serialised
     received_at = models.DateTimeField(auto_now_add=True)
     referral = models.ForeignKey("referrals.Referral", on_delete=models.PROTECT, null=True, related_name="+")

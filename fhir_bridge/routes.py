@@ -39,6 +39,7 @@ class FhirRequest:
     token_url: str
     grant: Grant | None = None
     body: object = None
+    raw_body: bytes = b""
 
     @property
     def caller(self) -> intake.Caller:
@@ -112,7 +113,9 @@ def handle_smart_configuration(request: FhirRequest) -> FhirResponse:
 def handle_transaction(request: FhirRequest) -> FhirResponse:
     if not isinstance(request.body, dict):
         raise error(400, "structure", "the body must be a FHIR Bundle (a JSON object)")
-    outcome = intake.transaction_intake(request.caller, request.body, check_scope=request.check_scope)
+    outcome = intake.transaction_intake(
+        request.caller, request.body, raw=request.raw_body, check_scope=request.check_scope
+    )
     if "return=minimal" in request.headers.get("prefer", ""):
         for entry in outcome.resource["entry"]:
             entry.pop("resource", None)
@@ -133,9 +136,9 @@ def handle_create(request: FhirRequest) -> FhirResponse:
         )
     if_none_exist = request.headers.get("if-none-exist")
     if resource_type == "Task":
-        outcome = intake.task_intake(request.caller, body, if_none_exist=if_none_exist)
+        outcome = intake.task_intake(request.caller, body, raw=request.raw_body, if_none_exist=if_none_exist)
     elif resource_type == "ServiceRequest":
-        outcome = intake.service_request_intake(request.caller, body, if_none_exist=if_none_exist)
+        outcome = intake.service_request_intake(request.caller, body, raw=request.raw_body, if_none_exist=if_none_exist)
     else:
         outcome = intake.supporting_create(request.caller, body, resource_type, if_none_exist=if_none_exist)
     response = _resource_response(request, outcome.status, outcome.stored)
@@ -157,9 +160,11 @@ def handle_vread(request: FhirRequest) -> FhirResponse:
     _supported(request.params["type"], "vread")
     request.check_scope(request.params["type"], "vread")
     row = _get(request)
+    if int(request.params["vid"]) == row.version_id:
+        return FhirResponse(200, row.content, _version_headers(row, row.reference, row.version_id))
     try:
         version = row.versions.get(version_id=int(request.params["vid"]))
-    except (ValueError, ResourceVersion.DoesNotExist):
+    except ResourceVersion.DoesNotExist:
         raise error(404, "not-found", f"{row.reference} has no version {request.params['vid']!r}") from None
     return FhirResponse(200, version.content, _version_headers(version, row.reference, version.version_id))
 
@@ -168,7 +173,11 @@ def handle_history(request: FhirRequest) -> FhirResponse:
     _supported(request.params["type"], "history")
     request.check_scope(request.params["type"], "history")
     row = _get(request)
-    versions = list(row.versions.order_by("-version_id"))
+    current = ResourceVersion(
+        version_id=row.version_id, last_updated=row.last_updated, content=row.content,
+        method="POST" if row.version_id == 1 else "PUT",
+    )
+    versions = [current, *row.versions.order_by("-version_id")]
     entries = [
         {
             "fullUrl": f"{request.base_url}/{row.reference}",

@@ -67,6 +67,8 @@ def filtered(queryset: QuerySet, resource_type: str, criteria: list[tuple[str, s
                 continue
             if param.kind == "reference":
                 values = [_normalise_reference(v) for v in values]
+                if param.target:  # a bare id of a one-type parameter is stored as Type/id
+                    values = [v if "/" in v else f"{param.target}/{v}" for v in values]
             tokens = SearchToken.objects.filter(resource_type=resource_type, param=base, value__in=values)
             queryset = queryset.filter(pk__in=tokens.values("resource_id"))
         else:

@@ -2,7 +2,8 @@
 
 Token values are stored twice, ``system|code`` and bare ``code``, so that ``code=fulfill`` and
 ``code=http://hl7.org/fhir/CodeSystem/task-code|fulfill`` are both one indexed equality. References are stored as
-``Type/id`` and as the bare id, for ``patient=Patient/123`` and ``patient=123``.
+``Type/id``; a parameter that can point at several types (``owner``) also stores the bare id, so that ``owner=hub``
+is one equality too, while ``patient=123`` is read as ``patient=Patient/123``.
 """
 
 from dataclasses import dataclass
@@ -38,21 +39,11 @@ SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
         SearchParam("identifier", "identifier", "identifier"),
     ),
     "Patient": (SearchParam("identifier", "identifier", "identifier"),),
-    "Condition": (
-        SearchParam("patient", "reference", "subject", "Patient"),
-        SearchParam("code", "token", "code"),
-        SearchParam("category", "token", "category"),
-        SearchParam("identifier", "identifier", "identifier"),
-    ),
-    "Observation": (
-        SearchParam("patient", "reference", "subject", "Patient"),
-        SearchParam("code", "token", "code"),
-        SearchParam("category", "token", "category"),
-        SearchParam("status", "token", "status"),
-        SearchParam("identifier", "identifier", "identifier"),
-    ),
-    "Goal": (SearchParam("patient", "reference", "subject", "Patient"), SearchParam("identifier", "identifier", "identifier")),
-    "Consent": (SearchParam("patient", "reference", "patient", "Patient"),),
+    # Types without a search interaction index only what If-None-Exist asks of them: their identifiers. Every
+    # token is a row written at intake, so none is written that nothing reads.
+    "Condition": (SearchParam("identifier", "identifier", "identifier"),),
+    "Observation": (SearchParam("identifier", "identifier", "identifier"),),
+    "Goal": (SearchParam("identifier", "identifier", "identifier"),),
     "Practitioner": (SearchParam("identifier", "identifier", "identifier"),),
     "PractitionerRole": (SearchParam("identifier", "identifier", "identifier"),),
 }
@@ -85,13 +76,15 @@ def _tokens(value) -> list[str]:
     return out
 
 
-def _references(value) -> list[str]:
+def _references(value, with_bare_id: bool) -> list[str]:
     out = []
     for item in _as_list(value):
         ref = item.get("reference") if isinstance(item, dict) else None
         if isinstance(ref, str) and "/" in ref and not ref.startswith(("#", "urn:")):
             relative = "/".join(ref.rstrip("/").split("/")[-2:])
-            out.extend((relative, relative.split("/")[1]))
+            out.append(relative)
+            if with_bare_id:
+                out.append(relative.split("/")[1])
     return out
 
 
@@ -105,14 +98,17 @@ def _identifiers(value) -> list[str]:
     return out
 
 
-_EXTRACT = {"token": _tokens, "reference": _references, "identifier": _identifiers}
+def _values(param: SearchParam, element) -> list[str]:
+    if param.kind == "reference":
+        return _references(element, with_bare_id=not param.target)
+    return _tokens(element) if param.kind == "token" else _identifiers(element)
 
 
 def search_values(resource: dict) -> list[tuple[str, str]]:
     """(param, value) pairs to index for one resource; values longer than the column are left out."""
     pairs = []
     for param in SEARCH_PARAMS.get(resource["resourceType"], ()):
-        for value in dict.fromkeys(_EXTRACT[param.kind](resource.get(param.element))):
+        for value in dict.fromkeys(_values(param, resource.get(param.element))):
             if len(value) <= 255:
                 pairs.append((param.name, value))
     return pairs

@@ -82,9 +82,6 @@ def resources_create(
     ]
     try:
         StoredResource.objects.bulk_create(rows)
-        ResourceVersion.objects.bulk_create(
-            ResourceVersion(resource=r, version_id=1, last_updated=now, method="POST", content=r.content) for r in rows
-        )
         SearchToken.objects.bulk_create(token for r in rows for token in _tokens_for(r))
         if client is not None:
             ResourceIdentifier.objects.bulk_create(
@@ -112,8 +109,9 @@ class VersionConflict(Exception):
 def resource_update(
     *, resource: StoredResource, content: dict, now: dt.datetime, expected_version: int | None = None
 ) -> StoredResource:
-    """Write ``content`` as the next version of ``resource`` (compare-and-set on the version), its history row and
-    its search tokens. Call inside transaction.atomic."""
+    """Write ``content`` as the next version of ``resource`` (compare-and-set on the version), keep the version it
+    replaces as a history row, and rewrite its search tokens. Call inside transaction.atomic, with ``resource`` as
+    read in it."""
     current = resource.version_id if expected_version is None else expected_version
     new_version = current + 1
     content = stamp(content, fhir_id=resource.fhir_id, version_id=new_version, now=now)
@@ -122,10 +120,14 @@ def resource_update(
     )
     if not won:
         raise VersionConflict(f"{resource.reference} is no longer at version {current}")
-    resource.version_id, resource.last_updated, resource.content = new_version, now, content
     ResourceVersion.objects.create(
-        resource=resource, version_id=new_version, last_updated=now, method="PUT", content=content
+        resource=resource,
+        version_id=current,
+        last_updated=resource.last_updated,
+        method="POST" if current == 1 else "PUT",
+        content=resource.content,
     )
+    resource.version_id, resource.last_updated, resource.content = new_version, now, content
     SearchToken.objects.filter(resource=resource).delete()
     SearchToken.objects.bulk_create(_tokens_for(resource))
     return resource

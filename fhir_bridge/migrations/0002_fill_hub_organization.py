@@ -19,15 +19,13 @@ HUB = {
 
 def fill(apps, schema_editor):
     StoredResource = apps.get_model("fhir_bridge", "StoredResource")
-    ResourceVersion = apps.get_model("fhir_bridge", "ResourceVersion")
     if StoredResource.objects.filter(resource_type="Organization", fhir_id="hub").exists():
         return
     now = timezone.now()
     content = {**HUB, "meta": {"versionId": "1", "lastUpdated": now.isoformat(timespec="milliseconds").replace("+00:00", "Z")}}
-    row = StoredResource.objects.create(
+    StoredResource.objects.create(
         resource_type="Organization", fhir_id="hub", clinic=None, version_id=1, last_updated=now, content=content
     )
-    ResourceVersion.objects.create(resource=row, version_id=1, last_updated=now, method="POST", content=content)
 
 
 def unfill(apps, schema_editor):

@@ -2,6 +2,7 @@
 
 import copy
 
+import orjson
 import pytest
 
 from fhir_bridge.examples import example, scenario2_bundle
@@ -36,9 +37,9 @@ def test_a_transaction_bundle_opens_one_referral_and_stores_every_entry(fhir, cl
     assert referral.patient_postal_code == "62701"
     assert {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "Z72.3", "display": "Lack of physical exercise"} in referral.reason_codes
     assert StoredResource.objects.filter(referral=referral).count() == 6
-    assert ResourceVersion.objects.filter(resource__referral=referral).count() == 6
+    assert ResourceVersion.objects.filter(resource__referral=referral).count() == 0  # no superseded versions yet
     assert ReferralEvent.objects.get(referral=referral).kind == "created"
-    assert InboundMessage.objects.get().body == bundle  # what came in, verbatim
+    assert orjson.loads(InboundMessage.objects.get().body) == bundle  # what came in, verbatim
 
 
 def test_references_between_entries_are_resolved_to_the_new_ids(fhir):
@@ -276,3 +277,12 @@ def test_conditional_create_matching_several_is_412(fhir):
     )
     assert response.status_code == 412
     assert StoredResource.objects.filter(resource_type="Patient").count() == 2
+
+
+def test_a_malformed_bundle_envelope_is_400_with_its_path(fhir):
+    bundle = scenario2_bundle(identifier="env")
+    bundle["entry"][0]["fullUrl"] = 42
+    response = fhir.post("", bundle)
+    assert response.status_code == 400
+    assert "Bundle.entry[0].fullUrl" in issue_paths(response)
+    assert Referral.objects.count() == 0

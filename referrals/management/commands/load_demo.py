@@ -2,6 +2,8 @@
 few sample PA referrals. Running it again changes nothing that is already there."""
 
 import json
+
+import orjson
 from pathlib import Path
 
 from django.conf import settings
@@ -65,7 +67,7 @@ class Command(BaseCommand):
         opened = 0
         for identifier, family, postal_code in DEMO_REFERRALS:
             bundle = scenario2_bundle(identifier=identifier, family=family, postal_code=postal_code)
-            outcome = transaction_intake(caller, bundle, check_scope=lambda *a, **k: None)
+            outcome = transaction_intake(caller, bundle, raw=orjson.dumps(bundle), check_scope=lambda *a, **k: None)
             opened += outcome.stored is None  # a duplicate answer names the referral that was already there
         admin_note = self._demo_admin()
 
