@@ -12,7 +12,7 @@ _url = urlsplit(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:54
 
 SECRET_KEY = os.environ.get("SECRET_KEY") or "floor-benchmark-only-not-a-secret-0123456789abcdef"
 DEBUG = False
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()]
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")]
 
 INSTALLED_APPS: list[str] = []
 MIDDLEWARE: list[str] = []
@@ -27,7 +27,7 @@ DATABASES = {
         "PASSWORD": unquote(_url.password or ""),
         "HOST": _url.hostname or "",
         "PORT": str(_url.port or ""),
-        "CONN_MAX_AGE": 60,  # as config/settings.py
+        "CONN_MAX_AGE": int(os.environ.get("DATABASE_CONN_MAX_AGE") or 60),  # as config/settings.py
         "CONN_HEALTH_CHECKS": True,  # as config/settings.py
     }
 }

@@ -1,5 +1,5 @@
-"""The floor's one view: parse the body as a FHIR R4B Bundle with fhir.resources, store it as one JSONB row in one
-transaction, answer 201. What any Django intake of a Bundle costs at least."""
+"""The floor's one view: parse the body as a FHIR R4B Bundle with fhir.resources, store it as one JSONB row in
+one transaction, answer 201. What any Django intake of a Bundle costs at least."""
 
 from django.db import connection, transaction
 from django.http import HttpResponse, JsonResponse

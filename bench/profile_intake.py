@@ -1,7 +1,7 @@
-"""Profile the hub's Bundle intake in one process (cProfile, Django test client), to find where a worker's time goes.
+"""Profile the hub's Bundle intake in one process (Django test client), to find where a worker's time goes.
 
     cd /work/main && .venv/bin/python -m bench.profile_intake [--bundles 300] [--sort tottime]
-    cd /work/main && .venv/bin/python -m bench.profile_intake --profiler pyinstrument   # sampling; pip install pyinstrument
+    cd /work/main && .venv/bin/python -m bench.profile_intake --profiler pyinstrument  # needs pyinstrument
 
 Needs the database ``bench.intake`` leaves behind (hub_bench, with its EHR client); the hub's settings are the
 same as in the benchmark (DEBUG off, LOG_LEVEL=WARNING, PostgreSQL). Prints the SQL queries one request makes,
@@ -9,10 +9,12 @@ the share of time spent in the database, and the top functions.
 """
 
 import argparse
+import atexit
 import cProfile
 import io
 import os
 import pstats
+import shutil
 import sys
 import tempfile
 import time
@@ -26,14 +28,19 @@ def main(argv=None) -> int:
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/hub_bench")
     parser.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"])
     parser.add_argument("--top", type=int, default=40)
-    parser.add_argument("--out", help="also write the raw profile here (cProfile stats, or pyinstrument HTML)")
+    parser.add_argument("--out", help="also write the profile here (cProfile stats, or pyinstrument HTML)")
     parser.add_argument("--profiler", default="cprofile", choices=["cprofile", "pyinstrument"],
-                        help="cProfile (exact call counts, inflates Python-heavy code) or pyinstrument (sampling)")
+                        help="cProfile (exact call counts; inflates Python-heavy code) or pyinstrument")
     parser.add_argument("--server-side-binding", action="store_true",
-                        help="experiment: DATABASES OPTIONS server_side_binding=True (psycopg binds parameters)")
+                        help="experiment: DATABASES OPTIONS server_side_binding=True")
     args = parser.parse_args(argv)
 
-    os.environ.update(
+    var_dir = tempfile.mkdtemp(prefix="hub-profile-")
+    atexit.register(shutil.rmtree, var_dir, True)
+    os.environ.update(  # all set, so that a .env in the checkout changes nothing
+        HUB_PUBLIC_BASE_URL="",
+        DATABASE_CONN_MAX_AGE="60",
+        SECURE_PROXY_SSL_HEADER_NAME="",
         DATABASE_URL=args.database_url,
         SECRET_KEY="profile-only-" + "x" * 40,
         DEBUG="false",
@@ -41,7 +48,7 @@ def main(argv=None) -> int:
         ALLOWED_HOSTS="127.0.0.1,localhost",
         LOG_LEVEL="WARNING",
         HUB_ACCESS_TOKEN_SECONDS="3600",
-        HUB_VAR_DIR=tempfile.mkdtemp(prefix="hub-profile-"),
+        HUB_VAR_DIR=var_dir,
         DJANGO_SETTINGS_MODULE="config.settings",
     )
     import django
@@ -92,7 +99,7 @@ def main(argv=None) -> int:
     for body in timed[:half]:
         post(body)
     per_request = (time.perf_counter() - started) / half * 1000
-    print(f"\nunprofiled: {per_request:.1f} ms per Bundle in one process ({1000 / per_request:.0f} Bundles/s/core)")
+    print(f"\nunprofiled: {per_request:.1f} ms per Bundle in one process ({1000 / per_request:.0f}/s)")
 
     if args.profiler == "pyinstrument":
         from pyinstrument import Profiler

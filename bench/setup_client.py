@@ -1,5 +1,6 @@
-"""Create the benchmark's clinic and EHR client in the hub's database (run by bench.intake in a subprocess, with
-the hub's environment). Reads the client's public JWKS as JSON on stdin; prints {"client_id", "clinic_id"}."""
+"""Create the benchmark's clinic and EHR client in the hub's database (run by bench.intake in a subprocess,
+with the hub's environment). Reads the client's public JWKS as JSON on stdin; prints its client_id and
+clinic_id as JSON."""
 
 import json
 import os
