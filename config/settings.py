@@ -125,6 +125,9 @@ REST_FRAMEWORK = {
 
 # --- SMART Backend Services ----------------------------------------------------------------------------------------
 HUB_ACCESS_TOKEN_SECONDS = env_int("HUB_ACCESS_TOKEN_SECONDS", 300, minimum=30)
+# How long a web process trusts what it last read of an EHR client (active? which scopes?): deactivating a client
+# takes effect within this many seconds. 0 reads it on every request.
+HUB_CLIENT_RECHECK_SECONDS = env_int("HUB_CLIENT_RECHECK_SECONDS", 5)
 # Absolute base URL the hub is reached at (behind a proxy). Without it, URLs are built from the request.
 HUB_PUBLIC_BASE_URL = env_str("HUB_PUBLIC_BASE_URL")
 HUB_SEARCH_DEFAULT_COUNT = 20

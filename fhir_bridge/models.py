@@ -42,7 +42,7 @@ class EhrClient(models.Model):
 class SpentAssertion(models.Model):
     """A client assertion's `jti`, kept until the assertion expires so that it can never be replayed."""
 
-    client = models.ForeignKey(EhrClient, on_delete=models.CASCADE)
+    client = models.ForeignKey(EhrClient, on_delete=models.CASCADE, db_index=False)  # the unique key leads with it
     jti = models.CharField(max_length=255)
     expires_at = models.DateTimeField(db_index=True)
 
@@ -60,7 +60,8 @@ class StoredResource(models.Model):
 
     resource_type = models.CharField(max_length=64)
     fhir_id = models.CharField(max_length=64)
-    clinic = models.ForeignKey("referrals.Clinic", on_delete=models.PROTECT, null=True, related_name="+")
+    # Not indexed alone: resource_clinic_updated leads with it. Every index here is written at each intake.
+    clinic = models.ForeignKey("referrals.Clinic", on_delete=models.PROTECT, null=True, related_name="+", db_index=False)
     referral = models.ForeignKey("referrals.Referral", on_delete=models.PROTECT, null=True, related_name="resources")
     version_id = models.PositiveIntegerField(default=1)
     last_updated = models.DateTimeField()
@@ -103,7 +104,7 @@ class ResourceIdentifier(models.Model):
     stored: the second insert fails, and its transaction rolls back and answers with the first.
     """
 
-    client = models.ForeignKey(EhrClient, on_delete=models.CASCADE)
+    client = models.ForeignKey(EhrClient, on_delete=models.CASCADE, db_index=False)  # the unique key leads with it
     resource_type = models.CharField(max_length=64)
     system = models.CharField(max_length=255)
     value = models.CharField(max_length=255)
@@ -121,7 +122,7 @@ class ConditionalCreateKey(models.Model):
     """The If-None-Exist query a resource was created under, unique per client and type (the same guard for
     conditional creates whose query is not an identifier of the resource itself)."""
 
-    client = models.ForeignKey(EhrClient, on_delete=models.CASCADE)
+    client = models.ForeignKey(EhrClient, on_delete=models.CASCADE, db_index=False)  # the unique key leads with it
     resource_type = models.CharField(max_length=64)
     query = models.CharField(max_length=500)
     resource = models.ForeignKey(StoredResource, on_delete=models.CASCADE, related_name="+")

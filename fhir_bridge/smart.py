@@ -242,11 +242,32 @@ def access_token_encode(*, client: EhrClient, scopes: list[str], now: float | No
     return token, lifetime
 
 
-def authenticate_bearer(authorization: str | None) -> Grant:
-    """The Grant of an ``Authorization: Bearer <token>`` header value, or AuthError. One query.
+# client_id -> (monotonic time read, the client or None). Per process: every request would otherwise read the
+# client again, for a fact that changes a few times a year.
+_recent_clients: dict[str, tuple[float, EhrClient | None]] = {}
 
-    The token's scopes are intersected with what the client is registered for now, so narrowing a client's
-    scopes takes effect at once rather than when its tokens expire.
+
+def _active_client(client_id: str) -> EhrClient | None:
+    """The active client, as read at most HUB_CLIENT_RECHECK_SECONDS ago in this process."""
+    ttl = settings.HUB_CLIENT_RECHECK_SECONDS
+    now = time.monotonic()
+    cached = _recent_clients.get(client_id)
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
+    client = EhrClient.objects.select_related("clinic").filter(client_id=client_id, is_active=True).first()
+    if ttl > 0:
+        if len(_recent_clients) > 10_000:
+            _recent_clients.clear()
+        _recent_clients[client_id] = (now, client)
+    return client
+
+
+def authenticate_bearer(authorization: str | None) -> Grant:
+    """The Grant of an ``Authorization: Bearer <token>`` header value, or AuthError. At most one query.
+
+    The token's scopes are intersected with what the client is registered for now, so deactivating a client or
+    narrowing its scopes takes effect within HUB_CLIENT_RECHECK_SECONDS (5 s by default) rather than when its
+    tokens expire.
     """
     if not authorization:
         raise AuthError(
@@ -274,9 +295,7 @@ def authenticate_bearer(authorization: str | None) -> Grant:
     if not isinstance(claims["scope"], str):
         raise AuthError("the access token is not one this hub issued, or it has been altered")
 
-    client = (
-        EhrClient.objects.select_related("clinic").filter(client_id=claims["sub"], is_active=True).first()
-    )
+    client = _active_client(claims["sub"])
     if client is None:
         raise AuthError("the client this access token was issued to is unknown or deactivated")
     scopes = scopes_grantable(requested=claims["scope"].split(), allowed=client.allowed_scopes)

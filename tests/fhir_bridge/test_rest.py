@@ -187,3 +187,17 @@ def test_wrong_method_and_unknown_type(fhir):
     assert fhir.http.delete("/fhir/Task/x", **fhir._headers(None)).status_code == 405
     assert fhir.get("Spaceship").status_code == 404
     assert fhir.get("Task/nope").status_code == 404
+
+
+def test_a_deactivated_client_is_refused_within_the_recheck_window(ehr_client, settings):
+    from fhir_bridge import smart
+
+    settings.HUB_CLIENT_RECHECK_SECONDS = 60
+    smart._recent_clients.clear()
+    fhir = fhir_client_for(ehr_client)
+    assert fhir.get("Task").status_code == 200
+    ehr_client.is_active = False
+    ehr_client.save()
+    assert fhir.get("Task").status_code == 200  # still trusted: read less than a minute ago in this process
+    smart._recent_clients.clear()  # as when the window passes
+    assert fhir.get("Task").status_code == 401
