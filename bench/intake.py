@@ -120,11 +120,13 @@ class Server:
     process: subprocess.Popen | None = None
 
 
-def server_start(server: Server, app: str, *, env: dict[str, str], workers: int) -> None:
+def server_start(server: Server, app: str, *, env: dict[str, str], workers: int, threads: int = 1) -> None:
     args = [
         sys.executable, "-m", "gunicorn", app,
         "--workers", str(workers),
-        "--worker-class", "sync",
+        # One thread: sync workers. More: gthread workers, which also keep connections alive.
+        "--worker-class", "sync" if threads == 1 else "gthread",
+        "--threads", str(threads),
         "--bind", f"127.0.0.1:{server.port}",
         "--log-level", "warning",
         "--error-logfile", str(server.log),
@@ -340,7 +342,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="timed rounds, each a chunk to the floor then the same chunk to the hub "
              "(default 5; 1 = the floor's whole run, then the hub's)",
     )
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers per server (default 2)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per server (default 2)")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="threads per gunicorn worker, for both servers (default 1: sync workers; more: gthread workers)",
+    )
     parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432", help="PostgreSQL URL")
     parser.add_argument("--database", default="hub_bench", help="dropped and recreated (default hub_bench)")
     parser.add_argument(
@@ -395,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"built {len(warm)} + {len(timed)} Bundles ({size:.0f} bytes each)")
 
         # 2-3. The servers: the same gunicorn settings, the same database.
-        server_start(floor, "bench.floor_wsgi:application", env=env, workers=args.workers)
-        server_start(hub, args.hub_app, env=env, workers=args.workers)
+        server_start(floor, "bench.floor_wsgi:application", env=env, workers=args.workers, threads=args.threads)
+        server_start(hub, args.hub_app, env=env, workers=args.workers, threads=args.threads)
         server_wait(floor, "/healthz")
         server_wait(hub, "/healthz")
         token = token_get(hub.port, client_id=client_id, key=key)
