@@ -1,6 +1,7 @@
 """The CapabilityStatement: what this server really does, built from the same tables the router uses."""
 
 from fhir_bridge.fhir import FHIR_VERSION
+from fhir_bridge.network_fhir import SEARCH_PARAMS as NETWORK_SEARCH
 from fhir_bridge.projection import BUSINESS_STATUS_SYSTEM
 from fhir_bridge.search_params import INCLUDES, SEARCH_PARAMS
 from referrals.models import BusinessStatus
@@ -19,6 +20,10 @@ PROFILES = {
     "Goal": [f"{PA}/StructureDefinition/pa-goal"],
 }
 _SEARCH_TYPES = {"token": "token", "reference": "reference", "identifier": "token"}
+_NETWORK_PARAM_TYPES = {
+    "name": "string", "near": "special", "address-postalcode": "string", "address-state": "string",
+    "organization": "reference", "location": "reference", "practitioner": "reference",
+}
 
 
 def capability_statement(*, base_url: str, token_url: str) -> dict:
@@ -37,7 +42,10 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
         }
         if resource_type in PROFILES:
             entry["supportedProfile"] = PROFILES[resource_type]
-        if "search" in interactions:
+        if resource_type in NETWORK_SEARCH:
+            entry["searchParam"] = [{"name": n, "type": _NETWORK_PARAM_TYPES.get(n, "token")} for n in NETWORK_SEARCH[resource_type]]
+            entry["documentation"] = "Read-only view of the hub's community network (search lists the network)."
+        elif "search" in interactions:
             entry["searchParam"] = [
                 {"name": "_id", "type": "token"},
                 {"name": "_lastUpdated", "type": "date"},

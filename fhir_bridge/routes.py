@@ -9,11 +9,11 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.http import http_date
 
-from fhir_bridge import capability, intake
+from fhir_bridge import capability, intake, network_fhir
 from fhir_bridge.models import ResourceVersion, StoredResource
 from fhir_bridge.outcomes import FhirError, error, not_found
 from fhir_bridge.profiles import Issue
-from fhir_bridge.search import page_links, search, visible
+from fhir_bridge.search import page_links, search, search_page_params, visible
 from fhir_bridge.smart import Grant, grant_allows, smart_configuration
 from referrals.models import Referral
 from referrals.services import ReferralConflict, ReferralRuleError, referral_update
@@ -23,9 +23,11 @@ INTERACTIONS: dict[str, frozenset[str]] = {
     "Task": frozenset({"create", "read", "vread", "history", "update", "search"}),
     "ServiceRequest": frozenset({"create", "read", "vread", "history", "search"}),
     "Patient": frozenset({"create", "read", "vread", "history", "search"}),
-    "Organization": frozenset({"create", "read", "vread", "history"}),
+    # The network's types: search lists the network; read also finds what a clinic sent (its own practitioners).
+    **{t: frozenset({"create", "read", "vread", "history", "search"}) for t in ("Organization", "Practitioner", "PractitionerRole")},
+    **{t: frozenset({"read", "search"}) for t in ("Location", "HealthcareService")},
     **{t: frozenset({"create", "read", "vread", "history"}) for t in
-       ("Condition", "Observation", "Goal", "Practitioner", "PractitionerRole", "Consent", "CarePlan", "RelatedPerson")},
+       ("Condition", "Observation", "Goal", "Consent", "CarePlan", "RelatedPerson")},
 }
 
 
@@ -146,9 +148,25 @@ def handle_create(request: FhirRequest) -> FhirResponse:
     return response
 
 
+def _network_response(request: FhirRequest, row) -> FhirResponse:
+    resource_type = request.params["type"]
+    resource = network_fhir.RENDER[resource_type](row)
+    version = resource["meta"]["versionId"]
+    headers = {
+        "ETag": f'W/"{version}"',
+        "Last-Modified": http_date(network_fhir.last_modified(row).timestamp()),
+    }
+    return FhirResponse(200, resource, headers)
+
+
 def handle_read(request: FhirRequest) -> FhirResponse:
-    _supported(request.params["type"], "read")
-    request.check_scope(request.params["type"], "read")
+    resource_type = request.params["type"]
+    _supported(resource_type, "read")
+    request.check_scope(resource_type, "read")
+    if resource_type in network_fhir.NETWORK_TYPES:
+        member = network_fhir.network_read(resource_type, request.params["id"])
+        if member is not None:
+            return _network_response(request, member)
     row = _get(request)
     etag = request.headers.get("if-none-match")
     if etag and etag.strip() in (f'W/"{row.version_id}"', f'"{row.version_id}"'):
@@ -201,6 +219,8 @@ def handle_search(request: FhirRequest) -> FhirResponse:
     params = list(request.query)
     if request.method == "POST" and isinstance(request.body, list):
         params += request.body  # form-encoded _search
+    if resource_type in network_fhir.NETWORK_TYPES:
+        return _network_search(request, resource_type, params)
     page = search(clinic_id=request.clinic_id, resource_type=resource_type, params=params)
     entries = [
         {"fullUrl": f"{request.base_url}/{r.reference}", "resource": r.content, "search": {"mode": "match"}}
@@ -213,6 +233,35 @@ def handle_search(request: FhirRequest) -> FhirResponse:
         "resourceType": "Bundle",
         "type": "searchset",
         "total": page.total,
+        "link": page_links(request.base_url, resource_type, params, page),
+        "entry": entries,
+    }
+    return FhirResponse(200, bundle)
+
+
+def _network_search(request: FhirRequest, resource_type: str, params: list[tuple[str, str]]) -> FhirResponse:
+    page = search_page_params(resource_type, params)
+    rows, distances = network_fhir.network_search(resource_type, params)
+    window = rows[page.offset : page.offset + page.count]
+    entries = []
+    for row in window:
+        entry = {
+            "fullUrl": f"{request.base_url}/{resource_type}/{row.fhir_id}",
+            "resource": network_fhir.RENDER[resource_type](row),
+            "search": {"mode": "match"},
+        }
+        if row.pk in distances and resource_type == "Location":
+            # The distance in metres, as FHIR's location-distance extension carries it.
+            entry["search"]["extension"] = [{
+                "url": "http://hl7.org/fhir/StructureDefinition/location-distance",
+                "valueDistance": {"value": round(distances[row.pk] * 1000), "unit": "m", "system": "http://unitsofmeasure.org", "code": "m"},
+            }]
+        entries.append(entry)
+    page.total = len(rows)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(rows),
         "link": page_links(request.base_url, resource_type, params, page),
         "entry": entries,
     }

@@ -89,10 +89,9 @@ class SearchPage:
     count: int
 
 
-def search(*, clinic_id: int, resource_type: str, params: list[tuple[str, str]]) -> SearchPage:
-    count = settings.HUB_SEARCH_DEFAULT_COUNT
-    offset = 0
-    includes = []
+def search_page_params(resource_type: str, params: list[tuple[str, str]]) -> SearchPage:
+    """The paging a search asks for (_count, _offset), as an empty page; _include is checked by ``search``."""
+    page = SearchPage([], [], 0, 0, settings.HUB_SEARCH_DEFAULT_COUNT)
     for name, raw in params:
         if name in ("_count", "_offset"):
             try:
@@ -102,10 +101,18 @@ def search(*, clinic_id: int, resource_type: str, params: list[tuple[str, str]])
             if number < 0:
                 raise error(400, "invalid", f"{name} cannot be negative", expression=name)
             if name == "_count":
-                count = min(number, settings.HUB_SEARCH_MAX_COUNT)
+                page.count = min(number, settings.HUB_SEARCH_MAX_COUNT)
             else:
-                offset = number
-        elif name == "_include":
+                page.offset = number
+    return page
+
+
+def search(*, clinic_id: int, resource_type: str, params: list[tuple[str, str]]) -> SearchPage:
+    page = search_page_params(resource_type, params)
+    count, offset = page.count, page.offset
+    includes = []
+    for name, raw in params:
+        if name == "_include":
             if raw not in INCLUDES.get(resource_type, ()):
                 supported = ", ".join(INCLUDES.get(resource_type, ())) or "none"
                 raise error(400, "not-supported", f"_include={raw} is not supported (supported: {supported})", "_include")

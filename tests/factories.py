@@ -7,7 +7,7 @@ from referrals.models import Clinic
 ALL_SCOPES = (
     "system/Task.cruds system/ServiceRequest.cruds system/Patient.cruds system/Condition.cruds "
     "system/Observation.cruds system/Goal.cruds system/Organization.cruds system/Practitioner.cruds "
-    "system/PractitionerRole.cruds system/Consent.cruds"
+    "system/PractitionerRole.cruds system/Consent.cruds system/Location.rs system/HealthcareService.rs"
 )
 
 

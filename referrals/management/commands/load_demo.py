@@ -23,7 +23,7 @@ DEMO_CLIENT_NAME = "Good Health Cardiology EHR (demo)"
 DEMO_SCOPES = (
     "system/Task.cruds system/ServiceRequest.cruds system/Patient.cruds system/Condition.cruds "
     "system/Observation.cruds system/Goal.cruds system/Practitioner.rs system/PractitionerRole.rs "
-    "system/Organization.rs system/Consent.cruds"
+    "system/Organization.rs system/Location.rs system/HealthcareService.rs system/Consent.cruds"
 ).split()
 # (identifier, family name, ZIP code): Ms Johansson of PA Scenario 2, and two neighbours.
 DEMO_REFERRALS = [("demo-1", "Johansson", "62701"), ("demo-2", "Okafor", "62702"), ("demo-3", "Lindqvist", "62704")]

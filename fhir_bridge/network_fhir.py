@@ -1,0 +1,315 @@
+"""The community network as read-only FHIR: Organization, Location, Practitioner, PractitionerRole and
+HealthcareService, rendered from the network's own tables (the truth), never stored twice.
+
+Each resource's version is its row's ``updated_at``: meta.lastUpdated is that instant, and meta.versionId its epoch
+milliseconds, which only ever grow. No history is kept of the network (it is not PHI, and an import replaces it).
+"""
+
+import datetime as dt
+import math
+
+from django.db.models import Prefetch, Q, QuerySet
+
+from fhir_bridge.outcomes import FhirError, error
+from fhir_bridge.profiles import Issue
+from fhir_bridge.store import http_date_iso
+from network.models import Credential, Organization, Professional, ProfessionalRole, Site
+
+HUB_CODES = "http://exercise-referral-hub.org/fhir/CodeSystem"
+CONDITION_GROUP_SYSTEM = f"{HUB_CODES}/condition-group"
+CREDENTIAL_TYPE_SYSTEM = f"{HUB_CODES}/credential-type"
+ORGANIZATION_KIND_SYSTEM = f"{HUB_CODES}/network-organization-kind"
+NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
+PROGRAM_KINDS = (Organization.Kind.YMCA, Organization.Kind.CARDIAC_REHAB, Organization.Kind.WELLNESS)
+_EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+NETWORK_TYPES = ("Organization", "Location", "Practitioner", "PractitionerRole", "HealthcareService")
+SEARCH_PARAMS: dict[str, tuple[str, ...]] = {
+    "Organization": ("_id", "name", "type", "active"),
+    "Location": ("_id", "name", "near", "address-postalcode", "address-state", "organization"),
+    "Practitioner": ("_id", "name", "identifier", "active"),
+    "PractitionerRole": ("_id", "specialty", "location", "organization", "practitioner", "active"),
+    "HealthcareService": ("_id", "name", "specialty", "location", "organization", "active"),
+}
+
+
+def _meta(row) -> dict:
+    moment = getattr(row, "updated_at", None) or _EPOCH
+    return {"versionId": str(int(moment.timestamp() * 1000)), "lastUpdated": http_date_iso(moment)}
+
+
+def last_modified(row) -> dt.datetime:
+    return getattr(row, "updated_at", None) or _EPOCH
+
+
+def _ref(resource_type: str, row, display: str | None = None) -> dict:
+    ref = {"reference": f"{resource_type}/{row.fhir_id}"}
+    if display:
+        ref["display"] = display
+    return ref
+
+
+def _telecom(email: str = "", phone: str = "") -> list[dict]:
+    return [t for t in ({"system": "email", "value": email, "use": "work"} if email else None,
+                        {"system": "phone", "value": phone, "use": "work"} if phone else None) if t]
+
+
+def organization_render(org: Organization) -> dict:
+    resource = {
+        "resourceType": "Organization",
+        "id": org.fhir_id,
+        "meta": _meta(org),
+        "active": org.active,
+        "type": [{"coding": [{"system": ORGANIZATION_KIND_SYSTEM, "code": org.kind, "display": org.get_kind_display()}]}],
+        "name": org.name,
+    }
+    if telecom := _telecom(org.email, org.phone):
+        resource["telecom"] = telecom
+    return resource
+
+
+def location_render(site: Site) -> dict:
+    resource = {
+        "resourceType": "Location",
+        "id": site.fhir_id,
+        "meta": _meta(site),
+        "status": "active",
+        "name": site.name,
+        "mode": "instance",
+        "address": {k: v for k, v in (
+            ("line", [site.line] if site.line else None), ("city", site.city), ("state", site.state),
+            ("postalCode", site.postal_code), ("country", "US"),
+        ) if v},
+        "managingOrganization": _ref("Organization", site.organization, site.organization.name),
+    }
+    if site.latitude is not None and site.longitude is not None:
+        resource["position"] = {"latitude": site.latitude, "longitude": site.longitude}
+    return resource
+
+
+def _current(credentials, today: dt.date) -> list[Credential]:
+    return [c for c in credentials if c.expires_on >= today]
+
+
+def practitioner_render(professional: Professional, *, today: dt.date | None = None) -> dict:
+    today = today or dt.date.today()
+    resource = {
+        "resourceType": "Practitioner",
+        "id": professional.fhir_id,
+        "meta": _meta(professional),
+        "active": professional.active,
+        "name": [{"family": professional.family_name, "given": [professional.given_name] if professional.given_name else []}],
+    }
+    if professional.npi:
+        resource["identifier"] = [{"system": NPI_SYSTEM, "value": professional.npi}]
+    qualifications = []
+    for credential in _current(professional.credentials.all(), today):
+        qualification = {
+            "code": {"coding": [{"system": CREDENTIAL_TYPE_SYSTEM, "code": credential.type.slug, "display": credential.type.name}]},
+            "period": {"end": credential.expires_on.isoformat()},
+        }
+        if credential.number:
+            qualification["identifier"] = [{"value": credential.number}]
+        if credential.issuer or credential.type.issuer:
+            qualification["issuer"] = {"display": credential.issuer or credential.type.issuer}
+        qualifications.append(qualification)
+    if qualifications:
+        resource["qualification"] = qualifications
+    return resource
+
+
+def role_condition_groups(role: ProfessionalRole, *, today: dt.date | None = None) -> list:
+    """The condition groups a role's current credentials cover, narrowed by the role's own restriction."""
+    today = today or dt.date.today()
+    groups = {}
+    for credential in _current(role.professional.credentials.all(), today):
+        for group in credential.type.condition_groups.all():
+            groups[group.slug] = group
+    only = {g.slug for g in role.only_condition_groups.all()}
+    return [groups[slug] for slug in sorted(groups) if not only or slug in only]
+
+
+def _availability(role: ProfessionalRole, today: dt.date) -> str:
+    if not role.active:
+        return "Not taking referrals"
+    if role.paused_until and role.paused_until > today:
+        return f"Paused until {role.paused_until.isoformat()}"
+    return "Accepting new referrals" if role.accepting else "Not accepting new referrals"
+
+
+def practitioner_role_render(role: ProfessionalRole, *, today: dt.date | None = None) -> dict:
+    today = today or dt.date.today()
+    modalities = [label for flag, label in ((role.offers_in_person, "in person"), (role.offers_group, "group class"),
+                                             (role.offers_virtual, "virtual")) if flag]
+    resource = {
+        "resourceType": "PractitionerRole",
+        "id": role.fhir_id,
+        "meta": _meta(role),
+        "active": role.active,
+        "practitioner": _ref("Practitioner", role.professional, role.professional.display_name),
+        "organization": _ref("Organization", role.organization, role.organization.name),
+        "code": [{"coding": [{"system": "http://snomed.info/sct", "code": "228239008", "display": "Trainers"}],
+                  "text": "Exercise professional (" + ", ".join(modalities) + ")"}],
+        "specialty": [
+            {"coding": [{"system": CONDITION_GROUP_SYSTEM, "code": g.slug, "display": g.name}]}
+            for g in role_condition_groups(role, today=today)
+        ],
+        "availabilityExceptions": _availability(role, today),
+    }
+    if role.site_id:
+        resource["location"] = [_ref("Location", role.site, role.site.name)]
+    if telecom := _telecom(role.email):
+        resource["telecom"] = telecom
+    return resource
+
+
+def healthcare_service_render(org: Organization, *, today: dt.date | None = None) -> dict:
+    """A program (YMCA, cardiac rehab, hospital wellness) as a HealthcareService: its sites and what its staff
+    are qualified for."""
+    today = today or dt.date.today()
+    groups = {}
+    for role in org.roles.all():
+        if role.active:
+            for group in role_condition_groups(role, today=today):
+                groups[group.slug] = group
+    return {
+        "resourceType": "HealthcareService",
+        "id": org.fhir_id,
+        "meta": _meta(org),
+        "active": org.active,
+        "providedBy": _ref("Organization", org, org.name),
+        "category": [{"coding": [{"system": ORGANIZATION_KIND_SYSTEM, "code": org.kind, "display": org.get_kind_display()}]}],
+        "name": f"{org.name} exercise program",
+        "location": [_ref("Location", site, site.name) for site in org.sites.all()],
+        "specialty": [{"coding": [{"system": CONDITION_GROUP_SYSTEM, "code": g.slug, "display": g.name}]}
+                      for slug, g in sorted(groups.items())],
+    }
+
+
+# --- reads ---------------------------------------------------------------------------------------------------
+
+_ROLE_PREFETCH = (
+    Prefetch("professional__credentials", queryset=Credential.objects.select_related("type").prefetch_related("type__condition_groups")),
+    "only_condition_groups",
+)
+
+
+def _querysets() -> dict[str, QuerySet]:
+    return {
+        "Organization": Organization.objects.all(),
+        "Location": Site.objects.select_related("organization"),
+        "Practitioner": Professional.objects.prefetch_related(
+            Prefetch("credentials", queryset=Credential.objects.select_related("type"))
+        ),
+        "PractitionerRole": ProfessionalRole.objects.select_related("professional", "organization", "site")
+        .prefetch_related(*_ROLE_PREFETCH),
+        "HealthcareService": Organization.objects.filter(kind__in=PROGRAM_KINDS).prefetch_related(
+            "sites",
+            Prefetch("roles", queryset=ProfessionalRole.objects.select_related("professional").prefetch_related(*_ROLE_PREFETCH)),
+        ),
+    }
+
+
+RENDER = {
+    "Organization": organization_render,
+    "Location": location_render,
+    "Practitioner": practitioner_render,
+    "PractitionerRole": practitioner_role_render,
+    "HealthcareService": healthcare_service_render,
+}
+
+
+def network_read(resource_type: str, fhir_id: str):
+    """The row behind a network resource, or None."""
+    return _querysets()[resource_type].filter(fhir_id=fhir_id).first()
+
+
+def _reference_id(value: str, resource_type: str) -> str:
+    value = value.rstrip("/").split("/")
+    if len(value) >= 2 and value[-2] != resource_type:
+        return ""
+    return value[-1]
+
+
+def _near(raw: str) -> tuple[float, float, float]:
+    """near=lat|long|distance|units (units km or mi; 10 km when left out)."""
+    parts = raw.split("|")
+    try:
+        lat, lon = float(parts[0]), float(parts[1])
+        distance = float(parts[2]) if len(parts) > 2 and parts[2] else 10.0
+    except (ValueError, IndexError):
+        raise error(400, "invalid", "near takes latitude|longitude|distance|units, e.g. near=39.78|-89.65|10|km", "near") from None
+    units = parts[3] if len(parts) > 3 and parts[3] else "km"
+    if units not in ("km", "mi", "[mi_i]"):
+        raise error(400, "invalid", f"near's units must be km or mi, not {units!r}", "near")
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180) or distance <= 0:
+        raise error(400, "invalid", "near's latitude, longitude or distance is out of range", "near")
+    return lat, lon, distance * (1.609344 if units != "km" else 1.0)
+
+
+def network_search(resource_type: str, params: list[tuple[str, str]]) -> tuple[list, int]:
+    """Matching rows (page applied by the caller) and, for near, their distances; raises 400 on an unknown
+    parameter."""
+    queryset = _querysets()[resource_type]
+    issues, near = [], None
+    for name, raw in params:
+        if name.startswith("_") and name != "_id":
+            continue
+        if name not in SEARCH_PARAMS[resource_type]:
+            issues.append(Issue("error", "not-supported", name, f"search parameter {name!r} is not supported for {resource_type}"))
+            continue
+        values = [v for v in raw.split(",") if v]
+        if name == "_id":
+            queryset = queryset.filter(fhir_id__in=values)
+        elif name == "active":
+            queryset = queryset.filter(active=raw == "true")
+        elif name == "name":
+            match = Q()
+            for value in values:
+                if resource_type == "Practitioner":
+                    match |= Q(family_name__icontains=value) | Q(given_name__icontains=value)
+                else:
+                    match |= Q(name__icontains=value)
+            queryset = queryset.filter(match)
+        elif name == "type":
+            queryset = queryset.filter(kind__in=[v.split("|")[-1] for v in values])
+        elif name == "identifier":
+            queryset = queryset.filter(npi__in=[v.split("|")[-1] for v in values])
+        elif name == "address-postalcode":
+            queryset = queryset.filter(postal_code__in=values)
+        elif name == "address-state":
+            queryset = queryset.filter(state__in=[v.upper() for v in values])
+        elif name == "organization":
+            ids = [_reference_id(v, "Organization") for v in values]
+            field = "providedBy" if resource_type == "HealthcareService" else "organization"
+            queryset = queryset.filter(fhir_id__in=ids) if field == "providedBy" else queryset.filter(organization__fhir_id__in=ids)
+        elif name == "practitioner":
+            queryset = queryset.filter(professional__fhir_id__in=[_reference_id(v, "Practitioner") for v in values])
+        elif name == "location":
+            ids = [_reference_id(v, "Location") for v in values]
+            queryset = queryset.filter(sites__fhir_id__in=ids) if resource_type == "HealthcareService" else queryset.filter(site__fhir_id__in=ids)
+        elif name == "specialty":
+            slugs = [v.split("|")[-1] for v in values]
+            if resource_type == "HealthcareService":
+                queryset = queryset.filter(roles__professional__credentials__type__condition_groups__slug__in=slugs,
+                                           roles__professional__credentials__expires_on__gte=dt.date.today())
+            else:
+                queryset = queryset.filter(professional__credentials__type__condition_groups__slug__in=slugs,
+                                           professional__credentials__expires_on__gte=dt.date.today())
+        elif name == "near":
+            near = _near(raw)
+    if issues:
+        raise FhirError(400, issues)
+    queryset = queryset.distinct().order_by("pk")
+    if near is None:
+        return list(queryset), {}
+    lat, lon, km = near
+    # An indexed bounding box first (site_lat_long), then the exact great-circle distance on what it keeps.
+    dlat = km / 111.0
+    dlon = km / (111.0 * max(math.cos(math.radians(lat)), 0.01))
+    boxed = queryset.filter(latitude__range=(lat - dlat, lat + dlat), longitude__range=(lon - dlon, lon + dlon))
+    from network.geo import haversine_km
+
+    distances = {site.pk: haversine_km(lat, lon, site.latitude, site.longitude) for site in boxed}
+    rows = sorted((s for s in boxed if distances[s.pk] <= km), key=lambda s: distances[s.pk])
+    return rows, distances

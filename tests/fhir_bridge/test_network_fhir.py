@@ -1,0 +1,77 @@
+"""The network, read-only over FHIR."""
+
+import datetime as dt
+
+import pytest
+
+from network.models import Credential, CredentialType, Site
+from tests.conftest import FhirClient, fhir_client_for, issue_paths, json_of
+from tests.factories import OrganizationFactory, ProfessionalRoleFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def springfield(db):
+    """Two sites of one YMCA, 3 km and 60 km from downtown Springfield IL, with one role each."""
+    ymca = OrganizationFactory(fhir_id="ymca-springfield", name="Springfield YMCA", kind="ymca")
+    near = Site.objects.create(organization=ymca, fhir_id="ymca-downtown", name="Downtown", city="Springfield",
+                               state="IL", postal_code="62701", latitude=39.80, longitude=-89.64)
+    far = Site.objects.create(organization=ymca, fhir_id="ymca-decatur", name="Decatur", city="Decatur",
+                              state="IL", postal_code="62521", latitude=39.84, longitude=-88.95)
+    cep = CredentialType.objects.get(slug="acsm-cep")
+    close_role = ProfessionalRoleFactory(fhir_id="role-near", organization=ymca, site=near)
+    ProfessionalRoleFactory(fhir_id="role-far", organization=ymca, site=far)
+    Credential.objects.create(professional=close_role.professional, type=cep, number="CEP-1",
+                              expires_on=dt.date.today() + dt.timedelta(days=365))
+    return ymca
+
+
+def _ids(response) -> list[str]:
+    assert response.status_code == 200, response.content
+    return [e["resource"]["id"] for e in json_of(response)["entry"]]
+
+
+def test_location_near_finds_sites_within_the_distance_nearest_first(fhir, springfield):
+    assert _ids(fhir.get("Location", near="39.78|-89.65|10|km")) == ["ymca-downtown"]
+    response = fhir.get("Location", near="39.78|-89.65|100|km")
+    assert _ids(response) == ["ymca-downtown", "ymca-decatur"]
+    distance = json_of(response)["entry"][0]["search"]["extension"][0]["valueDistance"]["value"]
+    assert 1000 < distance < 4000
+
+
+def test_a_bad_near_is_400(fhir, springfield):
+    response = fhir.get("Location", near="north|-89")
+    assert response.status_code == 400
+    assert issue_paths(response) == ["near"]
+
+
+def test_practitioner_role_search_by_specialty_and_location(fhir, springfield):
+    cardio = _ids(fhir.get("PractitionerRole", specialty="cardiovascular"))
+    assert cardio == ["role-near"]
+    assert _ids(fhir.get("PractitionerRole", location="Location/ymca-decatur")) == ["role-far"]
+    role = json_of(fhir.get("PractitionerRole/role-near"))
+    assert role["location"][0]["reference"] == "Location/ymca-downtown"
+    assert "cardiovascular" in [s["coding"][0]["code"] for s in role["specialty"]]
+
+
+def test_practitioner_shows_only_current_credentials(fhir, springfield):
+    role = springfield.roles.get(fhir_id="role-far")
+    Credential.objects.create(professional=role.professional, type=CredentialType.objects.get(slug="acsm-cep"),
+                              expires_on=dt.date.today() - dt.timedelta(days=1))
+    practitioner = json_of(fhir.get(f"Practitioner/{role.professional.fhir_id}"))
+    assert "qualification" not in practitioner
+
+
+def test_programs_are_healthcare_services_and_organizations_read(fhir, springfield):
+    services = json_of(fhir.get("HealthcareService"))["entry"]
+    assert [e["resource"]["id"] for e in services] == ["ymca-springfield"]
+    assert len(services[0]["resource"]["location"]) == 2
+    organization = fhir.get("Organization/ymca-springfield")
+    assert json_of(organization)["name"] == "Springfield YMCA"
+    assert organization["ETag"].startswith('W/"')
+
+
+def test_the_network_needs_read_scopes(ehr_client, springfield):
+    assert fhir_client_for(ehr_client, "system/Task.cruds").get("Location").status_code == 403
+    assert FhirClient(None).get("Location").status_code == 401
