@@ -3,10 +3,11 @@ PostgreSQL. Prints p50 and p99 per decision for each size, and how they grow.
 
     .venv/bin/python bench/routing.py [--sizes 1000,10000,100000] [--referrals 1000] [--seed 7]
 
-It drops and re-creates the database ``hub_bench_routing`` on 127.0.0.1:5432 (user postgres; BENCH_PG_URL to change
-the server), migrates it, and for each size bulk-creates a network spread over US ZIP centroids, then routes the
-referrals one after another through network.services.referral_route: the whole service (plan, capacity lock, the
-decision and offer rows, the referral update and its Task version) is timed, and the read-only plan within it.
+It drops and re-creates the database ``hub_bench_routing`` on 127.0.0.1:5432 (user postgres; BENCH_PG_URL to
+change the server), migrates it, and for each size bulk-creates a network spread over US ZIP centroids, then
+routes the referrals one after another through network.services.referral_route: the whole service (plan,
+capacity lock, the decision and offer rows, the referral update and its Task version) is timed, and the
+read-only plan within it.
 
 Targets: p99 < 20 ms at 10k and < 100 ms at 100k, growing sub-linearly with the network.
 """
@@ -124,7 +125,9 @@ def network_build(size: int, rng: random.Random, zips: list) -> None:
     sites = Site.objects.bulk_create(sites, batch_size=5000)
     pros = Professional.objects.bulk_create(
         [
-            Professional(fhir_id=f"pro-{i}", family_name=f"Family{i}", given_name="Sam", active=rng.random() > 0.01)
+            Professional(
+                fhir_id=f"pro-{i}", family_name=f"Family{i}", given_name="Sam", active=rng.random() > 0.01
+            )
             for i in range(size)
         ],
         batch_size=5000,
@@ -158,7 +161,9 @@ def network_build(size: int, rng: random.Random, zips: list) -> None:
                     professional=pro,
                     type_id=types[slug],
                     number=f"{slug}-{i}",
-                    expires_on=today - dt.timedelta(days=10) if roll < 0.08 else today + dt.timedelta(days=400),
+                    expires_on=today - dt.timedelta(days=10)
+                    if roll < 0.08
+                    else today + dt.timedelta(days=400),
                     verified_by="" if 0.08 <= roll < 0.11 else "bench",
                     verified_at=None if 0.08 <= roll < 0.11 else now,
                 )
@@ -170,7 +175,8 @@ def network_build(size: int, rng: random.Random, zips: list) -> None:
 
 def history_build(roles: list, rng: random.Random) -> None:
     """A year of past offers, so that scoring has answers to read and the planner sees a real offer table: one
-    completed referral per four roles (at most 10,000), each accepted by one role after zero to two declines or
+    completed referral per four roles (at most 10,000), each accepted by one role after zero to two declines
+    or
     expiries elsewhere."""
     from django.utils import timezone
 
@@ -181,7 +187,10 @@ def history_build(roles: list, rng: random.Random) -> None:
     clinic = Clinic.objects.create(name="Past clinic", slug="bench-past-clinic")
     count = min(len(roles) // 4, 10_000)
     referrals = Referral.objects.bulk_create(
-        [Referral(clinic=clinic, owner_reference="Organization/hub", status="completed") for _ in range(count)],
+        [
+            Referral(clinic=clinic, owner_reference="Organization/hub", status="completed")
+            for _ in range(count)
+        ],
         batch_size=5000,
     )
     decisions = RoutingDecision.objects.bulk_create(
@@ -195,9 +204,14 @@ def history_build(roles: list, rng: random.Random) -> None:
             seconds = rng.randint(600, 172_800) if status != "expired" else None
             offers.append(
                 Offer(
-                    referral=referral, role=(role := rng.choice(roles)), organization_id=role.organization_id,
-                    decision=decision, status=status, created_at=created,
-                    deadline=created + dt.timedelta(hours=48), response_seconds=seconds,
+                    referral=referral,
+                    role=(role := rng.choice(roles)),
+                    organization_id=role.organization_id,
+                    decision=decision,
+                    status=status,
+                    created_at=created,
+                    deadline=created + dt.timedelta(hours=48),
+                    response_seconds=seconds,
                     responded_at=created + dt.timedelta(seconds=seconds) if seconds else None,
                     decline_reason="No room" if status == "rejected" else "",
                 )
@@ -328,8 +342,8 @@ def run_size(size: int, n_referrals: int, rng: random.Random, zips: list) -> dic
                 truncated += bool(outcome.decision.summary.get("pool", {}).get("in_person_truncated"))
     finally:
         services.routing_plan, services.referral_update = real_plan, real_update
-    # The routing decision proper: everything referral_route does but the referral's own update (referrals.services,
-    # which also writes the Task's next version, its history row and its search tokens).
+    # The routing decision proper: everything referral_route does but the referral's own update
+    # (referrals.services, which also writes the Task's next version, its history row and its search tokens).
     decision_times = [r - u for r, u in zip(route_times, update_times)]
     ms = 1000.0
     return {
@@ -365,7 +379,9 @@ def main() -> None:
     zips = [
         (z["zip_code"], float(z["lat"]), float(z["long"]), z["state"])
         for z in zipcodes.list_all()
-        if z.get("active") and z.get("zip_code_type") == "STANDARD" and float(z["lat"] or 0) != 0.0
+        if z.get("active")
+        and z.get("zip_code_type") == "STANDARD"
+        and float(z["lat"] or 0) != 0.0
         and z["state"] not in ("AK", "HI", "PR", "VI", "GU", "AS", "MP", "AA", "AE", "AP")
     ]
     rng = random.Random(args.seed)
@@ -374,12 +390,15 @@ def main() -> None:
         row = run_size(size, args.referrals, rng, zips)
         rows.append(row)
         print(
-            f"{size:>7,} professionals: decision p50 {row['decision_p50']:6.2f} ms  p99 {row['decision_p99']:6.2f} ms"
+            f"{size:>7,} professionals: decision p50 {row['decision_p50']:6.2f} ms"
+            f"  p99 {row['decision_p99']:6.2f} ms"
             f" | plan p50 {row['plan_p50']:6.2f}  p99 {row['plan_p99']:6.2f}"
-            f" | whole referral_route p50 {row['route_p50']:6.2f}  p99 {row['route_p99']:6.2f}  max {row['route_max']:5.0f}"
-            f" (referral_update p50 {row['update_p50']:.2f})\n"
-            f"{'':>23}{row['queries']:.1f} queries per route, {row['considered']:.0f} candidates considered on average, "
-            f"{row['offered']:.0%} offered, {row['truncated']:.0%} pools truncated; built in {row['built_s']:.0f} s",
+            f" | whole referral_route p50 {row['route_p50']:6.2f}  p99 {row['route_p99']:6.2f}"
+            f"  max {row['route_max']:5.0f} (referral_update p50 {row['update_p50']:.2f})\n"
+            f"{'':>23}{row['queries']:.1f} queries per route,"
+            f" {row['considered']:.0f} candidates considered on average,"
+            f" {row['offered']:.0%} offered, {row['truncated']:.0%} pools truncated;"
+            f" built in {row['built_s']:.0f} s",
             flush=True,
         )
     print()
@@ -397,7 +416,11 @@ def main() -> None:
             for what, label in (("decision", "decision"), ("route", "whole referral_route")):
                 p99 = row[f"{what}_p99"]
                 verdict = "meets" if p99 < targets[row["size"]] else "misses"
-                print(f"{label} p99 at {row['size']:,}: {p99:.1f} ms {verdict} the {targets[row['size']]:g} ms target")
+                print(
+                    f"{label} p99 at {row['size']:,}: {p99:.1f} ms {verdict}"
+                    f" the {targets[row['size']]:g} ms target"
+                )
+
 
 if __name__ == "__main__":
     main()

@@ -130,6 +130,7 @@ HUB_ACCESS_TOKEN_SECONDS = env_int("HUB_ACCESS_TOKEN_SECONDS", 300, minimum=30)
 HUB_CLIENT_RECHECK_SECONDS = env_int("HUB_CLIENT_RECHECK_SECONDS", 5)
 # Absolute base URL the hub is reached at (behind a proxy). Without it, URLs are built from the request.
 HUB_PUBLIC_BASE_URL = env_str("HUB_PUBLIC_BASE_URL")
+HUB_OFFER_DEADLINE_HOURS = env_int("HUB_OFFER_DEADLINE_HOURS", 48, minimum=1)
 HUB_SEARCH_DEFAULT_COUNT = 20
 HUB_SEARCH_MAX_COUNT = 200
 
@@ -158,6 +159,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "purge-spent-assertion-ids": {"task": "fhir_bridge.purge_spent_jtis", "schedule": 3600.0},
+    # Offers past their deadline go to the next candidate (48 h by default, HUB_OFFER_DEADLINE_HOURS).
+    "expire-offers": {"task": "network.expire_offers", "schedule": 60.0},
 }
 
 LOGGING = {

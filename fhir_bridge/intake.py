@@ -19,6 +19,8 @@ from fhir_bridge.models import ConditionalCreateKey, EhrClient, InboundMessage, 
 from fhir_bridge.outcomes import FhirError, error
 from fhir_bridge.profiles import Issue, check_resource
 from fhir_bridge.projection import task_render
+from fhir_bridge.tasks import route_referral
+from notifications.queue import enqueue_on_commit
 from fhir_bridge.search import filtered, visible
 from fhir_bridge.search_params import business_identifiers
 from fhir_bridge.store import DuplicateResource, IDENTIFIED_TYPES, new_id, resources_create
@@ -310,6 +312,7 @@ def _referral_open(caller: Caller, parts: ReferralParts) -> tuple[Referral, Stor
             InboundMessage.objects.create(
                 client=caller.client, interaction=parts.interaction, body=_text(parts.raw), referral=referral
             )
+            enqueue_on_commit(route_referral, referral.pk)
     except ReferralRuleError as exc:
         raise error(422, exc.code, str(exc), expression=fact_path(exc.field)) from None
     return referral, rows[-1], rows

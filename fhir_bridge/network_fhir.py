@@ -88,7 +88,8 @@ def location_render(site: Site) -> dict:
 
 
 def _current(credentials, today: dt.date) -> list[Credential]:
-    return [c for c in credentials if c.expires_on >= today]
+    """Verified and not expired: the same test routing applies (Credential.is_current)."""
+    return [c for c in credentials if c.is_current(today)]
 
 
 def practitioner_render(professional: Professional, *, today: dt.date | None = None) -> dict:
@@ -292,10 +293,12 @@ def network_search(resource_type: str, params: list[tuple[str, str]]) -> tuple[l
             slugs = [v.split("|")[-1] for v in values]
             if resource_type == "HealthcareService":
                 queryset = queryset.filter(roles__professional__credentials__type__condition_groups__slug__in=slugs,
-                                           roles__professional__credentials__expires_on__gte=dt.date.today())
+                                           roles__professional__credentials__expires_on__gte=dt.date.today(),
+                                           roles__professional__credentials__verified_at__isnull=False)
             else:
                 queryset = queryset.filter(professional__credentials__type__condition_groups__slug__in=slugs,
-                                           professional__credentials__expires_on__gte=dt.date.today())
+                                           professional__credentials__expires_on__gte=dt.date.today(),
+                                           professional__credentials__verified_at__isnull=False)
         elif name == "near":
             near = _near(raw)
     if issues:

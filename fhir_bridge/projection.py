@@ -9,6 +9,9 @@ from django.utils import timezone
 
 from fhir_bridge.models import StoredResource
 from fhir_bridge.store import http_date_iso, resource_update
+from network.models import Offer, OfferStatus
+from network.selectors import routing_decision_latest
+from network.services import offer_changed
 from referrals.models import BusinessStatus, Referral
 from referrals.services import referral_changed
 
@@ -32,6 +35,11 @@ def _note(note) -> dict:
     return rendered
 
 
+# While the hub is finding someone, the physician reads the routing decision's gist (who, why) in
+# businessStatus.text rather than the step's bare label.
+_GIST_STEPS = frozenset({BusinessStatus.OFFERED, BusinessStatus.AWAITING_MANUAL_ROUTING})
+
+
 def task_render(*, referral: Referral, base: dict, notes=None) -> dict:
     """``base`` with the hub-owned elements taken from ``referral``. ``notes`` defaults to the referral's notes."""
     task = {key: value for key, value in base.items() if key not in HUB_OWNED_ELEMENTS}
@@ -39,6 +47,10 @@ def task_render(*, referral: Referral, base: dict, notes=None) -> dict:
     if referral.status_reason:
         task["statusReason"] = {"text": referral.status_reason}
     task["businessStatus"] = business_status_concept(referral.business_status)
+    if referral.business_status in _GIST_STEPS and referral.pk:
+        decision = routing_decision_latest(referral_id=referral.pk)
+        if decision is not None and decision.gist:
+            task["businessStatus"]["text"] = decision.gist
     notes = list(referral.notes.all()) if notes is None else notes
     if notes:
         task["note"] = [_note(n) for n in notes]
@@ -51,3 +63,66 @@ def task_project(sender, *, referral: Referral, **kwargs) -> None:
     """Write the referral Task's next version. Runs inside the transaction of the change."""
     task = StoredResource.objects.select_for_update().get(referral=referral, resource_type="Task")
     resource_update(resource=task, content=task_render(referral=referral, base=task.content), now=timezone.now())
+
+
+# --- offers: each one a child Task of the referral Task --------------------------------------------------------
+
+OFFER_IDENTIFIER_SYSTEM = "http://exercise-referral-hub.org/fhir/sid/offer"
+# An offer's status as a Task status, and the statusReason the hub gives where the Task needs one (pa-taskrm-1).
+_OFFER_TASK_STATUS = {
+    OfferStatus.REQUESTED: "requested",
+    OfferStatus.ACCEPTED: "accepted",
+    OfferStatus.REJECTED: "rejected",
+    OfferStatus.EXPIRED: "cancelled",
+    OfferStatus.CANCELLED: "cancelled",
+}
+
+
+def offer_task_id(offer: Offer) -> str:
+    return f"offer-{offer.pk}"
+
+
+def offer_task_render(*, offer: Offer, referral_task: dict, now) -> dict:
+    status = _OFFER_TASK_STATUS[offer.status]
+    role = offer.role
+    task = {
+        "resourceType": "Task",
+        "id": offer_task_id(offer),
+        "identifier": [{"system": OFFER_IDENTIFIER_SYSTEM, "value": str(offer.pk)}],
+        "partOf": [{"reference": f"Task/{referral_task['id']}"}],
+        "status": status,
+        "intent": "order",
+        "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}]},
+        "authoredOn": http_date_iso(offer.created_at),
+        "lastModified": http_date_iso(offer.responded_at or now),
+        "requester": {"reference": "Organization/hub", "display": "Exercise referral hub"},
+        "owner": {"reference": f"PractitionerRole/{role.fhir_id}", "display": str(role)},
+        "restriction": {"period": {"end": http_date_iso(offer.deadline)}},
+    }
+    for element in ("focus", "for"):  # the same request and patient as the referral Task
+        if element in referral_task:
+            task[element] = referral_task[element]
+    reason = {
+        OfferStatus.REJECTED: offer.decline_reason or "Declined",
+        OfferStatus.EXPIRED: f"No answer by {http_date_iso(offer.deadline)}; offered to the next professional",
+        OfferStatus.CANCELLED: offer.cancel_reason or "Withdrawn by the hub",
+    }.get(offer.status)
+    if reason:
+        task["statusReason"] = {"text": reason}
+    return task
+
+
+@receiver(offer_changed, dispatch_uid="fhir_bridge.offer_projection")
+def offer_task_project(sender, *, offer: Offer, from_status: str, **kwargs) -> None:
+    """Write the offer's child Task (its first version when the offer is new). Runs inside the offer's
+    transaction."""
+    from fhir_bridge.store import resources_create
+
+    now = timezone.now()
+    referral_task = StoredResource.objects.get(referral_id=offer.referral_id, resource_type="Task")
+    content = offer_task_render(offer=offer, referral_task=referral_task.content, now=now)
+    existing = StoredResource.objects.select_for_update().filter(resource_type="Task", fhir_id=content["id"]).first()
+    if existing is None:
+        resources_create(contents=[content], clinic_id=referral_task.clinic_id, now=now)
+    else:
+        resource_update(resource=existing, content=content, now=now)

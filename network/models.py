@@ -1,11 +1,12 @@
-"""The community network: the organizations, sites and professionals that referrals are routed to, what qualifies
-each of them, and the offers and routing decisions made to them.
+"""The community network: the organizations, sites and professionals that referrals are routed to, what
+qualifies each of them, and the offers and routing decisions made to them.
 
-Each row that the hub serves over FHIR carries a stable ``fhir_id`` (the id in ``Organization/<fhir_id>`` and so on),
-so that an EHR can direct a referral to a member by reference.
+Each row that the hub serves over FHIR carries a stable ``fhir_id`` (the id in ``Organization/<fhir_id>`` and
+so on), so that an EHR can direct a referral to a member by reference.
 
 Qualification is data, not code: ``ConditionGroup``, ``ConditionCodeMap`` and ``CredentialType`` are rows that
-admins edit; their defaults come from ``migrations/0003_fill_qualification.py``, which cites the source of each.
+admins edit; their defaults come from ``migrations/0003_fill_qualification.py``, which cites the source of
+each.
 """
 
 import datetime as dt
@@ -15,7 +16,8 @@ from django.db.models import Q
 
 
 class RiskTier(models.IntegerChoices):
-    """How closely a patient needs to be supervised, from ACSM's pre-participation screening (see network/risk.py).
+    """How closely a patient needs to be supervised, from ACSM's pre-participation screening (see
+    network/risk.py).
 
     A credential covers patients up to its tier; a patient needs a professional at or above theirs."""
 
@@ -62,10 +64,11 @@ class Site(models.Model):
 
     class Meta:
         indexes = [
-            # The routing engine's bounding box (network/routing.py::_pool_query): a range on latitude, then
+            # The routing engine's bounding box (network/routing.py::_pools): a range on latitude, then
             # longitude read from the same index.
             models.Index(fields=["latitude", "longitude"], name="site_lat_long"),
-            # Virtual delivery is limited to the site's state (licensure); routing reads the state's virtual roles.
+            # Virtual delivery is limited to the site's state (licensure); routing reads the state's virtual
+            # roles.
             models.Index(fields=["state"], name="site_state"),
         ]
 
@@ -89,14 +92,16 @@ class Professional(models.Model):
 
 
 class ConditionGroup(models.Model):
-    """A group of conditions that professionals are qualified for as a whole (cardiovascular, metabolic, ...)."""
+    """A group of conditions that professionals are qualified for as a whole (cardiovascular, ...)."""
 
     slug = models.SlugField(max_length=40, unique=True)
     name = models.CharField(max_length=120)
     description = models.TextField(blank=True)
-    # ACSM's screening asks about known cardiovascular, metabolic or renal disease; these groups are that disease.
+    # ACSM's screening asks about known cardiovascular, metabolic or renal disease; these groups are that
+    # disease.
     cardiometabolic_renal = models.BooleanField(
-        default=False, help_text="Counts as known cardiovascular, metabolic or renal disease in ACSM screening."
+        default=False,
+        help_text="Counts as known cardiovascular, metabolic or renal disease in ACSM screening.",
     )
     min_risk_tier = models.PositiveSmallIntegerField(
         choices=RiskTier.choices,
@@ -134,7 +139,9 @@ class ConditionCodeMap(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["system", "code", "match", "group"], name="condition_code_map_unique")
+            models.UniqueConstraint(
+                fields=["system", "code", "match", "group"], name="condition_code_map_unique"
+            )
         ]
         indexes = [models.Index(fields=["system", "code"], name="condition_code_lookup")]
 
@@ -192,10 +199,15 @@ class Credential(models.Model):
         return self.verified_at is not None and self.expires_on >= today
 
 
+def default_languages() -> list[str]:
+    return ["en"]
+
+
 class ProfessionalRole(models.Model):
     """A professional's role at one site of one organization (a FHIR PractitionerRole).
 
-    What it may take is derived from the professional's current credentials, narrowed by ``only_condition_groups``
+    What it may take is derived from the professional's current credentials, narrowed by
+    ``only_condition_groups``
     and ``max_risk_tier`` when an admin sets them."""
 
     fhir_id = models.SlugField(max_length=64, unique=True)
@@ -214,7 +226,7 @@ class ProfessionalRole(models.Model):
     )
 
     # BCP 47 tags ("en", "es", "zh-Hant"); matching compares the primary language ("es-MX" speaks "es").
-    languages = models.JSONField(default=list, blank=True)
+    languages = models.JSONField(default=default_languages, blank=True)
     offers_in_person = models.BooleanField(default=True, help_text="One-to-one sessions at the site.")
     offers_group = models.BooleanField(default=False, help_text="Group classes at the site.")
     offers_virtual = models.BooleanField(
@@ -232,6 +244,11 @@ class ProfessionalRole(models.Model):
     service_radius_km = models.FloatField(default=16.0, db_index=True)
 
     class Meta:
+        indexes = [
+            # Routing's virtual pool: the virtual roles of the sites in one state
+            # (network/routing.py::_pools).
+            models.Index(fields=["site"], condition=Q(offers_virtual=True), name="role_virtual_site"),
+        ]
         constraints = [
             models.CheckConstraint(
                 name="role_service_radius_range",
@@ -282,12 +299,17 @@ class RoutingDecision(models.Model):
         MANUAL = "manual"  # nobody eligible is left: waiting for a coordinator
         UNPLACED = "unplaced"  # the patient's address could not be placed: waiting for a coordinator
 
-    referral = models.ForeignKey("referrals.Referral", on_delete=models.CASCADE, related_name="routing_decisions")
+    referral = models.ForeignKey(
+        "referrals.Referral", on_delete=models.CASCADE, related_name="routing_decisions"
+    )
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
     outcome = models.CharField(max_length=10, choices=Outcome.choices)
-    chosen_role = models.ForeignKey(ProfessionalRole, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    chosen_role = models.ForeignKey(
+        ProfessionalRole, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     actor = models.CharField(max_length=200, default="hub")
-    # The plain facts the run used (network.routing.PatientFacts), so that a re-run after a decline uses them again.
+    # The plain facts the run used (network.routing.PatientFacts), so that a re-run after a decline uses them
+    # again.
     patient_facts = models.JSONField(default=dict)
     location_source = models.CharField(max_length=20, blank=True)  # "geolocation", "postal-code" or ""
     condition_groups = models.JSONField(default=list)  # slugs
@@ -295,12 +317,17 @@ class RoutingDecision(models.Model):
     unmapped_codes = models.JSONField(default=list)  # [{system, code, display}]: kept, shown, flagged
     risk = models.JSONField(default=dict)  # network.risk.RiskProfile.as_dict()
     flags = models.JSONField(default=list)  # ["unmapped-condition-code", "address-not-placed", ...]
-    # [{role, name, directed, delivery, distance_km, excluded: [{constraint, detail}], score, components, rank}]
+    # [{role, name, directed, delivery, distance_km, excluded: [{constraint, detail}], score, components,
+    # rank}]
     candidates = models.JSONField(default=list)
-    summary = models.JSONField(default=dict)  # counts: considered, eligible, excluded by constraint, pool bounds
+    summary = models.JSONField(
+        default=dict
+    )  # counts: considered, eligible, excluded by constraint, pool bounds
     overrides = models.JSONField(default=list)  # manual routing: the hard constraints an admin overrode
     override_reason = models.TextField(blank=True)
-    gist = models.CharField(max_length=500)  # one line for the physician (Task.businessStatus.text, a Task note)
+    gist = models.CharField(
+        max_length=500
+    )  # one line for the physician (Task.businessStatus.text, a Task note)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -320,12 +347,17 @@ class Offer(models.Model):
 
     referral = models.ForeignKey("referrals.Referral", on_delete=models.PROTECT, related_name="offers")
     role = models.ForeignKey(ProfessionalRole, on_delete=models.PROTECT, related_name="offers")
+    # The role's organization when the offer was made (a role may move on; the practice that took the case
+    # stays). Routing's continuity reads it: "this clinic's patients went to this practice before".
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
     decision = models.ForeignKey(RoutingDecision, on_delete=models.PROTECT, related_name="offers")
     status = models.CharField(max_length=10, choices=OfferStatus.choices, default=OfferStatus.REQUESTED)
     delivery = models.CharField(max_length=10, choices=Delivery.choices, default=Delivery.IN_PERSON)
     created_at = models.DateTimeField()
     deadline = models.DateTimeField()
     responded_at = models.DateTimeField(null=True, blank=True)
+    # responded_at - created_at, kept as a number so that routing can average it in plain SQL on any database.
+    response_seconds = models.PositiveIntegerField(null=True, blank=True)
     decline_reason = models.CharField(max_length=500, blank=True)
     cancel_reason = models.CharField(max_length=500, blank=True)
 
@@ -340,14 +372,19 @@ class Offer(models.Model):
             ),
             models.CheckConstraint(
                 name="offer_decline_reason_iff_rejected",
-                condition=Q(status="rejected", decline_reason__gt="") | (~Q(status="rejected") & Q(decline_reason="")),
+                condition=Q(status="rejected", decline_reason__gt="")
+                | (~Q(status="rejected") & Q(decline_reason="")),
             ),
         ]
         indexes = [
-            # Capacity: the live offers of one role (network/selectors.py::role_active_case_count).
+            # Capacity: the live offers of one role (network/selectors.py::active_cases_sql).
             models.Index(fields=["role", "status"], name="offer_role_status"),
+            # Continuity: the accepted offers of a practice (network/routing.py::_history).
+            models.Index(fields=["organization", "status"], name="offer_organization_status"),
             # Consumer: network.services.offers_expire_due (Celery task network.expire_offers).
-            models.Index(fields=["deadline"], condition=Q(status="requested"), name="offer_requested_deadline"),
+            models.Index(
+                fields=["deadline"], condition=Q(status="requested"), name="offer_requested_deadline"
+            ),
         ]
 
     def __str__(self):

@@ -1,6 +1,26 @@
-from dataclasses import dataclass
+"""Reads of the network: members by reference, condition-code mapping, capacity, qualification, offers and the
+stored routing decisions. Nothing here writes."""
 
-from network.models import Organization, Professional, ProfessionalRole
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.db import connection
+from django.db.models import Q, QuerySet
+
+from network.models import (
+    ConditionCodeMap,
+    ConditionGroup,
+    Credential,
+    CredentialType,
+    Offer,
+    OfferStatus,
+    Organization,
+    Professional,
+    ProfessionalRole,
+    RoutingDecision,
+)
+from referrals.models import OPEN_STATUSES, Referral
 
 # The FHIR resource types that name a member of the network, and the model behind each.
 _MEMBER_MODELS = {
@@ -17,13 +37,275 @@ class NetworkMember:
     active: bool
 
 
+def _split_reference(reference: str) -> tuple[str, str] | None:
+    resource_type, _, fhir_id = (reference or "").partition("/")
+    if resource_type not in _MEMBER_MODELS or not fhir_id or "/" in fhir_id:
+        return None
+    return resource_type, fhir_id
+
+
 def network_member_get(*, reference: str) -> NetworkMember | None:
     """The network member that a relative FHIR reference names, or None when it names no member."""
-    resource_type, _, fhir_id = reference.partition("/")
-    model = _MEMBER_MODELS.get(resource_type)
-    if model is None or not fhir_id or "/" in fhir_id:
+    split = _split_reference(reference)
+    if split is None:
         return None
-    member = model.objects.filter(fhir_id=fhir_id).first()
+    resource_type, fhir_id = split
+    member = _MEMBER_MODELS[resource_type].objects.filter(fhir_id=fhir_id).first()
     if member is None:
         return None
     return NetworkMember(reference=f"{resource_type}/{fhir_id}", display=str(member), active=member.active)
+
+
+def network_member_roles(*, reference: str) -> QuerySet[ProfessionalRole]:
+    """The roles a reference names: the role itself, every role of a Practitioner, or of an Organization."""
+    split = _split_reference(reference)
+    if split is None:
+        return ProfessionalRole.objects.none()
+    resource_type, fhir_id = split
+    lookup = {
+        "PractitionerRole": "fhir_id",
+        "Practitioner": "professional__fhir_id",
+        "Organization": "organization__fhir_id",
+    }[resource_type]
+    return ProfessionalRole.objects.filter(**{lookup: fhir_id})
+
+
+# --- Condition codes ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConditionMapping:
+    groups: list[ConditionGroup] = field(default_factory=list)  # distinct, in slug order
+    mapped: list[dict] = field(default_factory=list)  # [{system, code, display, groups: [slug]}]
+    unmapped: list[dict] = field(default_factory=list)  # [{system, code, display, why}]: kept and flagged
+
+    @property
+    def group_slugs(self) -> list[str]:
+        return [g.slug for g in self.groups]
+
+
+def condition_codes_map(*, codes: list[dict]) -> ConditionMapping:
+    """Map codings ({system, code, display}) to condition groups: exact codes and ICD-10-CM prefixes, one
+    query.
+
+    A coding that maps to nothing (an unknown system, a code not in the table, a text-only reason) is returned
+    in
+    ``unmapped``, never dropped."""
+    result = ConditionMapping()
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for coding in codes:
+        system, code = coding.get("system") or "", ConditionCodeMap.normalise(coding.get("code") or "")
+        if system in ConditionCodeMap.SYSTEMS and code:
+            # Every prefix of the code, so that one indexed IN finds exact rows and prefix rows alike.
+            wanted[system].update(code[:n] for n in range(1, len(code) + 1))
+    rows: dict[str, list[ConditionCodeMap]] = defaultdict(list)
+    if wanted:
+        query = Q()
+        for system, candidates in wanted.items():
+            query |= Q(system=system, code__in=sorted(candidates))
+        for row in ConditionCodeMap.objects.filter(query).select_related("group"):
+            rows[row.system].append(row)
+
+    groups: dict[str, ConditionGroup] = {}
+    for coding in codes:
+        system, raw = coding.get("system") or "", coding.get("code") or ""
+        code = ConditionCodeMap.normalise(raw)
+        plain = {"system": system, "code": raw, "display": coding.get("display") or ""}
+        if system not in ConditionCodeMap.SYSTEMS or not code:
+            why = "no code" if not code else f"the hub maps no codes of system {system or '(none)'!r}"
+            result.unmapped.append({**plain, "why": why})
+            continue
+        hits = [
+            row
+            for row in rows[system]
+            if (row.match == ConditionCodeMap.Match.EXACT and row.code == code)
+            or (row.match == ConditionCodeMap.Match.PREFIX and code.startswith(row.code))
+        ]
+        if not hits:
+            result.unmapped.append({**plain, "why": "not in the condition code map"})
+            continue
+        slugs = sorted({row.group.slug for row in hits})
+        for row in hits:
+            groups[row.group.slug] = row.group
+        result.mapped.append({**plain, "groups": slugs})
+    result.groups = [groups[s] for s in sorted(groups)]
+    return result
+
+
+# --- Capacity -----------------------------------------------------------------------------------------------
+
+
+def active_cases_sql(role: str) -> str:
+    """SQL for the number of active cases of the role whose id is the SQL expression ``role``: its requested
+    offers (each holds a slot until answered) and its accepted ones whose referral is still open. The one
+    definition of capacity use: the locked count below and the routing pool query both read it."""
+    open_statuses = ", ".join(f"'{s}'" for s in sorted(OPEN_STATUSES))  # our own constants, not input
+    return (
+        f"SELECT COUNT(*) FROM {Offer._meta.db_table} c"
+        f" JOIN {Referral._meta.db_table} rr ON rr.id = c.referral_id"
+        f" WHERE c.role_id = {role} AND (c.status = '{OfferStatus.REQUESTED}'"
+        f" OR (c.status = '{OfferStatus.ACCEPTED}' AND rr.status IN ({open_statuses})))"
+    )
+
+
+def role_active_case_count(*, role_id: int) -> int:
+    """Active cases of one role, counted in the database. Hold the role's row lock to act on the count."""
+    with connection.cursor() as cursor:
+        cursor.execute(active_cases_sql("%s"), [role_id])
+        return cursor.fetchone()[0]
+
+
+def roles_active_case_counts(*, role_ids: list[int]) -> dict[int, int]:
+    if not role_ids:
+        return {}
+    marks = ", ".join(["%s"] * len(role_ids))
+    role = ProfessionalRole._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT r.id, ({active_cases_sql('r.id')}) FROM {role} r WHERE r.id IN ({marks})", role_ids
+        )
+        return dict(cursor.fetchall())
+
+
+# --- Qualification ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CredentialTypeScope:
+    id: int
+    slug: str
+    name: str
+    max_risk_tier: int
+    groups: frozenset[str]
+
+
+def credential_type_scopes() -> dict[int, CredentialTypeScope]:
+    """Every credential type and what it covers (one query; the table is small)."""
+    types: dict[int, dict] = {}
+    for type_id, slug, name, tier, group in CredentialType.objects.values_list(
+        "id", "slug", "name", "max_risk_tier", "condition_groups__slug"
+    ):
+        entry = types.setdefault(type_id, {"slug": slug, "name": name, "tier": tier, "groups": set()})
+        if group:
+            entry["groups"].add(group)
+    return {
+        i: CredentialTypeScope(
+            id=i, slug=t["slug"], name=t["name"], max_risk_tier=t["tier"], groups=frozenset(t["groups"])
+        )
+        for i, t in types.items()
+    }
+
+
+@dataclass(frozen=True)
+class RoleScope:
+    """What a role may take today: condition group → the highest tier it is qualified for."""
+
+    groups: dict[str, int]
+    current: list[str]  # credential type slugs that count
+    expired: list[str]
+    unverified: list[str]
+    only_condition_groups: list[str]
+    max_risk_tier: int | None
+
+
+def role_scope(*, role: ProfessionalRole, today: dt.date) -> RoleScope:
+    """The condition groups and tiers a role is qualified for (for PractitionerRole.specialty, the admin)."""
+    types = credential_type_scopes()
+    current, expired, unverified = [], [], []
+    groups: dict[str, int] = {}
+    for credential in Credential.objects.filter(professional_id=role.professional_id):
+        scope = types[credential.type_id]
+        if credential.verified_at is None:
+            unverified.append(scope.slug)
+        elif credential.expires_on < today:
+            expired.append(scope.slug)
+        else:
+            current.append(scope.slug)
+            for g in scope.groups:
+                groups[g] = max(groups.get(g, 0), scope.max_risk_tier)
+    only = sorted(role.only_condition_groups.values_list("slug", flat=True))
+    if only:
+        groups = {g: t for g, t in groups.items() if g in only}
+    if role.max_risk_tier is not None:
+        groups = {g: min(t, role.max_risk_tier) for g, t in groups.items()}
+    return RoleScope(
+        groups=dict(sorted(groups.items())),
+        current=sorted(current),
+        expired=sorted(expired),
+        unverified=sorted(unverified),
+        only_condition_groups=only,
+        max_risk_tier=role.max_risk_tier,
+    )
+
+
+# --- Offers and decisions -----------------------------------------------------------------------------------
+
+
+def offer_live_get(*, referral_id: int) -> Offer | None:
+    """The referral's requested or accepted offer, if any (there is at most one)."""
+    return (
+        Offer.objects.filter(
+            referral_id=referral_id, status__in=[OfferStatus.REQUESTED, OfferStatus.ACCEPTED]
+        )
+        .select_related("role")
+        .first()
+    )
+
+
+def offers_for_referral(*, referral_id: int) -> QuerySet[Offer]:
+    return (
+        Offer.objects.filter(referral_id=referral_id)
+        .select_related("role", "role__professional")
+        .order_by("id")
+    )
+
+
+def offers_for_role(*, role_id: int, statuses: list[str] | None = None) -> QuerySet[Offer]:
+    offers = Offer.objects.filter(role_id=role_id).select_related("referral").order_by("-id")
+    return offers.filter(status__in=statuses) if statuses else offers
+
+
+def offers_due(*, now: dt.datetime, limit: int = 500) -> list[int]:
+    """Ids of requested offers past their deadline, oldest first (reads the partial index on deadline)."""
+    return list(
+        Offer.objects.filter(status=OfferStatus.REQUESTED, deadline__lte=now)
+        .order_by("deadline")
+        .values_list("id", flat=True)[:limit]
+    )
+
+
+def routing_decision_latest(*, referral_id: int) -> RoutingDecision | None:
+    return RoutingDecision.objects.filter(referral_id=referral_id).order_by("-id").first()
+
+
+def routing_decision_explain(*, decision: RoutingDecision) -> dict:
+    """One decision as plain JSON for the admin API."""
+    return {
+        "id": decision.pk,
+        "referral": decision.referral_id,
+        "at": decision.created_at.isoformat() if decision.created_at else None,
+        "trigger": decision.trigger,
+        "outcome": decision.outcome,
+        "actor": decision.actor,
+        "chosen_role": decision.candidates
+        and next((c["role"] for c in decision.candidates if c.get("chosen")), None),
+        "gist": decision.gist,
+        "location_source": decision.location_source,
+        "condition_groups": decision.condition_groups,
+        "mapped_codes": decision.mapped_codes,
+        "unmapped_codes": decision.unmapped_codes,
+        "risk": decision.risk,
+        "flags": decision.flags,
+        "summary": decision.summary,
+        "candidates": decision.candidates,
+        "overrides": decision.overrides,
+        "override_reason": decision.override_reason,
+    }
+
+
+def routing_explain(*, referral_id: int) -> list[dict]:
+    """Every routing run of a referral, oldest first, each with its candidates, exclusions and scores."""
+    return [
+        routing_decision_explain(decision=d)
+        for d in RoutingDecision.objects.filter(referral_id=referral_id).order_by("id")
+    ]

@@ -3,6 +3,7 @@
 import datetime as dt
 
 import pytest
+from django.utils import timezone
 
 from network.models import Credential, CredentialType, Site
 from tests.conftest import FhirClient, fhir_client_for, issue_paths, json_of
@@ -23,7 +24,7 @@ def springfield(db):
     close_role = ProfessionalRoleFactory(fhir_id="role-near", organization=ymca, site=near)
     ProfessionalRoleFactory(fhir_id="role-far", organization=ymca, site=far)
     Credential.objects.create(professional=close_role.professional, type=cep, number="CEP-1",
-                              expires_on=dt.date.today() + dt.timedelta(days=365))
+                              expires_on=dt.date.today() + dt.timedelta(days=365), verified_at=timezone.now())
     return ymca
 
 
@@ -58,7 +59,9 @@ def test_practitioner_role_search_by_specialty_and_location(fhir, springfield):
 def test_practitioner_shows_only_current_credentials(fhir, springfield):
     role = springfield.roles.get(fhir_id="role-far")
     Credential.objects.create(professional=role.professional, type=CredentialType.objects.get(slug="acsm-cep"),
-                              expires_on=dt.date.today() - dt.timedelta(days=1))
+                              expires_on=dt.date.today() - dt.timedelta(days=1), verified_at=timezone.now())
+    Credential.objects.create(professional=role.professional, type=CredentialType.objects.get(slug="acsm-cep"),
+                              expires_on=dt.date.today() + dt.timedelta(days=300))  # never verified
     practitioner = json_of(fhir.get(f"Practitioner/{role.professional.fhir_id}"))
     assert "qualification" not in practitioner
 

@@ -18,15 +18,6 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(autouse=True)
-def _private_queue():
-    """A queue of this test's own, so that no worker of another run on the same broker takes its message."""
-    saved = app.conf.task_default_queue
-    app.conf.task_default_queue = f"test-{uuid.uuid4().hex}"
-    yield
-    app.conf.task_default_queue = saved
-
-
-@pytest.fixture(autouse=True)
 def _private_filesystem_broker(tmp_path):
     """The filesystem broker's folders are shared by whatever runs in this checkout (make run, another test run):
     give this test folders of its own, so that no other worker takes its message."""
@@ -63,8 +54,11 @@ def test_a_real_worker_purges_expired_assertion_ids_only():
     SpentAssertion.objects.create(client=client, jti="old", expires_at=now - dt.timedelta(minutes=10))
     SpentAssertion.objects.create(client=client, jti="live", expires_at=now + dt.timedelta(minutes=10))
 
-    with start_worker(app, perform_ping_check=False, pool="solo", concurrency=1, loglevel="WARNING"):
-        purge_spent_jtis.delay()
+    # A queue of this test's own, so that no worker of another run on the same broker takes its message, and this
+    # worker takes nothing that other tests left on the default queue.
+    queue = f"test-{uuid.uuid4().hex}"
+    with start_worker(app, perform_ping_check=False, pool="solo", concurrency=1, loglevel="WARNING", queues=[queue]):
+        purge_spent_jtis.apply_async(queue=queue)
         deadline = time.monotonic() + 30
         while SpentAssertion.objects.filter(jti="old").exists() and time.monotonic() < deadline:
             time.sleep(0.1)

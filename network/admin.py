@@ -1,0 +1,132 @@
+"""The network in Django's admin: members, qualification data (admin-editable by design), and read-only views
+of
+offers and routing decisions."""
+
+from django.contrib import admin
+
+from network.models import (
+    ConditionCodeMap,
+    ConditionGroup,
+    Credential,
+    CredentialType,
+    Offer,
+    OfferEvent,
+    Organization,
+    Professional,
+    ProfessionalRole,
+    RoutingDecision,
+    Site,
+)
+
+
+class SiteInline(admin.TabularInline):
+    model = Site
+    extra = 0
+    fields = ("fhir_id", "name", "city", "state", "postal_code", "latitude", "longitude")
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "active", "paused_until", "fhir_id")
+    list_filter = ("kind", "active")
+    search_fields = ("name", "fhir_id")
+    inlines = [SiteInline]
+
+
+@admin.register(Site)
+class SiteAdmin(admin.ModelAdmin):
+    list_display = ("name", "organization", "city", "state", "postal_code", "latitude", "longitude")
+    list_filter = ("state",)
+    search_fields = ("name", "fhir_id", "postal_code", "city")
+    raw_id_fields = ("organization",)
+
+
+class CredentialInline(admin.TabularInline):
+    model = Credential
+    extra = 0
+    fields = ("type", "number", "issuer", "expires_on", "verified_by", "verified_at")
+
+
+@admin.register(Professional)
+class ProfessionalAdmin(admin.ModelAdmin):
+    list_display = ("display_name", "npi", "active", "fhir_id")
+    list_filter = ("active",)
+    search_fields = ("family_name", "given_name", "npi", "fhir_id")
+    inlines = [CredentialInline]
+
+
+@admin.register(ProfessionalRole)
+class ProfessionalRoleAdmin(admin.ModelAdmin):
+    list_display = (
+        "fhir_id",
+        "professional",
+        "organization",
+        "site",
+        "active",
+        "accepting",
+        "paused_until",
+        "max_active_cases",
+        "service_radius_km",
+    )
+    list_filter = ("active", "accepting", "offers_virtual", "offers_group")
+    search_fields = ("fhir_id", "professional__family_name", "organization__name")
+    raw_id_fields = ("professional", "organization", "site")
+    filter_horizontal = ("only_condition_groups",)
+
+
+@admin.register(Credential)
+class CredentialAdmin(admin.ModelAdmin):
+    list_display = ("professional", "type", "number", "expires_on", "verified_by", "verified_at")
+    list_filter = ("type",)
+    search_fields = ("number", "professional__family_name")
+    raw_id_fields = ("professional",)
+
+
+@admin.register(ConditionGroup)
+class ConditionGroupAdmin(admin.ModelAdmin):
+    list_display = ("slug", "name", "cardiometabolic_renal", "min_risk_tier")
+
+
+@admin.register(ConditionCodeMap)
+class ConditionCodeMapAdmin(admin.ModelAdmin):
+    list_display = ("system", "code", "match", "group", "display")
+    list_filter = ("system", "match", "group")
+    search_fields = ("code", "display")
+
+
+@admin.register(CredentialType)
+class CredentialTypeAdmin(admin.ModelAdmin):
+    list_display = ("slug", "name", "max_risk_tier")
+    filter_horizontal = ("condition_groups",)
+
+
+class OfferEventInline(admin.TabularInline):
+    model = OfferEvent
+    extra = 0
+    can_delete = False
+    readonly_fields = ("from_status", "to_status", "actor", "detail", "at")
+
+
+# Offers and decisions change only through network.services (compare-and-set, events): read-only here.
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Offer)
+class OfferAdmin(ReadOnlyAdmin):
+    list_display = ("id", "referral", "role", "status", "delivery", "created_at", "deadline", "responded_at")
+    list_filter = ("status", "delivery")
+    inlines = [OfferEventInline]
+
+
+@admin.register(RoutingDecision)
+class RoutingDecisionAdmin(ReadOnlyAdmin):
+    list_display = ("id", "referral", "trigger", "outcome", "chosen_role", "created_at", "gist")
+    list_filter = ("trigger", "outcome")

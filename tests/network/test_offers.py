@@ -1,0 +1,255 @@
+"""Offers: accept, decline and expiry move the referral on; an exhausted list goes to the manual queue; manual
+routing keeps the hard constraints unless a reason is recorded."""
+
+import datetime as dt
+import json
+
+import pytest
+from django.utils import timezone
+
+from network.models import Offer, OfferEvent, OfferStatus, RoutingDecision
+from network.selectors import role_active_case_count, routing_explain
+from network.services import (
+    OFFER_DEADLINE,
+    OfferConflict,
+    OfferRuleError,
+    RoutingConstraintError,
+    offer_accept,
+    offer_changed,
+    offer_decline,
+    offer_expire,
+    offers_expire_due,
+    referral_offers_cancel,
+    referral_route,
+    referral_route_manually,
+)
+from network.tasks import expire_offers
+from referrals.models import BusinessStatus, Referral, ReferralStatus
+from referrals.services import ReferralRuleError
+from tests.network.conftest import CARDIAC_PATIENT
+from tests.network.factories import km_north, referral_make, role_make
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def three_roles():
+    return [role_make(at=km_north(km)) for km in (1, 2, 3)]
+
+
+@pytest.fixture
+def referral(clinic):
+    return referral_make(clinic)
+
+
+def test_an_offer_has_a_48_hour_deadline(referral, three_roles):
+    offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
+    assert offer.status == OfferStatus.REQUESTED
+    assert offer.deadline - offer.created_at == OFFER_DEADLINE == dt.timedelta(hours=48)
+    assert list(offer.events.values_list("from_status", "to_status")) == [("", "requested")]
+
+
+def test_accepting_an_offer_accepts_the_referral(referral, three_roles):
+    offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
+
+    offer_accept(offer=offer)
+
+    offer.refresh_from_db()
+    referral.refresh_from_db()
+    assert offer.status == OfferStatus.ACCEPTED and offer.responded_at is not None
+    assert referral.status == ReferralStatus.ACCEPTED
+    assert referral.business_status == BusinessStatus.ACCEPTED
+    assert role_active_case_count(role_id=offer.role_id) == 1  # an accepted case still holds its slot
+
+
+def test_a_decline_goes_to_the_next_candidate(referral, three_roles):
+    first = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
+    assert first.role == three_roles[0]
+
+    outcome = offer_decline(offer=first, reason="Fully booked this month")
+
+    first.refresh_from_db()
+    assert first.status == OfferStatus.REJECTED and first.decline_reason == "Fully booked this month"
+    assert outcome.offer.role == three_roles[1]
+    assert outcome.decision.trigger == RoutingDecision.Trigger.DECLINED
+    entry = next(c for c in outcome.decision.candidates if c["role"] == three_roles[0].fhir_id)
+    assert entry["excluded"][0]["constraint"] == "already-offered"
+    # the re-run used the same patient facts as the first run
+    assert outcome.decision.patient_facts == CARDIAC_PATIENT.as_dict()
+    assert role_active_case_count(role_id=three_roles[0].pk) == 0
+
+
+def test_an_expiry_goes_to_the_next_candidate(referral, three_roles):
+    first = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
+
+    outcome = offer_expire(offer=first, now=first.deadline + dt.timedelta(seconds=1))
+
+    first.refresh_from_db()
+    assert first.status == OfferStatus.EXPIRED
+    assert outcome.offer.role == three_roles[1]
+    assert outcome.decision.trigger == RoutingDecision.Trigger.EXPIRED
+
+
+def test_an_offer_does_not_expire_before_its_deadline(referral, three_roles):
+    offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
+    with pytest.raises(OfferRuleError):
+        offer_expire(offer=offer, now=offer.deadline - dt.timedelta(minutes=1))
+    assert Offer.objects.get(pk=offer.pk).status == OfferStatus.REQUESTED
+
+
+def test_an_exhausted_list_goes_to_the_manual_queue(referral, three_roles):
+    offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
+    for _ in range(2):
+        offer = offer_decline(offer=offer, reason="No room").offer
+    outcome = offer_decline(offer=offer, reason="Not my specialty")
+
+    assert outcome.offer is None
+    assert outcome.decision.outcome == RoutingDecision.Outcome.MANUAL
+    referral.refresh_from_db()
+    assert referral.business_status == BusinessStatus.AWAITING_MANUAL_ROUTING
+    assert referral.status == ReferralStatus.REQUESTED
+    assert outcome.decision.summary["excluded"] == {"already-offered": 3}
+    assert "a coordinator will route" in outcome.gist
+    assert len(routing_explain(referral_id=referral.pk)) == 4
+
+
+def test_the_sweep_expires_only_due_offers_and_routes_on(clinic, three_roles):
+    due = referral_route(referral=referral_make(clinic), patient=CARDIAC_PATIENT).offer
+    fresh = referral_route(referral=referral_make(clinic), patient=CARDIAC_PATIENT).offer
+    Offer.objects.filter(pk=due.pk).update(deadline=timezone.now() - dt.timedelta(minutes=1))
+
+    assert offers_expire_due(now=timezone.now()) == 1
+    assert offers_expire_due(now=timezone.now()) == 0  # running it again is harmless
+
+    assert Offer.objects.get(pk=due.pk).status == OfferStatus.EXPIRED
+    assert Offer.objects.get(pk=fresh.pk).status == OfferStatus.REQUESTED
+    assert Offer.objects.filter(referral_id=due.referral_id, status=OfferStatus.REQUESTED).count() == 1
+
+
+def test_the_celery_task_runs_the_sweep(referral, three_roles):
+    offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
+    Offer.objects.filter(pk=offer.pk).update(deadline=timezone.now() - dt.timedelta(seconds=1))
+    assert expire_offers.name == "network.expire_offers"
+    assert json.loads(json.dumps(expire_offers.apply().get())) == 1
+
+
+def test_an_answered_offer_cannot_be_answered_again(referral, three_roles):
+    offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
+    stale = Offer.objects.get(pk=offer.pk)
+    offer_decline(offer=offer, reason="No room")
+
+    with pytest.raises(OfferConflict):
+        offer_decline(offer=stale, reason="Twice")
+    with pytest.raises(OfferConflict):
+        offer_expire(offer=stale, now=stale.deadline + dt.timedelta(hours=1))
+    assert OfferEvent.objects.filter(offer=offer).count() == 2
+
+
+def test_an_offer_of_a_cancelled_referral_cannot_be_accepted(referral, three_roles):
+    from referrals.services import referral_update
+
+    offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
+    referral_offers_cancel(referral=referral, reason="Clinic withdrew", actor="hub")
+    referral_update(
+        referral=Referral.objects.get(pk=referral.pk), status="cancelled", reason="moved", actor="hub"
+    )
+
+    with pytest.raises(OfferRuleError):
+        offer_accept(offer=Offer.objects.get(pk=offer.pk))
+    assert Offer.objects.get(pk=offer.pk).status == OfferStatus.CANCELLED
+
+
+def test_a_decline_needs_a_reason(referral, three_roles):
+    offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
+    with pytest.raises(OfferRuleError):
+        offer_decline(offer=offer, reason="  ")
+
+
+def test_a_referral_with_a_live_offer_is_not_routed_twice(referral, three_roles):
+    referral_route(referral=referral, patient=CARDIAC_PATIENT)
+    with pytest.raises(ReferralRuleError):
+        referral_route(referral=referral, patient=CARDIAC_PATIENT)
+    assert Offer.objects.count() == 1
+
+
+def test_every_offer_change_is_announced_in_the_transaction(referral, three_roles):
+    seen = []
+
+    def receiver(sender, offer, from_status, actor, **kwargs):
+        seen.append((from_status, offer.status, actor))
+
+    offer_changed.connect(receiver)
+    try:
+        offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
+        offer_decline(offer=offer, reason="No room", actor="practitioner-role:x")
+    finally:
+        offer_changed.disconnect(receiver)
+    assert seen == [
+        ("", "requested", "hub"),
+        ("requested", "rejected", "practitioner-role:x"),
+        ("", "requested", "hub"),
+    ]
+
+
+# --- Manual routing -----------------------------------------------------------------------------------------
+
+
+def test_manual_routing_refuses_a_role_that_breaks_hard_constraints_without_a_reason(referral, three_roles):
+    referral_route(referral=referral, patient=CARDIAC_PATIENT)
+    unqualified = role_make(credentials=["acsm-cpt"])
+
+    with pytest.raises(RoutingConstraintError) as refused:
+        referral_route_manually(referral=referral, role=unqualified, admin="coordinator")
+
+    assert [c for c, _ in refused.value.constraints] == ["not-qualified"]
+    assert Offer.objects.filter(role=unqualified).count() == 0
+
+
+def test_manual_routing_with_a_reason_records_the_override_and_withdraws_the_live_offer(
+    referral, three_roles
+):
+    live = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
+    unqualified = role_make(credentials=["acsm-cpt"])
+
+    outcome = referral_route_manually(
+        referral=referral,
+        role=unqualified,
+        admin="coordinator",
+        override_reason="Cardiologist approved by phone",
+    )
+
+    assert outcome.offer.role == unqualified
+    assert Offer.objects.get(pk=live.pk).status == OfferStatus.CANCELLED
+    decision = outcome.decision
+    assert decision.trigger == RoutingDecision.Trigger.MANUAL and decision.actor == "user:coordinator"
+    assert [o["constraint"] for o in decision.overrides] == ["not-qualified"]
+    assert decision.override_reason == "Cardiologist approved by phone"
+    assert referral.business_status == BusinessStatus.OFFERED
+
+
+def test_manual_routing_to_a_qualified_role_needs_no_reason(clinic, three_roles):
+    referral = referral_make(clinic)
+    offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
+    for _ in range(2):
+        offer = offer_decline(offer=offer, reason="No room").offer
+    offer_decline(offer=offer, reason="No room")  # now waiting for a coordinator
+
+    outcome = referral_route_manually(referral=referral, role=three_roles[0], admin="coordinator")
+
+    assert outcome.offer.role == three_roles[0]  # offering again to one who declined is the admin's call
+    assert outcome.decision.overrides == []
+
+
+def test_manual_routing_keeps_capacity_unless_overridden(clinic):
+    full = role_make(max_active_cases=1)
+    referral_route(referral=referral_make(clinic), patient=CARDIAC_PATIENT)
+    referral = referral_make(clinic)
+    referral_route(referral=referral, patient=CARDIAC_PATIENT)  # nobody left: manual
+
+    with pytest.raises(RoutingConstraintError):
+        referral_route_manually(referral=referral, role=full, admin="coordinator")
+    outcome = referral_route_manually(
+        referral=referral, role=full, admin="coordinator", override_reason="Extra slot"
+    )
+    assert [o["constraint"] for o in outcome.decision.overrides] == ["at-capacity"]
+    assert role_active_case_count(role_id=full.pk) == 2
