@@ -485,8 +485,9 @@ def referral_route_manually(
         override_reason=override_reason if failures else "",
     )
     offer = _offer_create(referral=locked, candidate=candidate, decision=decision, actor=actor, now=now)
+    note = NoteFacts(author_reference="Organization/hub", author_display="Exercise referral hub", text=gist, time=now)
     referral_update(
-        referral=locked, status=locked.status, business_status=BusinessStatus.OFFERED, actor=actor
+        referral=locked, status=locked.status, business_status=BusinessStatus.OFFERED, notes=[note], actor=actor
     )
     _sync(referral, locked)
     return RoutingOutcome(decision=decision, offer=offer, gist=gist)

@@ -1,0 +1,134 @@
+"""A referral from intake to an offer and on: the route task, the child Tasks the physician can follow, a decline,
+an expiry, the manual queue, and a coordinator's override."""
+
+import datetime as dt
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.utils import timezone
+
+from fhir_bridge.examples import scenario2_bundle
+from fhir_bridge.tasks import route_referral
+from network.models import Offer
+from network.services import offers_expire_due
+from referrals.models import Referral
+from tests.conftest import json_of
+from tests.network.factories import role_make
+
+pytestmark = pytest.mark.django_db
+
+SPRINGFIELD = (39.7990, -89.6440)  # near the centroid of ZIP 62701
+CARDIAC_REASON = [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "I25.10",
+                               "display": "Atherosclerotic heart disease of native coronary artery"}]}]
+
+
+def _km_north(km: float) -> tuple[float, float]:
+    return SPRINGFIELD[0] + km / 111.32, SPRINGFIELD[1]
+
+
+@pytest.fixture
+def network(db):
+    """A trainer next door who is not qualified for cardiac patients, and two clinical exercise physiologists
+    further out."""
+    return {
+        "trainer": role_make(credentials=("acsm-cpt",), at=_km_north(0.5), state="IL", fhir_id="trainer-next-door"),
+        "cep_near": role_make(credentials=("acsm-cep",), at=_km_north(3), state="IL", fhir_id="cep-near"),
+        "cep_far": role_make(credentials=("acsm-cep",), at=_km_north(8), state="IL", fhir_id="cep-far"),
+    }
+
+
+@pytest.fixture
+def coordinator(db):
+    user = get_user_model().objects.create_user("coordinator", password="x", is_staff=True)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _send_cardiac_referral(fhir, django_capture_on_commit_callbacks) -> tuple[Referral, dict]:
+    bundle = scenario2_bundle(identifier="flow-1", reason_codes=CARDIAC_REASON)
+    sr = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
+    sr["orderDetail"] = [{"coding": [{"system": "http://exercise-referral-hub.org/fhir/CodeSystem/exercise-clearance",
+                                      "code": "moderate"}]}]
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = fhir.post("", bundle)
+    assert response.status_code == 200
+    assert len(callbacks) == 1  # the route task, enqueued only once the referral is committed
+    referral = Referral.objects.get()
+    route_referral(*json.loads(json.dumps([referral.pk])))  # what the worker would run, arguments as JSON
+    task = next(e["resource"] for e in json_of(response)["entry"] if e["resource"]["resourceType"] == "Task")
+    return referral, task
+
+
+def _offers(fhir, task_id: str) -> list[dict]:
+    response = fhir.get("Task", **{"part-of": f"Task/{task_id}"})
+    assert response.status_code == 200
+    return sorted((e["resource"] for e in json_of(response)["entry"]), key=lambda t: t["id"])
+
+
+def test_a_cardiac_referral_is_offered_to_the_nearest_qualified_professional(fhir, network, django_capture_on_commit_callbacks):
+    referral, task = _send_cardiac_referral(fhir, django_capture_on_commit_callbacks)
+
+    [offer] = _offers(fhir, task["id"])
+    assert offer["owner"]["reference"] == "PractitionerRole/cep-near"  # not the closer, unqualified trainer
+    assert offer["status"] == "requested"
+    assert offer["partOf"] == [{"reference": f"Task/{task['id']}"}]
+    deadline = dt.datetime.fromisoformat(offer["restriction"]["period"]["end"].replace("Z", "+00:00"))
+    assert dt.timedelta(hours=47) < deadline - timezone.now() <= dt.timedelta(hours=48)
+
+    current = json_of(fhir.get(f"Task/{task['id']}"))
+    assert current["businessStatus"]["coding"][0]["code"] == "offered"
+    assert current["businessStatus"]["text"].startswith("Offered to")
+    assert current["note"][-1]["text"] == current["businessStatus"]["text"]
+    assert Referral.objects.get().business_status == "offered"
+
+
+def test_route_task_run_twice_routes_once(fhir, network, django_capture_on_commit_callbacks):
+    referral, task = _send_cardiac_referral(fhir, django_capture_on_commit_callbacks)
+    route_referral(referral.pk)
+    assert len(_offers(fhir, task["id"])) == 1
+
+
+def test_a_decline_then_an_expiry_lead_to_the_manual_queue_and_an_override(
+    fhir, network, coordinator, django_capture_on_commit_callbacks
+):
+    referral, task = _send_cardiac_referral(fhir, django_capture_on_commit_callbacks)
+    first = Offer.objects.get()
+
+    declined = coordinator.post(f"/api/admin/offers/{first.pk}/answer", {"answer": "decline", "reason": "Full until March"},
+                                content_type="application/json")
+    assert declined.status_code == 200, declined.content
+    offers = _offers(fhir, task["id"])
+    assert [(o["owner"]["reference"], o["status"]) for o in offers] == [
+        ("PractitionerRole/cep-near", "rejected"), ("PractitionerRole/cep-far", "requested")]
+    assert offers[0]["statusReason"]["text"] == "Full until March"
+
+    assert offers_expire_due(now=timezone.now() + dt.timedelta(hours=49)) == 1
+    offers = _offers(fhir, task["id"])
+    assert offers[1]["status"] == "cancelled" and "No answer" in offers[1]["statusReason"]["text"]
+    referral.refresh_from_db()
+    assert referral.business_status == "awaiting-manual-routing"
+    queue = json_of(coordinator.get("/api/admin/routing/queue"))
+    assert [r["id"] for r in queue["referrals"]] == [referral.pk]
+
+    explained = json_of(coordinator.get(f"/api/admin/referrals/{referral.pk}/routing"))
+    trainer = next(c for c in explained["decisions"][0]["candidates"] if c["role"] == "trainer-next-door")
+    assert "not-qualified" in [e["constraint"] for e in trainer["excluded"]]
+
+    refused = coordinator.post(f"/api/admin/referrals/{referral.pk}/route", {"role": "trainer-next-door"},
+                               content_type="application/json")
+    assert refused.status_code == 422
+    assert "not-qualified" in [c["constraint"] for c in json_of(refused)["constraints"]]
+    overridden = coordinator.post(
+        f"/api/admin/referrals/{referral.pk}/route",
+        {"role": "trainer-next-door", "override_reason": "Cardiologist cleared her for supervised light exercise"},
+        content_type="application/json",
+    )
+    assert overridden.status_code == 201, overridden.content
+    assert _offers(fhir, task["id"])[-1]["owner"]["reference"] == "PractitionerRole/trainer-next-door"
+
+
+def test_the_coordinator_api_is_staff_only(network):
+    assert Client().get("/api/admin/routing/queue").status_code == 403
