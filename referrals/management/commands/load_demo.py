@@ -16,7 +16,8 @@ from fhir_bridge.intake import Caller, transaction_intake
 from fhir_bridge.models import EhrClient
 from fhir_bridge.smart import ehr_client_register
 from fhir_bridge.smart_keys import generate_private_key, load_private_key_pem, private_key_pem, public_jwks
-from network.models import Organization
+from fhir_bridge.referral_routing import referral_route_first
+from network.demo import demo_network_load
 from referrals.models import Clinic
 
 DEMO_CLIENT_NAME = "Good Health Cardiology EHR (demo)"
@@ -25,8 +26,28 @@ DEMO_SCOPES = (
     "system/Observation.cruds system/Goal.cruds system/Practitioner.rs system/PractitionerRole.rs "
     "system/Organization.rs system/Location.rs system/HealthcareService.rs system/Consent.cruds"
 ).split()
-# (identifier, family name, ZIP code): Ms Johansson of PA Scenario 2, and two neighbours.
-DEMO_REFERRALS = [("demo-1", "Johansson", "62701"), ("demo-2", "Okafor", "62702"), ("demo-3", "Lindqvist", "62704")]
+ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
+CLEARANCE = "http://exercise-referral-hub.org/fhir/CodeSystem/exercise-clearance"
+PRECAUTION = "http://exercise-referral-hub.org/fhir/CodeSystem/exercise-precaution"
+
+
+def _reason(code: str, display: str) -> list[dict]:
+    return [{"coding": [{"system": ICD10, "code": code, "display": display}]}]
+
+
+def _details(clearance: str, *precautions: str) -> list[dict]:
+    return [{"coding": [{"system": CLEARANCE, "code": clearance}]}] + [
+        {"coding": [{"system": PRECAUTION, "code": p}]} for p in precautions
+    ]
+
+
+# (identifier, family name, ZIP code, reasonCode, orderDetail): Ms Johansson of PA Scenario 2 after her heart
+# attack, a neighbour with knee osteoarthritis, and one with type 2 diabetes.
+DEMO_REFERRALS = [
+    ("demo-1", "Johansson", "62701", _reason("I25.2", "Old myocardial infarction"), _details("moderate", "no-valsalva")),
+    ("demo-2", "Okafor", "62702", _reason("M17.11", "Unilateral primary osteoarthritis, right knee"), _details("moderate")),
+    ("demo-3", "Lindqvist", "62704", _reason("E11.9", "Type 2 diabetes mellitus without complications"), _details("light")),
+]
 
 
 class Command(BaseCommand):
@@ -56,28 +77,31 @@ class Command(BaseCommand):
                     client.jwks = public_jwks(key)
                     client.save(update_fields=["jwks"])
             load_private_key_pem(key_path.read_bytes())  # fail here, not in front of the newcomer, if it is unusable
-            for fhir_id, name, kind in (
-                ("fit-4-life", "Fit 4 Life", Organization.Kind.GYM),
-                ("get-fit", "Get Fit", Organization.Kind.GYM),
-                ("springfield-cardiac-rehab", "Springfield Cardiac Rehab", Organization.Kind.CARDIAC_REHAB),
-            ):
-                Organization.objects.get_or_create(fhir_id=fhir_id, defaults={"name": name, "kind": kind})
+            demo_network_load()
 
         caller = Caller(client=client, base_url=f"{base_url}/fhir")
-        opened = 0
-        for identifier, family, postal_code in DEMO_REFERRALS:
-            bundle = scenario2_bundle(identifier=identifier, family=family, postal_code=postal_code)
+        opened = []
+        for identifier, family, postal_code, reasons, details in DEMO_REFERRALS:
+            bundle = scenario2_bundle(identifier=identifier, family=family, postal_code=postal_code, reason_codes=reasons)
+            service_request = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
+            service_request["orderDetail"] = details
             outcome = transaction_intake(caller, bundle, raw=orjson.dumps(bundle), check_scope=lambda *a, **k: None)
-            opened += outcome.stored is None  # a duplicate answer names the referral that was already there
+            if outcome.stored is None:  # a duplicate answer names the referral that was already there
+                opened.append(next(r.referral_id for r in outcome.created if r.resource_type == "Task"))
+        # Routed here rather than by the worker, so that the demo shows its choices as soon as the server is up.
+        routed = [referral_route_first(referral_id=pk) for pk in opened]
         admin_note = self._demo_admin()
 
-        self.stdout.write(self.style.SUCCESS(f"\nExercise-referral hub demo: {opened} new sample referral(s) loaded."))
+        self.stdout.write(self.style.SUCCESS(f"\nExercise-referral hub demo: {len(opened)} new sample referral(s) loaded."))
+        for outcome in filter(None, routed):
+            self.stdout.write(f"  routed: {outcome.gist}")
         self.stdout.write(f"""
   FHIR base URL     {base_url}/fhir          (metadata: {base_url}/fhir/metadata)
   Token endpoint    {base_url}/auth/token    (SMART Backend Services, private_key_jwt)
   Demo EHR client   {client.client_id}   clinic "{clinic.name}"
   Its private key   {key_path}
   Admin             {base_url}/admin/   {admin_note}
+  Routing queue     {base_url}/api/admin/routing/queue   (and /api/admin/referrals/<id>/routing: why it went where)
 
   Get a token (in another terminal, once the server is up):
     .venv/bin/python manage.py ehr_client_token --client-id {client.client_id} \\
