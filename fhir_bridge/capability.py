@@ -26,6 +26,25 @@ _NETWORK_PARAM_TYPES = {
 }
 
 
+HUB_CODES = "http://exercise-referral-hub.org/fhir/CodeSystem"
+ROUTING_FACTS_DOCUMENTATION = (
+    "What routing reads from a referral (codes only; free text is never parsed into a fact). "
+    "Conditions: reasonCode, and Condition.code of each reasonReference (ICD-10-CM, SNOMED CT), mapped to condition "
+    "groups; an unmapped code is kept and flagged. "
+    f"Clearance: an orderDetail coding in {HUB_CODES}/exercise-clearance (light | moderate | vigorous); when absent "
+    "the hub assumes light. "
+    f"Precautions: orderDetail codings in {HUB_CODES}/exercise-precaution (hr-cap, no-valsalva, bp-monitoring, "
+    "glucose-monitoring, fall-risk, no-heavy-lifting, no-high-impact, weight-bearing-limits, supervised-only, "
+    "ecg-monitoring); a value such as the heart-rate cap in that orderDetail's text. "
+    "ACSM screening: current activity from supportingInfo PAVS Observations (LOINC 82290-8, 89555-7, 68516-4); "
+    "known disease from the condition codes; when absent the hub assumes the conservative answer. "
+    f"Delivery: orderDetail codings in {HUB_CODES}/exercise-delivery (in-person | virtual | group | virtual-ok). "
+    "Location: the geolocation extension on Patient.address, else the US ZIP code centroid; an address that cannot "
+    "be placed goes to manual routing. Language: Patient.communication (preferred, non-English = required). "
+    "Directed: ServiceRequest.performer or a Task owner naming a network member."
+)
+
+
 def capability_statement(*, base_url: str, token_url: str) -> dict:
     from fhir_bridge.routes import INTERACTIONS  # the router's own table, so the statement cannot drift from it
 
@@ -42,6 +61,8 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
         }
         if resource_type in PROFILES:
             entry["supportedProfile"] = PROFILES[resource_type]
+        if resource_type == "ServiceRequest":
+            entry["documentation"] = ROUTING_FACTS_DOCUMENTATION
         if resource_type in NETWORK_SEARCH:
             entry["searchParam"] = [{"name": n, "type": _NETWORK_PARAM_TYPES.get(n, "token")} for n in NETWORK_SEARCH[resource_type]]
             entry["documentation"] = "Read-only view of the hub's community network (search lists the network)."
