@@ -100,6 +100,20 @@ def check_referral_create(*, facts: ReferralFacts) -> str:
     return member.display
 
 
+def _notes_add(*, referral: Referral, notes: list[NoteFacts]) -> None:
+    if notes:
+        ReferralNote.objects.bulk_create(
+            ReferralNote(
+                referral=referral,
+                author_reference=n.author_reference,
+                author_display=n.author_display,
+                text=n.text,
+                time=n.time,
+            )
+            for n in notes
+        )
+
+
 def referral_create(*, clinic: Clinic, facts: ReferralFacts, actor: str) -> Referral:
     owner_display = check_referral_create(facts=facts)
     referral = Referral.objects.create(
@@ -125,17 +139,7 @@ def referral_create(*, clinic: Clinic, facts: ReferralFacts, actor: str) -> Refe
         occurrence_start=facts.occurrence_start,
         occurrence_end=facts.occurrence_end,
     )
-    if facts.notes:
-        ReferralNote.objects.bulk_create(
-            ReferralNote(
-                referral=referral,
-                author_reference=note.author_reference,
-                author_display=note.author_display,
-                text=note.text,
-                time=note.time,
-            )
-            for note in facts.notes
-        )
+    _notes_add(referral=referral, notes=facts.notes)
     ReferralEvent.objects.create(referral=referral, kind=ReferralEvent.Kind.CREATED, to_status=referral.status, actor=actor)
     return referral
 
@@ -199,16 +203,7 @@ def referral_update(
             )
         )
     if notes:
-        ReferralNote.objects.bulk_create(
-            ReferralNote(
-                referral=referral,
-                author_reference=n.author_reference,
-                author_display=n.author_display,
-                text=n.text,
-                time=n.time,
-            )
-            for n in notes
-        )
+        _notes_add(referral=referral, notes=notes)
         events.append(
             ReferralEvent(referral=referral, kind=ReferralEvent.Kind.NOTE_ADDED, actor=actor, detail={"count": len(notes)})
         )

@@ -1,8 +1,11 @@
 """Fixtures shared by the whole suite: a clinic, its EHR client with a token, and a FHIR client that sends what
 an EHR sends."""
 
+import threading
+
 import orjson
 import pytest
+from django.db import connections
 from django.test import Client
 
 from fhir_bridge.smart import access_token_encode
@@ -69,3 +72,26 @@ def json_of(response) -> dict:
 
 def issue_paths(response) -> list[str]:
     return [expr for issue in json_of(response)["issue"] for expr in issue.get("expression", [])]
+
+
+def fire_at_once(n: int, work) -> list:
+    """Run ``work(i)`` in ``n`` threads released together by a barrier; each thread's result, or the exception it
+    raised. Each thread has its own database connection, closed when it ends."""
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+
+    def worker(i):
+        try:
+            barrier.wait()
+            results[i] = work(i)
+        except Exception as error:  # noqa: BLE001 - reported by the test
+            results[i] = error
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return results

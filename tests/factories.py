@@ -1,8 +1,9 @@
 import factory
 
 from fhir_bridge.models import EhrClient
-from network.models import Organization, Professional, ProfessionalRole
 from referrals.models import Clinic
+from tests.network.factories import OrganizationFactory, ProfessionalFactory  # noqa: F401 - one set of network factories
+from tests.network.factories import RoleFactory as ProfessionalRoleFactory  # noqa: F401
 
 ALL_SCOPES = (
     "system/Task.cruds system/ServiceRequest.cruds system/Patient.cruds system/Condition.cruds "
@@ -27,29 +28,3 @@ class EhrClientFactory(factory.django.DjangoModelFactory):
     clinic = factory.SubFactory(ClinicFactory)
     jwks = factory.LazyFunction(lambda: {"keys": []})
     scopes = ALL_SCOPES
-
-
-class OrganizationFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = Organization
-
-    fhir_id = factory.Sequence(lambda n: f"org-{n}")
-    name = factory.Sequence(lambda n: f"Fitness centre {n}")
-
-
-class ProfessionalFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = Professional
-
-    fhir_id = factory.Sequence(lambda n: f"pro-{n}")
-    family_name = factory.Faker("last_name")
-    given_name = factory.Faker("first_name")
-
-
-class ProfessionalRoleFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = ProfessionalRole
-
-    fhir_id = factory.Sequence(lambda n: f"role-{n}")
-    professional = factory.SubFactory(ProfessionalFactory)
-    organization = factory.SubFactory(OrganizationFactory)

@@ -1,14 +1,12 @@
 """Idempotency under load: 20 identical conditional creates at the same moment make one referral (PostgreSQL)."""
 
-import threading
-
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 from fhir_bridge.examples import scenario2_bundle
 from fhir_bridge.models import StoredResource
 from referrals.models import Referral
-from tests.conftest import fhir_client_for, json_of
+from tests.conftest import fhir_client_for, fire_at_once, json_of
 from tests.factories import EhrClientFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -20,25 +18,6 @@ def _postgres_only():
         pytest.skip("needs PostgreSQL's concurrent writers (set DATABASE_URL)")
 
 
-def _fire(n: int, send) -> list:
-    barrier = threading.Barrier(n)
-    results = [None] * n
-
-    def worker(i):
-        try:
-            barrier.wait()
-            results[i] = send()
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    return results
-
-
 def test_twenty_identical_conditional_creates_make_one_referral():
     client = EhrClientFactory()
     bundle = scenario2_bundle(identifier="race-1")
@@ -46,7 +25,7 @@ def test_twenty_identical_conditional_creates_make_one_referral():
         if entry["resource"]["resourceType"] == "Task":
             entry["request"]["ifNoneExist"] = "identifier=urn:ehr:task|race-1"
 
-    responses = _fire(20, lambda: fhir_client_for(client).post("", bundle))
+    responses = fire_at_once(20, lambda _: fhir_client_for(client).post("", bundle))
 
     assert [r.status_code for r in responses] == [200] * 20
     assert Referral.objects.count() == 1
@@ -71,7 +50,7 @@ def test_twenty_task_creates_under_one_if_none_exist_key_make_one_task():
     }
     headers = {"If-None-Exist": "identifier=urn:ehr:orders|order-77"}
 
-    responses = _fire(20, lambda: fhir_client_for(client).post("Task", task, headers=headers))
+    responses = fire_at_once(20, lambda _: fhir_client_for(client).post("Task", task, headers=headers))
 
     assert sorted(r.status_code for r in responses) == [200] * 19 + [201]
     assert len({json_of(r)["id"] for r in responses}) == 1

@@ -1,10 +1,8 @@
 """Capacity under load: 20 referrals routed at once into a network with 5 free slots (PostgreSQL)."""
 
-import threading
 
 import pytest
 from django.conf import settings
-from django.db import connections
 
 from network.models import (
     ConditionCodeMap,
@@ -17,6 +15,7 @@ from network.models import (
 from network.selectors import role_active_case_count
 from network.services import referral_route
 from referrals.models import BusinessStatus, Clinic, Referral
+from tests.conftest import fire_at_once
 from tests.network.conftest import CARDIAC_PATIENT
 from tests.network.factories import ICD, km_north, referral_make, role_make
 
@@ -31,27 +30,6 @@ pytestmark = [
     ),
     pytest.mark.django_db(transaction=True),
 ]
-
-
-def _fire(n: int, work) -> list:
-    barrier = threading.Barrier(n)
-    results: list = [None] * n
-
-    def worker(i):
-        try:
-            barrier.wait()
-            results[i] = work(i)
-        except Exception as error:  # noqa: BLE001 - reported by the test
-            results[i] = error
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    return results
 
 
 def _qualification_data():
@@ -73,7 +51,7 @@ def test_twenty_referrals_at_once_never_overfill_five_slots():
     roles = [role_make(at=km_north(1), max_active_cases=2), role_make(at=km_north(2), max_active_cases=3)]
     referrals = [referral_make(clinic) for _ in range(20)]
 
-    results = _fire(20, lambda i: referral_route(referral=referrals[i], patient=CARDIAC_PATIENT))
+    results = fire_at_once(20, lambda i: referral_route(referral=referrals[i], patient=CARDIAC_PATIENT))
 
     errors = [r for r in results if isinstance(r, Exception)]
     assert errors == []
