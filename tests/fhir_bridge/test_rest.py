@@ -201,3 +201,12 @@ def test_a_deactivated_client_is_refused_within_the_recheck_window(ehr_client, s
     assert fhir.get("Task").status_code == 200  # still trusted: read less than a minute ago in this process
     smart._recent_clients.clear()  # as when the window passes
     assert fhir.get("Task").status_code == 401
+
+
+def test_an_entered_in_error_task_is_still_found_by_owner_search(fhir):
+    # PA conformance case 13: service providers SHALL NOT filter these out.
+    task = _open(fhir)["Task"]
+    task["status"] = "entered-in-error"
+    assert fhir.put(f"Task/{task['id']}", task).status_code == 200
+    found = json_of(fhir.get("Task", owner="Organization/hub"))
+    assert [(e["resource"]["id"], e["resource"]["status"]) for e in found["entry"]] == [(task["id"], "entered-in-error")]
