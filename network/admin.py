@@ -4,6 +4,7 @@ offers and routing decisions."""
 
 from django.contrib import admin
 
+from network.admin_import import NetworkImportAdminMixin
 from network.models import (
     ConditionCodeMap,
     ConditionGroup,
@@ -26,7 +27,7 @@ class SiteInline(admin.TabularInline):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(NetworkImportAdminMixin, admin.ModelAdmin):  # + import/ (network/admin_import.py)
     list_display = ("name", "kind", "active", "paused_until", "fhir_id")
     list_filter = ("kind", "active")
     search_fields = ("name", "fhir_id")
