@@ -16,7 +16,8 @@ from fhir_bridge.profiles import Issue
 from fhir_bridge.search import page_links, search, search_page_params, visible
 from fhir_bridge.smart import Grant, grant_allows, smart_configuration
 from referrals.models import Referral
-from referrals.services import ReferralConflict, ReferralRuleError, referral_update
+from network.services import referral_update_by_clinic
+from referrals.services import ReferralConflict, ReferralRuleError
 
 # What each resource type answers. Everything else is a 404 with an OperationOutcome.
 INTERACTIONS: dict[str, frozenset[str]] = {
@@ -323,7 +324,7 @@ def handle_update(request: FhirRequest) -> FhirResponse:
         known = {(n.get("time"), n.get("text")) for n in row.content.get("note") or []}
         new_notes = intake.note_facts([n for n in body.get("note") or [] if (n.get("time"), n.get("text")) not in known])
         try:
-            referral_update(
+            referral_update_by_clinic(
                 referral=referral,
                 status=status,
                 reason=(body.get("statusReason") or {}).get("text") or "",

@@ -491,3 +491,19 @@ def referral_route_manually(
     )
     _sync(referral, locked)
     return RoutingOutcome(decision=decision, offer=offer, gist=gist)
+
+
+CLINIC_WITHDRAWN = frozenset({ReferralStatus.CANCELLED, ReferralStatus.ENTERED_IN_ERROR})
+
+
+@transaction.atomic
+def referral_update_by_clinic(*, referral: Referral, status: str, reason: str, notes, actor: str) -> Referral:
+    """What the referring clinic may do to its referral (cancel it, mark it entered in error, add notes). A
+    withdrawn referral's open offer is withdrawn with it, so that no professional takes a case that is gone."""
+    referral_update(referral=referral, status=status, reason=reason, notes=notes, actor=actor)
+    if status in CLINIC_WITHDRAWN:
+        why = "entered in error" if status == ReferralStatus.ENTERED_IN_ERROR else "cancelled"
+        referral_offers_cancel(
+            referral=referral, reason=f"The clinic {why} the referral: {reason}".rstrip(": "), actor=actor
+        )
+    return referral

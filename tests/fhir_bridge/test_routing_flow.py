@@ -132,3 +132,15 @@ def test_a_decline_then_an_expiry_lead_to_the_manual_queue_and_an_override(
 
 def test_the_coordinator_api_is_staff_only(network):
     assert Client().get("/api/admin/routing/queue").status_code == 403
+
+
+def test_cancelling_a_referral_withdraws_its_open_offer(fhir, network, django_capture_on_commit_callbacks):
+    referral, task = _send_cardiac_referral(fhir, django_capture_on_commit_callbacks)
+    current = json_of(fhir.get(f"Task/{task['id']}"))
+    current.update(status="cancelled", statusReason={"text": "Patient moved to another state"})
+    assert fhir.put(f"Task/{task['id']}", current).status_code == 200
+
+    [offer] = _offers(fhir, task["id"])
+    assert offer["status"] == "cancelled"
+    assert "Patient moved to another state" in offer["statusReason"]["text"]
+    assert Offer.objects.get().status == "cancelled"
