@@ -13,6 +13,7 @@ from django.db.models import Prefetch, Q, QuerySet
 from fhir_bridge.outcomes import FhirError, error
 from fhir_bridge.profiles import Issue
 from fhir_bridge.store import http_date_iso
+from network.geo import haversine_km
 from network.models import Credential, Organization, Professional, ProfessionalRole, Site
 
 HUB_CODES = "http://exercise-referral-hub.org/fhir/CodeSystem"
@@ -248,9 +249,9 @@ def _near(raw: str) -> tuple[float, float, float]:
     return lat, lon, distance * (1.609344 if units != "km" else 1.0)
 
 
-def network_search(resource_type: str, params: list[tuple[str, str]]) -> tuple[list, int]:
-    """Matching rows (page applied by the caller) and, for near, their distances; raises 400 on an unknown
-    parameter."""
+def network_search(resource_type: str, params: list[tuple[str, str]]) -> tuple[list, dict[int, float]]:
+    """Matching rows (the caller takes its page) and, for ``near``, each row's distance in km by primary key;
+    raises 400 on an unknown parameter."""
     queryset = _querysets()[resource_type]
     issues, near = [], None
     for name, raw in params:
@@ -311,8 +312,6 @@ def network_search(resource_type: str, params: list[tuple[str, str]]) -> tuple[l
     dlat = km / 111.0
     dlon = km / (111.0 * max(math.cos(math.radians(lat)), 0.01))
     boxed = queryset.filter(latitude__range=(lat - dlat, lat + dlat), longitude__range=(lon - dlon, lon + dlon))
-    from network.geo import haversine_km
-
     distances = {site.pk: haversine_km(lat, lon, site.latitude, site.longitude) for site in boxed}
     rows = sorted((s for s in boxed if distances[s.pk] <= km), key=lambda s: distances[s.pk])
     return rows, distances

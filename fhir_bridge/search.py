@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from fhir_bridge.models import SearchToken, StoredResource
 from fhir_bridge.outcomes import FhirError, error
@@ -19,8 +19,6 @@ _RESULT_PARAMS = {"_count", "_offset", "_include", "_format", "_total", "_sort",
 
 def visible(clinic_id: int | None, resource_type: str) -> QuerySet:
     """Resources of one type that a client of ``clinic_id`` may see: its clinic's, and the shared ones."""
-    from django.db.models import Q
-
     return StoredResource.objects.filter(resource_type=resource_type, is_deleted=False).filter(
         Q(clinic_id=clinic_id) | Q(clinic_id__isnull=True)
     )
