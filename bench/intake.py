@@ -68,7 +68,7 @@ def secret_key() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(50))
 
 
-def bench_env(database_url: str, var_dir: str) -> dict[str, str]:
+def bench_env(database_url: str, var_dir: str, broker_url: str) -> dict[str, str]:
     """The environment of migrate, the client registration and both servers."""
     env = dict(os.environ)
     # Everything the run depends on is set here, so that a .env in the checkout (config/settings.py reads one,
@@ -85,10 +85,24 @@ def bench_env(database_url: str, var_dir: str) -> dict[str, str]:
         LOG_LEVEL="WARNING",
         HUB_ACCESS_TOKEN_SECONDS="3600",
         HUB_VAR_DIR=var_dir,  # the embedded Celery broker's folders go here, not into the checkout
+        # Where intake hands each new referral to the router. A real broker, as deployed; "filesystem://" measures
+        # the embedded one. Nothing consumes the messages: the queue is dropped after the run.
+        CELERY_BROKER_URL=broker_url,
         DJANGO_SETTINGS_MODULE="config.settings",
         PYTHONUNBUFFERED="1",
     )
     return env
+
+
+def broker_empty(broker_url: str) -> None:
+    """Drop the route messages the run left on a Redis broker (nothing consumed them)."""
+    if broker_url.startswith("redis://"):
+        import redis
+
+        try:
+            redis.Redis.from_url(broker_url).flushdb()
+        except redis.RedisError as exc:
+            print(f"could not empty {broker_url}: {exc}", file=sys.stderr)
 
 
 def database_recreate(server_url: str, name: str) -> None:
@@ -344,6 +358,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per server (default 2)")
     parser.add_argument(
+        "--broker", default="redis://127.0.0.1:6379/15",
+        help="the hub's Celery broker (default: Redis db 15, emptied after the run; filesystem:// for the embedded one)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=1,
         help="threads per gunicorn worker, for both servers (default 1: sync workers; more: gthread workers)",
     )
@@ -375,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     server_url = args.server.rstrip("/")
     database_url = f"{server_url}/{args.database}"
     work = Path(tempfile.mkdtemp(prefix=f"hub-bench-{run}-"))
-    env = bench_env(database_url, str(work / "var"))
+    env = bench_env(database_url, str(work / "var"), args.broker)
     floor = Server("floor", args.floor_port or free_port(), work / "floor-gunicorn.log")
     hub = Server("hub", args.hub_port or free_port(), work / "hub-gunicorn.log")
     try:
@@ -470,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in (floor, hub):
             server_stop(server)
+        broker_empty(args.broker)
         logs = [s.log for s in (floor, hub) if s.log.exists() and s.log.stat().st_size]
         if logs:
             print(f"server logs kept: {', '.join(map(str, logs))}", file=sys.stderr)
