@@ -1,13 +1,16 @@
-"""Routing benchmark: 1,000 referrals routed against synthetic networks of 1k, 10k and 100k professionals, on
-PostgreSQL. Prints p50 and p99 per decision for each size, and how they grow.
+"""Routing benchmark: 1,000 referrals routed against synthetic networks of 1k, 10k and 100k professionals,
+on PostgreSQL. Prints p50 and p99 per decision for each size, and how they grow.
 
     .venv/bin/python bench/routing.py [--sizes 1000,10000,100000] [--referrals 1000] [--seed 7]
+    .venv/bin/python bench/routing.py --sizes 10000 --profile cprofile   # or pyinstrument (not a dependency)
 
 It drops and re-creates the database ``hub_bench_routing`` on 127.0.0.1:5432 (user postgres; BENCH_PG_URL to
-change the server), migrates it, and for each size bulk-creates a network spread over US ZIP centroids, then
-routes the referrals one after another through network.services.referral_route: the whole service (plan,
-capacity lock, the decision and offer rows, the referral update and its Task version) is timed, and the
-read-only plan within it.
+change the server), migrates it, and for each size bulk-creates a network spread over US ZIP centroids,
+vacuums and analyzes it (as autovacuum keeps a live database: statistics for the planner, the visibility map
+for index-only scans), then routes the referrals one after another through
+network.services.referral_route: the whole service (plan, capacity lock, the decision and offer rows, the
+referral update and its Task version) is timed, and the read-only plan within it. ``--profile`` also profiles
+the routing loop of each size (the timings then include the profiler's overhead).
 
 Targets: p99 < 20 ms at 10k and < 100 ms at 100k, growing sub-linearly with the network.
 """
@@ -293,7 +296,33 @@ def reset() -> None:
         )
 
 
-def run_size(size: int, n_referrals: int, rng: random.Random, zips: list) -> dict:
+def profiler_start(kind: str):
+    if kind == "cprofile":
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        return profiler
+    from pyinstrument import Profiler  # pip install pyinstrument (into the venv; not a project dependency)
+
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    return profiler
+
+
+def profiler_report(kind: str, profiler, size: int) -> None:
+    print(f"--- profile at {size:,} professionals ({kind})", flush=True)
+    if kind == "cprofile":
+        import pstats
+
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+    else:
+        profiler.stop()
+        print(profiler.output_text(unicode=False, color=False))
+
+
+def run_size(size: int, n_referrals: int, rng: random.Random, zips: list, profile: str = "") -> dict:
     from django.db import connection
 
     import network.services as services
@@ -304,7 +333,7 @@ def run_size(size: int, n_referrals: int, rng: random.Random, zips: list) -> dic
     network_build(size, rng, zips)
     work = referrals_build(n_referrals, rng, zips)
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+        cursor.execute("VACUUM ANALYZE")
     built = time.perf_counter() - t0
     zip_place("10001")  # load the ZIP table once, outside the timings
 
@@ -331,6 +360,7 @@ def run_size(size: int, n_referrals: int, rng: random.Random, zips: list) -> dic
     route_times, offered, considered, truncated = [], 0, [], 0
     services.routing_plan = timed(real_plan, plan_times)
     services.referral_update = timed(real_update, update_times)
+    profiler = profiler_start(profile) if profile else None
     try:
         with connection.execute_wrapper(count_queries):
             for referral, facts in work:
@@ -342,6 +372,8 @@ def run_size(size: int, n_referrals: int, rng: random.Random, zips: list) -> dic
                 truncated += bool(outcome.decision.summary.get("pool", {}).get("in_person_truncated"))
     finally:
         services.routing_plan, services.referral_update = real_plan, real_update
+    if profiler is not None:
+        profiler_report(profile, profiler, size)
     # The routing decision proper: everything referral_route does but the referral's own update
     # (referrals.services, which also writes the Task's next version, its history row and its search tokens).
     decision_times = [r - u for r, u in zip(route_times, update_times)]
@@ -369,6 +401,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--referrals", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--profile", choices=["cprofile", "pyinstrument"], help="profile the routing loop")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -387,7 +420,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     rows = []
     for size in sizes:
-        row = run_size(size, args.referrals, rng, zips)
+        row = run_size(size, args.referrals, rng, zips, profile=args.profile or "")
         rows.append(row)
         print(
             f"{size:>7,} professionals: decision p50 {row['decision_p50']:6.2f} ms"

@@ -2,14 +2,14 @@
 embedded run (``manage.py load_network_demo``, and ``make run`` through referrals' load_demo).
 
 Fit 4 Life, Get Fit and Springfield Cardiac Rehab are Scenario 2's organizations; as in the story, Get Fit is
-the nearer clinical choice for a cardiac patient downtown (ZIP 62701). Around them: a YMCA with two branches, a
-hospital wellness centre, two physical-therapy practices, an oncology exercise program, a pulmonary
+the nearer clinical choice for a cardiac patient downtown (ZIP 62701). Around them: a YMCA with two branches,
+a hospital wellness centre, two physical-therapy practices, an oncology exercise program, a pulmonary
 rehabilitation program and independent trainers. The mix makes every routing constraint show up in the demo's
 explanations: personal trainers (ACSM-CPT) who may take only healthy, low-risk patients; exercise
 physiologists, clinical exercise physiologists and cardiac rehab for cardiac patients; physical therapists for
-musculoskeletal and neurological ones; expired and unverified credentials; a role paused for three weeks; a role
-restricted to one condition group and one capped at a risk tier; a trainer with room for a single case; Spanish
-and Polish speakers; some who also work by video.
+musculoskeletal and neurological ones; expired and unverified credentials; a role paused for three weeks; a
+role restricted to one condition group and one capped at a risk tier; a trainer with room for a single case;
+Spanish and Polish speakers; some who also work by video.
 
 Every organization and person is made up. The sites lie within about a kilometre of the centroids of
 Springfield's standard ZIP codes (62701-62712), on real street names with invented numbers.
@@ -324,7 +324,7 @@ class DemoNetwork:
 def demo_network_spec() -> DemoNetwork:
     """The demo network as plain values, drawn from one seeded generator: the same on every machine."""
     rng = random.Random(SEED)
-    # Each list is drawn without repeats (family names are the professionals' ids): add names when adding people.
+    # Each list is drawn without repeats (family names are the professionals' ids): add names with people.
     names = {
         "": zip(rng.sample(GIVEN_NAMES, len(GIVEN_NAMES)), rng.sample(FAMILY_NAMES, len(FAMILY_NAMES))),
         "es": iter(rng.sample(SPANISH_NAMES, len(SPANISH_NAMES))),

@@ -3,21 +3,22 @@
 ``routing_plan`` reads the database and writes nothing; network/services.py turns a plan into a stored
 RoutingDecision and an offer, under the locks that keep capacity honest.
 
-How a plan is made (each step is one query or none; see network/README.md):
+How a plan is made (one query in all; see network/README.md):
 1. Map the referral's condition codes to groups (unmapped codes are kept and flagged) and assess the patient's
    risk tier (network/risk.py).
 2. Place the patient: the geolocation the EHR sent, else the ZIP centroid; unplaceable → no candidates, a
    coordinator routes it.
-3. The pool, pre-filtered in SQL: roles whose site lies in a bounding box sized by the largest service radius in
-   the network (an index on site latitude/longitude) and whose own radius reaches the patient, the nearest
+3. The pool, pre-filtered in SQL: roles whose site lies in a bounding box sized by the largest service radius
+   in the network (an index on site latitude/longitude) and whose own radius reaches the patient, the nearest
    ``IN_PERSON_POOL_LIMIT`` of them; when the referral allows virtual delivery, the nearest
    ``VIRTUAL_POOL_LIMIT`` virtual roles in the patient's state; and every role the referral names (directed).
+   With each role come its capacity use, credentials, restrictions and history, and with the pool the code map
+   rows and the credential types of step 1: the plan reads the database once.
 4. Every hard constraint is checked for every candidate in the pool, and every failure is recorded.
 5. The eligible are scored; a directed member who is eligible comes first whatever the score.
 """
 
 import datetime as dt
-import json
 import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -25,14 +26,25 @@ from dataclasses import asdict, dataclass, field
 from django.db import connection
 
 from network.geo import KM_PER_DEGREE_LATITUDE, Place, haversine_km, patient_place
-from network.models import Credential, Offer, OfferStatus, Organization, Professional, ProfessionalRole, Site
+from network.models import (
+    ConditionGroup,
+    Credential,
+    Offer,
+    OfferStatus,
+    Organization,
+    Professional,
+    ProfessionalRole,
+    Site,
+)
 from network.risk import RiskProfile, Screening, risk_assess
 from network.selectors import (
     ConditionMapping,
     active_cases_sql,
-    condition_codes_map,
-    credential_type_scopes,
     network_member_roles,
+    qualification_parse,
+    qualification_sql,
+    sql_json,
+    sql_json_value,
 )
 from referrals.models import Referral
 
@@ -40,6 +52,9 @@ from referrals.models import Referral
 # summary.
 IN_PERSON_POOL_LIMIT = 100
 VIRTUAL_POOL_LIMIT = 100
+# The virtual pool looks this far around the patient first, and through the whole state only when it finds
+# fewer than VIRTUAL_POOL_LIMIT there (routing.py::_virtual_parts).
+VIRTUAL_NEAR_KM = 100.0
 DIRECTED_POOL_LIMIT = 50
 # Past offers older than this do not count towards response speed and acceptance rate.
 STATS_WINDOW = dt.timedelta(days=365)
@@ -173,20 +188,31 @@ class RoutingPlan:
         return [c for c in self.candidates if c.directed]
 
 
-# The pool query is plain SQL (portable to SQLite and PostgreSQL): it runs on every decision, and building it
-# through the ORM cost more than running it. Columns, in order; _row() turns a result row into a dict of these
-# names.
-_POOL_COLUMNS = (
+# The pool is one plain SQL statement (portable to SQLite and PostgreSQL). It runs on every decision: one
+# round trip that brings everything the constraints and the score need costs less than one per kind of fact,
+# and building it through the ORM cost more than running it.
+#
+# Its shape keeps the database's work bounded by the pool, not the network: each pool is a derived table that
+# reads its sites and their roles by index, orders and limits them (_pool_part); for the few roles that
+# survive, everything else is a correlated subquery per row (index probes), which leaves the planner no join
+# order to search and no choice of a scan over a whole table. The answer is one JSON document, a list with one
+# array per role: one parse instead of a conversion per value.
+#
+# The array's items, in order; _row() turns one into a dict of these names. The pool parts read only what the
+# covering index on the role's site holds (migrations/0004_role_pool_indexes.py) and the sites' columns, and
+# add ``pool`` and ``d2`` (the squared distance to the patient, km²).
+_PART_COLUMNS = (
     ("id", "r.id"),
-    ("fhir_id", "r.fhir_id"),
     ("professional_id", "r.professional_id"),
-    ("given_name", "p.given_name"),
-    ("family_name", "p.family_name"),
-    ("professional_active", "p.active"),
     ("organization_id", "r.organization_id"),
-    ("organization_name", "o.name"),
-    ("organization_active", "o.active"),
-    ("organization_paused_until", "o.paused_until"),
+    ("service_radius_km", "r.service_radius_km"),
+    ("latitude", "s.latitude"),
+    ("longitude", "s.longitude"),
+    ("state", "s.state"),
+)
+# Then the rest of the role, with its professional's and organization's, as one array read by primary key.
+_ROLE_COLUMNS = (
+    ("fhir_id", "r.fhir_id"),
     ("active", "r.active"),
     ("accepting", "r.accepting"),
     ("paused_until", "r.paused_until"),
@@ -197,48 +223,103 @@ _POOL_COLUMNS = (
     ("offers_group", "r.offers_group"),
     ("offers_virtual", "r.offers_virtual"),
     ("payers", "r.payers"),
-    ("service_radius_km", "r.service_radius_km"),
-    ("latitude", "s.latitude"),
-    ("longitude", "s.longitude"),
-    ("state", "s.state"),
+    ("given_name", "p.given_name"),
+    ("family_name", "p.family_name"),
+    ("professional_active", "p.active"),
+    ("organization_name", "o.name"),
+    ("organization_active", "o.active"),
+    ("organization_paused_until", "o.paused_until"),
 )
+_ROLE_JSON_COLUMNS = ("languages", "payers")
+# Then, per role (see _pool_sql): its live cases; offered this referral before; the condition groups an
+# admin restricted it to (null or [] for none); its professional's credentials, [[id, type id, expires_on,
+# verified]]; its past answers over STATS_WINDOW, [accepted, rejected, expired, mean response seconds] (nulls
+# without any); and whether its organization accepted one of this clinic's referrals in that window.
+_PER_ROLE = ("active_cases", "offered", "restricted", "credentials", "history", "continuity")
+_POOL_NAMES = tuple(name for name, _ in _PART_COLUMNS) + ("pool", "d2", "role") + _PER_ROLE
 _DATE_COLUMNS = ("organization_paused_until", "paused_until")
-_JSON_COLUMNS = ("languages", "payers")
+
+# The pools, as the statement labels their rows (our constants: they are written into the SQL).
+DIRECTED, IN_PERSON, VIRTUAL, ONLY = "directed", "in-person", "virtual", "only"
+
+# The squared flat-earth distance from the patient to the site ``s``, in km² (placeholders: _distance_params).
+_D2 = (
+    "((s.longitude - %s) * %s) * ((s.longitude - %s) * %s)"
+    " + ((s.latitude - %s) * %s) * ((s.latitude - %s) * %s)"
+)
 
 
-def _pool_sql(*, where: str, order_limit: str) -> str:
-    """Roles chosen by ``where`` (over the role ``r`` and its site ``s``), ordered and limited by
-    ``order_limit`` (which may use ``d2``, the squared distance to the patient in km²), then joined with their
-    professional and organization, with, per role: its live cases (the capacity count,
-    selectors.active_cases_sql), whether this referral was offered to it before, and whether an admin
-    restricted its condition groups. The joins and counts run only for the rows that survive the limit.
-    Placeholders: the referral id, the distance terms (8),
-    then those of ``where`` and ``order_limit``."""
+def _pool_part(pool: str, *, where: str, order_limit: str = "", name: str = "", only_if: str = "") -> str:
+    """One pool: the roles that ``where`` selects (over the role ``r`` and its site ``s``), ordered and
+    limited by ``order_limit`` (which may use ``d2``), with their role and site columns; read only if the
+    condition ``only_if`` holds, when given (PostgreSQL skips the part otherwise). A derived table, so that
+    its own ORDER BY and LIMIT hold inside a UNION ALL on SQLite too. Placeholders: the distance terms (8),
+    then those of ``where``, ``order_limit`` and ``only_if``."""
     role, site = ProfessionalRole._meta.db_table, Site._meta.db_table
-    professional, organization = Professional._meta.db_table, Organization._meta.db_table
-    offer = Offer._meta.db_table
+    columns = ", ".join(f"{sql} AS {column}" for column, sql in _PART_COLUMNS)
+    return (
+        f"SELECT * FROM (SELECT {columns}, '{pool}' AS pool, {_D2} AS d2"
+        f" FROM {role} r LEFT JOIN {site} s ON s.id = r.site_id WHERE {where} {order_limit})"
+        f" AS pool_{(name or pool).replace('-', '_')}{f' WHERE {only_if}' if only_if else ''}"
+    )
+
+
+def _pool_sql(parts: list[str]) -> str:
+    """The pools' roles (``parts``, see _pool_part) as one JSON list of arrays (_POOL_NAMES), each with: the
+    rest of the role with its professional and organization; its live cases (the capacity count,
+    selectors.active_cases_sql); whether this referral was offered to it before; the condition groups an admin
+    restricted it to; its professional's credentials; its answers to past offers over STATS_WINDOW
+    (responsiveness, acceptance); and whether its organization accepted one of the clinic's referrals in that
+    window (continuity). Placeholders: the referral id, the window's start, the clinic and the window's start
+    again, then those of the parts."""
+    role, professional = ProfessionalRole._meta.db_table, Professional._meta.db_table
+    organization = Organization._meta.db_table
+    offer, referral, credential = Offer._meta.db_table, Referral._meta.db_table, Credential._meta.db_table
     through = ProfessionalRole.only_condition_groups.through._meta.db_table
-    columns = ", ".join(sql for _, sql in _POOL_COLUMNS)
-    return f"""
-        SELECT {columns},
-            ({active_cases_sql("r.id")}) AS active_cases,
-            EXISTS (SELECT 1 FROM {offer} x WHERE x.role_id = r.id AND x.referral_id = %s) AS offered,
-            EXISTS (SELECT 1 FROM {through} t WHERE t.professionalrole_id = r.id) AS restricted,
-            k.d2
-        FROM (
-            SELECT r.id AS role_id,
-                ((s.longitude - %s) * %s) * ((s.longitude - %s) * %s)
-                  + ((s.latitude - %s) * %s) * ((s.latitude - %s) * %s) AS d2
-            FROM {role} r LEFT JOIN {site} s ON s.id = r.site_id
-            WHERE {where}
-            {order_limit}
-        ) k
-        JOIN {role} r ON r.id = k.role_id
-        JOIN {professional} p ON p.id = r.professional_id
-        JOIN {organization} o ON o.id = r.organization_id
-        LEFT JOIN {site} s ON s.id = r.site_id
-        ORDER BY (k.d2 IS NULL), k.d2, r.id
-    """
+    group = ConditionGroup._meta.db_table
+    accepted, rejected, expired = OfferStatus.ACCEPTED, OfferStatus.REJECTED, OfferStatus.EXPIRED
+    # SQLite keeps JSON as text: json() keeps it from being quoted as a string inside an array.
+    nested = "({})" if connection.vendor == "postgresql" else "json(({}))"
+    role_columns = [nested.format(sql) if name in _ROLE_JSON_COLUMNS else sql for name, sql in _ROLE_COLUMNS]
+    credential_columns = ("cr.id", "cr.type_id", "cr.expires_on", "cr.verified_at IS NOT NULL")
+    answers = sql_json(
+        f"SUM(CASE WHEN a.status = '{accepted}' THEN 1 ELSE 0 END)",
+        f"SUM(CASE WHEN a.status = '{rejected}' THEN 1 ELSE 0 END)",
+        f"SUM(CASE WHEN a.status = '{expired}' THEN 1 ELSE 0 END)",
+        "AVG(a.response_seconds)",
+    )
+    # Scalar subqueries rather than joins or EXISTS: PostgreSQL runs each as an index probe per row, where a
+    # join or an EXISTS estimated on a few rows could become a hash over the whole table. "Offered before"
+    # is the one set read once (a referral has a handful of offers).
+    per_role = [
+        *(f"k.{name}" for name, _ in _PART_COLUMNS),
+        "k.pool",
+        "k.d2",
+        nested.format(
+            f"SELECT {sql_json(*role_columns)} FROM {role} r"
+            f" JOIN {professional} p ON p.id = r.professional_id"
+            f" JOIN {organization} o ON o.id = r.organization_id"
+            " WHERE r.id = k.id"
+        ),
+        f"({active_cases_sql('k.id')})",
+        f"k.id IN (SELECT x.role_id FROM {offer} x WHERE x.referral_id = %s)",
+        nested.format(
+            f"SELECT {sql_json('g.slug', aggregate=True)} FROM {through} t"
+            f" JOIN {group} g ON g.id = t.conditiongroup_id WHERE t.professionalrole_id = k.id"
+        ),
+        nested.format(
+            f"SELECT {sql_json(*credential_columns, aggregate=True)}"
+            f" FROM {credential} cr WHERE cr.professional_id = k.professional_id"
+        ),
+        nested.format(f"SELECT {answers} FROM {offer} a WHERE a.role_id = k.id AND a.created_at >= %s"),
+        f"""(
+            SELECT 1 FROM {offer} b JOIN {referral} rr ON rr.id = b.referral_id
+            WHERE b.organization_id = k.organization_id AND b.status = '{accepted}'
+                AND rr.clinic_id = %s AND b.created_at >= %s
+            LIMIT 1
+        )""",
+    ]
+    return f"SELECT {sql_json(*per_role, aggregate=True)} FROM ({' UNION ALL '.join(parts)}) AS k"
 
 
 def _distance_params(place: Place | None) -> list[float]:
@@ -253,104 +334,160 @@ def _as_date(value):
     return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
 
-def _row(values) -> dict:
-    row = dict(
-        zip([name for name, _ in _POOL_COLUMNS] + ["active_cases", "offered", "restricted", "d2"], values)
-    )
+def _row(values: list) -> dict:
+    row = dict(zip(_POOL_NAMES, values))
+    row.update(zip((name for name, _ in _ROLE_COLUMNS), row.pop("role")))
     for name in _DATE_COLUMNS:
         row[name] = _as_date(row[name])
-    for name in _JSON_COLUMNS:
-        if isinstance(row[name], str):
-            row[name] = json.loads(row[name])
     return row
 
 
-def _pools(
+def _virtual_parts(place: Place, distance: list[float]) -> tuple[list[str], list]:
+    """The virtual pool: the nearest VIRTUAL_POOL_LIMIT virtual roles of sites in the patient's state
+    (licensure), those without coordinates last. Two parts, of which the database reads one:
+
+    - when at least the limit of them lie within VIRTUAL_NEAR_KM of the patient, those, found through the
+      latitude/longitude index in a box around the patient (every site within that distance is in the box, and
+      every site outside it is farther, so they are the nearest of the whole state);
+    - otherwise every virtual role in the state, nearest first (a rural patient, a sparse network).
+
+    The common case reads a neighbourhood, not a state: a large state holds thousands of sites at 100k
+    professionals. "IS NOT FALSE" (the column is never NULL) on purpose: it does not match the partial index
+    role_virtual_site, which tempts PostgreSQL into reading every virtual role of the network and hashing them
+    against the state's sites; without it, each site is probed in role_site_pool (index-only)."""
+    role, site = ProfessionalRole._meta.db_table, Site._meta.db_table
+    virtual = "r.offers_virtual IS NOT FALSE AND s.state = %s"
+    dlat = VIRTUAL_NEAR_KM / KM_PER_DEGREE_LATITUDE
+    dlon = VIRTUAL_NEAR_KM / (KM_PER_DEGREE_LATITUDE * math.cos(math.radians(min(89.0, abs(place.latitude)))))
+    near = f"s.latitude BETWEEN %s AND %s AND s.longitude BETWEEN %s AND %s AND {virtual} AND {_D2} <= %s"
+    near_params = [
+        place.latitude - dlat,
+        place.latitude + dlat,
+        place.longitude - dlon,
+        place.longitude + dlon,
+        place.state,
+        *distance,
+        VIRTUAL_NEAR_KM * VIRTUAL_NEAR_KM,
+    ]
+    enough = (
+        f"(SELECT COUNT(*) FROM (SELECT 1 FROM {role} r JOIN {site} s ON s.id = r.site_id"
+        f" WHERE {near} LIMIT %s) AS near) >= %s"
+    )
+    enough_params = near_params + [VIRTUAL_POOL_LIMIT, VIRTUAL_POOL_LIMIT]
+    parts = [
+        _pool_part(
+            VIRTUAL, name="virtual_near", where=near, order_limit="ORDER BY d2, r.id LIMIT %s", only_if=enough
+        ),
+        _pool_part(
+            VIRTUAL,
+            where=virtual,
+            order_limit="ORDER BY (s.latitude IS NULL), d2, r.id LIMIT %s",
+            only_if=f"NOT ({enough})",
+        ),
+    ]
+    params = distance + near_params + [VIRTUAL_POOL_LIMIT] + enough_params
+    params += distance + [place.state, VIRTUAL_POOL_LIMIT] + enough_params
+    return parts, params
+
+
+def _pool_statement(
     *,
     place: Place | None,
     patient: PatientFacts,
     directed_references: list[str],
     only_role_ids,
     referral_id: int,
-):
-    """The candidate rows (dicts, plus ``directed``), and what bounded the pools."""
+    clinic_id: int,
+    since: dt.datetime,
+) -> tuple[str, list] | None:
+    """The pool query (_pool_sql) for this referral and its parameters, or None when there is no pool to read
+    (no place, nobody named)."""
+    distance = _distance_params(place)
+    parts, params = [], []
+    if only_role_ids:
+        marks = ", ".join(["%s"] * len(only_role_ids))
+        parts.append(_pool_part(ONLY, where=f"r.id IN ({marks})"))
+        params += distance + list(only_role_ids)
+    elif only_role_ids is None:
+        for reference in directed_references:
+            members = network_member_roles(reference=reference)
+            if members.query.is_empty():
+                continue
+            sql, member_params = (
+                members.order_by("id").values("id")[:DIRECTED_POOL_LIMIT].query.sql_with_params()
+            )
+            parts.append(_pool_part(DIRECTED, where=f"r.id IN ({sql})"))
+            params += distance + list(member_params)
+        if place is not None:
+            # The box is sized by the largest radius anyone serves (MAX over its index, once per query), so
+            # that it holds every role that might reach the patient: on latitude exactly, on longitude with
+            # the cosine taken at the box's edge for the largest radius allowed (500 km), a little wider than
+            # needed and never narrower. The database then keeps those whose own radius reaches the patient,
+            # nearest first.
+            max_radius = f"(SELECT MAX(service_radius_km) FROM {ProfessionalRole._meta.db_table})"
+            dlat = 1.01 / KM_PER_DEGREE_LATITUDE
+            edge = min(89.0, abs(place.latitude) + 500.0 / KM_PER_DEGREE_LATITUDE * 1.01)
+            dlon = 1.01 / (KM_PER_DEGREE_LATITUDE * math.cos(math.radians(edge)))
+            where = (
+                f"s.latitude BETWEEN %s - {max_radius} * %s AND %s + {max_radius} * %s"
+                f" AND s.longitude BETWEEN %s - {max_radius} * %s AND %s + {max_radius} * %s"
+                # 3% slack on the square (1.5% on the distance) for the flat-earth approximation.
+                f" AND {_D2} <= r.service_radius_km * r.service_radius_km * 1.03"
+            )
+            parts.append(_pool_part(IN_PERSON, where=where, order_limit="ORDER BY d2, r.id LIMIT %s"))
+            box = [place.latitude, dlat, place.latitude, dlat, place.longitude, dlon, place.longitude, dlon]
+            params += distance + box + distance + [IN_PERSON_POOL_LIMIT + 1]
+            if patient.virtual_allowed and place.state:
+                part, part_params = _virtual_parts(place, distance)
+                parts += part
+                params += part_params
+    if not parts:
+        return None
+    return _pool_sql(parts), [referral_id, since, clinic_id, since] + params
+
+
+def _pools(*, document, place: Place | None, patient: PatientFacts, only_role_ids) -> tuple[dict, dict]:
+    """The candidate rows of the pool query's ``document`` (dicts, plus ``directed``), and what bounded the
+    pools."""
     rows: dict[int, dict] = {}
+    pools: dict[int, set] = defaultdict(set)  # role id → the pools it came from
+    listed: dict[str, list[int]] = defaultdict(list)  # pool → its role ids, in its order
+    found = [_row(values) for values in sql_json_value(document) or ()]
+    # Each pool in its own order: nearest first (sites without coordinates last), then by id.
+    found.sort(key=lambda r: (r["pool"], r["d2"] is None, r["d2"] or 0.0, r["id"]))
+    for row in found:
+        kind = row.pop("pool")
+        listed[kind].append(row["id"])
+        pools[row["id"]].add(kind)
+        rows.setdefault(row["id"], row)
+
     pool: dict = {}
-    head = [referral_id, *_distance_params(place)]
-
-    def add(sql: str, params: list, directed=False) -> list[int]:
-        ids = []
-        with connection.cursor() as cursor:
-            cursor.execute(sql, head + params)
-            for values in cursor.fetchall():
-                row = _row(values)
-                ids.append(row["id"])
-                kept = rows.setdefault(row["id"], {**row, "directed": False})
-                kept["directed"] = kept["directed"] or directed
-        return ids
-
-    def by_ids(ids: list[int], directed=False) -> list[int]:
-        if not ids:
-            return []
-        marks = ", ".join(["%s"] * len(ids))
-        return add(_pool_sql(where=f"r.id IN ({marks})", order_limit=""), list(ids), directed)
-
     if only_role_ids is not None:
-        pool["only"] = len(by_ids(list(only_role_ids)))
-        return rows, pool
-
-    for reference in directed_references:
-        by_ids(
-            list(
-                network_member_roles(reference=reference)
-                .order_by("id")
-                .values_list("id", flat=True)[:DIRECTED_POOL_LIMIT]
-            ),
-            directed=True,
-        )
-    pool["directed"] = len(rows)
-    if place is None:
-        return rows, pool
-
-    # The box is sized by the largest radius anyone serves (MAX over its index, once per query), so that it
-    # holds every role that might reach the patient: on latitude exactly, on longitude with the cosine taken
-    # at the box's edge for the largest radius allowed (500 km), a little wider than needed and never
-    # narrower. The database then keeps those whose own radius reaches the patient, nearest first.
-    max_radius = f"(SELECT MAX(service_radius_km) FROM {ProfessionalRole._meta.db_table})"
-    dlat = 1.01 / KM_PER_DEGREE_LATITUDE
-    edge = min(89.0, abs(place.latitude) + 500.0 / KM_PER_DEGREE_LATITUDE * 1.01)
-    dlon = 1.01 / (KM_PER_DEGREE_LATITUDE * math.cos(math.radians(edge)))
-    where = (
-        f"s.latitude BETWEEN %s - {max_radius} * %s AND %s + {max_radius} * %s"
-        f" AND s.longitude BETWEEN %s - {max_radius} * %s AND %s + {max_radius} * %s"
-        # 3% slack on the square (1.5% on the distance) for the flat-earth approximation.
-        " AND ((s.longitude - %s) * %s) * ((s.longitude - %s) * %s)"
-        "   + ((s.latitude - %s) * %s) * ((s.latitude - %s) * %s)"
-        "   <= r.service_radius_km * r.service_radius_km * 1.03"
-    )
-    params = [place.latitude, dlat, place.latitude, dlat, place.longitude, dlon, place.longitude, dlon]
-    params += _distance_params(place)
-    in_person = add(
-        _pool_sql(where=where, order_limit="ORDER BY d2, r.id LIMIT %s"), params + [IN_PERSON_POOL_LIMIT + 1]
-    )
-    pool["in_person"] = min(len(in_person), IN_PERSON_POOL_LIMIT)
-    pool["in_person_truncated"] = len(in_person) > IN_PERSON_POOL_LIMIT
-    if pool["in_person_truncated"] and not rows[in_person[-1]]["directed"]:
-        del rows[in_person[-1]]  # read only to know that there are more than the limit
-
-    if patient.virtual_allowed and place.state:
-        # Virtual roles of sites in the patient's state (licensure), nearest first; the partial index
-        # role_virtual_site serves the join.
-        virtual = add(
-            _pool_sql(
-                where="r.offers_virtual = %s AND s.state = %s",
-                order_limit="ORDER BY (s.latitude IS NULL), d2, r.id LIMIT %s",
-            ),
-            [True, place.state, VIRTUAL_POOL_LIMIT],
-        )
-        pool["virtual"] = len(virtual)
-        pool["virtual_truncated"] = len(virtual) >= VIRTUAL_POOL_LIMIT
+        pool["only"] = len(listed[ONLY])
+    else:
+        pool["directed"] = len(set(listed[DIRECTED]))
+        if place is not None:
+            in_person = listed[IN_PERSON]
+            pool["in_person"] = min(len(in_person), IN_PERSON_POOL_LIMIT)
+            pool["in_person_truncated"] = len(in_person) > IN_PERSON_POOL_LIMIT
+            if pool["in_person_truncated"] and pools[in_person[-1]] == {IN_PERSON}:
+                del rows[in_person[-1]]  # read only to know that there are more than the limit
+            if patient.virtual_allowed and place.state:
+                pool["virtual"] = len(listed[VIRTUAL])
+                pool["virtual_truncated"] = len(listed[VIRTUAL]) >= VIRTUAL_POOL_LIMIT
+    for role_id, row in rows.items():
+        row["directed"] = DIRECTED in pools[role_id]
     return rows, pool
+
+
+def _credentials_held(credentials: list | None, today: dt.date) -> tuple:
+    """The pool row's credentials as (type id, expires_on, verified, state), in the order they were given."""
+    held = []
+    for _, type_id, expires_on, verified in sorted(credentials or ()):
+        expires_on = _as_date(expires_on)
+        state = "unverified" if not verified else "expired" if expires_on < today else "current"
+        held.append((type_id, expires_on, bool(verified), state))
+    return tuple(held)
 
 
 def _primary_language(tag: str) -> str:
@@ -401,49 +538,6 @@ def _qualification(
         else:
             failures.append(("not-qualified", need))
     return failures
-
-
-def _history(*, role_ids: list[int], organization_ids: set[int], clinic_id: int, now: dt.datetime):
-    """Past offers over STATS_WINDOW, one query of two index-driven parts: per role (of ``role_ids``) its
-    answers and mean response time; and which of ``organization_ids`` accepted one of the clinic's referrals
-    (continuity).
-    Returns (stats by role id, continuity organization ids)."""
-    if not role_ids:
-        return {}, set()
-    offer, referral = Offer._meta.db_table, Referral._meta.db_table
-    role_marks = ", ".join(["%s"] * len(role_ids))
-    org_marks = ", ".join(["%s"] * len(organization_ids))
-    accepted, rejected, expired = OfferStatus.ACCEPTED, OfferStatus.REJECTED, OfferStatus.EXPIRED
-    since = now - STATS_WINDOW
-    sql = f"""
-        SELECT 'role', o.role_id,
-            SUM(CASE WHEN o.status = '{accepted}' THEN 1 ELSE 0 END),
-            SUM(CASE WHEN o.status = '{rejected}' THEN 1 ELSE 0 END),
-            SUM(CASE WHEN o.status = '{expired}' THEN 1 ELSE 0 END),
-            AVG(o.response_seconds)
-        FROM {offer} o
-        WHERE o.role_id IN ({role_marks}) AND o.created_at >= %s
-        GROUP BY o.role_id
-        UNION ALL
-        SELECT DISTINCT 'organization', o.organization_id, 0, 0, 0, CAST(NULL AS NUMERIC)
-        FROM {offer} o JOIN {referral} rr ON rr.id = o.referral_id
-        WHERE o.organization_id IN ({org_marks}) AND o.status = '{accepted}' AND rr.clinic_id = %s
-            AND o.created_at >= %s
-    """
-    stats, continuity = {}, set()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*role_ids, since, *sorted(organization_ids), clinic_id, since])
-        for kind, key, n_accepted, n_rejected, n_expired, response_seconds in cursor.fetchall():
-            if kind == "organization":
-                continuity.add(key)
-            else:
-                stats[key] = {
-                    "accepted": n_accepted,
-                    "rejected": n_rejected,
-                    "expired": n_expired,
-                    "response_seconds": response_seconds,
-                }
-    return stats, continuity
 
 
 def _score(
@@ -512,7 +606,40 @@ def routing_plan(
     already-offered
     constraint: an admin may offer a referral again to someone who declined it."""
     today = now.date()
-    mapping = condition_codes_map(codes=list(referral.reason_codes or []))
+    codes = list(referral.reason_codes or [])
+    place = patient_place(
+        latitude=patient.latitude,
+        longitude=patient.longitude,
+        postal_code=patient.postal_code or referral.patient_postal_code,
+        state=patient.state,
+    )
+    directed_references = [
+        ref
+        for ref in dict.fromkeys(
+            [referral.performer_reference, referral.owner_reference if referral.is_directed else ""]
+        )
+        if ref
+    ]
+    pool_statement = None
+    if place is not None or only_role_ids is not None:
+        pool_statement = _pool_statement(
+            place=place,
+            patient=patient,
+            directed_references=directed_references,
+            only_role_ids=only_role_ids,
+            referral_id=referral.pk,
+            clinic_id=referral.clinic_id,
+            since=now - STATS_WINDOW,
+        )
+    # One round trip: what the codes map to and what each credential type covers, and the pool.
+    sql, params = qualification_sql(codes=codes)
+    if pool_statement is not None:
+        sql, params = f"{sql}, ({pool_statement[0]})", params + pool_statement[1]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {sql}", params)
+        code_rows, type_rows, *document = cursor.fetchone()
+    mapping, types = qualification_parse(codes=codes, code_rows=code_rows, type_rows=type_rows)
+
     risk = risk_assess(
         condition_groups=mapping.groups,
         clearance=patient.clearance,
@@ -524,63 +651,21 @@ def routing_plan(
     if mapping.unmapped:
         flags.append("unmapped-condition-code")
     flags.extend(risk.flags)
-
-    place = patient_place(
-        latitude=patient.latitude,
-        longitude=patient.longitude,
-        postal_code=patient.postal_code or referral.patient_postal_code,
-        state=patient.state,
-    )
     if place is None:
         flags.append("address-not-placed")
     elif patient.virtual_allowed and not place.state:
         flags.append("patient-state-unknown")
 
-    directed_references = [
-        ref
-        for ref in dict.fromkeys(
-            [referral.performer_reference, referral.owner_reference if referral.is_directed else ""]
-        )
-        if ref
-    ]
     if place is None and only_role_ids is None:
         summary = {"considered": 0, "eligible": 0, "excluded": {}, "risk_tier": risk.tier, "pool": {}}
         return RoutingPlan(place, mapping, risk, flags, [], summary, directed_references)
 
     rows, pool = _pools(
-        place=place,
-        patient=patient,
-        directed_references=directed_references,
-        only_role_ids=only_role_ids,
-        referral_id=referral.pk,
+        document=document[0] if document else None, place=place, patient=patient, only_role_ids=only_role_ids
     )
-    # Credentials of the pool's professionals (plain SQL: one short row each), and what each type covers.
-    types = credential_type_scopes()
-    credentials = defaultdict(list)  # professional id → [(type id, expires_on, verified, state)]
-    professionals = sorted({r["professional_id"] for r in rows.values()})
-    if professionals:
-        marks = ", ".join(["%s"] * len(professionals))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT professional_id, type_id, expires_on, verified_at IS NOT NULL"
-                f" FROM {Credential._meta.db_table}"
-                f" WHERE professional_id IN ({marks})",
-                professionals,
-            )
-            for professional_id, type_id, expires_on, verified in cursor.fetchall():
-                expires_on = _as_date(expires_on)
-                state = "unverified" if not verified else "expired" if expires_on < today else "current"
-                credentials[professional_id].append((type_id, expires_on, verified, state))
-    restrictions = defaultdict(set)
-    restricted_ids = [r["id"] for r in rows.values() if r["restricted"]]
-    if restricted_ids:  # rare: read only when the pool query saw one
-        for role_id, slug in ProfessionalRole.only_condition_groups.through.objects.filter(
-            professionalrole_id__in=restricted_ids
-        ).values_list("professionalrole_id", "conditiongroup__slug"):
-            restrictions[role_id].add(slug)
-
     required = mapping.group_slugs
     language = _primary_language(patient.required_language)
+    qualified: dict[tuple, list[tuple[str, str]]] = {}
     candidates: dict[int, Candidate] = {}
     for row in rows.values():
         name = f"{row['given_name']} {row['family_name']}".strip()
@@ -610,16 +695,20 @@ def routing_plan(
         ):
             if paused_until and today < paused_until:
                 failures.append(("paused", f"{whose} paused until {paused_until.isoformat()}"))
-        failures.extend(
-            _qualification(
+        # Many people share a mix of credentials: each mix is judged once per plan.
+        held = _credentials_held(row["credentials"], today)
+        restricted = frozenset(row["restricted"] or ())
+        key = (held, restricted, row["max_risk_tier"])
+        if key not in qualified:
+            qualified[key] = _qualification(
                 required=required,
                 tier=risk.tier,
-                credentials=credentials[row["professional_id"]],
+                credentials=list(held),
                 types=types,
-                restricted=restrictions[row["id"]],
+                restricted=restricted,
                 role_max_tier=row["max_risk_tier"],
             )
-        )
+        failures.extend(qualified[key])
 
         # Where it can be delivered: in person within the radius, else by video where allowed.
         lat, lon = row["latitude"], row["longitude"]
@@ -667,24 +756,21 @@ def routing_plan(
             failures.append(("at-capacity", f"{active} active cases of {row['max_active_cases']}"))
 
     eligible = [c for c in candidates.values() if c.eligible]
-    history, continuity_orgs = _history(
-        role_ids=[c.role_id for c in eligible],
-        organization_ids={c.organization_id for c in eligible},
-        clinic_id=referral.clinic_id,
-        now=now,
-    )
     for candidate in eligible:
         row = rows[candidate.role_id]
+        n_accepted, n_rejected, n_expired, response_seconds = row["history"] or (None, None, None, None)
+        stats = None
+        if n_accepted is not None:  # answers in the window
+            stats = {
+                "accepted": n_accepted,
+                "rejected": n_rejected,
+                "expired": n_expired,
+                "response_seconds": response_seconds,
+            }
         # Continuity: this practice took one of the clinic's referrals in the last year.
-        continuity = 1.0 if candidate.organization_id in continuity_orgs else 0.0
-        _score(
-            candidate,
-            row,
-            active=row["active_cases"],
-            stats=history.get(candidate.role_id),
-            continuity=continuity,
-            patient=patient,
-        )
+        continuity = 1.0 if row["continuity"] else 0.0
+        active = row["active_cases"]
+        _score(candidate, row, active=active, stats=stats, continuity=continuity, patient=patient)
 
     def far_last(c: Candidate) -> float:
         return float("inf") if c.distance_km is None else c.distance_km

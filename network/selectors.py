@@ -2,11 +2,12 @@
 stored routing decisions. Nothing here writes."""
 
 import datetime as dt
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
 from network.models import (
     ConditionCodeMap,
@@ -84,27 +85,71 @@ class ConditionMapping:
         return [g.slug for g in self.groups]
 
 
-def condition_codes_map(*, codes: list[dict]) -> ConditionMapping:
-    """Map codings ({system, code, display}) to condition groups: exact codes and ICD-10-CM prefixes, one
-    query.
+def sql_json(*expressions: str, aggregate: bool = False) -> str:
+    """SQL for a JSON array of the expressions; with ``aggregate``, for a JSON list of the rows (of the value
+    itself when there is one expression). PostgreSQL and SQLite spell it differently; both write a date as ISO
+    8601, and over no rows PostgreSQL gives NULL and SQLite []. Plain reads that bring many facts back in one
+    row use it (condition codes and credential types here, routing's pool)."""
+    postgresql = connection.vendor == "postgresql"
+    item = f"{'json_build_array' if postgresql else 'json_array'}({', '.join(expressions)})"
+    if not aggregate:
+        return item
+    if len(expressions) == 1:
+        item = expressions[0]
+    return f"{'json_agg' if postgresql else 'json_group_array'}({item})"
 
-    A coding that maps to nothing (an unknown system, a code not in the table, a text-only reason) is returned
-    in
-    ``unmapped``, never dropped."""
-    result = ConditionMapping()
+
+def sql_json_value(value):
+    """A JSON value as the database driver returns it: parsed (psycopg) or text (SQLite)."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+# The condition groups' columns, in the order the reads below bring them back.
+_GROUP_FIELDS = ("id", "slug", "name", "description", "cardiometabolic_renal", "min_risk_tier")
+
+
+def _codes_wanted(codes: list[dict]) -> dict[str, set[str]]:
     wanted: dict[str, set[str]] = defaultdict(set)
     for coding in codes:
         system, code = coding.get("system") or "", ConditionCodeMap.normalise(coding.get("code") or "")
         if system in ConditionCodeMap.SYSTEMS and code:
             # Every prefix of the code, so that one indexed IN finds exact rows and prefix rows alike.
             wanted[system].update(code[:n] for n in range(1, len(code) + 1))
-    rows: dict[str, list[ConditionCodeMap]] = defaultdict(list)
-    if wanted:
-        query = Q()
-        for system, candidates in wanted.items():
-            query |= Q(system=system, code__in=sorted(candidates))
-        for row in ConditionCodeMap.objects.filter(query).select_related("group"):
-            rows[row.system].append(row)
+    return wanted
+
+
+def _code_map_sql(wanted: dict[str, set[str]]) -> tuple[str, list]:
+    """SQL for the code map rows of ``wanted``, with their group, as one JSON list (NULL when nothing is
+    wanted), and its parameters."""
+    if not wanted:
+        return "NULL", []
+    where, params = [], []
+    for system, candidates in sorted(wanted.items()):
+        where.append(f"(m.system = %s AND m.code IN ({', '.join(['%s'] * len(candidates))}))")
+        params += [system, *sorted(candidates)]
+    columns = ["m.system", "m.code", "m.match", *(f"g.{name}" for name in _GROUP_FIELDS)]
+    return (
+        f"(SELECT {sql_json(*columns, aggregate=True)}"
+        f" FROM {ConditionCodeMap._meta.db_table} m"
+        f" JOIN {ConditionGroup._meta.db_table} g ON g.id = m.group_id"
+        f" WHERE {' OR '.join(where)})",
+        params,
+    )
+
+
+def _condition_mapping(codes: list[dict], rows) -> ConditionMapping:
+    """Map ``codes`` with the code map ``rows`` (the JSON rows of _code_map_sql)."""
+    result = ConditionMapping()
+    by_system: dict[str, list[tuple[str, str, ConditionGroup]]] = defaultdict(list)
+    known: dict[int, ConditionGroup] = {}
+    for system, code, match, *values in rows or ():
+        group = dict(zip(_GROUP_FIELDS, values))
+        if group["id"] not in known:
+            group["cardiometabolic_renal"] = bool(group["cardiometabolic_renal"])  # SQLite says 0 or 1
+            known[group["id"]] = ConditionGroup.from_db(
+                ConditionGroup.objects.db, _GROUP_FIELDS, [group[name] for name in _GROUP_FIELDS]
+            )
+        by_system[system].append((code, match, known[group["id"]]))
 
     groups: dict[str, ConditionGroup] = {}
     for coding in codes:
@@ -116,20 +161,34 @@ def condition_codes_map(*, codes: list[dict]) -> ConditionMapping:
             result.unmapped.append({**plain, "why": why})
             continue
         hits = [
-            row
-            for row in rows[system]
-            if (row.match == ConditionCodeMap.Match.EXACT and row.code == code)
-            or (row.match == ConditionCodeMap.Match.PREFIX and code.startswith(row.code))
+            group
+            for row_code, match, group in by_system[system]
+            if (match == ConditionCodeMap.Match.EXACT and row_code == code)
+            or (match == ConditionCodeMap.Match.PREFIX and code.startswith(row_code))
         ]
         if not hits:
             result.unmapped.append({**plain, "why": "not in the condition code map"})
             continue
-        slugs = sorted({row.group.slug for row in hits})
-        for row in hits:
-            groups[row.group.slug] = row.group
-        result.mapped.append({**plain, "groups": slugs})
+        for group in hits:
+            groups[group.slug] = group
+        result.mapped.append({**plain, "groups": sorted({group.slug for group in hits})})
     result.groups = [groups[s] for s in sorted(groups)]
     return result
+
+
+def condition_codes_map(*, codes: list[dict]) -> ConditionMapping:
+    """Map codings ({system, code, display}) to condition groups: exact codes and ICD-10-CM prefixes, one
+    query.
+
+    A coding that maps to nothing (an unknown system, a code not in the table, a text-only reason) is returned
+    in ``unmapped``, never dropped."""
+    sql, params = _code_map_sql(_codes_wanted(codes))
+    rows = None
+    if params:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {sql}", params)
+            rows = sql_json_value(cursor.fetchone()[0])
+    return _condition_mapping(codes, rows)
 
 
 # --- Capacity -----------------------------------------------------------------------------------------------
@@ -146,6 +205,43 @@ def active_cases_sql(role: str) -> str:
         f" WHERE c.role_id = {role} AND (c.status = '{OfferStatus.REQUESTED}'"
         f" OR (c.status = '{OfferStatus.ACCEPTED}' AND rr.status IN ({open_statuses})))"
     )
+
+
+def role_for_update(*, role_id: int) -> ProfessionalRole | None:
+    """Lock the role's row until the transaction ends (call inside one) and return the role with its
+    professional and organization, or None when it is gone. One plain query: it runs for every offer, and the
+    ORM's select_for_update().select_related() cost several times more to build than to run."""
+    tables = {ProfessionalRole: "r", Professional: "p", Organization: "o"}
+    columns = [(model, column) for model in tables for column in model._meta.concrete_fields]
+    lock = ""
+    if connection.features.has_select_for_update:
+        lock = " FOR UPDATE OF r" if connection.features.has_select_for_update_of else " FOR UPDATE"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {', '.join(f'{tables[model]}.{column.column}' for model, column in columns)}"
+            f" FROM {ProfessionalRole._meta.db_table} r"
+            f" JOIN {Professional._meta.db_table} p ON p.id = r.professional_id"
+            f" JOIN {Organization._meta.db_table} o ON o.id = r.organization_id"
+            f" WHERE r.id = %s{lock}",
+            [role_id],
+        )
+        values = cursor.fetchone()
+    if values is None:
+        return None
+    made = {}
+    for model in tables:
+        names, row = [], []
+        for (owner, column), value in zip(columns, values):
+            if owner is model:
+                names.append(column.attname)
+                # What the ORM does with the raw value (a JSON column comes back as text).
+                if hasattr(column, "from_db_value"):
+                    value = column.from_db_value(value, None, connection)
+                row.append(value)
+        made[model] = model.from_db(ProfessionalRole.objects.db, names, row)
+    role = made[ProfessionalRole]
+    role.professional, role.organization = made[Professional], made[Organization]
+    return role
 
 
 def role_active_case_count(*, role_id: int) -> int:
@@ -179,12 +275,20 @@ class CredentialTypeScope:
     groups: frozenset[str]
 
 
-def credential_type_scopes() -> dict[int, CredentialTypeScope]:
-    """Every credential type and what it covers (one query; the table is small)."""
+def _credential_types_sql() -> str:
+    """SQL for every credential type with each condition group it covers, as one JSON list."""
+    through = CredentialType.condition_groups.through._meta.db_table
+    return (
+        f"(SELECT {sql_json('t.id', 't.slug', 't.name', 't.max_risk_tier', 'g.slug', aggregate=True)}"
+        f" FROM {CredentialType._meta.db_table} t"
+        f" LEFT JOIN {through} tg ON tg.credentialtype_id = t.id"
+        f" LEFT JOIN {ConditionGroup._meta.db_table} g ON g.id = tg.conditiongroup_id)"
+    )
+
+
+def _credential_type_scopes(rows) -> dict[int, CredentialTypeScope]:
     types: dict[int, dict] = {}
-    for type_id, slug, name, tier, group in CredentialType.objects.values_list(
-        "id", "slug", "name", "max_risk_tier", "condition_groups__slug"
-    ):
+    for type_id, slug, name, tier, group in rows or ():
         entry = types.setdefault(type_id, {"slug": slug, "name": name, "tier": tier, "groups": set()})
         if group:
             entry["groups"].add(group)
@@ -194,6 +298,39 @@ def credential_type_scopes() -> dict[int, CredentialTypeScope]:
         )
         for i, t in types.items()
     }
+
+
+def credential_type_scopes() -> dict[int, CredentialTypeScope]:
+    """Every credential type and what it covers (one query; the table is small)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {_credential_types_sql()}")
+        return _credential_type_scopes(sql_json_value(cursor.fetchone()[0]))
+
+
+def qualification_sql(*, codes: list[dict]) -> tuple[str, list]:
+    """SQL for two JSON values, the code map rows of ``codes`` and every credential type with its groups, to
+    put in a SELECT list, and its parameters; qualification_parse() reads them. It lets routing fetch them in
+    the same round trip as its pool."""
+    codes_sql, params = _code_map_sql(_codes_wanted(codes))
+    return f"{codes_sql}, {_credential_types_sql()}", params
+
+
+def qualification_parse(
+    *, codes: list[dict], code_rows, type_rows
+) -> tuple[ConditionMapping, dict[int, CredentialTypeScope]]:
+    return (
+        _condition_mapping(codes, sql_json_value(code_rows)),
+        _credential_type_scopes(sql_json_value(type_rows)),
+    )
+
+
+def qualification_read(*, codes: list[dict]) -> tuple[ConditionMapping, dict[int, CredentialTypeScope]]:
+    """condition_codes_map(codes=codes) and credential_type_scopes(), in one query."""
+    sql, params = qualification_sql(codes=codes)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {sql}", params)
+        code_rows, type_rows = cursor.fetchone()
+    return qualification_parse(codes=codes, code_rows=code_rows, type_rows=type_rows)
 
 
 @dataclass(frozen=True)

@@ -118,38 +118,58 @@ class _NoRoom(Exception):
     pass
 
 
-def _slot_claim(*, role_id: int, today: dt.date, ignore: frozenset[str] = frozenset()) -> str:
+def _slot_claim(
+    *, role_id: int, today: dt.date, ignore: frozenset[str] = frozenset(), held: list | None = None
+) -> str:
     """Lock the role's row and check, against the database, that it can still take a case. Returns "" when it
     can (the lock is then held until the transaction ends), else the constraint that stops it (and the lock is
-    released with the savepoint, so that one transaction never holds two role locks)."""
+    released with the savepoint, so that one transaction never holds two role locks). When it can and ``held``
+    is a list, the locked role is appended to it, with its professional and organization (the offer's Task
+    names them). Call inside a transaction."""
+    from network.selectors import role_for_update  # here only to keep this change inside the function
+
+    # A bare savepoint rather than atomic(): when the role can take the case there is nothing to undo, and the
+    # savepoint ends with the transaction instead of costing a round trip of its own to release.
+    savepoint = transaction.savepoint()
     try:
-        with transaction.atomic():
-            role = ProfessionalRole.objects.select_for_update().get(pk=role_id)
-            # The facts on the role row may have changed since the plan was read; the rest cannot break
-            # safety.
-            if not role.active and "role-inactive" not in ignore:
-                raise _NoRoom("role-inactive")
-            if not role.accepting and "not-accepting" not in ignore:
-                raise _NoRoom("not-accepting")
-            if role.is_paused(today) and "paused" not in ignore:
-                raise _NoRoom("paused")
-            if (
-                "at-capacity" not in ignore
-                and role_active_case_count(role_id=role_id) >= role.max_active_cases
-            ):
-                raise _NoRoom("at-capacity")
+        role = role_for_update(role_id=role_id)
+        if role is None:
+            raise ProfessionalRole.DoesNotExist(f"role {role_id} is gone")
+        # The facts on the role row may have changed since the plan was read; the rest cannot break safety.
+        if not role.active and "role-inactive" not in ignore:
+            raise _NoRoom("role-inactive")
+        if not role.accepting and "not-accepting" not in ignore:
+            raise _NoRoom("not-accepting")
+        if role.is_paused(today) and "paused" not in ignore:
+            raise _NoRoom("paused")
+        # A statement of its own, after the lock: it sees every offer committed before the lock was granted.
+        if "at-capacity" not in ignore and role_active_case_count(role_id=role_id) >= role.max_active_cases:
+            raise _NoRoom("at-capacity")
     except _NoRoom as stop:
+        transaction.savepoint_rollback(savepoint)
         return str(stop)
+    except Exception:
+        transaction.savepoint_rollback(savepoint)
+        raise
+    if held is not None:
+        held.append(role)
     return ""
 
 
 def _offer_create(
-    *, referral: Referral, candidate: Candidate, decision: RoutingDecision, actor: str, now: dt.datetime
+    *,
+    referral: Referral,
+    candidate: Candidate,
+    decision: RoutingDecision,
+    actor: str,
+    now: dt.datetime,
+    role: ProfessionalRole | None = None,
 ) -> Offer:
-    """Insert the offer. Call while holding the role's row lock (after _slot_claim)."""
+    """Insert the offer. Call while holding the role's row lock (after _slot_claim); ``role`` is the role it
+    locked, if at hand, so that offer_changed's receivers read it without a query."""
     offer = Offer.objects.create(
         referral=referral,
-        role_id=candidate.role_id,
+        **({"role": role} if role is not None else {"role_id": candidate.role_id}),
         organization_id=candidate.organization_id,
         decision=decision,
         status=OfferStatus.REQUESTED,
@@ -220,8 +240,9 @@ def _route(
     plan = routing_plan(referral=referral, patient=patient, now=now)
     chosen = None
     today = now.date()
+    held: list[ProfessionalRole] = []
     for candidate in plan.eligible:
-        stopped = _slot_claim(role_id=candidate.role_id, today=today)
+        stopped = _slot_claim(role_id=candidate.role_id, today=today, held=held)
         if not stopped:
             chosen = candidate
             break
@@ -238,7 +259,9 @@ def _route(
     )
     offer = None
     if chosen is not None:
-        offer = _offer_create(referral=referral, candidate=chosen, decision=decision, actor=actor, now=now)
+        offer = _offer_create(
+            referral=referral, candidate=chosen, decision=decision, actor=actor, now=now, role=held[0]
+        )
         business_status = BusinessStatus.OFFERED
     else:
         business_status = BusinessStatus.AWAITING_MANUAL_ROUTING

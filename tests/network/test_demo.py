@@ -1,5 +1,6 @@
-"""The demo network: about fifty professionals across Springfield, IL, the same on every load and every machine,
-in which Scenario 2's cardiac patient goes to a cardiac-qualified professional (Get Fit, the nearer one)."""
+"""The demo network: about fifty professionals across Springfield, IL, the same on every load and every
+machine, in which Scenario 2's cardiac patient goes to a cardiac-qualified professional (Get Fit, the nearer
+one)."""
 
 import random
 from dataclasses import replace
@@ -32,7 +33,9 @@ def network_snapshot() -> list:
             )
         ),
         list(
-            Credential.objects.order_by("number").values_list("number", "type__slug", "expires_on", "verified_by")
+            Credential.objects.order_by("number").values_list(
+                "number", "type__slug", "expires_on", "verified_by"
+            )
         ),
     ]  # fmt: skip
 
@@ -95,7 +98,10 @@ def test_a_cardiac_referral_goes_to_get_fit_and_the_decision_shows_why_the_other
     )
     assert why[self_reported.fhir_id] == "credential-unverified"
     assert why[ProfessionalRole.objects.get(max_risk_tier=2).fhir_id] == "role-restriction"
-    assert why[ProfessionalRole.objects.get(only_condition_groups__slug="pulmonary").fhir_id] == "role-restriction"
+    assert (
+        why[ProfessionalRole.objects.get(only_condition_groups__slug="pulmonary").fhir_id]
+        == "role-restriction"
+    )
     assert why[ProfessionalRole.objects.get(paused_until__gt=today).fhir_id] == "paused"
     eligible = [c for c in outcome.decision.candidates if not c["excluded"]]
     assert {"scr-patel", "fit-4-life-nguyen"} <= {c["role"] for c in eligible}

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 from django.utils import timezone
 
-from network.models import ConditionGroup, Offer, OfferStatus, RoutingDecision
+from network.models import ConditionGroup, Offer, OfferStatus, ProfessionalRole, RoutingDecision
 from network.routing import PatientFacts, routing_plan
 from network.selectors import role_scope, routing_explain
 from network.services import offer_accept, referral_route, referral_route_manually
@@ -307,15 +307,78 @@ def test_continuity_with_the_clinic_raises_the_score(clinic):
     assert outcome.offer.role == usual
 
 
-def test_a_plan_reads_a_bounded_number_of_queries_whatever_the_pool(clinic, django_assert_max_num_queries):
+def test_a_plan_reads_the_database_once_whatever_the_pool(clinic, django_assert_num_queries):
     for i in range(30):
         role_make(at=km_north(i % 15), credentials=["acsm-cep", "acsm-ep"])
     referral = referral_make(clinic, performer_reference="PractitionerRole/nobody")
-    # codes, the directed member, the pool, credential types, credentials, history: not one per candidate
-    with django_assert_max_num_queries(6):
-        plan = routing_plan(referral=referral, patient=CARDIAC_PATIENT, now=timezone.now())
+    # codes, credential types, the directed member, the pools, and per candidate its credentials, capacity and
+    # history: one query, not one per candidate nor one per kind of fact
+    with django_assert_num_queries(1):
+        plan = routing_plan(
+            referral=referral, patient=replace(CARDIAC_PATIENT, virtual_allowed=True), now=timezone.now()
+        )
     assert plan.summary["considered"] == 30 and plan.summary["eligible"] == 30
     assert "directed-member-not-found" in plan.flags
+
+
+def test_the_virtual_pool_takes_the_nearest_in_the_state_whether_near_or_far(clinic, monkeypatch):
+    def virtual_role(at, state="NY"):
+        # a radius too small to reach the patient in person: only video brings them into the pool
+        return role_make(
+            at=at, state=state, credentials=["acsm-cpt"], offers_virtual=True, service_radius_km=1
+        )
+
+    near = [virtual_role(km_north(km)) for km in (30, 10, 20, 40)]
+    buffalo = virtual_role((42.8864, -78.8784))  # some 470 km away, still in New York
+    no_place = virtual_role(None)  # a site without coordinates comes last
+    virtual_role(km_north(5), state="NJ")  # licensed elsewhere: never in the pool
+    patient = replace(HEALTHY_PATIENT, virtual_allowed=True)
+
+    def pool(limit):
+        monkeypatch.setattr("network.routing.VIRTUAL_POOL_LIMIT", limit)
+        plan = routing_plan(
+            referral=referral_make(clinic, codes=HEALTHY), patient=patient, now=timezone.now()
+        )
+        return [c.fhir_id for c in sorted(plan.candidates, key=lambda c: c.rank)], plan.summary["pool"]
+
+    # enough of them within VIRTUAL_NEAR_KM: read around the patient only
+    assert pool(3) == (
+        [near[1].fhir_id, near[2].fhir_id, near[0].fhir_id],
+        {
+            "directed": 0,
+            "in_person": 0,
+            "in_person_truncated": False,
+            "virtual": 3,
+            "virtual_truncated": True,
+        },
+    )
+    # too few near: the whole state, nearest first, the site without coordinates last
+    ranked, summary = pool(10)
+    assert set(ranked) == {r.fhir_id for r in near} | {buffalo.fhir_id, no_place.fhir_id}
+    assert summary["virtual"] == 6 and not summary["virtual_truncated"]
+    assert ranked[-1] == no_place.fhir_id
+
+
+def test_a_role_that_stops_taking_referrals_after_the_plan_is_skipped_and_explained(clinic, monkeypatch):
+    first = role_make(at=km_north(1))
+    second = role_make(at=km_north(2))
+    real_plan = routing_plan
+
+    def plan_then_pause(**kwargs):
+        plan = real_plan(**kwargs)
+        ProfessionalRole.objects.filter(pk=first.pk).update(accepting=False)  # between the plan and the lock
+        return plan
+
+    monkeypatch.setattr("network.services.routing_plan", plan_then_pause)
+    outcome = referral_route(referral=referral_make(clinic), patient=CARDIAC_PATIENT)
+
+    assert outcome.offer.role == second
+    assert outcome.offer.role.professional.display_name in outcome.gist
+    entry = next(c for c in outcome.decision.candidates if c["role"] == first.fhir_id)
+    assert entry["excluded"] == [
+        {"constraint": "not-accepting", "detail": "changed while this referral was being routed"}
+    ]
+    assert Offer.objects.get().role == second
 
 
 def test_explicit_restrictions_narrow_what_the_credentials_allow(clinic):
