@@ -80,6 +80,9 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The web process, the worker and beat share one file: wait for the lock instead of failing, and take the
     # write lock at BEGIN so that two writers never deadlock on an upgrade from a read lock.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    # Tests get a file too, not SQLite's shared in-memory database: its table locks fail at once instead of
+    # waiting, which a test with a real worker thread would hit.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
