@@ -4,13 +4,13 @@ on PostgreSQL. Prints p50 and p99 per decision for each size, and how they grow.
     .venv/bin/python bench/routing.py [--sizes 1000,10000,100000] [--referrals 1000] [--seed 7]
     .venv/bin/python bench/routing.py --sizes 10000 --profile cprofile   # or pyinstrument (not a dependency)
 
-It drops and re-creates the database ``hub_bench_routing`` on 127.0.0.1:5432 (user postgres; BENCH_PG_URL to
-change the server), migrates it, and for each size bulk-creates a network spread over US ZIP centroids,
-vacuums and analyzes it (as autovacuum keeps a live database: statistics for the planner, the visibility map
-for index-only scans), then routes the referrals one after another through
-network.services.referral_route: the whole service (plan, capacity lock, the decision and offer rows, the
-referral update and its Task version) is timed, and the read-only plan within it. ``--profile`` also profiles
-the routing loop of each size (the timings then include the profiler's overhead).
+It drops and re-creates the database ``hub_bench_routing`` (``--database``; give each concurrent run its own)
+on 127.0.0.1:5432 (user postgres; BENCH_PG_URL to change the server), migrates it, and for each size
+bulk-creates a network spread over US ZIP centroids, vacuums and analyzes it (as autovacuum keeps a live
+database: statistics for the planner, the visibility map for index-only scans), then routes the referrals one
+after another through network.services.referral_route: the whole service (plan, capacity lock, the decision
+and offer rows, the referral update and its Task version) is timed, and the read-only plan within it.
+``--profile`` also profiles the routing loop of each size (the timings then include the profiler's overhead).
 
 Targets: p99 < 20 ms at 10k and < 100 ms at 100k, growing sub-linearly with the network.
 """
@@ -32,16 +32,16 @@ SERVER = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 DATABASE = "hub_bench_routing"
 
 
-def database_fresh() -> None:
+def database_fresh(database: str) -> None:
     import psycopg
 
     with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DATABASE}")
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{database}"')
 
 
-def django_start() -> None:
-    os.environ["DATABASE_URL"] = f"{SERVER}/{DATABASE}"
+def django_start(database: str) -> None:
+    os.environ["DATABASE_URL"] = f"{SERVER}/{database}"
     os.environ["DEBUG"] = "false"  # no query log kept in memory
     os.environ.setdefault("SECRET_KEY", "bench-routing-not-a-secret-" + "x" * 32)
     os.environ.setdefault("LOG_LEVEL", "WARNING")
@@ -402,11 +402,13 @@ def main() -> None:
     parser.add_argument("--referrals", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--profile", choices=["cprofile", "pyinstrument"], help="profile the routing loop")
+    # Two runs on one server must not share a database: each drops and re-creates its own.
+    parser.add_argument("--database", default=DATABASE, help=f"dropped and re-created (default {DATABASE})")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
-    database_fresh()
-    django_start()
+    database_fresh(args.database)
+    django_start(args.database)
     import zipcodes
 
     zips = [
