@@ -30,7 +30,13 @@ from network.models import (
     RoutingDecision,
 )
 from network.routing import Candidate, PatientFacts, RoutingPlan, routing_gist, routing_plan
-from network.selectors import offer_live_get, offers_due, role_active_case_count, routing_decision_latest
+from network.selectors import (
+    offer_live_get,
+    offers_due,
+    role_active_case_count,
+    role_for_update,
+    routing_decision_latest,
+)
 from referrals.models import BusinessStatus, Referral, ReferralStatus
 from referrals.services import NoteFacts, ReferralConflict, ReferralRuleError, referral_update
 
@@ -126,7 +132,6 @@ def _slot_claim(
     released with the savepoint, so that one transaction never holds two role locks). When it can and ``held``
     is a list, the locked role is appended to it, with its professional and organization (the offer's Task
     names them). Call inside a transaction."""
-    from network.selectors import role_for_update  # here only to keep this change inside the function
 
     # A bare savepoint rather than atomic(): when the role can take the case there is nothing to undo, and the
     # savepoint ends with the transaction instead of costing a round trip of its own to release.
