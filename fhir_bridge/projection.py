@@ -10,7 +10,6 @@ from django.utils import timezone
 from fhir_bridge.models import StoredResource
 from fhir_bridge.store import http_date_iso, resource_update
 from network.models import Offer, OfferStatus
-from network.selectors import routing_decision_latest
 from network.services import offer_changed
 from referrals.models import BusinessStatus, Referral
 from referrals.services import referral_changed
@@ -35,11 +34,6 @@ def _note(note) -> dict:
     return rendered
 
 
-# While the hub is finding someone, the physician reads the routing decision's gist (who, why) in
-# businessStatus.text rather than the step's bare label.
-_GIST_STEPS = frozenset({BusinessStatus.OFFERED, BusinessStatus.AWAITING_MANUAL_ROUTING})
-
-
 def task_render(*, referral: Referral, base: dict, notes=None) -> dict:
     """``base`` with the hub-owned elements taken from ``referral``. ``notes`` defaults to the referral's notes."""
     task = {key: value for key, value in base.items() if key not in HUB_OWNED_ELEMENTS}
@@ -47,10 +41,8 @@ def task_render(*, referral: Referral, base: dict, notes=None) -> dict:
     if referral.status_reason:
         task["statusReason"] = {"text": referral.status_reason}
     task["businessStatus"] = business_status_concept(referral.business_status)
-    if referral.business_status in _GIST_STEPS and referral.pk:
-        decision = routing_decision_latest(referral_id=referral.pk)
-        if decision is not None and decision.gist:
-            task["businessStatus"]["text"] = decision.gist
+    if referral.business_status_text:  # while the hub finds someone: the routing gist (who, and why)
+        task["businessStatus"]["text"] = referral.business_status_text
     notes = list(referral.notes.all()) if notes is None else notes
     if notes:
         task["note"] = [_note(n) for n in notes]
@@ -121,7 +113,12 @@ def offer_task_project(sender, *, offer: Offer, from_status: str, **kwargs) -> N
     now = timezone.now()
     referral_task = StoredResource.objects.get(referral_id=offer.referral_id, resource_type="Task")
     content = offer_task_render(offer=offer, referral_task=referral_task.content, now=now)
-    existing = StoredResource.objects.select_for_update().filter(resource_type="Task", fhir_id=content["id"]).first()
+    # A new offer has no Task yet: no need to look for one.
+    existing = (
+        StoredResource.objects.select_for_update().filter(resource_type="Task", fhir_id=content["id"]).first()
+        if from_status
+        else None
+    )
     if existing is None:
         resources_create(contents=[content], clinic_id=referral_task.clinic_id, now=now)
     else:

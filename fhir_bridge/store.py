@@ -2,9 +2,12 @@
 identifiers, in the caller's transaction."""
 
 import datetime as dt
+import operator
 import uuid
+from functools import reduce
 
 from django.db import IntegrityError, connection
+from django.db.models import Q
 
 from fhir_bridge.models import (
     ConditionalCreateKey,
@@ -58,15 +61,6 @@ def _rows_insert(model, columns: tuple[str, ...], rows: list[tuple]) -> None:
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [value for row in rows for value in row])
-
-
-def _tokens_for(resource: StoredResource) -> list[SearchToken]:
-    return [
-        SearchToken(
-            resource=resource, clinic_id=resource.clinic_id, resource_type=resource.resource_type, param=p, value=v
-        )
-        for p, v in search_values(resource.content)
-    ]
 
 
 def resources_create(
@@ -134,7 +128,9 @@ def resource_update(
     *, resource: StoredResource, content: dict, now: dt.datetime, expected_version: int | None = None
 ) -> StoredResource:
     """Write ``content`` as the next version of ``resource`` (compare-and-set on the version), keep the version it
-    replaces as a history row, and rewrite its search tokens. Call inside transaction.atomic, with ``resource`` as
+    replaces as a history row, and bring its search tokens up to date (those of the old content that changed are
+    deleted, the new ones inserted: the tokens always index the current content, under today's SEARCH_PARAMS;
+    a change to those needs a reindex of what is stored). Call inside transaction.atomic, with ``resource`` as
     read in it."""
     current = resource.version_id if expected_version is None else expected_version
     new_version = current + 1
@@ -151,7 +147,19 @@ def resource_update(
         method="POST" if current == 1 else "PUT",
         content=resource.content,
     )
+    old_tokens = set(search_values(resource.content))
     resource.version_id, resource.last_updated, resource.content = new_version, now, content
-    SearchToken.objects.filter(resource=resource).delete()
-    SearchToken.objects.bulk_create(_tokens_for(resource))
+    # Only the tokens that changed: most versions move one or two searched values (a status), some none.
+    new_tokens = search_values(content)
+    gone = old_tokens.difference(new_tokens)
+    if gone:
+        SearchToken.objects.filter(
+            reduce(operator.or_, (Q(param=p, value=v) for p, v in gone)), resource=resource
+        ).delete()
+    added = [(p, v) for p, v in new_tokens if (p, v) not in old_tokens]
+    _rows_insert(
+        SearchToken,
+        ("resource_id", "clinic_id", "resource_type", "param", "value"),
+        [(resource.pk, resource.clinic_id, resource.resource_type, p, v) for p, v in added],
+    )
     return resource

@@ -274,7 +274,12 @@ def _route(
     # referral's history after businessStatus has moved on.
     note = NoteFacts(author_reference="Organization/hub", author_display="Exercise referral hub", text=gist, time=now)
     referral_update(
-        referral=referral, status=referral.status, business_status=business_status, notes=[note], actor=actor
+        referral=referral,
+        status=referral.status,
+        business_status=business_status,
+        business_status_text=gist,
+        notes=[note],
+        actor=actor,
     )
     return RoutingOutcome(decision=decision, offer=offer, gist=gist)
 
@@ -285,7 +290,7 @@ def _seconds_since(start: dt.datetime, now: dt.datetime) -> int:
 
 def _sync(target: Referral, source: Referral) -> None:
     """Give the caller's referral object the state the service left the locked copy in."""
-    for name in ("status", "status_reason", "business_status", "updated_at"):
+    for name in ("status", "status_reason", "business_status", "business_status_text", "updated_at"):
         setattr(target, name, getattr(source, name))
 
 
@@ -515,7 +520,12 @@ def referral_route_manually(
     offer = _offer_create(referral=locked, candidate=candidate, decision=decision, actor=actor, now=now)
     note = NoteFacts(author_reference="Organization/hub", author_display="Exercise referral hub", text=gist, time=now)
     referral_update(
-        referral=locked, status=locked.status, business_status=BusinessStatus.OFFERED, notes=[note], actor=actor
+        referral=locked,
+        status=locked.status,
+        business_status=BusinessStatus.OFFERED,
+        business_status_text=gist,
+        notes=[note],
+        actor=actor,
     )
     _sync(referral, locked)
     return RoutingOutcome(decision=decision, offer=offer, gist=gist)

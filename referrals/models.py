@@ -87,6 +87,9 @@ class Referral(models.Model):
     status = models.CharField(max_length=20, choices=ReferralStatus.choices, default=ReferralStatus.REQUESTED)
     status_reason = models.CharField(max_length=500, blank=True)
     business_status = models.CharField(max_length=40, choices=BusinessStatus.choices, default=BusinessStatus.RECEIVED)
+    # What the physician reads for the business status (Task.businessStatus.text) when the step says more than its
+    # label: while the hub finds someone, the routing decision's gist (who, and why). Empty: the label.
+    business_status_text = models.TextField(blank=True)
     priority = models.CharField(max_length=10, default="routine")
 
     # Who is responsible for it: "Organization/hub" asks the hub to route it; a network member's reference

@@ -164,9 +164,13 @@ def referral_update(
     reason: str = "",
     notes: list[NoteFacts] = (),
     business_status: str | None = None,
+    business_status_text: str | None = None,
     actor: str,
 ) -> Referral:
     """Move a referral to ``status`` and add ``notes``, as one change: one Task version, one event per fact.
+
+    ``business_status_text`` is what the physician reads for the business status ("" for its label); None
+    keeps the current text while the business status stays, and clears it when the status moves.
 
     Raises ReferralRuleError for a move the state machine forbids, and ReferralConflict when someone else moved
     the referral first.
@@ -175,7 +179,10 @@ def referral_update(
     if status == ReferralStatus.CANCELLED and business_status is None:
         business_status = BusinessStatus.CANCELLED
     status_changes = status != referral.status or reason != referral.status_reason
-    business_changes = business_status is not None and business_status != referral.business_status
+    business_moves = business_status is not None and business_status != referral.business_status
+    if business_status_text is None:
+        business_status_text = "" if business_moves else referral.business_status_text
+    business_changes = business_moves or business_status_text != referral.business_status_text
     if not (status_changes or business_changes or notes):
         return referral
 
@@ -183,6 +190,8 @@ def referral_update(
     changes = {"status": status, "status_reason": reason, "updated_at": now}
     if business_status is not None:
         changes["business_status"] = business_status
+    if business_changes:
+        changes["business_status_text"] = business_status_text
     from_status = referral.status
     won = Referral.objects.filter(pk=referral.pk, status=from_status).update(**changes)
     if not won:

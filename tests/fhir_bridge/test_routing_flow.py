@@ -13,7 +13,7 @@ from fhir_bridge.examples import scenario2_bundle
 from fhir_bridge.tasks import route_referral
 from network.models import Offer
 from network.services import offers_expire_due
-from referrals.models import Referral
+from referrals.models import BusinessStatus, Referral
 from tests.conftest import json_of
 from tests.network.factories import role_make
 
@@ -144,3 +144,52 @@ def test_cancelling_a_referral_withdraws_its_open_offer(fhir, network, django_ca
     assert offer["status"] == "cancelled"
     assert "Patient moved to another state" in offer["statusReason"]["text"]
     assert Offer.objects.get().status == "cancelled"
+
+
+def test_the_gist_stays_through_a_clinic_note_and_gives_way_to_the_label_on_acceptance(
+    fhir, network, coordinator, django_capture_on_commit_callbacks
+):
+    referral, task = _send_cardiac_referral(fhir, django_capture_on_commit_callbacks)
+    current = json_of(fhir.get(f"Task/{task['id']}"))
+    gist = current["businessStatus"]["text"]
+    assert gist.startswith("Offered to") and "km from the patient" in gist
+
+    current["note"] = current.get("note", []) + [{
+        "authorReference": {"reference": task["requester"]["reference"]},
+        "time": "2026-11-27T09:00:00Z",
+        "text": "Patient prefers mornings",
+    }]
+    assert fhir.put(f"Task/{task['id']}", current).status_code == 200
+    noted = json_of(fhir.get(f"Task/{task['id']}"))
+    assert "Patient prefers mornings" in [n["text"] for n in noted["note"]]
+    assert noted["businessStatus"]["text"] == gist  # a note does not move the business status
+
+    accepted = coordinator.post(f"/api/admin/offers/{Offer.objects.get().pk}/answer", {"answer": "accept"},
+                                content_type="application/json")
+    assert accepted.status_code == 200, accepted.content
+    after = json_of(fhir.get(f"Task/{task['id']}"))
+    assert after["status"] == "accepted"
+    assert after["businessStatus"]["coding"][0]["code"] == "accepted"
+    # The step's own label: the routing gist is history now.
+    assert after["businessStatus"]["text"] == BusinessStatus.ACCEPTED.label
+    assert Referral.objects.get().business_status_text == ""
+
+
+def test_search_follows_the_business_status_as_it_moves(fhir, network, django_capture_on_commit_callbacks):
+    referral, task = _send_cardiac_referral(fhir, django_capture_on_commit_callbacks)
+
+    def found(**params) -> list[str]:
+        response = fhir.get("Task", **params)
+        assert response.status_code == 200
+        return [e["resource"]["id"] for e in json_of(response).get("entry", [])]
+
+    assert found(**{"business-status": "offered", "_id": task["id"]}) == [task["id"]]
+    assert found(**{"business-status": "received", "_id": task["id"]}) == []
+    assert found(status="requested", _id=task["id"]) == [task["id"]]  # unchanged: its token stays
+
+    current = json_of(fhir.get(f"Task/{task['id']}"))
+    current.update(status="cancelled", statusReason={"text": "Patient moved away"})
+    assert fhir.put(f"Task/{task['id']}", current).status_code == 200
+    assert found(status="cancelled", _id=task["id"]) == [task["id"]]
+    assert found(status="requested", _id=task["id"]) == []
+    assert found(**{"business-status": "offered", "_id": task["id"]}) == []
