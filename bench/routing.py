@@ -8,8 +8,13 @@ It drops and re-creates the database ``hub_bench_routing`` (``--database``; give
 on 127.0.0.1:5432 (user postgres; BENCH_PG_URL to change the server), migrates it, and for each size
 bulk-creates a network spread over US ZIP centroids, vacuums and analyzes it (as autovacuum keeps a live
 database: statistics for the planner, the visibility map for index-only scans), then routes the referrals one
-after another through network.services.referral_route: the whole service (plan, capacity lock, the decision
-and offer rows, the referral update and its Task version) is timed, and the read-only plan within it.
+after another through network.services.referral_route. It times the whole service and, within it:
+
+- the decision: the referral's lock, the read-only plan (timed on its own too), the capacity claim under the
+  chosen role's lock, and the stored RoutingDecision with every candidate, its exclusions and its score;
+- the offer: its row, its event and its child Task (FHIR);
+- the referral's update: business status, the gist's note, and the referral Task's next version (FHIR).
+
 ``--profile`` also profiles the routing loop of each size (the timings then include the profiler's overhead).
 
 Targets: p99 < 20 ms at 10k and < 100 ms at 100k, growing sub-linearly with the network.
@@ -316,7 +321,7 @@ def profiler_report(kind: str, profiler, size: int) -> None:
         import pstats
 
         profiler.disable()
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+        pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "cumulative")).print_stats(int(os.environ.get("BENCH_PROFILE_LINES", "30")))
     else:
         profiler.stop()
         print(profiler.output_text(unicode=False, color=False))
@@ -339,7 +344,8 @@ def run_size(size: int, n_referrals: int, rng: random.Random, zips: list, profil
 
     plan_times: list[float] = []
     update_times: list[float] = []
-    real_plan, real_update = services.routing_plan, services.referral_update
+    offer_times: list[float] = []
+    real_plan, real_update, real_offer = services.routing_plan, services.referral_update, services._offer_create
 
     def timed(real, times):
         def call(**kwargs):
@@ -360,23 +366,28 @@ def run_size(size: int, n_referrals: int, rng: random.Random, zips: list, profil
     route_times, offered, considered, truncated = [], 0, [], 0
     services.routing_plan = timed(real_plan, plan_times)
     services.referral_update = timed(real_update, update_times)
+    services._offer_create = timed(real_offer, offer_times)
     profiler = profiler_start(profile) if profile else None
     try:
         with connection.execute_wrapper(count_queries):
             for referral, facts in work:
+                offers_before = len(offer_times)
                 start = time.perf_counter()
                 outcome = services.referral_route(referral=referral, patient=facts)
                 route_times.append(time.perf_counter() - start)
+                if len(offer_times) == offers_before:  # nobody to offer it to: no offer written
+                    offer_times.append(0.0)
                 offered += outcome.offer is not None
                 considered.append(outcome.decision.summary.get("considered", 0))
                 truncated += bool(outcome.decision.summary.get("pool", {}).get("in_person_truncated"))
     finally:
-        services.routing_plan, services.referral_update = real_plan, real_update
+        services.routing_plan, services.referral_update, services._offer_create = real_plan, real_update, real_offer
     if profiler is not None:
         profiler_report(profile, profiler, size)
-    # The routing decision proper: everything referral_route does but the referral's own update
-    # (referrals.services, which also writes the Task's next version, its history row and its search tokens).
-    decision_times = [r - u for r, u in zip(route_times, update_times)]
+    # The routing decision proper: everything referral_route does but writing its consequences, the offer and
+    # the referral's update (each with its FHIR Task).
+    decision_times = [r - u - o for r, u, o in zip(route_times, update_times, offer_times)]
+    offers = [o for o in offer_times if o]
     ms = 1000.0
     return {
         "size": size,
@@ -387,6 +398,9 @@ def run_size(size: int, n_referrals: int, rng: random.Random, zips: list, profil
         "decision_p50": percentile(decision_times, 0.50) * ms,
         "decision_p99": percentile(decision_times, 0.99) * ms,
         "update_p50": percentile(update_times, 0.50) * ms,
+        "update_p99": percentile(update_times, 0.99) * ms,
+        "offer_p50": percentile(offers, 0.50) * ms if offers else 0.0,
+        "offer_p99": percentile(offers, 0.99) * ms if offers else 0.0,
         "plan_p50": percentile(plan_times, 0.50) * ms,
         "plan_p99": percentile(plan_times, 0.99) * ms,
         "queries": queries[0] / len(work),
@@ -427,9 +441,11 @@ def main() -> None:
         print(
             f"{size:>7,} professionals: decision p50 {row['decision_p50']:6.2f} ms"
             f"  p99 {row['decision_p99']:6.2f} ms"
-            f" | plan p50 {row['plan_p50']:6.2f}  p99 {row['plan_p99']:6.2f}"
+            f" | plan p50 {row['plan_p50']:6.2f}  p99 {row['plan_p99']:6.2f}\n"
+            f"{'':>23}offer p50 {row['offer_p50']:6.2f}  p99 {row['offer_p99']:6.2f}"
+            f" | referral update p50 {row['update_p50']:6.2f}  p99 {row['update_p99']:6.2f}"
             f" | whole referral_route p50 {row['route_p50']:6.2f}  p99 {row['route_p99']:6.2f}"
-            f"  max {row['route_max']:5.0f} (referral_update p50 {row['update_p50']:.2f})\n"
+            f"  max {row['route_max']:5.0f}\n"
             f"{'':>23}{row['queries']:.1f} queries per route,"
             f" {row['considered']:.0f} candidates considered on average,"
             f" {row['offered']:.0%} offered, {row['truncated']:.0%} pools truncated;"
