@@ -361,6 +361,7 @@ def offer_accept(*, offer: Offer, actor: str = "") -> Offer:
         referral=referral,
         status=ReferralStatus.ACCEPTED,
         business_status=BusinessStatus.ACCEPTED,
+        business_status_text=f"Accepted by {offer.role}",  # who will see the patient, for the physician
         actor=actor,
     )
     offer.referral = referral

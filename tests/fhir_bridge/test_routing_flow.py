@@ -13,7 +13,7 @@ from fhir_bridge.examples import scenario2_bundle
 from fhir_bridge.tasks import route_referral
 from network.models import Offer
 from network.services import offers_expire_due
-from referrals.models import BusinessStatus, Referral
+from referrals.models import Referral
 from tests.conftest import json_of
 from tests.network.factories import role_make
 
@@ -146,7 +146,7 @@ def test_cancelling_a_referral_withdraws_its_open_offer(fhir, network, django_ca
     assert Offer.objects.get().status == "cancelled"
 
 
-def test_the_gist_stays_through_a_clinic_note_and_gives_way_to_the_label_on_acceptance(
+def test_the_gist_stays_through_a_clinic_note_and_gives_way_to_who_accepted(
     fhir, network, coordinator, django_capture_on_commit_callbacks
 ):
     referral, task = _send_cardiac_referral(fhir, django_capture_on_commit_callbacks)
@@ -170,9 +170,9 @@ def test_the_gist_stays_through_a_clinic_note_and_gives_way_to_the_label_on_acce
     after = json_of(fhir.get(f"Task/{task['id']}"))
     assert after["status"] == "accepted"
     assert after["businessStatus"]["coding"][0]["code"] == "accepted"
-    # The step's own label: the routing gist is history now.
-    assert after["businessStatus"]["text"] == BusinessStatus.ACCEPTED.label
-    assert Referral.objects.get().business_status_text == ""
+    # Who took the patient on, in place of the routing gist (which stays in the notes).
+    assert after["businessStatus"]["text"] == f"Accepted by {network['cep_near']}"
+    assert gist in [n["text"] for n in after["note"]]
 
 
 def test_search_follows_the_business_status_as_it_moves(fhir, network, django_capture_on_commit_callbacks):
