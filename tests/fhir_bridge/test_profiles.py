@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from fhir_bridge.examples import EXAMPLES_DIR
 from fhir_bridge.profiles import (
     EVS_UNITS,
     PA_TASK_STATUSES,
@@ -20,7 +21,10 @@ from fhir_bridge.profiles import (
 )
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fhir-examples"
-PA = FIXTURES / "physical-activity"
+# The IGs' examples beside the checkout; in a clone on its own, the PA ones the hub ships (the same files, as
+# test_examples checks).
+PA = FIXTURES / "physical-activity" if FIXTURES.is_dir() else EXAMPLES_DIR
+EXAMPLE_DIRS = sorted(p for p in FIXTURES.iterdir() if p.is_dir()) if FIXTURES.is_dir() else [EXAMPLES_DIR]
 PROFILED_TYPES = ("ServiceRequest", "Task", "Observation", "Condition", "Goal", "Patient", "DiagnosticReport")
 PA_FIXTURES = sorted(p for p in PA.glob("*.json") if p.name.split("-", 1)[0] in PROFILED_TYPES)
 
@@ -694,7 +698,7 @@ def _with_each_node_replaced(value: Any) -> Iterator[Any]:
 
 def _profiled_examples() -> Iterator[Any]:
     """Every example resource with profile checks, including those inside the example Bundles."""
-    for path in sorted(FIXTURES.glob("*/*.json")):
+    for path in sorted(path for folder in EXAMPLE_DIRS for path in folder.glob("*.json")):
         resource = json.loads(path.read_text())
         name = path.name.removesuffix(".from-fsh.json")
         found = [(name, resource)]
