@@ -84,9 +84,9 @@ class RiskProfile:
     precautions: tuple[str, ...]
     reasons: tuple[str, ...]  # why the tier is what it is, in words
     assumptions: tuple[str, ...] = ()  # facts that were absent and took the conservative value
-    flags: tuple[
-        str, ...
-    ] = ()  # for the admin: "medical-clearance-missing", "unrecognised-precaution:<code>"
+    # For the admin: "medical-clearance-missing", "unrecognised-clearance:<value>",
+    # "unrecognised-precaution:<code>".
+    flags: tuple[str, ...] = ()
     clearance_recommended: bool = False  # ACSM recommends medical clearance before starting
 
     def as_dict(self) -> dict:
@@ -120,6 +120,13 @@ def risk_assess(
             tier = level
         reasons.append(why)
 
+    def answer(given: bool | None, assumed: bool, assumption: str) -> bool:
+        """The screening's answer, else the conservative ``assumed`` value, recorded as an assumption."""
+        if given is None:
+            assumptions.append(assumption)
+            return assumed
+        return given
+
     for group in groups:
         if group.min_risk_tier > LOW:
             raise_to(
@@ -128,38 +135,31 @@ def risk_assess(
     if unknown_conditions:
         raise_to(MODERATE, "a condition code could not be mapped to a group")
 
-    if screening.known_disease is None:
-        known_disease = any(g.cardiometabolic_renal for g in groups) or unknown_conditions
-        assumptions.append(
-            f"known cardiovascular, metabolic or renal disease: {'yes' if known_disease else 'no'}, "
-            "from the condition codes"
-        )
-    else:
-        known_disease = screening.known_disease
+    from_codes = any(g.cardiometabolic_renal for g in groups) or unknown_conditions
+    known_disease = answer(
+        screening.known_disease,
+        from_codes,
+        f"known cardiovascular, metabolic or renal disease: {'yes' if from_codes else 'no'}, "
+        "from the condition codes",
+    )
     if known_disease:
         raise_to(MODERATE, "known cardiovascular, metabolic or renal disease")
 
-    if screening.symptoms is None:
-        symptoms = known_disease
-        assumptions.append(
-            f"symptoms: {'assumed present, with known disease' if symptoms else 'assumed absent'}"
-        )
-    else:
-        symptoms = screening.symptoms
+    symptoms = answer(
+        screening.symptoms,
+        known_disease,
+        f"symptoms: {'assumed present, with known disease' if known_disease else 'assumed absent'}",
+    )
     if symptoms:
         raise_to(HIGH, "signs or symptoms of cardiovascular, metabolic or renal disease")
 
-    if screening.currently_active is None:
-        currently_active = False
-        assumptions.append("currently active: assumed not")
-    else:
-        currently_active = screening.currently_active
+    currently_active = answer(screening.currently_active, False, "currently active: assumed not")
 
     # ACSM: inactive with disease or symptoms → clearance recommended; active with symptoms → stop and get
     # cleared; active with disease, asymptomatic → clearance before vigorous only.
     clearance_recommended = symptoms or (known_disease and not currently_active)
 
-    if clearance is None or clearance == "":
+    if not clearance:
         max_intensity = "light"
         assumptions.append("clearance: assumed light intensity")
         if clearance_recommended:
@@ -174,11 +174,8 @@ def risk_assess(
     if max_intensity == "light":
         raise_to(HIGH if known_disease else MODERATE, "cleared for light intensity only")
 
-    seen = []
-    for precaution in precautions:
-        if precaution in seen:
-            continue
-        seen.append(precaution)
+    seen = tuple(dict.fromkeys(precautions))  # each once, in the order given
+    for precaution in seen:
         level = PRECAUTIONS.get(precaution)
         if level is None:
             flags.append(f"unrecognised-precaution:{precaution}")
@@ -191,7 +188,7 @@ def risk_assess(
     return RiskProfile(
         tier=tier,
         max_intensity=max_intensity,
-        precautions=tuple(seen),
+        precautions=seen,
         reasons=tuple(reasons),
         assumptions=tuple(assumptions),
         flags=tuple(flags),

@@ -126,8 +126,7 @@ class PatientFacts:
     def from_dict(cls, data: dict) -> "PatientFacts":
         data = dict(data or {})
         screening = data.pop("screening", None)
-        known = {f for f in cls.__dataclass_fields__}
-        values = {k: v for k, v in data.items() if k in known}
+        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         values["precautions"] = tuple(values.get("precautions") or ())
         values["preferred_languages"] = tuple(values.get("preferred_languages") or ())
         return cls(screening=Screening(**screening) if screening else None, **values)
@@ -481,12 +480,13 @@ def _pools(*, document, place: Place | None, patient: PatientFacts, only_role_id
 
 
 def _credentials_held(credentials: list | None, today: dt.date) -> tuple:
-    """The pool row's credentials as (type id, expires_on, verified, state), in the order they were given."""
+    """The pool row's credentials as (type id, expires_on, state), in credential id order. Hashable: it is
+    part of the key that judges each mix of credentials once per plan."""
     held = []
     for _, type_id, expires_on, verified in sorted(credentials or ()):
         expires_on = _as_date(expires_on)
         state = "unverified" if not verified else "expired" if expires_on < today else "current"
-        held.append((type_id, expires_on, bool(verified), state))
+        held.append((type_id, expires_on, state))
     return tuple(held)
 
 
@@ -498,7 +498,7 @@ def _qualification(
     *,
     required: list[str],
     tier: int,
-    credentials: list[tuple],
+    credentials: tuple,  # _credentials_held
     types: dict,
     restricted: set,
     role_max_tier: int | None,
@@ -522,13 +522,13 @@ def _qualification(
             return [] if any(s.max_risk_tier >= tier for s in scopes) else ["any condition"]
         return [g for g in required if not any(g in s.groups and s.max_risk_tier >= tier for s in scopes)]
 
-    current = [c[0] for c in credentials if c[3] == "current"]
+    current = [c[0] for c in credentials if c[2] == "current"]
     missing = uncovered(current)
     if missing:
         held = ", ".join(sorted({types[t].slug for t in current})) or "none"
         need = f"no current credential covers {', '.join(missing)} at risk tier {tier} (current: {held})"
-        expired = [c for c in credentials if c[3] == "expired"]
-        unverified = [c for c in credentials if c[3] == "unverified"]
+        expired = [c for c in credentials if c[2] == "expired"]
+        unverified = [c for c in credentials if c[2] == "unverified"]
         if expired and not uncovered(current + [c[0] for c in expired]):
             names = ", ".join(f"{types[c[0]].slug} expired {c[1].isoformat()}" for c in expired)
             failures.append(("credential-expired", f"{need}; {names}"))
@@ -540,30 +540,25 @@ def _qualification(
     return failures
 
 
-def _score(
-    candidate: Candidate,
-    row: dict,
-    *,
-    active: int,
-    stats: dict | None,
-    continuity: float,
-    patient: PatientFacts,
-) -> None:
+def _score(candidate: Candidate, row: dict, *, patient: PatientFacts) -> None:
+    """Score an eligible ``candidate`` from its pool row (_row)."""
     if candidate.delivery == "virtual" or candidate.distance_km is None:
         distance = NEUTRAL
     else:
         distance = 1.0 / (1.0 + candidate.distance_km / 10.0)  # 1 at the door, 0.5 at 10 km, 0.25 at 30 km
-    load = 1.0 - active / row["max_active_cases"] if row["max_active_cases"] else 0.0
-    if stats and stats["response_seconds"] is not None:
-        hours = float(stats["response_seconds"]) / 3600.0
-        responsiveness = 1.0 - min(hours, 48.0) / 48.0
+    load = 1.0 - row["active_cases"] / row["max_active_cases"] if row["max_active_cases"] else 0.0
+    # Answers in STATS_WINDOW; all null when there were none.
+    accepted, rejected, expired, response_seconds = row["history"] or (None, None, None, None)
+    if response_seconds is not None:
+        responsiveness = 1.0 - min(float(response_seconds) / 3600.0, 48.0) / 48.0
     else:
         responsiveness = NEUTRAL
-    if stats:
-        answered = stats["accepted"] + stats["rejected"] + stats["expired"]
-        acceptance = (stats["accepted"] + 1) / (answered + 2)  # Laplace: no history is 0.5
+    if accepted is not None:
+        acceptance = (accepted + 1) / (accepted + rejected + expired + 2)  # Laplace: no history is 0.5
     else:
         acceptance = NEUTRAL
+    # This practice took one of the clinic's referrals in the window.
+    continuity = 1.0 if row["continuity"] else 0.0
     wishes = []
     if patient.preferred_delivery:
         offers = {
@@ -603,8 +598,7 @@ def routing_plan(
     """Who may take ``referral`` and in what order. Reads only.
 
     ``only_role_ids`` limits the pool to those roles (manual routing). ``manual`` leaves out the
-    already-offered
-    constraint: an admin may offer a referral again to someone who declined it."""
+    already-offered constraint: an admin may offer a referral again to someone who declined it."""
     today = now.date()
     codes = list(referral.reason_codes or [])
     place = patient_place(
@@ -703,7 +697,7 @@ def routing_plan(
             qualified[key] = _qualification(
                 required=required,
                 tier=risk.tier,
-                credentials=list(held),
+                credentials=held,
                 types=types,
                 restricted=restricted,
                 role_max_tier=row["max_risk_tier"],
@@ -757,20 +751,7 @@ def routing_plan(
 
     eligible = [c for c in candidates.values() if c.eligible]
     for candidate in eligible:
-        row = rows[candidate.role_id]
-        n_accepted, n_rejected, n_expired, response_seconds = row["history"] or (None, None, None, None)
-        stats = None
-        if n_accepted is not None:  # answers in the window
-            stats = {
-                "accepted": n_accepted,
-                "rejected": n_rejected,
-                "expired": n_expired,
-                "response_seconds": response_seconds,
-            }
-        # Continuity: this practice took one of the clinic's referrals in the last year.
-        continuity = 1.0 if row["continuity"] else 0.0
-        active = row["active_cases"]
-        _score(candidate, row, active=active, stats=stats, continuity=continuity, patient=patient)
+        _score(candidate, rows[candidate.role_id], patient=patient)
 
     def far_last(c: Candidate) -> float:
         return float("inf") if c.distance_km is None else c.distance_km

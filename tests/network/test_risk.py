@@ -1,5 +1,6 @@
 """risk_assess: ACSM pre-participation screening plus the physician's clearance and precautions, pure."""
 
+import json
 from dataclasses import dataclass
 
 from network.risk import HIGH, LOW, MODERATE, Screening, risk_assess
@@ -79,6 +80,14 @@ def test_precautions_raise_the_tier_and_unknown_ones_are_flagged():
     )
     assert unknown.tier == MODERATE
     assert "unrecognised-precaution:no-yoga" in unknown.flags
+    repeated = risk_assess(
+        condition_groups=[HEALTHY],
+        clearance="moderate",
+        precautions=["hr-cap", "no-yoga", "hr-cap"],
+        screening=None,
+    )
+    assert repeated.precautions == ("hr-cap", "no-yoga")  # each once, in the order given
+    assert repeated.flags == ("unrecognised-precaution:no-yoga",)
 
 
 def test_an_unmappable_condition_counts_as_possible_disease():
@@ -99,3 +108,4 @@ def test_the_profile_serialises_to_json_values():
     )
     data = risk.as_dict()
     assert data["precautions"] == ["hr-cap"] and isinstance(data["reasons"], list)
+    assert json.loads(json.dumps(data)) == data  # what RoutingDecision.risk stores
