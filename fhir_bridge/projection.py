@@ -8,7 +8,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from fhir_bridge.models import StoredResource
-from fhir_bridge.store import http_date_iso, resource_update
+from fhir_bridge.store import http_date_iso, resource_update, resources_create
 from network.models import Offer, OfferStatus
 from network.services import offer_changed
 from referrals.models import BusinessStatus, Referral
@@ -108,8 +108,6 @@ def offer_task_render(*, offer: Offer, referral_task: dict, now) -> dict:
 def offer_task_project(sender, *, offer: Offer, from_status: str, **kwargs) -> None:
     """Write the offer's child Task (its first version when the offer is new). Runs inside the offer's
     transaction."""
-    from fhir_bridge.store import resources_create
-
     now = timezone.now()
     referral_task = StoredResource.objects.get(referral_id=offer.referral_id, resource_type="Task")
     content = offer_task_render(offer=offer, referral_task=referral_task.content, now=now)

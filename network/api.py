@@ -1,26 +1,27 @@
 """The coordinators' API: the manual-routing queue, why a referral went where it went, routing by hand, and
 recording a professional's answer that came by phone. Staff only (the Django admin's login)."""
 
-from django.db import transaction
 from django.shortcuts import get_object_or_404
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
-from rest_framework.views import APIView, exception_handler as drf_exception_handler
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
 
 from network.models import Offer, ProfessionalRole
-from network.selectors import routing_decision_latest, routing_explain
+from network.selectors import referrals_with_routing, routing_explain
 from network.services import (
     OfferConflict,
     OfferRuleError,
     RoutingConstraintError,
+    RoutingOutcome,
     offer_accept,
     offer_decline,
+    patient_facts_last,
     referral_route,
     referral_route_manually,
 )
-from network.routing import PatientFacts
 from referrals.models import BusinessStatus, Referral
 from referrals.services import ReferralConflict, ReferralRuleError
 
@@ -48,7 +49,7 @@ class StaffView(APIView):
 
 
 def _referral_summary(referral: Referral) -> dict:
-    decision = routing_decision_latest(referral_id=referral.pk)
+    """``referral`` as read by selectors.referrals_with_routing."""
     return {
         "id": referral.pk,
         "clinic": referral.clinic.name,
@@ -56,24 +57,31 @@ def _referral_summary(referral: Referral) -> dict:
         "status": referral.status,
         "business_status": referral.business_status,
         "received": referral.created_at,
-        "gist": decision.gist if decision else "",
-        "flags": decision.flags if decision else [],
+        "gist": referral.routing_gist or "",
+        "flags": referral.routing_flags or [],
     }
+
+
+def _routed(outcome: RoutingOutcome) -> Response:
+    offer = outcome.offer.pk if outcome.offer else None
+    return Response(
+        {"gist": outcome.gist, "offer": offer, "decision": outcome.decision.pk}, status=status.HTTP_201_CREATED
+    )
 
 
 class RoutingQueueView(StaffView):
     """Referrals that wait for a coordinator: nobody was left, or the address could not be placed."""
 
     def get(self, request):
-        waiting = Referral.objects.filter(business_status=BusinessStatus.AWAITING_MANUAL_ROUTING).select_related(
-            "clinic"
+        waiting = referrals_with_routing().filter(
+            business_status=BusinessStatus.AWAITING_MANUAL_ROUTING
         ).order_by("created_at")
         return Response({"count": waiting.count(), "referrals": [_referral_summary(r) for r in waiting[:200]]})
 
 
 class RoutingExplainView(StaffView):
     def get(self, request, referral_id: int):
-        referral = get_object_or_404(Referral.objects.select_related("clinic"), pk=referral_id)
+        referral = get_object_or_404(referrals_with_routing(), pk=referral_id)
         return Response({"referral": _referral_summary(referral), "decisions": routing_explain(referral_id=referral.pk)})
 
 
@@ -90,12 +98,13 @@ class ManualRouteView(StaffView):
         role = ProfessionalRole.objects.filter(fhir_id=body.validated_data["role"]).first()
         if role is None:
             return problem(400, "no such role", field="role")
-        with transaction.atomic():
-            outcome = referral_route_manually(
-                referral=referral, role=role, admin=request.user, override_reason=body.validated_data["override_reason"]
-            )
-        return Response({"gist": outcome.gist, "offer": outcome.offer.pk if outcome.offer else None,
-                         "decision": outcome.decision.pk}, status=status.HTTP_201_CREATED)
+        outcome = referral_route_manually(
+            referral=referral,
+            role=role,
+            admin=request.user,
+            override_reason=body.validated_data["override_reason"],
+        )
+        return _routed(outcome)
 
 
 class RerouteView(StaffView):
@@ -103,13 +112,12 @@ class RerouteView(StaffView):
 
     def post(self, request, referral_id: int):
         referral = get_object_or_404(Referral, pk=referral_id)
-        decision = routing_decision_latest(referral_id=referral.pk)
-        patient = PatientFacts.from_dict(decision.patient_facts) if decision else PatientFacts(
-            postal_code=referral.patient_postal_code
+        outcome = referral_route(
+            referral=referral,
+            patient=patient_facts_last(referral=referral),
+            actor=f"user:{request.user.get_username()}",
         )
-        outcome = referral_route(referral=referral, patient=patient, actor=f"user:{request.user.get_username()}")
-        return Response({"gist": outcome.gist, "offer": outcome.offer.pk if outcome.offer else None,
-                         "decision": outcome.decision.pk}, status=status.HTTP_201_CREATED)
+        return _routed(outcome)
 
 
 class OfferAnswerSerializer(serializers.Serializer):

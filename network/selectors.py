@@ -7,9 +7,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 
 from network.models import (
+    LIVE_OFFER_STATUSES,
     ConditionCodeMap,
     ConditionGroup,
     Credential,
@@ -251,18 +252,6 @@ def role_active_case_count(*, role_id: int) -> int:
         return cursor.fetchone()[0]
 
 
-def roles_active_case_counts(*, role_ids: list[int]) -> dict[int, int]:
-    if not role_ids:
-        return {}
-    marks = ", ".join(["%s"] * len(role_ids))
-    role = ProfessionalRole._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT r.id, ({active_cases_sql('r.id')}) FROM {role} r WHERE r.id IN ({marks})", role_ids
-        )
-        return dict(cursor.fetchall())
-
-
 # --- Qualification ------------------------------------------------------------------------------------------
 
 
@@ -324,15 +313,6 @@ def qualification_parse(
     )
 
 
-def qualification_read(*, codes: list[dict]) -> tuple[ConditionMapping, dict[int, CredentialTypeScope]]:
-    """condition_codes_map(codes=codes) and credential_type_scopes(), in one query."""
-    sql, params = qualification_sql(codes=codes)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {sql}", params)
-        code_rows, type_rows = cursor.fetchone()
-    return qualification_parse(codes=codes, code_rows=code_rows, type_rows=type_rows)
-
-
 @dataclass(frozen=True)
 class RoleScope:
     """What a role may take today: condition group → the highest tier it is qualified for."""
@@ -381,25 +361,10 @@ def role_scope(*, role: ProfessionalRole, today: dt.date) -> RoleScope:
 def offer_live_get(*, referral_id: int) -> Offer | None:
     """The referral's requested or accepted offer, if any (there is at most one)."""
     return (
-        Offer.objects.filter(
-            referral_id=referral_id, status__in=[OfferStatus.REQUESTED, OfferStatus.ACCEPTED]
-        )
+        Offer.objects.filter(referral_id=referral_id, status__in=sorted(LIVE_OFFER_STATUSES))
         .select_related("role")
         .first()
     )
-
-
-def offers_for_referral(*, referral_id: int) -> QuerySet[Offer]:
-    return (
-        Offer.objects.filter(referral_id=referral_id)
-        .select_related("role", "role__professional")
-        .order_by("id")
-    )
-
-
-def offers_for_role(*, role_id: int, statuses: list[str] | None = None) -> QuerySet[Offer]:
-    offers = Offer.objects.filter(role_id=role_id).select_related("referral").order_by("-id")
-    return offers.filter(status__in=statuses) if statuses else offers
 
 
 def offers_due(*, now: dt.datetime, limit: int = 500) -> list[int]:
@@ -413,6 +378,15 @@ def offers_due(*, now: dt.datetime, limit: int = 500) -> list[int]:
 
 def routing_decision_latest(*, referral_id: int) -> RoutingDecision | None:
     return RoutingDecision.objects.filter(referral_id=referral_id).order_by("-id").first()
+
+
+def referrals_with_routing() -> QuerySet[Referral]:
+    """Referrals with their clinic, each annotated with its latest routing decision's ``routing_gist`` and
+    ``routing_flags`` (None before the first): a list of them costs one query, not one per referral."""
+    latest = RoutingDecision.objects.filter(referral_id=OuterRef("pk")).order_by("-id")
+    return Referral.objects.select_related("clinic").annotate(
+        routing_gist=Subquery(latest.values("gist")[:1]), routing_flags=Subquery(latest.values("flags")[:1])
+    )
 
 
 def routing_decision_explain(*, decision: RoutingDecision) -> dict:

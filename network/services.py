@@ -37,14 +37,14 @@ from network.selectors import (
     role_for_update,
     routing_decision_latest,
 )
-from referrals.models import BusinessStatus, Referral, ReferralStatus
+from referrals.models import HUB_ORGANIZATION_REFERENCE, BusinessStatus, Referral, ReferralStatus
 from referrals.services import NoteFacts, ReferralConflict, ReferralRuleError, referral_update
 
 logger = logging.getLogger(__name__)
 
 HUB_ACTOR = "hub"
 # DESIGN.md §6: no answer within 48 h → next candidate.
-OFFER_DEADLINE = dt.timedelta(hours=getattr(settings, "HUB_OFFER_DEADLINE_HOURS", 48))
+OFFER_DEADLINE = dt.timedelta(hours=settings.HUB_OFFER_DEADLINE_HOURS)
 
 # Sent inside the transaction of every offer change, creation included (from_status ""). kwargs: offer,
 # from_status, actor. The FHIR bridge renders the child Task (partOf the referral Task, owner = the role) from
@@ -125,13 +125,13 @@ class _NoRoom(Exception):
 
 
 def _slot_claim(
-    *, role_id: int, today: dt.date, ignore: frozenset[str] = frozenset(), held: list | None = None
-) -> str:
-    """Lock the role's row and check, against the database, that it can still take a case. Returns "" when it
-    can (the lock is then held until the transaction ends), else the constraint that stops it (and the lock is
-    released with the savepoint, so that one transaction never holds two role locks). When it can and ``held``
-    is a list, the locked role is appended to it, with its professional and organization (the offer's Task
-    names them). Call inside a transaction."""
+    *, role_id: int, today: dt.date, ignore: frozenset[str] = frozenset()
+) -> tuple[ProfessionalRole | None, str]:
+    """Lock the role's row and check, against the database, that it can still take a case. Returns (the locked
+    role, "") when it can: the lock is then held until the transaction ends, and the role comes with its
+    professional and organization (the offer's Task names them). Else (None, the constraint that stops it),
+    and the lock is released with the savepoint, so that one transaction never holds two role locks. Call
+    inside a transaction."""
 
     # A bare savepoint rather than atomic(): when the role can take the case there is nothing to undo, and the
     # savepoint ends with the transaction instead of costing a round trip of its own to release.
@@ -152,13 +152,11 @@ def _slot_claim(
             raise _NoRoom("at-capacity")
     except _NoRoom as stop:
         transaction.savepoint_rollback(savepoint)
-        return str(stop)
+        return None, str(stop)
     except Exception:
         transaction.savepoint_rollback(savepoint)
         raise
-    if held is not None:
-        held.append(role)
-    return ""
+    return role, ""
 
 
 def _offer_create(
@@ -168,13 +166,13 @@ def _offer_create(
     decision: RoutingDecision,
     actor: str,
     now: dt.datetime,
-    role: ProfessionalRole | None = None,
+    role: ProfessionalRole,
 ) -> Offer:
-    """Insert the offer. Call while holding the role's row lock (after _slot_claim); ``role`` is the role it
-    locked, if at hand, so that offer_changed's receivers read it without a query."""
+    """Insert the offer. Call while holding the role's row lock; ``role`` is the role _slot_claim locked, so
+    that offer_changed's receivers read it without a query."""
     offer = Offer.objects.create(
         referral=referral,
-        **({"role": role} if role is not None else {"role_id": candidate.role_id}),
+        role=role,
         organization_id=candidate.organization_id,
         decision=decision,
         status=OfferStatus.REQUESTED,
@@ -228,26 +226,47 @@ def _decision_create(
     )
 
 
-def _patient_facts_last(referral: Referral) -> PatientFacts:
-    """The facts the last routing run used: a re-run after a decline or expiry sees the same patient."""
+def patient_facts_last(*, referral: Referral) -> PatientFacts:
+    """The facts the last routing run used: a re-run (a decline, an expiry, a coordinator) sees the same
+    patient."""
     last = routing_decision_latest(referral_id=referral.pk)
     if last is None or not last.patient_facts:
         return PatientFacts(postal_code=referral.patient_postal_code)
     return PatientFacts.from_dict(last.patient_facts)
 
 
+def _gist_record(
+    *, referral: Referral, business_status: str, gist: str, actor: str, now: dt.datetime
+) -> None:
+    """Show a routing run's gist to the physician: as the business status's text, and in a Task note, so that
+    each run (a decline, an expiry) stays readable in the referral's history after businessStatus has moved
+    on."""
+    note = NoteFacts(
+        author_reference=HUB_ORGANIZATION_REFERENCE,
+        author_display="Exercise referral hub",
+        text=gist,
+        time=now,
+    )
+    referral_update(
+        referral=referral,
+        status=referral.status,
+        business_status=business_status,
+        business_status_text=gist,
+        notes=[note],
+        actor=actor,
+    )
+
+
 def _route(
     *, referral: Referral, patient: PatientFacts, trigger: str, actor: str, now: dt.datetime
 ) -> RoutingOutcome:
     """Plan, claim the first eligible role with room, store the decision and the offer. Call holding the
-    referral
-    lock, with no live offer on it."""
+    referral lock, with no live offer on it."""
     plan = routing_plan(referral=referral, patient=patient, now=now)
-    chosen = None
+    chosen = role = None
     today = now.date()
-    held: list[ProfessionalRole] = []
     for candidate in plan.eligible:
-        stopped = _slot_claim(role_id=candidate.role_id, today=today, held=held)
+        role, stopped = _slot_claim(role_id=candidate.role_id, today=today)
         if not stopped:
             chosen = candidate
             break
@@ -265,27 +284,27 @@ def _route(
     offer = None
     if chosen is not None:
         offer = _offer_create(
-            referral=referral, candidate=chosen, decision=decision, actor=actor, now=now, role=held[0]
+            referral=referral, candidate=chosen, decision=decision, actor=actor, now=now, role=role
         )
         business_status = BusinessStatus.OFFERED
     else:
         business_status = BusinessStatus.AWAITING_MANUAL_ROUTING
-    # The gist also goes into a Task note, so that each routing run (a decline, an expiry) stays readable in the
-    # referral's history after businessStatus has moved on.
-    note = NoteFacts(author_reference="Organization/hub", author_display="Exercise referral hub", text=gist, time=now)
-    referral_update(
-        referral=referral,
-        status=referral.status,
-        business_status=business_status,
-        business_status_text=gist,
-        notes=[note],
-        actor=actor,
-    )
+    _gist_record(referral=referral, business_status=business_status, gist=gist, actor=actor, now=now)
     return RoutingOutcome(decision=decision, offer=offer, gist=gist)
 
 
-def _seconds_since(start: dt.datetime, now: dt.datetime) -> int:
-    return max(0, int((now - start).total_seconds()))
+def _offer_answer(*, offer: Offer, to_status: str, actor: str, now: dt.datetime, **changes) -> Offer:
+    """_offer_move for the professional's answer, which records when it came and how long it took (routing
+    scores responsiveness on it). Call holding the referral lock."""
+    return _offer_move(
+        offer=offer,
+        to_status=to_status,
+        actor=actor,
+        now=now,
+        responded_at=now,
+        response_seconds=max(0, int((now - offer.created_at).total_seconds())),
+        **changes,
+    )
 
 
 def _sync(target: Referral, source: Referral) -> None:
@@ -297,14 +316,18 @@ def _sync(target: Referral, source: Referral) -> None:
 # --- Services -----------------------------------------------------------------------------------------------
 
 
-def check_referral_routable(*, referral: Referral) -> None:
-    """Raise ReferralRuleError unless the hub may route ``referral`` now: requested, and no live offer."""
+def _check_requested(referral: Referral) -> None:
     if referral.status != ReferralStatus.REQUESTED:
         raise ReferralRuleError(
             f"only a requested referral is routed; this one is {referral.status!r}",
             field="status",
             code="not-routable",
         )
+
+
+def check_referral_routable(*, referral: Referral) -> None:
+    """Raise ReferralRuleError unless the hub may route ``referral`` now: requested, and no live offer."""
+    _check_requested(referral)
     live = offer_live_get(referral_id=referral.pk)
     if live is not None:
         raise ReferralRuleError(
@@ -346,17 +369,9 @@ def offer_accept(*, offer: Offer, actor: str = "") -> Offer:
     The sweep, not the clock, ends an offer: an answer that beats offers_expire_due to the row wins."""
     referral = _referral_lock(offer.referral_id)
     actor = actor or f"practitioner-role:{offer.role.fhir_id}"
-    if not offer_can_answer(offer=offer, referral=referral):
+    if referral.status != ReferralStatus.REQUESTED:
         raise OfferRuleError(f"offer {offer.pk} cannot be accepted: the referral is {referral.status}")
-    now = timezone.now()
-    _offer_move(
-        offer=offer,
-        to_status=OfferStatus.ACCEPTED,
-        actor=actor,
-        now=now,
-        responded_at=now,
-        response_seconds=_seconds_since(offer.created_at, now),
-    )
+    _offer_answer(offer=offer, to_status=OfferStatus.ACCEPTED, actor=actor, now=timezone.now())
     referral_update(
         referral=referral,
         status=ReferralStatus.ACCEPTED,
@@ -368,29 +383,19 @@ def offer_accept(*, offer: Offer, actor: str = "") -> Offer:
     return offer
 
 
-def offer_can_answer(*, offer: Offer, referral: Referral) -> bool:
-    return referral.status == ReferralStatus.REQUESTED and referral.can_move_to(ReferralStatus.ACCEPTED)
-
-
 @transaction.atomic
 def offer_decline(*, offer: Offer, reason: str, actor: str = "") -> RoutingOutcome | None:
     """The professional declines: the offer ends with the reason and the next candidate gets an offer (a
-    re-run
-    that leaves out every role already offered this referral). None when the referral is no longer routed."""
+    re-run that leaves out every role already offered this referral). None when the referral is no longer
+    routed."""
     reason = (reason or "").strip()
     if not reason:
         raise OfferRuleError("a decline needs a reason")
     referral = _referral_lock(offer.referral_id)
     actor = actor or f"practitioner-role:{offer.role.fhir_id}"
     now = timezone.now()
-    _offer_move(
-        offer=offer,
-        to_status=OfferStatus.REJECTED,
-        actor=actor,
-        now=now,
-        responded_at=now,
-        response_seconds=_seconds_since(offer.created_at, now),
-        decline_reason=reason[:500],
+    _offer_answer(
+        offer=offer, to_status=OfferStatus.REJECTED, actor=actor, now=now, decline_reason=reason[:500]
     )
     return _route_next(referral=referral, trigger=RoutingDecision.Trigger.DECLINED, now=now)
 
@@ -411,11 +416,13 @@ def offer_expire(
 
 
 def _route_next(*, referral: Referral, trigger: str, now: dt.datetime) -> RoutingOutcome | None:
-    if referral.status != ReferralStatus.REQUESTED or offer_live_get(referral_id=referral.pk) is not None:
-        return None  # cancelled meanwhile, or routed by hand: nothing to route
-    return _route(
-        referral=referral, patient=_patient_facts_last(referral), trigger=trigger, actor=HUB_ACTOR, now=now
-    )
+    """Route on after the referral's requested offer ended. Call holding the referral lock, right after
+    _offer_move: that offer was the referral's one live offer (offer_one_live_per_referral), and offers only
+    change under the referral lock, so none is live now and there is no need to look."""
+    if referral.status != ReferralStatus.REQUESTED:
+        return None  # cancelled or answered meanwhile: nothing to route
+    patient = patient_facts_last(referral=referral)
+    return _route(referral=referral, patient=patient, trigger=trigger, actor=HUB_ACTOR, now=now)
 
 
 def offers_expire_due(*, now: dt.datetime) -> int:
@@ -424,12 +431,15 @@ def offers_expire_due(*, now: dt.datetime) -> int:
     Each offer is its own transaction: one that someone answered meanwhile is skipped, and a failure on one
     referral does not hold up the others. Running it twice, or at once on two workers, is harmless."""
     expired = 0
-    for offer_id in offers_due(now=now):
-        offer = Offer.objects.filter(pk=offer_id).select_related("role").first()
-        if offer is None:
+    due = offers_due(now=now)
+    # One read for the batch (the role is for the offer's Task). A row may be stale by its turn: the
+    # compare-and-set in offer_expire settles that, as it would for a row read just before.
+    offers = Offer.objects.select_related("role").in_bulk(due)
+    for offer_id in due:
+        if offer_id not in offers:
             continue
         try:
-            offer_expire(offer=offer, now=now)
+            offer_expire(offer=offers[offer_id], now=now)
         except (OfferConflict, OfferRuleError, ReferralConflict) as lost:
             logger.info("offer %s not expired: %s", offer_id, lost)
             continue
@@ -466,19 +476,14 @@ def referral_route_manually(
 ) -> RoutingOutcome:
     """An admin offers the referral to ``role``. Every hard constraint is checked as in automatic routing; any
     that fails stops it (RoutingConstraintError) unless ``override_reason`` records why it is overridden. A
-    live
-    requested offer to someone else is withdrawn. An admin may offer again to a role that declined before."""
+    live requested offer to someone else is withdrawn. An admin may offer again to a role that declined
+    before."""
     actor = _actor_of(admin)
     override_reason = (override_reason or "").strip()
     locked = _referral_lock(referral.pk)
-    if locked.status != ReferralStatus.REQUESTED:
-        raise ReferralRuleError(
-            f"only a requested referral is routed; this one is {locked.status!r}",
-            field="status",
-            code="not-routable",
-        )
+    _check_requested(locked)
     now = timezone.now()
-    patient = _patient_facts_last(locked)
+    patient = patient_facts_last(referral=locked)
     plan = routing_plan(referral=locked, patient=patient, now=now, only_role_ids=[role.pk], manual=True)
     candidate = plan.candidates[0]
     failures = list(candidate.excluded)
@@ -497,7 +502,7 @@ def referral_route_manually(
         offer_cancel(offer=live, reason=f"routed by hand to {role.fhir_id} by {actor}", actor=actor)
 
     overridden = frozenset(c for c, _ in failures)
-    stopped = _slot_claim(role_id=role.pk, today=now.date(), ignore=overridden)
+    claimed, stopped = _slot_claim(role_id=role.pk, today=now.date(), ignore=overridden)
     if stopped:
         raise RoutingConstraintError(
             f"{role.fhir_id} is {stopped} now. Record a reason to override it.",
@@ -518,16 +523,10 @@ def referral_route_manually(
         overrides=failures,
         override_reason=override_reason if failures else "",
     )
-    offer = _offer_create(referral=locked, candidate=candidate, decision=decision, actor=actor, now=now)
-    note = NoteFacts(author_reference="Organization/hub", author_display="Exercise referral hub", text=gist, time=now)
-    referral_update(
-        referral=locked,
-        status=locked.status,
-        business_status=BusinessStatus.OFFERED,
-        business_status_text=gist,
-        notes=[note],
-        actor=actor,
+    offer = _offer_create(
+        referral=locked, candidate=candidate, decision=decision, actor=actor, now=now, role=claimed
     )
+    _gist_record(referral=locked, business_status=BusinessStatus.OFFERED, gist=gist, actor=actor, now=now)
     _sync(referral, locked)
     return RoutingOutcome(decision=decision, offer=offer, gist=gist)
 

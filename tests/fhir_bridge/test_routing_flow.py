@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from fhir_bridge.examples import scenario2_bundle
 from fhir_bridge.tasks import route_referral
-from network.models import Offer
+from network.models import Offer, RoutingDecision
 from network.services import offers_expire_due
 from referrals.models import Referral
 from tests.conftest import json_of
@@ -89,6 +89,7 @@ def test_route_task_run_twice_routes_once(fhir, network, django_capture_on_commi
     referral, task = _send_cardiac_referral(fhir, django_capture_on_commit_callbacks)
     route_referral(referral.pk)
     assert len(_offers(fhir, task["id"])) == 1
+    assert RoutingDecision.objects.filter(referral=referral).count() == 1
 
 
 def test_a_decline_then_an_expiry_lead_to_the_manual_queue_and_an_override(
@@ -132,6 +133,9 @@ def test_a_decline_then_an_expiry_lead_to_the_manual_queue_and_an_override(
 
 def test_the_coordinator_api_is_staff_only(network):
     assert Client().get("/api/admin/routing/queue").status_code == 403
+    client = Client()
+    client.force_login(get_user_model().objects.create_user("clinician", password="x", is_staff=False))
+    assert client.get("/api/admin/routing/queue").status_code == 403
 
 
 def test_cancelling_a_referral_withdraws_its_open_offer(fhir, network, django_capture_on_commit_callbacks):

@@ -131,6 +131,7 @@ def test_the_celery_task_runs_the_sweep(referral, three_roles):
     Offer.objects.filter(pk=offer.pk).update(deadline=timezone.now() - dt.timedelta(seconds=1))
     assert expire_offers.name == "network.expire_offers"
     assert json.loads(json.dumps(expire_offers.apply().get())) == 1
+    assert Offer.objects.get(pk=offer.pk).status == OfferStatus.EXPIRED
 
 
 def test_an_answered_offer_cannot_be_answered_again(referral, three_roles):
@@ -163,6 +164,7 @@ def test_a_decline_needs_a_reason(referral, three_roles):
     offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
     with pytest.raises(OfferRuleError):
         offer_decline(offer=offer, reason="  ")
+    assert Offer.objects.get(pk=offer.pk).status == OfferStatus.REQUESTED
 
 
 def test_a_referral_with_a_live_offer_is_not_routed_twice(referral, three_roles):
@@ -253,3 +255,25 @@ def test_manual_routing_keeps_capacity_unless_overridden(clinic):
     )
     assert [o["constraint"] for o in outcome.decision.overrides] == ["at-capacity"]
     assert role_active_case_count(role_id=full.pk) == 2
+
+
+def test_the_manual_queue_shows_each_referrals_latest_gist_and_flags_in_a_fixed_number_of_queries(
+    clinic, django_assert_max_num_queries
+):
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    nobody_near = [referral_make(clinic, codes=[{"system": "urn:unknown", "code": f"x{i}"}]) for i in range(3)]
+    outcomes = [referral_route(referral=r, patient=CARDIAC_PATIENT) for r in nobody_near]
+    assert all(o.awaiting_manual_routing for o in outcomes)
+    coordinator = Client()
+    coordinator.force_login(get_user_model().objects.create_user("coordinator", password="x", is_staff=True))
+
+    with django_assert_max_num_queries(4):  # session, user, count, page: not one more per referral
+        answer = coordinator.get("/api/admin/routing/queue")
+
+    assert answer.status_code == 200
+    listed = answer.json()["referrals"]
+    assert [r["id"] for r in listed] == [r.pk for r in nobody_near]
+    assert [r["gist"] for r in listed] == [o.gist for o in outcomes]
+    assert all("unmapped-condition-code" in r["flags"] for r in listed)
