@@ -3,6 +3,14 @@
 from fhir_bridge.fhir import FHIR_VERSION
 from fhir_bridge.network_fhir import SEARCH_PARAMS as NETWORK_SEARCH
 from fhir_bridge.projection import BUSINESS_STATUS_SYSTEM
+from fhir_bridge.routing_facts import (
+    CLEARANCE_SYSTEM,
+    DAYS_PER_WEEK,
+    DELIVERY_SYSTEM,
+    MINUTES_PER_DAY,
+    MINUTES_PER_WEEK,
+    PRECAUTION_SYSTEM,
+)
 from fhir_bridge.search_params import INCLUDES, SEARCH_PARAMS
 from referrals.models import BusinessStatus
 
@@ -25,20 +33,20 @@ _NETWORK_PARAM_TYPES = {
     "organization": "reference", "location": "reference", "practitioner": "reference",
 }
 
-
-HUB_CODES = "http://exercise-referral-hub.org/fhir/CodeSystem"
+# The systems and codes are routing_facts' own, so that what is documented is what routing reads.
 ROUTING_FACTS_DOCUMENTATION = (
     "What routing reads from a referral (codes only; free text is never parsed into a fact). "
     "Conditions: reasonCode, and Condition.code of each reasonReference (ICD-10-CM, SNOMED CT), mapped to condition "
     "groups; an unmapped code is kept and flagged. "
-    f"Clearance: an orderDetail coding in {HUB_CODES}/exercise-clearance (light | moderate | vigorous); when absent "
+    f"Clearance: an orderDetail coding in {CLEARANCE_SYSTEM} (light | moderate | vigorous); when absent "
     "the hub assumes light. "
-    f"Precautions: orderDetail codings in {HUB_CODES}/exercise-precaution (hr-cap, no-valsalva, bp-monitoring, "
+    f"Precautions: orderDetail codings in {PRECAUTION_SYSTEM} (hr-cap, no-valsalva, bp-monitoring, "
     "glucose-monitoring, fall-risk, no-heavy-lifting, no-high-impact, weight-bearing-limits, supervised-only, "
     "ecg-monitoring); a value such as the heart-rate cap in that orderDetail's text. "
-    "ACSM screening: current activity from supportingInfo PAVS Observations (LOINC 82290-8, 89555-7, 68516-4); "
+    "ACSM screening: current activity from supportingInfo PAVS Observations "
+    f"(LOINC {MINUTES_PER_WEEK}, {DAYS_PER_WEEK}, {MINUTES_PER_DAY}); "
     "known disease from the condition codes; when absent the hub assumes the conservative answer. "
-    f"Delivery: orderDetail codings in {HUB_CODES}/exercise-delivery (in-person | virtual | group | virtual-ok). "
+    f"Delivery: orderDetail codings in {DELIVERY_SYSTEM} (in-person | virtual | group | virtual-ok). "
     "Location: the geolocation extension on Patient.address, else the US ZIP code centroid; an address that cannot "
     "be placed goes to manual routing. Language: Patient.communication (preferred, non-English = required). "
     "Directed: ServiceRequest.performer or a Task owner naming a network member."
@@ -64,7 +72,9 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
         if resource_type == "ServiceRequest":
             entry["documentation"] = ROUTING_FACTS_DOCUMENTATION
         if resource_type in NETWORK_SEARCH:
-            entry["searchParam"] = [{"name": n, "type": _NETWORK_PARAM_TYPES.get(n, "token")} for n in NETWORK_SEARCH[resource_type]]
+            entry["searchParam"] = [
+                {"name": n, "type": _NETWORK_PARAM_TYPES.get(n, "token")} for n in NETWORK_SEARCH[resource_type]
+            ]
             entry["documentation"] = "Read-only view of the hub's community network (search lists the network)."
         elif "search" in interactions:
             entry["searchParam"] = [

@@ -5,11 +5,10 @@ the resources, in one transaction.
 
 import datetime as dt
 import logging
-
-import orjson
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
+import orjson
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -19,11 +18,11 @@ from fhir_bridge.models import ConditionalCreateKey, EhrClient, InboundMessage, 
 from fhir_bridge.outcomes import FhirError, error
 from fhir_bridge.profiles import Issue, check_resource
 from fhir_bridge.projection import task_render
-from fhir_bridge.tasks import route_referral
-from notifications.queue import enqueue_on_commit
 from fhir_bridge.search import filtered, visible
 from fhir_bridge.search_params import business_identifiers
-from fhir_bridge.store import DuplicateResource, IDENTIFIED_TYPES, new_id, resources_create
+from fhir_bridge.store import IDENTIFIED_TYPES, DuplicateResource, new_id, resources_create
+from fhir_bridge.tasks import route_referral
+from notifications.queue import enqueue_on_commit
 from referrals.models import HUB_ORGANIZATION_REFERENCE, Referral
 from referrals.services import NoteFacts, ReferralFacts, ReferralRuleError, referral_create
 
@@ -595,12 +594,20 @@ def _extract_contained(resource: dict) -> list[dict]:
     return lifted
 
 
+def _single_with_contained(caller: Caller, body: dict) -> tuple[dict, list[dict]]:
+    """A copy of ``body`` with its new id, and its contained resources lifted out (a contained Patient stored on
+    its own is what makes the stored resource meet PA's reference-rest rule); references to this server made
+    relative in all of them."""
+    resource = _clone(body)
+    resource["id"] = new_id()
+    lifted = _extract_contained(resource)
+    for item in (resource, *lifted):
+        _walk_references(item, lambda ref: _relative(ref, caller.base_url))
+    return resource, lifted
+
+
 def service_request_intake(caller: Caller, body: dict, *, raw: bytes, if_none_exist: str | None) -> Outcome:
-    service_request = _clone(body)
-    service_request["id"] = new_id()
-    # A contained Patient is taken out and stored on its own, so what is stored meets PA's reference-rest rule.
-    lifted = _extract_contained(service_request)
-    _walk_references(service_request, lambda ref: _relative(ref, caller.base_url))
+    service_request, lifted = _single_with_contained(caller, body)
     validate(
         [("ServiceRequest", body)],
         profiled=[("ServiceRequest", service_request), *((f"ServiceRequest.contained[{i}]", r) for i, r in enumerate(lifted))],
@@ -626,12 +633,7 @@ def service_request_intake(caller: Caller, body: dict, *, raw: bytes, if_none_ex
 
 
 def task_intake(caller: Caller, body: dict, *, raw: bytes, if_none_exist: str | None) -> Outcome:
-    task = _clone(body)
-    task["id"] = new_id()
-    lifted = _extract_contained(task)
-    _walk_references(task, lambda ref: _relative(ref, caller.base_url))
-    for item in lifted:
-        _walk_references(item, lambda ref: _relative(ref, caller.base_url))
+    task, lifted = _single_with_contained(caller, body)
     validate([("Task", body)], profiled=[("Task", task), *((f"Task.contained[{i}]", r) for i, r in enumerate(lifted))])
     keys = {}
     if if_none_exist:

@@ -34,13 +34,13 @@ SEARCH_PARAMS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _meta(row) -> dict:
-    moment = getattr(row, "updated_at", None) or _EPOCH
-    return {"versionId": str(int(moment.timestamp() * 1000)), "lastUpdated": http_date_iso(moment)}
-
-
 def last_modified(row) -> dt.datetime:
     return getattr(row, "updated_at", None) or _EPOCH
+
+
+def _meta(row) -> dict:
+    moment = last_modified(row)
+    return {"versionId": str(int(moment.timestamp() * 1000)), "lastUpdated": http_date_iso(moment)}
 
 
 def _ref(resource_type: str, row, display: str | None = None) -> dict:
@@ -283,8 +283,9 @@ def network_search(resource_type: str, params: list[tuple[str, str]]) -> tuple[l
             queryset = queryset.filter(state__in=[v.upper() for v in values])
         elif name == "organization":
             ids = [_reference_id(v, "Organization") for v in values]
-            field = "providedBy" if resource_type == "HealthcareService" else "organization"
-            queryset = queryset.filter(fhir_id__in=ids) if field == "providedBy" else queryset.filter(organization__fhir_id__in=ids)
+            # A HealthcareService is its Organization's program (providedBy is the row itself).
+            lookup = "fhir_id__in" if resource_type == "HealthcareService" else "organization__fhir_id__in"
+            queryset = queryset.filter(**{lookup: ids})
         elif name == "practitioner":
             queryset = queryset.filter(professional__fhir_id__in=[_reference_id(v, "Practitioner") for v in values])
         elif name == "location":
@@ -292,14 +293,16 @@ def network_search(resource_type: str, params: list[tuple[str, str]]) -> tuple[l
             queryset = queryset.filter(sites__fhir_id__in=ids) if resource_type == "HealthcareService" else queryset.filter(site__fhir_id__in=ids)
         elif name == "specialty":
             slugs = [v.split("|")[-1] for v in values]
+            # A current credential (Credential.is_current) covering the group, in one filter() so that the three
+            # conditions hold of the same credential.
+            credentials = "professional__credentials"
             if resource_type == "HealthcareService":
-                queryset = queryset.filter(roles__professional__credentials__type__condition_groups__slug__in=slugs,
-                                           roles__professional__credentials__expires_on__gte=dt.date.today(),
-                                           roles__professional__credentials__verified_at__isnull=False)
-            else:
-                queryset = queryset.filter(professional__credentials__type__condition_groups__slug__in=slugs,
-                                           professional__credentials__expires_on__gte=dt.date.today(),
-                                           professional__credentials__verified_at__isnull=False)
+                credentials = f"roles__{credentials}"
+            queryset = queryset.filter(**{
+                f"{credentials}__type__condition_groups__slug__in": slugs,
+                f"{credentials}__expires_on__gte": dt.date.today(),
+                f"{credentials}__verified_at__isnull": False,
+            })
         elif name == "near":
             near = _near(raw)
     if issues:

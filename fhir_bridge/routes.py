@@ -144,9 +144,7 @@ def handle_create(request: FhirRequest) -> FhirResponse:
         outcome = intake.service_request_intake(request.caller, body, raw=request.raw_body, if_none_exist=if_none_exist)
     else:
         outcome = intake.supporting_create(request.caller, body, resource_type, if_none_exist=if_none_exist)
-    response = _resource_response(request, outcome.status, outcome.stored)
-    response.headers["Location"] = f"{request.base_url}/{outcome.stored.reference}/_history/{outcome.stored.version_id}"
-    return response
+    return _resource_response(request, outcome.status, outcome.stored)  # a POST: it carries Location
 
 
 def _network_response(request: FhirRequest, row) -> FhirResponse:
@@ -179,10 +177,11 @@ def handle_vread(request: FhirRequest) -> FhirResponse:
     _supported(request.params["type"], "vread")
     request.check_scope(request.params["type"], "vread")
     row = _get(request)
-    if int(request.params["vid"]) == row.version_id:
+    vid = int(request.params["vid"])  # the route matches digits only
+    if vid == row.version_id:
         return FhirResponse(200, row.content, _version_headers(row, row.reference, row.version_id))
     try:
-        version = row.versions.get(version_id=int(request.params["vid"]))
+        version = row.versions.get(version_id=vid)
     except ResourceVersion.DoesNotExist:
         raise error(404, "not-found", f"{row.reference} has no version {request.params['vid']!r}") from None
     return FhirResponse(200, version.content, _version_headers(version, row.reference, version.version_id))
@@ -241,7 +240,7 @@ def handle_search(request: FhirRequest) -> FhirResponse:
 
 
 def _network_search(request: FhirRequest, resource_type: str, params: list[tuple[str, str]]) -> FhirResponse:
-    page = search_page_params(resource_type, params)
+    page = search_page_params(params)
     rows, distances = network_fhir.network_search(resource_type, params)
     window = rows[page.offset : page.offset + page.count]
     entries = []
@@ -251,18 +250,21 @@ def _network_search(request: FhirRequest, resource_type: str, params: list[tuple
             "resource": network_fhir.RENDER[resource_type](row),
             "search": {"mode": "match"},
         }
-        if row.pk in distances and resource_type == "Location":
+        if row.pk in distances:  # a Location found by near
             # The distance in metres, as FHIR's location-distance extension carries it.
             entry["search"]["extension"] = [{
                 "url": "http://hl7.org/fhir/StructureDefinition/location-distance",
-                "valueDistance": {"value": round(distances[row.pk] * 1000), "unit": "m", "system": "http://unitsofmeasure.org", "code": "m"},
+                "valueDistance": {
+                    "value": round(distances[row.pk] * 1000), "unit": "m", "system": "http://unitsofmeasure.org",
+                    "code": "m",
+                },
             }]
         entries.append(entry)
     page.total = len(rows)
     bundle = {
         "resourceType": "Bundle",
         "type": "searchset",
-        "total": len(rows),
+        "total": page.total,
         "link": page_links(request.base_url, resource_type, params, page),
         "entry": entries,
     }

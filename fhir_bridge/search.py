@@ -87,7 +87,7 @@ class SearchPage:
     count: int
 
 
-def search_page_params(resource_type: str, params: list[tuple[str, str]]) -> SearchPage:
+def search_page_params(params: list[tuple[str, str]]) -> SearchPage:
     """The paging a search asks for (_count, _offset), as an empty page; _include is checked by ``search``."""
     page = SearchPage([], [], 0, 0, settings.HUB_SEARCH_DEFAULT_COUNT)
     for name, raw in params:
@@ -106,7 +106,7 @@ def search_page_params(resource_type: str, params: list[tuple[str, str]]) -> Sea
 
 
 def search(*, clinic_id: int, resource_type: str, params: list[tuple[str, str]]) -> SearchPage:
-    page = search_page_params(resource_type, params)
+    page = search_page_params(params)
     count, offset = page.count, page.offset
     includes = []
     for name, raw in params:

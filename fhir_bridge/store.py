@@ -47,6 +47,9 @@ def stamp(content: dict, *, fhir_id: str, version_id: int, now: dt.datetime) -> 
     return content
 
 
+_TOKEN_COLUMNS = ("resource_id", "clinic_id", "resource_type", "param", "value")
+
+
 def _rows_insert(model, columns: tuple[str, ...], rows: list[tuple]) -> None:
     """One multi-row INSERT of plain tuples. For the small rows that intake writes by the dozen (search tokens,
     identifiers): building a model instance for each and compiling a bulk_create cost more than the insert itself
@@ -94,7 +97,7 @@ def resources_create(
         StoredResource.objects.bulk_create(rows)
         _rows_insert(
             SearchToken,
-            ("resource_id", "clinic_id", "resource_type", "param", "value"),
+            _TOKEN_COLUMNS,
             [(r.pk, clinic_id, r.resource_type, p, v) for r in rows for p, v in search_values(r.content)],
         )
         if client is not None:
@@ -159,7 +162,7 @@ def resource_update(
     added = [(p, v) for p, v in new_tokens if (p, v) not in old_tokens]
     _rows_insert(
         SearchToken,
-        ("resource_id", "clinic_id", "resource_type", "param", "value"),
+        _TOKEN_COLUMNS,
         [(resource.pk, resource.clinic_id, resource.resource_type, p, v) for p, v in added],
     )
     return resource
