@@ -1,6 +1,5 @@
 """The network in Django's admin: members, qualification data (admin-editable by design), and read-only views
-of
-offers and routing decisions."""
+of offers and routing decisions."""
 
 from django.contrib import admin
 

@@ -27,6 +27,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from network.geo import zip_place
 from network.models import (
     ConditionGroup,
     Credential,
@@ -39,19 +40,8 @@ from network.models import (
 
 SEED = 62701
 
-# Springfield's standard ZIP codes and their centroids (from the zipcodes package that routing places
-# patients with). 62705, 62706 and 62708 are PO-box and single-address codes; 62709 and 62710 do not exist.
-ZIP_CENTROIDS = {
-    "62701": (39.8000, -89.6495),
-    "62702": (39.8317, -89.6465),
-    "62703": (39.7622, -89.6275),
-    "62704": (39.7725, -89.6889),
-    "62707": (39.8544, -89.6544),
-    "62711": (39.7655, -89.7293),
-    "62712": (39.7533, -89.5800),
-}
-# Independent trainers stay out of 62701, so that downtown the Scenario 2 story holds (Get Fit nearest).
-INDEPENDENT_ZIPS = ["62702", "62703", "62704", "62707", "62711", "62712"]
+# Real street names in the standard ZIP codes of Springfield, where the sites go. 62705, 62706 and 62708 are
+# PO-box and single-address codes; 62709 and 62710 do not exist.
 STREETS = {
     "62701": ["S 5th St", "E Monroe St", "E Capitol Ave", "S 6th St"],
     "62702": ["N Grand Ave E", "N Dirksen Pkwy", "E Sangamon Ave", "N 9th St"],
@@ -61,6 +51,8 @@ STREETS = {
     "62711": ["W Iles Ave", "S Veterans Pkwy", "Robbins Rd", "Lindbergh Blvd"],
     "62712": ["Toronto Rd", "E Lake Dr", "Stanton Ave", "Adlai Stevenson Dr"],
 }
+# Independent trainers stay out of 62701, so that downtown the Scenario 2 story holds (Get Fit nearest).
+INDEPENDENT_ZIPS = ["62702", "62703", "62704", "62707", "62711", "62712"]
 
 # Made-up names. Spanish and Polish speakers take their names from their own lists.
 GIVEN_NAMES = [
@@ -332,10 +324,11 @@ def demo_network_spec() -> DemoNetwork:
     }
 
     def place(postal_code: str) -> tuple[float, float, str]:
-        lat, lon = ZIP_CENTROIDS[postal_code]
-        # Within about a kilometre of the centroid: inside the city and the ZIP.
-        lat = round(lat + rng.uniform(-0.008, 0.008), 4)
-        lon = round(lon + rng.uniform(-0.010, 0.010), 4)
+        # Within about a kilometre of the ZIP's centroid (the one routing places patients at): inside the city
+        # and the ZIP.
+        centroid = zip_place(postal_code)
+        lat = round(centroid.latitude + rng.uniform(-0.008, 0.008), 4)
+        lon = round(centroid.longitude + rng.uniform(-0.010, 0.010), 4)
         return lat, lon, f"{rng.randrange(100, 3000, 2)} {rng.choice(STREETS[postal_code])}"
 
     def person(staff: Staff) -> tuple[str, str, str, tuple[DemoCredential, ...]]:

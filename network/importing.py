@@ -571,6 +571,7 @@ def rows_from_csv(content: str) -> list[ImportRow]:
         return [_file_error("header", "; ".join(problems))]
 
     rows = []
+    role_defaults = _role_defaults()
     line = reader.line_num  # the last line read; the next record starts after it
     try:
         for cells in reader:
@@ -581,7 +582,7 @@ def rows_from_csv(content: str) -> list[ImportRow]:
             if len(cells) > len(columns):
                 row.error("", f"has {len(cells)} cells; the header has {len(columns)} columns")
             else:
-                _csv_row(row, dict(zip(columns, cells + [""] * (len(columns) - len(cells)))))
+                _csv_row(row, dict(zip(columns, cells + [""] * (len(columns) - len(cells)))), role_defaults)
             rows.append(row)
     except csv.Error as exc:
         rows.append(
@@ -592,16 +593,9 @@ def rows_from_csv(content: str) -> list[ImportRow]:
     return rows
 
 
-def _csv_row(row: ImportRow, cells: dict[str, str]) -> None:
-    role_defaults = _role_defaults()
+def _csv_row(row: ImportRow, cells: dict[str, str], role_defaults: dict[str, Any]) -> None:
     parts = {
-        kind: Part(kind, fhir_id=_str(cells.get(f"{prefix}_id")), id_column=f"{prefix}_id")
-        for kind, prefix in (
-            ("organization", "organization"),
-            ("site", "site"),
-            ("professional", "professional"),
-            ("role", "role"),
-        )
+        kind: Part(kind, fhir_id=_str(cells.get(f"{kind}_id")), id_column=f"{kind}_id") for kind in MODELS
     }
     for column, raw in cells.items():
         kind, name, parse = CSV_COLUMNS[column]
@@ -693,6 +687,12 @@ def _telecom(resource: dict, system: str) -> str | None:
         if isinstance(point, dict) and point.get("system") == system and point.get("value"):
             return point["value"]
     return ""
+
+
+def _put_active(part: Part, resource: dict, path: str) -> None:
+    """``active`` only when the resource gives it: without it the row keeps its own."""
+    if isinstance(resource.get("active"), bool):
+        part.fields["active"], part.columns["active"] = resource["active"], f"{path}.active"
 
 
 def _extension_values(element: dict, url: str) -> list[Any] | None:
@@ -954,8 +954,7 @@ class _FhirRows:
         role.columns.update(professional=f"{path}.practitioner", organization=f"{path}.organization")
         if "location" in resource:  # without it the role keeps its site
             role.fields["site"], role.columns["site"] = site_ref[1] if site_ref else None, f"{path}.location"
-        if isinstance(resource.get("active"), bool):
-            role.fields["active"], role.columns["active"] = resource["active"], f"{path}.active"
+        _put_active(role, resource, path)
         email = _telecom(resource, "email")
         if email is not None:
             _put(row, role, "email", f"{path}.telecom", email, parse_email)
@@ -996,12 +995,10 @@ class _FhirRows:
         return self.program_sites.get(loc_i) or fallback
 
     def standalone_row(self, i: int) -> ImportRow:
-        row, kind = (
-            self._start(i),
-            {"Organization": "organization", "Location": "site", "Practitioner": "professional"}[
-                self.index.type_of(i)
-            ],
-        )
+        row = self._start(i)
+        kind = {"Organization": "organization", "Location": "site", "Practitioner": "professional"}[
+            self.index.type_of(i)
+        ]
         if row.errors and i not in self.index.ids:
             return row
         parts = []
@@ -1037,8 +1034,7 @@ class _FhirRows:
         kinds = [c for t in resource.get("type") or [] for c in _codes(t, ORGANIZATION_KIND_SYSTEM)]
         if kinds or i in self.program_kinds:
             _put(row, part, "kind", f"{path}.type", kinds[0] if kinds else self.program_kinds[i], parse_kind)
-        if isinstance(resource.get("active"), bool):
-            part.fields["active"], part.columns["active"] = resource["active"], f"{path}.active"
+        _put_active(part, resource, path)
         for system, name, parse in (("email", "email", parse_email), ("phone", "phone", text(40))):
             value = _telecom(resource, system)
             if value is not None:
@@ -1109,8 +1105,7 @@ class _FhirRows:
         ]
         if npis:
             _put(row, part, "npi", f"{path}.identifier", npis[0], parse_npi)
-        if isinstance(resource.get("active"), bool):
-            part.fields["active"], part.columns["active"] = resource["active"], f"{path}.active"
+        _put_active(part, resource, path)
         return part
 
     def _credentials(self, row: ImportRow, i: int) -> list[CredentialLine]:
@@ -1225,9 +1220,10 @@ def network_import(
 
 
 def _row_import(row: ImportRow, context: _Context, report: ImportReport) -> None:
-    report.notices += [n for n in row.notices if not row.parts]
-    if not row.parts and not row.errors:
-        return
+    if not row.parts:  # a file's own notices, or a row that failed before it had parts
+        report.notices += row.notices
+        if not row.errors:
+            return
     errors = row.errors or _row_check(row, context)
     if not errors:
         try:
@@ -1240,7 +1236,7 @@ def _row_import(row: ImportRow, context: _Context, report: ImportReport) -> None
     if errors:
         report.errors += errors
         return
-    result.notices = [n for n in row.notices] + result.notices
+    result.notices = row.notices + result.notices
     report.results.append(result)
     for part in row.parts:  # declared once applied: a later row must agree with it
         if not part.must_exist:
@@ -1328,41 +1324,27 @@ def _row_apply(row: ImportRow, context: _Context) -> RowResult:
     )
 
 
-def _lookup(row: ImportRow, kind: str, fhir_id: str, column: str) -> models.Model:
-    obj = MODELS[kind].objects.filter(fhir_id=fhir_id).first()
+def _row_failed(row: ImportRow, column: str, message: str) -> _RowFailed:
+    return _RowFailed([RowError(row.line, row.source, column, message)])
+
+
+def _lookup(
+    row: ImportRow, kind: str, fhir_id: str, column: str, *, for_update: bool = False
+) -> models.Model:
+    rows = MODELS[kind].objects.select_for_update() if for_update else MODELS[kind].objects
+    obj = rows.filter(fhir_id=fhir_id).first()
     if obj is None:
-        raise _RowFailed(
-            [
-                RowError(
-                    row.line, row.source, column, f"{kind} {fhir_id!r} is neither in the file nor in the hub"
-                )
-            ]
-        )
+        raise _row_failed(row, column, f"{kind} {fhir_id!r} is neither in the file nor in the hub")
     return obj
 
 
 def _part_upsert(
     row: ImportRow, part: Part, objects: dict, notices: list[str]
 ) -> tuple[models.Model, Change | None]:
+    if part.must_exist:
+        return _lookup(row, part.kind, part.fhir_id, part.id_column, for_update=True), None
     model = MODELS[part.kind]
     obj = model.objects.select_for_update().filter(fhir_id=part.fhir_id).first()
-    if part.must_exist:
-        if obj is None:
-            raise _RowFailed(
-                [
-                    RowError(
-                        row.line,
-                        row.source,
-                        part.id_column,
-                        f"{part.kind} {part.fhir_id!r} is neither in the file nor in the hub",
-                    )
-                ]
-            )
-        return obj, None
-
-    def fail(name: str, message: str):
-        return _RowFailed([RowError(row.line, row.source, part.columns.get(name, name), message)])
-
     values = dict(part.fields)
     for name in REFERENCES.get(part.kind, ()):
         if values.get(name) is not None:
@@ -1371,8 +1353,9 @@ def _part_upsert(
                 row, name, target, part.columns.get(name, name)
             )
     if part.kind == "role" and obj is not None and obj.professional_id != values["professional"].pk:
-        raise fail(
-            "professional",
+        raise _row_failed(
+            row,
+            part.columns.get("professional", "professional"),
             f"role {part.fhir_id!r} belongs to professional {obj.professional.fhir_id!r}; a "
             "role does not move to another person (give the new role its own id)",
         )

@@ -1,6 +1,5 @@
 """Factories for the network tests: members placed around Manhattan, credentials by type slug, and referrals
-with
-the referral Task that the FHIR bridge keeps beside each (referral_update re-renders it)."""
+with the referral Task that the FHIR bridge keeps beside each (referral_update re-renders it)."""
 
 import datetime as dt
 import uuid

@@ -2,10 +2,9 @@
 few sample PA referrals. Running it again changes nothing that is already there."""
 
 import json
-
-import orjson
 from pathlib import Path
 
+import orjson
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -14,9 +13,9 @@ from django.db import transaction
 from fhir_bridge.examples import scenario2_bundle
 from fhir_bridge.intake import Caller, transaction_intake
 from fhir_bridge.models import EhrClient
+from fhir_bridge.referral_routing import referral_route_first
 from fhir_bridge.smart import ehr_client_register
 from fhir_bridge.smart_keys import generate_private_key, load_private_key_pem, private_key_pem, public_jwks
-from fhir_bridge.referral_routing import referral_route_first
 from network.demo import demo_network_load
 from referrals.models import Clinic
 
