@@ -94,9 +94,12 @@ def _supported(resource_type: str, interaction: str) -> None:
         raise error(405, "not-supported", f"{interaction} is not supported for {resource_type}")
 
 
-def _get(request: FhirRequest) -> StoredResource:
+def _get(request: FhirRequest, *, lock: bool = False) -> StoredResource:
+    """The resource the request names, if its client may see it (else 404); ``lock`` takes its row lock (call
+    inside a transaction)."""
     resource_type, fhir_id = request.params["type"], request.params["id"]
-    row = visible(request.clinic_id, resource_type).filter(fhir_id=fhir_id).first()
+    rows = visible(request.clinic_id, resource_type).filter(fhir_id=fhir_id)
+    row = (rows.select_for_update() if lock else rows).first()
     if row is None:
         raise not_found(resource_type, fhir_id)
     return row
@@ -299,8 +302,7 @@ def handle_update(request: FhirRequest) -> FhirResponse:
     intake.validate([(resource_type, body)])
     expected = _if_match_version(request)
     with transaction.atomic():
-        row = _get(request)
-        row = StoredResource.objects.select_for_update().get(pk=row.pk)
+        row = _get(request, lock=True)
         if expected is not None and expected != row.version_id:
             raise error(
                 412, "conflict",
