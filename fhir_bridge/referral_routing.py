@@ -5,7 +5,6 @@ import logging
 
 from fhir_bridge.models import StoredResource
 from fhir_bridge.routing_facts import patient_facts
-from network.models import RoutingDecision
 from network.services import RoutingOutcome, referral_route
 from referrals.models import Referral, ReferralStatus
 from referrals.services import ReferralRuleError
@@ -37,12 +36,11 @@ def referral_route_first(*, referral_id: int) -> RoutingOutcome | None:
     if referral is None or referral.status != ReferralStatus.REQUESTED:
         log.info("referral %s is gone or no longer requested; not routed", referral_id)
         return None
-    if RoutingDecision.objects.filter(referral_id=referral_id).exists():
-        log.info("referral %s was routed already", referral_id)
-        return None
     try:
-        outcome = referral_route(referral=referral, patient=referral_facts_read(referral=referral))
-    except ReferralRuleError as exc:  # routed or answered between the check and the lock
+        outcome = referral_route(
+            referral=referral, patient=referral_facts_read(referral=referral), first_only=True
+        )
+    except ReferralRuleError as exc:  # routed already (a redelivery), or answered or cancelled meanwhile
         log.info("referral %s not routed: %s", referral_id, exc)
         return None
     log.info("referral %s routed: %s", referral_id, outcome.gist)

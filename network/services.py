@@ -337,10 +337,14 @@ def check_referral_routable(*, referral: Referral) -> None:
 
 
 @transaction.atomic
-def referral_route(*, referral: Referral, patient: PatientFacts, actor: str = HUB_ACTOR) -> RoutingOutcome:
+def referral_route(
+    *, referral: Referral, patient: PatientFacts, actor: str = HUB_ACTOR, first_only: bool = False
+) -> RoutingOutcome:
     """Route a requested referral: store the decision and make the first offer, or hand it to manual routing.
 
-    The first run for a referral is trigger "initial"; a later call (an admin asking again) is "retry"."""
+    The first run for a referral is trigger "initial"; a later call (an admin asking again) is "retry".
+    ``first_only`` refuses a referral routed before (ReferralRuleError "already-routed"), decided under the
+    lock: two deliveries of intake's route task never both route."""
     locked = _referral_lock(referral.pk)
     # One read, after the lock, for both facts; the full check (with its message) only when it will refuse.
     live, routed = (
@@ -356,6 +360,8 @@ def referral_route(*, referral: Referral, patient: PatientFacts, actor: str = HU
     )
     if live or locked.status != ReferralStatus.REQUESTED:
         check_referral_routable(referral=locked)
+    if routed and first_only:
+        raise ReferralRuleError(f"referral {locked.pk} was routed already", code="already-routed")
     trigger = RoutingDecision.Trigger.RETRY if routed else RoutingDecision.Trigger.INITIAL
     outcome = _route(referral=locked, patient=patient, trigger=trigger, actor=actor, now=timezone.now())
     _sync(referral, locked)

@@ -92,6 +92,19 @@ def test_route_task_run_twice_routes_once(fhir, network, django_capture_on_commi
     assert RoutingDecision.objects.filter(referral=referral).count() == 1
 
 
+def test_route_task_run_twice_leaves_a_referral_in_the_manual_queue_alone(
+    fhir, django_capture_on_commit_callbacks
+):
+    referral, task = _send_cardiac_referral(fhir, django_capture_on_commit_callbacks)  # no network: nobody
+    referral.refresh_from_db()
+    assert referral.business_status == "awaiting-manual-routing"
+    notes = len(json_of(fhir.get(f"Task/{task['id']}"))["note"])
+
+    assert route_referral(referral.pk) is None  # a redelivery: refused under the lock, not routed as a retry
+    assert RoutingDecision.objects.filter(referral=referral).count() == 1
+    assert len(json_of(fhir.get(f"Task/{task['id']}"))["note"]) == notes
+
+
 def test_a_decline_then_an_expiry_lead_to_the_manual_queue_and_an_override(
     fhir, network, coordinator, django_capture_on_commit_callbacks
 ):
