@@ -1,31 +1,32 @@
 """The CapabilityStatement: what this server really does, built from the same tables the router uses."""
 
+from fhir_bridge.codes import (
+    BUSINESS_STATUS_SYSTEM,
+    CLEARANCE_SYSTEM,
+    DELIVERY_SYSTEM,
+    PA_SERVICE_PROVIDER_FULL,
+    PA_STRUCTURE_DEFINITION,
+    PRECAUTION_SYSTEM,
+    RESTFUL_SECURITY_SERVICE_SYSTEM,
+    SMART_OAUTH_URIS_EXTENSION,
+)
 from fhir_bridge.fhir import FHIR_VERSION
 from fhir_bridge.network_fhir import SEARCH_PARAMS as NETWORK_SEARCH
-from fhir_bridge.projection import BUSINESS_STATUS_SYSTEM
-from fhir_bridge.routing_facts import (
-    CLEARANCE_SYSTEM,
-    DAYS_PER_WEEK,
-    DELIVERY_SYSTEM,
-    MINUTES_PER_DAY,
-    MINUTES_PER_WEEK,
-    PRECAUTION_SYSTEM,
-)
+from fhir_bridge.routing_facts import DAYS_PER_WEEK, MINUTES_PER_DAY, MINUTES_PER_WEEK
 from fhir_bridge.search_params import INCLUDES, SEARCH_PARAMS
 from referrals.models import BusinessStatus
 
-PA = "http://hl7.org/fhir/us/physical-activity"
 PROFILES = {
-    "Task": [f"{PA}/StructureDefinition/pa-task-for-referral-management"],
-    "ServiceRequest": [f"{PA}/StructureDefinition/pa-servicerequest"],
+    "Task": [f"{PA_STRUCTURE_DEFINITION}/pa-task-for-referral-management"],
+    "ServiceRequest": [f"{PA_STRUCTURE_DEFINITION}/pa-servicerequest"],
     "Observation": [
-        f"{PA}/StructureDefinition/pa-observation-evs-days-per-week",
-        f"{PA}/StructureDefinition/pa-observation-evs-min-per-day",
-        f"{PA}/StructureDefinition/pa-observation-evs-min-per-week",
-        f"{PA}/StructureDefinition/pa-observation-strength-days-per-week",
+        f"{PA_STRUCTURE_DEFINITION}/pa-observation-evs-days-per-week",
+        f"{PA_STRUCTURE_DEFINITION}/pa-observation-evs-min-per-day",
+        f"{PA_STRUCTURE_DEFINITION}/pa-observation-evs-min-per-week",
+        f"{PA_STRUCTURE_DEFINITION}/pa-observation-strength-days-per-week",
     ],
-    "Condition": [f"{PA}/StructureDefinition/pa-condition-low-pa"],
-    "Goal": [f"{PA}/StructureDefinition/pa-goal"],
+    "Condition": [f"{PA_STRUCTURE_DEFINITION}/pa-condition-low-pa"],
+    "Goal": [f"{PA_STRUCTURE_DEFINITION}/pa-goal"],
 }
 _SEARCH_TYPES = {"token": "token", "reference": "reference", "identifier": "token"}
 _NETWORK_PARAM_TYPES = {
@@ -101,7 +102,7 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
         "implementation": {"description": "Exercise-referral hub FHIR R4 endpoint", "url": base_url},
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "json"],
-        "instantiates": [f"{PA}/CapabilityStatement/pa-service-provider-full"],
+        "instantiates": [PA_SERVICE_PROVIDER_FULL],
         "rest": [
             {
                 "mode": "server",
@@ -111,7 +112,7 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
                         {
                             "coding": [
                                 {
-                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                    "system": RESTFUL_SECURITY_SERVICE_SYSTEM,
                                     "code": "SMART-on-FHIR",
                                 }
                             ],
@@ -120,7 +121,7 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
                     ],
                     "extension": [
                         {
-                            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                            "url": SMART_OAUTH_URIS_EXTENSION,
                             "extension": [{"url": "token", "valueUri": token_url}],
                         }
                     ],

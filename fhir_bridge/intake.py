@@ -13,10 +13,11 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from fhir_bridge.codes import TASK_CODE_SYSTEM
 from fhir_bridge.fhir import structural_issues
 from fhir_bridge.models import ConditionalCreateKey, EhrClient, InboundMessage, ResourceIdentifier, StoredResource
 from fhir_bridge.outcomes import FhirError, error
-from fhir_bridge.profiles import Issue, check_resource
+from fhir_bridge.profiles import TASK_CODE_FULFILL, Issue, check_resource
 from fhir_bridge.projection import task_render
 from fhir_bridge.search import filtered, visible
 from fhir_bridge.search_params import business_identifiers
@@ -33,7 +34,7 @@ SUPPORTING_TYPES = frozenset(
     {"Patient", "Condition", "Observation", "Goal", "Practitioner", "PractitionerRole", "Organization", "Consent",
      "CarePlan", "RelatedPerson"}
 )
-TASK_CODE = {"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}
+TASK_CODE = {"system": TASK_CODE_SYSTEM, "code": TASK_CODE_FULFILL}
 
 # Which ReferralFacts field a FHIRPath names, to point a domain rule's error at the element that caused it.
 _FACT_PATHS = {"status": "Task.status", "owner_reference": "Task.owner", "status_reason": "Task.statusReason"}

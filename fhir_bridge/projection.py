@@ -7,6 +7,7 @@ laid over it from the Referral on every change, as a new version written in the 
 from django.dispatch import receiver
 from django.utils import timezone
 
+from fhir_bridge.codes import BUSINESS_STATUS_SYSTEM, OFFER_IDENTIFIER_SYSTEM
 from fhir_bridge.models import StoredResource
 from fhir_bridge.store import http_date_iso, resource_update, resources_create
 from network.models import Offer, OfferStatus
@@ -14,7 +15,6 @@ from network.services import offer_changed
 from referrals.models import BusinessStatus, Referral
 from referrals.services import referral_changed
 
-BUSINESS_STATUS_SYSTEM = "http://exercise-referral-hub.org/fhir/CodeSystem/referral-business-status"
 HUB_OWNED_ELEMENTS = ("status", "statusReason", "businessStatus", "note", "lastModified")
 
 
@@ -59,7 +59,6 @@ def task_project(sender, *, referral: Referral, **kwargs) -> None:
 
 # --- offers: each one a child Task of the referral Task --------------------------------------------------------
 
-OFFER_IDENTIFIER_SYSTEM = "http://exercise-referral-hub.org/fhir/sid/offer"
 # An offer's status as a Task status, and the statusReason the hub gives where the Task needs one (pa-taskrm-1).
 _OFFER_TASK_STATUS = {
     OfferStatus.REQUESTED: "requested",

@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.http import http_date
 
 from fhir_bridge import capability, intake, network_fhir
+from fhir_bridge.codes import LOCATION_DISTANCE_EXTENSION, UCUM_SYSTEM
 from fhir_bridge.models import ResourceVersion, StoredResource
 from fhir_bridge.outcomes import FhirError, error, not_found
 from fhir_bridge.profiles import Issue
@@ -256,9 +257,9 @@ def _network_search(request: FhirRequest, resource_type: str, params: list[tuple
         if row.pk in distances:  # a Location found by near
             # The distance in metres, as FHIR's location-distance extension carries it.
             entry["search"]["extension"] = [{
-                "url": "http://hl7.org/fhir/StructureDefinition/location-distance",
+                "url": LOCATION_DISTANCE_EXTENSION,
                 "valueDistance": {
-                    "value": round(distances[row.pk] * 1000), "unit": "m", "system": "http://unitsofmeasure.org",
+                    "value": round(distances[row.pk] * 1000), "unit": "m", "system": UCUM_SYSTEM,
                     "code": "m",
                 },
             }]

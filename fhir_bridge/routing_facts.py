@@ -1,15 +1,16 @@
 """What routing needs to know about a patient, read from the referral's FHIR resources (network/README.md says
 where each fact sits). Codes only: free text is never parsed into a fact."""
 
+from fhir_bridge.codes import (
+    CLEARANCE_SYSTEM,
+    DELIVERY_SYSTEM,
+    GEOLOCATION_EXTENSION,
+    LOINC_SYSTEM,
+    PRECAUTION_SYSTEM,
+)
 from network.risk import Screening
 from network.routing import PatientFacts
 
-HUB_CODES = "http://exercise-referral-hub.org/fhir/CodeSystem"
-CLEARANCE_SYSTEM = f"{HUB_CODES}/exercise-clearance"
-PRECAUTION_SYSTEM = f"{HUB_CODES}/exercise-precaution"
-DELIVERY_SYSTEM = f"{HUB_CODES}/exercise-delivery"  # in-person | virtual | group | virtual-ok
-GEOLOCATION = "http://hl7.org/fhir/StructureDefinition/geolocation"
-LOINC = "http://loinc.org"
 MINUTES_PER_WEEK, DAYS_PER_WEEK, MINUTES_PER_DAY = "82290-8", "89555-7", "68516-4"
 ENGLISH = ("en",)
 
@@ -26,7 +27,7 @@ def _home_address(patient: dict) -> dict:
 
 def _geolocation(address: dict) -> tuple[float | None, float | None]:
     for extension in address.get("extension") or []:
-        if extension.get("url") == GEOLOCATION:
+        if extension.get("url") == GEOLOCATION_EXTENSION:
             parts = {e.get("url"): e.get("valueDecimal") for e in extension.get("extension") or []}
             if isinstance(parts.get("latitude"), (int, float)) and isinstance(parts.get("longitude"), (int, float)):
                 return float(parts["latitude"]), float(parts["longitude"])
@@ -35,7 +36,7 @@ def _geolocation(address: dict) -> tuple[float | None, float | None]:
 
 def _observation_value(observations: list[dict], code: str) -> float | None:
     for observation in observations:
-        codes = {c.get("code") for c in _codings([observation.get("code")]) if c.get("system") == LOINC}
+        codes = {c.get("code") for c in _codings([observation.get("code")]) if c.get("system") == LOINC_SYSTEM}
         value = (observation.get("valueQuantity") or {}).get("value")
         if code in codes and isinstance(value, (int, float)):
             return float(value)
