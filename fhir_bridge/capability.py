@@ -11,9 +11,8 @@ from fhir_bridge.codes import (
     SMART_OAUTH_URIS_EXTENSION,
 )
 from fhir_bridge.fhir import FHIR_VERSION
-from fhir_bridge.network_fhir import SEARCH_PARAMS as NETWORK_SEARCH
 from fhir_bridge.routing_facts import DAYS_PER_WEEK, MINUTES_PER_DAY, MINUTES_PER_WEEK
-from fhir_bridge.search_params import INCLUDES, SEARCH_PARAMS
+from fhir_bridge.route_table import TABLE
 from referrals.models import BusinessStatus
 
 PROFILES = {
@@ -27,11 +26,6 @@ PROFILES = {
     ],
     "Condition": [f"{PA_STRUCTURE_DEFINITION}/pa-condition-low-pa"],
     "Goal": [f"{PA_STRUCTURE_DEFINITION}/pa-goal"],
-}
-_SEARCH_TYPES = {"token": "token", "reference": "reference", "identifier": "token"}
-_NETWORK_PARAM_TYPES = {
-    "name": "string", "near": "special", "address-postalcode": "string", "address-state": "string",
-    "organization": "reference", "location": "reference", "practitioner": "reference",
 }
 
 # The systems and codes are routing_facts' own, so that what is documented is what routing reads.
@@ -55,10 +49,10 @@ ROUTING_FACTS_DOCUMENTATION = (
 
 
 def capability_statement(*, base_url: str, token_url: str) -> dict:
-    from fhir_bridge.routes import INTERACTIONS  # the router's own table, so the statement cannot drift from it
-
     resources = []
-    for resource_type, interactions in sorted(INTERACTIONS.items()):
+    # The router's own table (route_table.py), so the statement cannot drift from what is served.
+    for served in sorted(TABLE, key=lambda s: s.name):
+        resource_type, interactions = served.name, served.interactions
         entry = {
             "type": resource_type,
             "interaction": [{"code": "search-type" if i == "search" else "history-instance" if i == "history" else i}
@@ -72,17 +66,12 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
             entry["supportedProfile"] = PROFILES[resource_type]
         if resource_type == "ServiceRequest":
             entry["documentation"] = ROUTING_FACTS_DOCUMENTATION
-        if resource_type in NETWORK_SEARCH:
-            entry["searchParam"] = [
-                {"name": n, "type": _NETWORK_PARAM_TYPES.get(n, "token")} for n in NETWORK_SEARCH[resource_type]
-            ]
+        if "search" in interactions:
+            entry["searchParam"] = [{"name": name, "type": kind} for name, kind in served.search_params]
+        if served.network:
             entry["documentation"] = "Read-only view of the hub's community network (search lists the network)."
         elif "search" in interactions:
-            entry["searchParam"] = [
-                {"name": "_id", "type": "token"},
-                {"name": "_lastUpdated", "type": "date"},
-            ] + [{"name": p.name, "type": _SEARCH_TYPES[p.kind]} for p in SEARCH_PARAMS.get(resource_type, ())]
-            entry["searchInclude"] = list(INCLUDES.get(resource_type, ()))
+            entry["searchInclude"] = list(served.includes)
         resources.append(entry)
     return {
         "resourceType": "CapabilityStatement",

@@ -19,6 +19,7 @@ from fhir_bridge.models import ConditionalCreateKey, EhrClient, InboundMessage, 
 from fhir_bridge.outcomes import FhirError, error
 from fhir_bridge.profiles import TASK_CODE_FULFILL, Issue, check_resource
 from fhir_bridge.projection import task_render
+from fhir_bridge.route_table import BUNDLE_TYPES
 from fhir_bridge.search import filtered, visible
 from fhir_bridge.search_params import business_identifiers
 from fhir_bridge.store import IDENTIFIED_TYPES, DuplicateResource, new_id, resources_create
@@ -29,11 +30,6 @@ from referrals.services import NoteFacts, ReferralFacts, ReferralRuleError, refe
 
 log = logging.getLogger(__name__)
 
-# Types an EHR may send beside a referral, in a Bundle or on their own.
-SUPPORTING_TYPES = frozenset(
-    {"Patient", "Condition", "Observation", "Goal", "Practitioner", "PractitionerRole", "Organization", "Consent",
-     "CarePlan", "RelatedPerson"}
-)
 TASK_CODE = {"system": TASK_CODE_SYSTEM, "code": TASK_CODE_FULFILL}
 
 # Which ReferralFacts field a FHIRPath names, to point a domain rule's error at the element that caused it.
@@ -370,7 +366,7 @@ def _bundle_entries(bundle: dict) -> list[dict]:
             issues.append(
                 Issue("error", "value", f"{path}.request.url", f"request.url must be the resource type {resource_type!r}")
             )
-        if resource_type not in SUPPORTING_TYPES | {"Task", "ServiceRequest"}:
+        if resource_type not in BUNDLE_TYPES:
             issues.append(
                 Issue("error", "not-supported", f"{path}.resource.resourceType", f"{resource_type!r} is not taken here")
             )

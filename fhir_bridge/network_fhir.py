@@ -19,6 +19,7 @@ from fhir_bridge.codes import (
 )
 from fhir_bridge.outcomes import FhirError, error
 from fhir_bridge.profiles import Issue
+from fhir_bridge.route_table import TABLE
 from fhir_bridge.store import http_date_iso
 from network.geo import haversine_km
 from network.models import Credential, Organization, Professional, ProfessionalRole, Site
@@ -26,14 +27,9 @@ from network.models import Credential, Organization, Professional, ProfessionalR
 PROGRAM_KINDS = (Organization.Kind.YMCA, Organization.Kind.CARDIAC_REHAB, Organization.Kind.WELLNESS)
 _EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
-NETWORK_TYPES = ("Organization", "Location", "Practitioner", "PractitionerRole", "HealthcareService")
-SEARCH_PARAMS: dict[str, tuple[str, ...]] = {
-    "Organization": ("_id", "name", "type", "active"),
-    "Location": ("_id", "name", "near", "address-postalcode", "address-state", "organization"),
-    "Practitioner": ("_id", "name", "identifier", "active"),
-    "PractitionerRole": ("_id", "specialty", "location", "organization", "practitioner", "active"),
-    "HealthcareService": ("_id", "name", "specialty", "location", "organization", "active"),
-}
+# The network's types and their search parameters are the route table's.
+NETWORK_TYPES = tuple(served.name for served in TABLE if served.network)
+SEARCH_PARAMS: dict[str, tuple[str, ...]] = {served.name: served.search_names for served in TABLE if served.network}
 
 
 def last_modified(row) -> dt.datetime:
