@@ -81,9 +81,12 @@ TABLE: tuple[ServedType, ...] = (
     _network("Organization", _STORE | {"search"}, (_ID, _NAME, ("type", "token"), _ACTIVE)),
     _network(
         "Location", {"read", "search"},
-        (_ID, _NAME, ("near", "special"), ("address-postalcode", "string"), ("address-state", "string"), _ORGANIZATION),
+        (_ID, _NAME, ("near", "special"), ("address-postalcode", "string"), ("address-state", "string"),
+         _ORGANIZATION),
     ),
-    _network("HealthcareService", {"read", "search"}, (_ID, _NAME, _SPECIALTY, _LOCATION, _ORGANIZATION, _ACTIVE)),
+    _network(
+        "HealthcareService", {"read", "search"}, (_ID, _NAME, _SPECIALTY, _LOCATION, _ORGANIZATION, _ACTIVE)
+    ),
     _stored("Consent", _STORE),
     _stored("CarePlan", _STORE),
     _stored("RelatedPerson", _STORE),

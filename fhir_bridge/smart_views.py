@@ -86,7 +86,7 @@ def token_view(request: HttpRequest) -> JsonResponse:
 
 def smart_configuration(*, token_url: str) -> dict:
     """The body of ``/fhir/.well-known/smart-configuration`` for a Backend Services server. Its scopes are the
-    route table's types (smart_scopes.scopes_supported), so it advertises nothing the FHIR endpoint does not serve."""
+    route table's types (smart_scopes.scopes_supported): it advertises nothing the FHIR endpoint does not serve."""
     return {
         "token_endpoint": token_url,
         "grant_types_supported": ["client_credentials"],
