@@ -93,11 +93,9 @@ TABLE: tuple[ServedType, ...] = (
 )
 
 SERVED: dict[str, ServedType] = {served.name: served for served in TABLE}
-# What a transaction Bundle may carry, and what POST [type] takes: the referral (Task, ServiceRequest) and
-# everything an EHR may send beside it (SUPPORTING_TYPES).
+# What a referral's transaction Bundle may carry and intake stores, as POST [type] takes it: the referral (Task,
+# ServiceRequest) and everything an EHR may send beside it.
 BUNDLE_TYPES = frozenset(served.name for served in TABLE if "create" in served.interactions)
-REFERRAL_TYPES = frozenset({"Task", "ServiceRequest"})
-SUPPORTING_TYPES = BUNDLE_TYPES - REFERRAL_TYPES
 
 
 def answers(resource_type: str, interaction: str) -> bool:
