@@ -11,7 +11,7 @@ from fhir_bridge.codes import (
     SMART_OAUTH_URIS_EXTENSION,
 )
 from fhir_bridge.fhir import FHIR_VERSION
-from fhir_bridge.routing_facts import DAYS_PER_WEEK, MINUTES_PER_DAY, MINUTES_PER_WEEK
+from fhir_bridge.clinical_facts import DAYS_PER_WEEK, MINUTES_PER_DAY, MINUTES_PER_WEEK
 from fhir_bridge.route_table import TABLE
 from referrals.models import BusinessStatus
 
@@ -28,7 +28,7 @@ PROFILES = {
     "Goal": [f"{PA_STRUCTURE_DEFINITION}/pa-goal"],
 }
 
-# The systems and codes are routing_facts' own, so that what is documented is what routing reads.
+# The systems and codes are clinical_facts' own, so that what is documented is what routing reads.
 ROUTING_FACTS_DOCUMENTATION = (
     "What routing reads from a referral (codes only; free text is never parsed into a fact). "
     "Conditions: reasonCode, and Condition.code of each reasonReference (ICD-10-CM, SNOMED CT), mapped to condition "

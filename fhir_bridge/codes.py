@@ -2,7 +2,7 @@
 
 A URL written twice drifts (a typo in one copy silently stops a match), so modules import these names instead
 of spelling the URLs. Codes *within* a system stay with the module whose rules they belong to (profiles.py's
-value sets, routing_facts.py's PAVS codes); the systems themselves are here.
+value sets, clinical_facts.py's PAVS codes); the systems themselves are here.
 
 The hub's own code systems live under ``HUB_CODES``; the CapabilityStatement publishes them (businessStatus)
 and the README says what routing reads. The domain (``network``, ``referrals``) never imports this module: it

@@ -1,45 +1,23 @@
-"""Routing a referral that came in over FHIR: read the patient's facts from its resources, then hand them to the
-network's routing service."""
+"""Routing a new referral: hand it to the network's routing service with the patient's facts from the domain."""
 
 import logging
 
-from fhir_bridge.models import StoredResource
-from fhir_bridge.routing_facts import patient_facts
 from network.services import RoutingOutcome, referral_route
 from referrals.models import Referral, ReferralStatus
-from referrals.services import ReferralRuleError
+from referrals.services import ReferralRuleError, referral_patient_facts
 
 log = logging.getLogger(__name__)
-
-
-def referral_facts_read(*, referral: Referral):
-    """The referral's PatientFacts, from its stored ServiceRequest, Patient and supporting Observations."""
-    resources = list(StoredResource.objects.filter(referral=referral).only("resource_type", "fhir_id", "content"))
-    task = next(r.content for r in resources if r.resource_type == "Task")
-    focus = (task.get("focus") or {}).get("reference", "")
-    subject = (task.get("for") or {}).get("reference", "")
-    by_ref = {r.reference: r.content for r in resources}
-    missing = [ref for ref in (focus, subject) if ref and ref not in by_ref]
-    if missing:  # sent before the referral (a ServiceRequest or Patient created on its own)
-        for row in StoredResource.objects.filter(clinic_id=referral.clinic_id, fhir_id__in=[m.split("/")[1] for m in missing]):
-            by_ref[row.reference] = row.content
-    service_request = by_ref.get(focus, {})
-    supporting = {(r or {}).get("reference") for r in service_request.get("supportingInfo") or [] if isinstance(r, dict)}
-    observations = [content for ref, content in by_ref.items() if ref in supporting and ref.startswith("Observation/")]
-    return patient_facts(service_request=service_request, patient=by_ref.get(subject, {}), observations=observations)
 
 
 def referral_route_first(*, referral_id: int) -> RoutingOutcome | None:
     """Route a new referral once. Safe to call again: a referral already routed, or no longer requested, is
     left alone (the decline, expiry and manual-routing services move it on from there)."""
-    referral = Referral.objects.filter(pk=referral_id).first()
+    referral = Referral.objects.filter(pk=referral_id).select_related("facts").first()
     if referral is None or referral.status != ReferralStatus.REQUESTED:
         log.info("referral %s is gone or no longer requested; not routed", referral_id)
         return None
     try:
-        outcome = referral_route(
-            referral=referral, patient=referral_facts_read(referral=referral), first_only=True
-        )
+        outcome = referral_route(referral=referral, patient=referral_patient_facts(referral=referral), first_only=True)
     except ReferralRuleError as exc:  # routed already (a redelivery), or answered or cancelled meanwhile
         log.info("referral %s not routed: %s", referral_id, exc)
         return None

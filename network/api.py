@@ -18,12 +18,11 @@ from network.services import (
     RoutingOutcome,
     offer_accept,
     offer_decline,
-    patient_facts_last,
     referral_route,
     referral_route_manually,
 )
 from referrals.models import BusinessStatus, Referral
-from referrals.services import ReferralConflict, ReferralRuleError
+from referrals.services import ReferralConflict, ReferralRuleError, referral_patient_facts
 
 
 def problem(status_code: int, detail: str, **extra) -> Response:
@@ -114,7 +113,7 @@ class RerouteView(StaffView):
         referral = get_object_or_404(Referral, pk=referral_id)
         outcome = referral_route(
             referral=referral,
-            patient=patient_facts_last(referral=referral),
+            patient=referral_patient_facts(referral=referral),
             actor=f"user:{request.user.get_username()}",
         )
         return _routed(outcome)

@@ -105,6 +105,7 @@ class PatientFacts:
 
     latitude: float | None = None
     longitude: float | None = None
+    location_source: str = ""  # how latitude/longitude were found (ClinicalFacts.LocationSource); "" not placed
     postal_code: str = ""
     state: str = ""
     clearance: str | None = None
@@ -600,13 +601,18 @@ def routing_plan(
     ``only_role_ids`` limits the pool to those roles (manual routing). ``manual`` leaves out the
     already-offered constraint: an admin may offer a referral again to someone who declined it."""
     today = now.date()
-    codes = list(referral.reason_codes or [])
-    place = patient_place(
-        latitude=patient.latitude,
-        longitude=patient.longitude,
-        postal_code=patient.postal_code or referral.patient_postal_code,
-        state=patient.state,
-    )
+    codes = list(referral.facts.condition_codes)
+    if patient.location_source and patient.latitude is not None and patient.longitude is not None:
+        place = Place(
+            latitude=patient.latitude, longitude=patient.longitude, state=patient.state, source=patient.location_source
+        )
+    else:  # placed when the referral was opened, or never: a ZIP added to the code data since is not looked up
+        place = patient_place(
+            latitude=patient.latitude,
+            longitude=patient.longitude,
+            postal_code=patient.postal_code or referral.patient_postal_code,
+            state=patient.state,
+        )
     directed_references = [
         ref
         for ref in dict.fromkeys(

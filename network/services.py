@@ -38,7 +38,13 @@ from network.selectors import (
     routing_decision_latest,
 )
 from referrals.models import HUB_ORGANIZATION_REFERENCE, BusinessStatus, Referral, ReferralStatus
-from referrals.services import NoteFacts, ReferralConflict, ReferralRuleError, referral_update
+from referrals.services import (
+    NoteFacts,
+    ReferralConflict,
+    ReferralRuleError,
+    referral_patient_facts,
+    referral_update,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -224,15 +230,6 @@ def _decision_create(
         override_reason=override_reason,
         gist=gist,
     )
-
-
-def patient_facts_last(*, referral: Referral) -> PatientFacts:
-    """The facts the last routing run used: a re-run (a decline, an expiry, a coordinator) sees the same
-    patient."""
-    last = routing_decision_latest(referral_id=referral.pk)
-    if last is None or not last.patient_facts:
-        return PatientFacts(postal_code=referral.patient_postal_code)
-    return PatientFacts.from_dict(last.patient_facts)
 
 
 def _gist_record(
@@ -427,7 +424,7 @@ def _route_next(*, referral: Referral, trigger: str, now: dt.datetime) -> Routin
     change under the referral lock, so none is live now and there is no need to look."""
     if referral.status != ReferralStatus.REQUESTED:
         return None  # cancelled or answered meanwhile: nothing to route
-    patient = patient_facts_last(referral=referral)
+    patient = referral_patient_facts(referral=referral)
     return _route(referral=referral, patient=patient, trigger=trigger, actor=HUB_ACTOR, now=now)
 
 
@@ -489,7 +486,7 @@ def referral_route_manually(
     locked = _referral_lock(referral.pk)
     _check_requested(locked)
     now = timezone.now()
-    patient = patient_facts_last(referral=locked)
+    patient = referral_patient_facts(referral=locked)
     plan = routing_plan(referral=locked, patient=patient, now=now, only_role_ids=[role.pk], manual=True)
     candidate = plan.candidates[0]
     failures = list(candidate.excluded)
