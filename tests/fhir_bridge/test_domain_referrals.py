@@ -43,7 +43,6 @@ def _facts(**overrides) -> ReferralFacts:
     return ReferralFacts(**values)
 
 
-
 def _referral_task(referral) -> StoredResource:
     # The referral's own Task (offers' child Tasks are stored without the referral).
     return StoredResource.objects.get(referral=referral, resource_type="Task")
