@@ -143,7 +143,15 @@ HUB_CLIENT_RECHECK_SECONDS = env_int("HUB_CLIENT_RECHECK_SECONDS", 5)
 HUB_PUBLIC_BASE_URL = env_str("HUB_PUBLIC_BASE_URL")
 HUB_OFFER_DEADLINE_HOURS = env_int("HUB_OFFER_DEADLINE_HOURS", 48, minimum=1)
 HUB_SEARCH_DEFAULT_COUNT = 20
-HUB_SEARCH_MAX_COUNT = 200
+# What one FHIR request may carry (fhir_bridge/limits.py; the README and the CapabilityStatement list them).
+HUB_SEARCH_MAX_COUNT = env_int("HUB_SEARCH_MAX_COUNT", 200, minimum=1)
+HUB_SEARCH_MAX_OFFSET = env_int("HUB_SEARCH_MAX_OFFSET", 10_000)
+HUB_MAX_BODY_BYTES = env_int("HUB_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
+HUB_MAX_JSON_DEPTH = env_int("HUB_MAX_JSON_DEPTH", 32, minimum=8)
+HUB_MAX_BUNDLE_ENTRIES = env_int("HUB_MAX_BUNDLE_ENTRIES", 200, minimum=1)
+HUB_MAX_STRING_CHARS = env_int("HUB_MAX_STRING_CHARS", 1024 * 1024, minimum=1024)
+# Django's own cap on a body read into memory must not be the smaller one: it would answer 400 before the hub's 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = HUB_MAX_BODY_BYTES + 1
 
 # --- Celery --------------------------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_broker("CELERY_BROKER_URL", "filesystem://")

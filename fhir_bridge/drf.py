@@ -5,14 +5,14 @@ import logging
 
 import orjson
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, OperationalError, connection
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.parsers import BaseParser, FormParser
 from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from fhir_bridge import routes
+from fhir_bridge import limits, routes
 from fhir_bridge.outcomes import FhirError, error, operation_outcome
 from fhir_bridge.profiles import Issue
 from fhir_bridge.smart_tokens import AuthError, authenticate_bearer
@@ -24,10 +24,8 @@ class FhirJsonParser(BaseParser):
     media_type = "application/fhir+json"
 
     def parse(self, stream, media_type=None, parser_context=None):
-        try:
-            return orjson.loads(stream.read())
-        except orjson.JSONDecodeError as exc:
-            raise error(400, "structure", f"the body is not valid JSON: {exc}") from None
+        # Depth, string length, NUL and Bundle size are checked here, before fhir.resources ever sees the body.
+        return limits.parse_json(stream.read())
 
 
 class PlainJsonParser(FhirJsonParser):
@@ -61,12 +59,31 @@ def fhir_exception_handler(exc, context):
     if isinstance(exc, drf_exceptions.APIException):
         issue = Issue("error", "processing", "", str(exc.detail))
         return Response(operation_outcome([issue]), status=exc.status_code)
-    if isinstance(exc, DatabaseError):
-        # Nothing was written (the request's transaction rolled back); tell the client to retry, never a 500.
-        log.exception("database error while handling a FHIR request")
+    if isinstance(exc, DataError):
+        # A value the database cannot keep that the limits (limits.py) did not catch first: permanent, so never
+        # "send it again". Nothing was written (the transaction rolled back).
+        log.exception("data error while handling a FHIR request")
+        issue = Issue("error", "invalid", "", "a value in the request cannot be stored by this server; nothing was stored")
+        return Response(operation_outcome([issue]), status=422)
+    if isinstance(exc, IntegrityError):
+        log.exception("integrity error while handling a FHIR request")
+        issue = Issue("error", "conflict", "", "the request clashes with what is stored; nothing was stored")
+        return Response(operation_outcome([issue]), status=409)
+    if isinstance(exc, TRANSIENT_ERRORS):
+        # Only after FhirView's own retry failed too (a lost connection, a serialization failure, a lock timeout).
+        log.exception("transient database error while handling a FHIR request")
         issue = Issue("error", "transient", "", "the server is busy; nothing was stored, send the request again")
         return Response(operation_outcome([issue]), status=503, headers={"Retry-After": "1"})
+    if isinstance(exc, DatabaseError):
+        log.exception("database error while handling a FHIR request")
+        issue = Issue("fatal", "exception", "", "the server failed to handle the request; nothing was stored")
+        return Response(operation_outcome([issue]), status=500)
     return None
+
+
+# What a second try may cure: a lost connection, a serialization failure or deadlock (PostgreSQL), a lock that
+# did not come free in time (SQLite's "database is locked").
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 
 
 def base_urls(request) -> tuple[str, str]:
@@ -85,10 +102,12 @@ class FhirView(APIView):
     def handle_fhir(self, request, path: str = ""):
         route, params = routes.resolve(request.method, path)
         base_url, token_url = base_urls(request)
+        query = [(k, v) for k, values in request.query_params.lists() for v in values if k != "_format"]
+        limits.check_query(query)
         fhir_request = routes.FhirRequest(
             method=request.method,
             params=params,
-            query=[(k, v) for k, values in request.query_params.lists() for v in values if k != "_format"],
+            query=query,
             headers={k.lower(): v for k, v in request.headers.items()},
             base_url=base_url,
             token_url=token_url,
@@ -101,12 +120,31 @@ class FhirView(APIView):
         if request.method in ("POST", "PUT"):
             if not request.content_type.split(";")[0].strip():
                 raise error(415, "not-supported", "send the body as application/fhir+json")
+            limits.check_body_size(request.META.get("CONTENT_LENGTH"))
             fhir_request.raw_body = request.body  # read before DRF parses it, to keep it verbatim
             data = request.data
-            fhir_request.body = list(data.lists()) if hasattr(data, "lists") else data
+            if hasattr(data, "lists"):  # a form (POST [type]/_search): (name, value) pairs, as a query string gives
+                fhir_request.body = [(k, v) for k, values in data.lists() for v in values]
+                limits.check_query(fhir_request.body)
+            else:
+                fhir_request.body = data
             if request.content_type.startswith("application/x-www-form-urlencoded") and route.handler is not routes.handle_search:
                 raise error(415, "not-supported", "send the body as application/fhir+json")
-        response = route.handler(fhir_request)
+        response = self._run(route.handler, fhir_request)
         return Response(response.resource, status=response.status, headers=response.headers)
+
+    @staticmethod
+    def _run(handler, fhir_request):
+        """Call the handler; once more after a transient database error, which rolled its transaction back (each
+        handler's writes are one transaction, so a second run starts from nothing). Not inside an outer
+        transaction (a test's), where the first run's work is not undone."""
+        try:
+            return handler(fhir_request)
+        except TRANSIENT_ERRORS:
+            if connection.in_atomic_block:
+                raise
+            log.warning("transient database error; trying the request once more", exc_info=True)
+            connection.close_if_unusable_or_obsolete()
+            return handler(fhir_request)
 
     get = post = put = handle_fhir

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from fhir_bridge import limits
 from fhir_bridge.clinical_facts import clinical_facts, home_address
 from fhir_bridge.fhir import structural_issues
 from fhir_bridge.models import ConditionalCreateKey, EhrClient, InboundMessage, ResourceIdentifier, StoredResource
@@ -78,6 +79,8 @@ def validate(
         structural = structural or whole_issues or []  # what is wrong lies in the Bundle itself, not an entry
     for path, resource in resources if profiled is None else profiled:
         profile += check_resource(resource, path=path)
+        identified = isinstance(resource, dict) and resource.get("resourceType") in IDENTIFIED_TYPES
+        profile += limits.key_issues(resource, path=path, identified=identified)
     errors = [issue for issue in profile if issue.severity == "error"]
     if structural:
         # A profile issue on an element the parser already reported says the same thing twice.
@@ -221,6 +224,7 @@ def _query_key(query: str) -> str:
 def conditional_match(caller: Caller, resource_type: str, query: str, *, expression: str) -> StoredResource | None:
     """The one resource an If-None-Exist query finds, None when it finds none; 412 when it finds several."""
     criteria = parse_qsl(query, keep_blank_values=True)
+    limits.check_conditional_query(query, _query_key(query), expression=expression)
     if not criteria:
         raise error(400, "invalid", "If-None-Exist names no search parameter", expression=expression)
     try:

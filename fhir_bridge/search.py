@@ -99,8 +99,13 @@ def search_page_params(params: list[tuple[str, str]]) -> SearchPage:
                 raise error(400, "invalid", f"{name} must be a whole number", expression=name) from None
             if number < 0:
                 raise error(400, "invalid", f"{name} cannot be negative", expression=name)
+            # Over the limit is refused rather than cut: a client paging with a large _offset would otherwise
+            # make the database skip that many rows on every page.
+            limit = settings.HUB_SEARCH_MAX_COUNT if name == "_count" else settings.HUB_SEARCH_MAX_OFFSET
+            if number > limit:
+                raise error(400, "too-costly", f"{name} may be at most {limit}", expression=name)
             if name == "_count":
-                page.count = min(number, settings.HUB_SEARCH_MAX_COUNT)
+                page.count = number
             else:
                 page.offset = number
     return page
