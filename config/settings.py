@@ -10,7 +10,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_broker, env_database, env_int, env_list, env_str
+from config.env import env_bool, env_broker, env_database, env_int, env_list, env_str, generated_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # `make run` writes a .env (DEBUG=true) so that every manage.py command in this checkout runs like the embedded
@@ -24,7 +24,9 @@ SECRET_KEY = env_str("SECRET_KEY")
 if SECRET_KEY is None:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    SECRET_KEY = "insecure-embedded-run-only-never-in-production"  # noqa: S105 - only ever used with DEBUG on
+    # The embedded run makes its own on first start and keeps it (0600) under .var/: never a constant in the
+    # repository, or anyone could sign access tokens for a `make run` hub's clients.
+    SECRET_KEY = generated_secret(VAR_DIR / "secret-key")
 elif len(SECRET_KEY) < 32 and not DEBUG:
     raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters long")
 
