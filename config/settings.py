@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "axes",
     "network",
     "referrals",
     "fhir_bridge",
@@ -54,6 +55,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.csp.ContentSecurityPolicyMiddleware",
+    # Last, as django-axes asks: it answers a locked-out sign-in (429) after the login view has run.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -113,6 +117,32 @@ _proxy_header = env_str("SECURE_PROXY_SSL_HEADER_NAME")
 SECURE_PROXY_SSL_HEADER = (_proxy_header, "https") if _proxy_header else None
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
+# Argon2id first: new and changed passwords are hashed with it; PBKDF2 hashes still verify and are upgraded at the
+# next sign-in.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+
+# Sign-in lockout (django-axes) on every login that goes through Django's authenticate(): the admin's and any web
+# login. After HUB_LOGIN_FAILURE_LIMIT failures for one username from one address, that pair is refused (429) for
+# HUB_LOGIN_COOLOFF_MINUTES, even with the right password; a success resets the count. Keyed on the pair, not the
+# address alone, so that one clinic behind a NAT does not lock its colleagues out.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("HUB_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env_int("HUB_LOGIN_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLED = env_bool("HUB_LOGIN_LOCKOUT", True)
+
+# The token endpoint's limit (fhir_bridge/token_limits.py), counted in the cache below.
+HUB_TOKEN_LIMIT_PER_CLIENT = env_int("HUB_TOKEN_LIMIT_PER_CLIENT", 30, minimum=1)
+HUB_TOKEN_LIMIT_PER_IP = env_int("HUB_TOKEN_LIMIT_PER_IP", 120, minimum=1)
+HUB_TOKEN_LIMIT_WINDOW_SECONDS = env_int("HUB_TOKEN_LIMIT_WINDOW_SECONDS", 60, minimum=1)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -168,6 +198,11 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_broker_dir / "control"),  # kombu's default is ./control, in the working tree
         "store_processed": False,
     }
+# Counters that every web process must share (the token endpoint's limit) live in Redis when the broker is Redis;
+# the embedded run is one web process, and keeps them in its memory.
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CELERY_BROKER_URL,
+                          "KEY_PREFIX": "hub"}}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -4,6 +4,7 @@ from django.urls import include, path, re_path
 
 from fhir_bridge.drf import FhirView
 from fhir_bridge.smart_views import token_view
+from fhir_bridge.token_limits import token_rate_limited
 
 
 def healthz(request):
@@ -13,7 +14,7 @@ def healthz(request):
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz),
-    path("auth/token", token_view, name="smart-token"),
+    path("auth/token", token_rate_limited(token_view), name="smart-token"),
     path("api/admin/", include("network.urls")),
     re_path(r"^fhir/?$", FhirView.as_view(), name="fhir-base"),
     re_path(r"^fhir/(?P<path>.+)$", FhirView.as_view(), name="fhir"),
