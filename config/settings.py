@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "referrals",
     "fhir_bridge",
     "notifications",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -56,6 +57,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.csp.ContentSecurityPolicyMiddleware",
+    # One audit row per request to the coordinators' API and per admin page of referral data (audit/).
+    "audit.middleware.AuditMiddleware",
     # Last, as django-axes asks: it answers a locked-out sign-in (429) after the login view has run.
     "axes.middleware.AxesMiddleware",
 ]

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from fhir_bridge import limits, routes
+from fhir_bridge.audit_fhir import fhir_access_record
 from fhir_bridge.outcomes import FhirError, error, operation_outcome
 from fhir_bridge.profiles import Issue
 from fhir_bridge.smart_tokens import AuthError, authenticate_bearer
@@ -99,11 +100,19 @@ class FhirView(APIView):
     authentication_classes = []
     permission_classes = []
 
+    # What the audit row needs, filled in as handle_fhir learns it (a request refused early has less of it).
+    _route = None
+    _params: dict = {}
+    _grant = None
+    _query: list = []
+
     def handle_fhir(self, request, path: str = ""):
         route, params = routes.resolve(request.method, path)
+        self._route, self._params = route, params
         base_url, token_url = base_urls(request)
         query = [(k, v) for k, values in request.query_params.lists() for v in values if k != "_format"]
         limits.check_query(query)
+        self._query = query
         fhir_request = routes.FhirRequest(
             method=request.method,
             params=params,
@@ -114,7 +123,7 @@ class FhirView(APIView):
         )
         if not route.public:
             try:
-                fhir_request.grant = authenticate_bearer(request.headers.get("Authorization"))
+                fhir_request.grant = self._grant = authenticate_bearer(request.headers.get("Authorization"))
             except AuthError as exc:
                 raise error(401, "login", str(exc), headers={"WWW-Authenticate": 'Bearer realm="fhir"'}) from None
         if request.method in ("POST", "PUT"):
@@ -130,8 +139,17 @@ class FhirView(APIView):
                 fhir_request.body = data
             if request.content_type.startswith("application/x-www-form-urlencoded") and route.handler is not routes.handle_search:
                 raise error(415, "not-supported", "send the body as application/fhir+json")
+        if isinstance(fhir_request.body, list):
+            self._query = query + fhir_request.body
         response = self._run(route.handler, fhir_request)
         return Response(response.resource, status=response.status, headers=response.headers)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        # Every answer, a refusal included, leaves its one audit row: after the handler's transaction has ended.
+        response = super().finalize_response(request, response, *args, **kwargs)
+        fhir_access_record(request=request, response=response, route=self._route, params=self._params,
+                           grant=self._grant, query=self._query)
+        return response
 
     @staticmethod
     def _run(handler, fhir_request):

@@ -38,6 +38,9 @@ class ServedType:
     search_params: tuple[tuple[str, str], ...] = ()
     includes: tuple[str, ...] = ()  # the _include values search answers, as "Type:param"
     network: bool = False
+    # Granted to a client registered without --scope, and covered by system/*.x. AuditEvent is not: reading the
+    # trail of who read what needs its own scope, given on purpose.
+    by_default: bool = True
 
     @property
     def search_names(self) -> tuple[str, ...]:
@@ -90,6 +93,13 @@ TABLE: tuple[ServedType, ...] = (
     _stored("Consent", _STORE),
     _stored("CarePlan", _STORE),
     _stored("RelatedPerson", _STORE),
+    # The audit trail (audit/, served by audit_fhir.py): the client's own clinic's rows, as IHE BALP AuditEvents.
+    ServedType(
+        "AuditEvent", frozenset({"read", "search"}),
+        (("_id", "token"), ("date", "date"), ("agent", "token"), ("entity-type", "token"), ("action", "token"),
+         ("outcome", "token")),
+        by_default=False,
+    ),
 )
 
 SERVED: dict[str, ServedType] = {served.name: served for served in TABLE}

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.http import http_date
 
-from fhir_bridge import capability, intake, network_fhir, route_table
+from fhir_bridge import audit_fhir, capability, intake, network_fhir, route_table
 from fhir_bridge.codes import LOCATION_DISTANCE_EXTENSION, UCUM_SYSTEM
 from fhir_bridge.models import ResourceVersion, StoredResource
 from fhir_bridge.outcomes import FhirError, error, not_found
@@ -155,6 +155,8 @@ def handle_read(request: FhirRequest) -> FhirResponse:
     resource_type = request.params["type"]
     _supported(resource_type, "read")
     request.check_scope(resource_type, "read")
+    if resource_type == "AuditEvent":
+        return FhirResponse(200, audit_fhir.audit_read(clinic_id=request.clinic_id, fhir_id=request.params["id"]))
     if resource_type in network_fhir.NETWORK_TYPES:
         member = network_fhir.network_read(resource_type, request.params["id"])
         if member is not None:
@@ -212,6 +214,9 @@ def handle_search(request: FhirRequest) -> FhirResponse:
     params = list(request.query)
     if request.method == "POST" and isinstance(request.body, list):
         params += request.body  # form-encoded _search
+    if resource_type == "AuditEvent":
+        return FhirResponse(200, audit_fhir.audit_search(clinic_id=request.clinic_id, base_url=request.base_url,
+                                                         params=params))
     if resource_type in network_fhir.NETWORK_TYPES:
         return _network_search(request, resource_type, params)
     page = search(clinic_id=request.clinic_id, resource_type=resource_type, params=params)

@@ -1,0 +1,195 @@
+"""The audit trail at the FHIR edge: recording each request the adapter answers (one row, one INSERT), and
+serving the trail as FHIR AuditEvent in the IHE Basic Audit Log Patterns (BALP) shape to a client granted
+``system/AuditEvent.rs`` (no client has it by default: route_table marks AuditEvent ``by_default=False``).
+
+References: https://profiles.ihe.net/ITI/BALP/ (RESTful activity: Create, Read, Update, Query),
+https://hl7.org/fhir/R4/auditevent.html.
+"""
+
+import base64
+from urllib.parse import urlencode, urlsplit
+
+from audit.models import Access
+from audit.services import access_record, client_ip
+from fhir_bridge.outcomes import error, not_found
+from fhir_bridge.search import _parse_instant, page_links, search_page_params
+from fhir_bridge.store import http_date_iso
+
+_INTERACTIONS = {
+    "handle_transaction": "transaction", "handle_search": "search", "handle_create": "create",
+    "handle_read": "read", "handle_vread": "vread", "handle_history": "history", "handle_update": "update",
+}
+_METHOD_GUESS = {"GET": "read", "POST": "create", "PUT": "update", "DELETE": "delete"}
+
+
+def _clean(text: str) -> str:
+    return text.replace("\x00", "\\u0000")  # PostgreSQL cannot store U+0000; a refused request may carry one
+
+
+def _created(response) -> tuple[str, str]:
+    """Type and id of what a create or transaction made, read from what the response already carries."""
+    location = response.headers.get("Location", "") if hasattr(response, "headers") else ""
+    if location:
+        parts = urlsplit(location).path.split("/")
+        if "_history" in parts:
+            parts = parts[: parts.index("_history")]
+        if len(parts) >= 2:
+            return parts[-2], parts[-1]
+    data = getattr(response, "data", None)
+    if isinstance(data, dict) and data.get("type") == "transaction-response":
+        for entry in data.get("entry") or []:
+            location = (entry.get("response") or {}).get("location", "")
+            if location.startswith("Task/"):
+                return "Task", location.split("/")[1]
+    return "", ""
+
+
+def fhir_access_record(*, request, response, route, params: dict, grant, query: list[tuple[str, str]]) -> None:
+    """One audit row for one /fhir request (public routes, which carry no PHI, leave none). ``route`` is None
+    when the path matched no route; ``grant`` None when the token was refused."""
+    if route is not None and route.public:
+        return
+    interaction = _INTERACTIONS.get(route.handler.__name__, "") if route else ""
+    interaction = interaction or _METHOD_GUESS.get(request.method, request.method.lower())
+    entity_type, entity_id = params.get("type", ""), params.get("id", "")
+    if interaction == "transaction":
+        entity_type = "Bundle"
+    if interaction in ("create", "transaction") and response.status_code < 300:
+        made_type, made_id = _created(response)
+        entity_type, entity_id = made_type or entity_type, made_id
+    if interaction == "vread":
+        entity_id = f"{entity_id}/_history/{params.get('vid', '')}"[:64]
+    text = urlencode(query) if interaction == "search" else request.META.get("QUERY_STRING", "")
+    access_record(
+        channel=Access.Channel.FHIR, interaction=interaction, method=request.method, path=_clean(request.path),
+        status=response.status_code, source_ip=client_ip(request.META),
+        agent_client=grant.client.client_id if grant else "", clinic_id=grant.client.clinic_id if grant else None,
+        entity_type=_clean(entity_type), entity_id=_clean(entity_id), query=_clean(text),
+    )
+
+
+# --- AuditEvent ------------------------------------------------------------------------------------------------
+
+_BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/"
+_PROFILES = {"create": "IHE.BasicAudit.Create", "update": "IHE.BasicAudit.Update", "search": "IHE.BasicAudit.Query",
+             "read": "IHE.BasicAudit.Read", "vread": "IHE.BasicAudit.Read", "history": "IHE.BasicAudit.Read"}
+_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_CLIENT_ID_SYSTEM = "http://exercise-referral-hub.org/fhir/sid/ehr-client-id"
+_USER_SYSTEM = "http://exercise-referral-hub.org/fhir/sid/hub-user"
+
+
+def _outcome(status: int) -> str:
+    return "0" if status < 400 else ("4" if status < 500 else "8")  # success, minor failure, serious failure
+
+
+def audit_event(row: Access) -> dict:
+    """One audit row as a FHIR R4 AuditEvent, in the BALP RESTful shape."""
+    if row.agent_client:
+        who = {"identifier": {"system": _CLIENT_ID_SYSTEM, "value": row.agent_client}}
+    elif row.agent_user:
+        who = {"identifier": {"system": _USER_SYSTEM, "value": row.agent_user}}
+    else:
+        who = {"display": "unauthenticated caller"}
+    client = {
+        "type": {"coding": [{"system": _DCM, "code": "110153", "display": "Source Role ID"}]},
+        "who": who,
+        "requestor": True,
+    }
+    if row.source_ip:
+        client["network"] = {"address": row.source_ip, "type": "2"}  # 2: IP address
+    server = {
+        "type": {"coding": [{"system": _DCM, "code": "110152", "display": "Destination Role ID"}]},
+        "who": {"display": "Exercise-referral hub"},
+        "requestor": False,
+    }
+    entities = []
+    if row.entity_type and row.entity_id:
+        entities.append({
+            "what": {"reference": f"{row.entity_type}/{row.entity_id}"},
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2",
+                     "display": "System Object"},
+            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4",
+                     "display": "Domain Resource"},
+        })
+    if row.interaction == "search" or (row.query and not entities):
+        entities.append({
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2",
+                     "display": "System Object"},
+            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24", "display": "Query"},
+            "description": f"{row.method} {row.path}",
+            "query": base64.b64encode(f"{row.path}?{row.query}".encode()).decode(),
+        })
+    event = {
+        "resourceType": "AuditEvent",
+        "id": str(row.pk),
+        "meta": {"versionId": "1", "lastUpdated": http_date_iso(row.recorded_at)},
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
+                 "display": "Restful Operation"},
+        "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": row.interaction}],
+        "action": row.action,
+        "recorded": http_date_iso(row.recorded_at),
+        "outcome": _outcome(row.status),
+        "outcomeDesc": f"HTTP {row.status}",
+        "agent": [client, server],
+        "source": {
+            "observer": {"display": "Exercise-referral hub"},
+            "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4",
+                      "display": "Application Server"}],
+        },
+    }
+    if row.interaction in _PROFILES:
+        event["meta"]["profile"] = [_BALP + _PROFILES[row.interaction]]
+    if entities:
+        event["entity"] = entities
+    return event
+
+
+def _visible(clinic_id: int):
+    """An EHR auditor reads its own clinic's trail."""
+    return Access.objects.filter(clinic_id=clinic_id)
+
+
+def audit_read(*, clinic_id: int, fhir_id: str) -> dict:
+    row = _visible(clinic_id).filter(pk=int(fhir_id)).first() if fhir_id.isdigit() else None
+    if row is None:
+        raise not_found("AuditEvent", fhir_id)
+    return audit_event(row)
+
+
+def audit_search(*, clinic_id: int, base_url: str, params: list[tuple[str, str]]) -> dict:
+    """Search the trail: ``_id``, ``date`` (ge/le/gt/lt/eq prefixes), ``agent`` (a client_id), ``entity-type``,
+    ``action``, ``outcome`` (0, 4, 8), paged by ``_count``/``_offset``; newest first."""
+    page = search_page_params(params)
+    rows = _visible(clinic_id)
+    for name, raw in params:
+        if name in ("_count", "_offset"):
+            continue
+        if name == "_id":
+            rows = rows.filter(pk__in=[int(v) for v in raw.split(",") if v.isdigit()])
+        elif name == "date":
+            lookup, moment = _parse_instant(name, raw)
+            rows = rows.filter(**{f"recorded_at__{lookup}": moment})
+        elif name == "agent":
+            rows = rows.filter(agent_client__in=raw.split(","))
+        elif name == "entity-type":
+            rows = rows.filter(entity_type__in=raw.split(","))
+        elif name == "action":
+            rows = rows.filter(action__in=raw.split(","))
+        elif name == "outcome":
+            statuses = {"0": (0, 399), "4": (400, 499), "8": (500, 599)}
+            if raw not in statuses:
+                raise error(400, "invalid", "outcome is 0, 4 or 8", expression="outcome")
+            rows = rows.filter(status__range=statuses[raw])
+        else:
+            raise error(400, "not-supported", f"search parameter {name!r} is not supported for AuditEvent",
+                        expression=name)
+    page.total = rows.count()
+    window = list(rows.order_by("-recorded_at", "-id")[page.offset: page.offset + page.count]) if page.count else []
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": page.total,
+        "link": page_links(base_url, "AuditEvent", params, page),
+        "entry": [{"fullUrl": f"{base_url}/AuditEvent/{row.pk}", "resource": audit_event(row),
+                   "search": {"mode": "match"}} for row in window],
+    }
