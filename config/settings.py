@@ -206,6 +206,13 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CELERY_BROKER_URL,
                           "KEY_PREFIX": "hub"}}
+# Redis hands a message that was taken but not acknowledged to another worker after visibility_timeout; with
+# acks_late, a task still running then would run twice at once, and one that outlived it could be lost to a
+# restart. So it stays well above the longest task's time limit (300 s, the beat's sweeps;
+# tests/config/test_celery.py checks every task against it).
+HUB_BROKER_VISIBILITY_TIMEOUT = env_int("HUB_BROKER_VISIBILITY_TIMEOUT", 3600, minimum=600)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": HUB_BROKER_VISIBILITY_TIMEOUT}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
