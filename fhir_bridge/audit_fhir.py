@@ -144,13 +144,18 @@ def audit_event(row: Access) -> dict:
     return event
 
 
+def _row_id(text: str) -> bool:
+    """Whether ``text`` can be a row id: digits within a 64-bit key (SQLite cannot even compare a larger one)."""
+    return text.isdigit() and len(text) <= 18
+
+
 def _visible(clinic_id: int):
     """An EHR auditor reads its own clinic's trail."""
     return Access.objects.filter(clinic_id=clinic_id)
 
 
 def audit_read(*, clinic_id: int, fhir_id: str) -> dict:
-    row = _visible(clinic_id).filter(pk=int(fhir_id)).first() if fhir_id.isdigit() else None
+    row = _visible(clinic_id).filter(pk=int(fhir_id)).first() if _row_id(fhir_id) else None
     if row is None:
         raise not_found("AuditEvent", fhir_id)
     return audit_event(row)
@@ -165,7 +170,7 @@ def audit_search(*, clinic_id: int, base_url: str, params: list[tuple[str, str]]
         if name in ("_count", "_offset"):
             continue
         if name == "_id":
-            rows = rows.filter(pk__in=[int(v) for v in raw.split(",") if v.isdigit()])
+            rows = rows.filter(pk__in=[int(v) for v in raw.split(",") if _row_id(v)])
         elif name == "date":
             lookup, moment = _parse_instant(name, raw)
             rows = rows.filter(**{f"recorded_at__{lookup}": moment})

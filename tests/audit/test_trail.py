@@ -210,6 +210,8 @@ def test_audit_events_are_served_only_to_a_granted_client_and_only_its_clinics(f
 
     one = auditor.get(f"AuditEvent/{read['id']}")
     assert json_of(one)["id"] == read["id"]
+    assert auditor.get("AuditEvent/" + "9" * 40).status_code == 404
+    assert json_of(auditor.get("AuditEvent", _id="9" * 40))["total"] == 0
     outsiders_row = Access.objects.get(agent_client=outsider_client_id(outsider))
     assert auditor.get(f"AuditEvent/{outsiders_row.pk}").status_code == 404
 
