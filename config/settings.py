@@ -167,6 +167,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "fhir_bridge.drf.fhir_exception_handler",
+    # For the JSON APIs: DRF's, but deep nesting is a 400, not a RecursionError (config/parsers.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "config.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
 }
 
 # --- SMART Backend Services ----------------------------------------------------------------------------------------

@@ -220,3 +220,15 @@ def outsider_client_id(fhir_client: FhirClient) -> str:
     import jwt
 
     return jwt.decode(fhir_client.token, options={"verify_signature": False})["sub"]
+
+
+def test_a_deeply_nested_body_to_the_coordinators_api_is_a_400_and_on_the_record(staff, fhir):
+    fhir.post("", scenario2_bundle(identifier="audit-deep"))
+    referral = Referral.objects.get()
+    body = '{"role":' + "[" * 5000 + "]" * 5000 + "}"
+
+    before = Access.objects.count()
+    response = staff.post(f"/api/admin/referrals/{referral.pk}/route", body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert _one_row(before).status == 400
