@@ -363,12 +363,14 @@ def _bundle_entries(bundle: dict) -> list[dict]:
             issues.append(
                 Issue("error", "value", f"{path}.request.url", f"request.url must be the resource type {resource_type!r}")
             )
-        if resource_type not in BUNDLE_TYPES:
+        if not isinstance(resource_type, str) or resource_type not in BUNDLE_TYPES:  # a list is not hashable
             issues.append(
                 Issue("error", "not-supported", f"{path}.resource.resourceType", f"{resource_type!r} is not taken here")
             )
         full_url = entry.get("fullUrl")
-        if full_url is not None:
+        if full_url is not None and not isinstance(full_url, str):
+            issues.append(Issue("error", "structure", f"{path}.fullUrl", "fullUrl must be a string (a URI)"))
+        elif full_url is not None:
             if full_url in full_urls:
                 issues.append(Issue("error", "duplicate", f"{path}.fullUrl", f"fullUrl {full_url!r} is used twice"))
             full_urls.add(full_url)

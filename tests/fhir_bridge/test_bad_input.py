@@ -215,3 +215,20 @@ def test_a_transient_error_is_retried_once_by_the_hub_before_503(fhir, monkeypat
 
     assert (response.status_code, len(calls)) == (status, 2)
     assert ("Retry-After" in response.headers) == (status == 503)
+
+
+@pytest.mark.parametrize("element, value", [("resourceType", ["Task"]), ("fullUrl", ["urn:uuid:x"]),
+                                            ("fullUrl", {"a": 1})])
+def test_a_bundle_entry_with_a_list_where_a_string_belongs_is_refused(fhir, element, value):
+    # Found by the property tests: these were unhashable in a set lookup, a 500.
+    bundle = scenario2_bundle(identifier="wrong-type")
+    if element == "resourceType":
+        bundle["entry"][1]["resource"]["resourceType"] = value
+    else:
+        bundle["entry"][1]["fullUrl"] = value
+
+    response = fhir.post("", bundle)
+
+    assert 400 <= response.status_code < 500
+    assert json_of(response)["resourceType"] == "OperationOutcome"
+    assert Referral.objects.count() == 0
