@@ -3,7 +3,7 @@
 import ipaddress
 import logging
 
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 
 from audit.models import Access
 
@@ -34,8 +34,9 @@ def access_record(
     """Write one audit row (one INSERT, no reads). ``interaction`` is FHIR's (read, vread, history, search,
     create, update, transaction) or a coordinator's command; ``status`` the HTTP status answered.
 
-    Called after the request's own transaction has ended, so a refused or rolled-back request is recorded too.
-    A database that cannot take the row is logged, never turned into the client's error.
+    Called inside the transaction of the request's work (one commit for both), or after it rolled back for a
+    refusal. Inside a transaction a failed INSERT is raised: the work rolls back with it rather than commit
+    unaudited (fail closed). Outside one, it is logged, never turned into the client's error.
     """
     try:
         return Access.objects.create(
@@ -54,5 +55,7 @@ def access_record(
             status=status,
         )
     except DatabaseError:
+        if connection.in_atomic_block:
+            raise
         log.exception("could not write the audit row for %s %s", method, path)
         return None

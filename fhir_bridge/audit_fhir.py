@@ -26,16 +26,15 @@ def _clean(text: str) -> str:
     return text.replace("\x00", "\\u0000")  # PostgreSQL cannot store U+0000; a refused request may carry one
 
 
-def _created(response) -> tuple[str, str]:
+def _created(headers, data) -> tuple[str, str]:
     """Type and id of what a create or transaction made, read from what the response already carries."""
-    location = response.headers.get("Location", "") if hasattr(response, "headers") else ""
+    location = (headers or {}).get("Location", "")
     if location:
         parts = urlsplit(location).path.split("/")
         if "_history" in parts:
             parts = parts[: parts.index("_history")]
         if len(parts) >= 2:
             return parts[-2], parts[-1]
-    data = getattr(response, "data", None)
     if isinstance(data, dict) and data.get("type") == "transaction-response":
         for entry in data.get("entry") or []:
             location = (entry.get("response") or {}).get("location", "")
@@ -44,9 +43,11 @@ def _created(response) -> tuple[str, str]:
     return "", ""
 
 
-def fhir_access_record(*, request, response, route, params: dict, grant, query: list[tuple[str, str]]) -> None:
-    """One audit row for one /fhir request (public routes, which carry no PHI, leave none). ``route`` is None
-    when the path matched no route; ``grant`` None when the token was refused."""
+def fhir_access_record(*, request, status: int, headers, data, route, params: dict, grant,
+                       query: list[tuple[str, str]]) -> None:
+    """One audit row for one /fhir request (public routes, which carry no PHI, leave none): ``status``,
+    ``headers`` and ``data`` are what is answered. ``route`` is None when the path matched no route; ``grant``
+    None when the token was refused."""
     if route is not None and route.public:
         return
     interaction = _INTERACTIONS.get(route.handler.__name__, "") if route else ""
@@ -54,15 +55,15 @@ def fhir_access_record(*, request, response, route, params: dict, grant, query: 
     entity_type, entity_id = params.get("type", ""), params.get("id", "")
     if interaction == "transaction":
         entity_type = "Bundle"
-    if interaction in ("create", "transaction") and response.status_code < 300:
-        made_type, made_id = _created(response)
+    if interaction in ("create", "transaction") and status < 300:
+        made_type, made_id = _created(headers, data)
         entity_type, entity_id = made_type or entity_type, made_id
     if interaction == "vread":
         entity_id = f"{entity_id}/_history/{params.get('vid', '')}"[:64]
     text = urlencode(query) if interaction == "search" else request.META.get("QUERY_STRING", "")
     access_record(
         channel=Access.Channel.FHIR, interaction=interaction, method=request.method, path=_clean(request.path),
-        status=response.status_code, source_ip=client_ip(request.META),
+        status=status, source_ip=client_ip(request.META),
         agent_client=grant.client.client_id if grant else "", clinic_id=grant.client.clinic_id if grant else None,
         entity_type=_clean(entity_type), entity_id=_clean(entity_id), query=_clean(text),
     )

@@ -5,7 +5,7 @@ import logging
 
 import orjson
 from django.conf import settings
-from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, OperationalError, connection
+from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.parsers import BaseParser, FormParser
 from rest_framework.renderers import BaseRenderer
@@ -141,28 +141,42 @@ class FhirView(APIView):
                 raise error(415, "not-supported", "send the body as application/fhir+json")
         if isinstance(fhir_request.body, list):
             self._query = query + fhir_request.body
-        response = self._run(route.handler, fhir_request)
+        response = self._run(request, route.handler, fhir_request)
         return Response(response.resource, status=response.status, headers=response.headers)
 
     def finalize_response(self, request, response, *args, **kwargs):
         # Every answer, a refusal included, leaves its one audit row: after the handler's transaction has ended.
         response = super().finalize_response(request, response, *args, **kwargs)
-        fhir_access_record(request=request, response=response, route=self._route, params=self._params,
-                           grant=self._grant, query=self._query)
+        if not self._audited:  # a refusal: its own row, after the handler's transaction rolled back
+            fhir_access_record(request=request, status=response.status_code, headers=response.headers,
+                               data=getattr(response, "data", None), route=self._route, params=self._params,
+                               grant=self._grant, query=self._query)
         return response
 
-    @staticmethod
-    def _run(handler, fhir_request):
-        """Call the handler; once more after a transient database error, which rolled its transaction back (each
-        handler's writes are one transaction, so a second run starts from nothing). Not inside an outer
-        transaction (a test's), where the first run's work is not undone."""
-        try:
-            return handler(fhir_request)
-        except TRANSIENT_ERRORS:
-            if connection.in_atomic_block:
+    _audited = False
+
+    def _run(self, request, handler, fhir_request):
+        """Call the handler in one transaction with its audit row, so that an answered request costs one commit
+        (the handler's own atomic blocks become savepoints). Once more after a transient database error, which
+        rolled it all back, so a second run starts from nothing; not inside an outer transaction (a test's),
+        where the first run's work is not undone."""
+        for attempt in (1, 2):
+            try:
+                with transaction.atomic():
+                    response = handler(fhir_request)
+                    fhir_access_record(request=request, status=response.status, headers=response.headers,
+                                       data=response.resource, route=self._route, params=self._params,
+                                       grant=self._grant, query=self._query)
+                    self._audited = True
+                return response
+            except TRANSIENT_ERRORS:
+                self._audited = False
+                if attempt == 2 or connection.in_atomic_block:
+                    raise
+                log.warning("transient database error; trying the request once more", exc_info=True)
+                connection.close_if_unusable_or_obsolete()
+            except BaseException:
+                self._audited = False
                 raise
-            log.warning("transient database error; trying the request once more", exc_info=True)
-            connection.close_if_unusable_or_obsolete()
-            return handler(fhir_request)
 
     get = post = put = handle_fhir
