@@ -381,10 +381,6 @@ class Offer(models.Model):
             models.Index(fields=["role", "status"], name="offer_role_status"),
             # Continuity: the accepted offers of a practice (network/routing.py::_history).
             models.Index(fields=["organization", "status"], name="offer_organization_status"),
-            # Consumer: network.services.offers_expire_due (Celery task network.expire_offers).
-            models.Index(
-                fields=["deadline"], condition=Q(status="requested"), name="offer_requested_deadline"
-            ),
         ]
 
     def __str__(self):

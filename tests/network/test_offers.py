@@ -2,10 +2,8 @@
 routing keeps the hard constraints unless a reason is recorded."""
 
 import datetime as dt
-import json
 
 import pytest
-from django.utils import timezone
 
 from network.models import Offer, OfferEvent, OfferStatus, RoutingDecision
 from network.selectors import role_active_case_count, routing_explain
@@ -18,12 +16,10 @@ from network.services import (
     offer_changed,
     offer_decline,
     offer_expire,
-    offers_expire_due,
     referral_offers_cancel,
     referral_route,
     referral_route_manually,
 )
-from network.tasks import expire_offers
 from referrals.models import BusinessStatus, Referral, ReferralStatus
 from referrals.services import ReferralRuleError
 from tests.network.conftest import CARDIAC_PATIENT
@@ -111,27 +107,6 @@ def test_an_exhausted_list_goes_to_the_manual_queue(referral, three_roles):
     assert outcome.decision.summary["excluded"] == {"already-offered": 3}
     assert "a coordinator will route" in outcome.gist
     assert len(routing_explain(referral_id=referral.pk)) == 4
-
-
-def test_the_sweep_expires_only_due_offers_and_routes_on(clinic, three_roles):
-    due = referral_route(referral=referral_make(clinic), patient=CARDIAC_PATIENT).offer
-    fresh = referral_route(referral=referral_make(clinic), patient=CARDIAC_PATIENT).offer
-    Offer.objects.filter(pk=due.pk).update(deadline=timezone.now() - dt.timedelta(minutes=1))
-
-    assert offers_expire_due(now=timezone.now()) == 1
-    assert offers_expire_due(now=timezone.now()) == 0  # running it again is harmless
-
-    assert Offer.objects.get(pk=due.pk).status == OfferStatus.EXPIRED
-    assert Offer.objects.get(pk=fresh.pk).status == OfferStatus.REQUESTED
-    assert Offer.objects.filter(referral_id=due.referral_id, status=OfferStatus.REQUESTED).count() == 1
-
-
-def test_the_celery_task_runs_the_sweep(referral, three_roles):
-    offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
-    Offer.objects.filter(pk=offer.pk).update(deadline=timezone.now() - dt.timedelta(seconds=1))
-    assert expire_offers.name == "network.expire_offers"
-    assert json.loads(json.dumps(expire_offers.apply().get())) == 1
-    assert Offer.objects.get(pk=offer.pk).status == OfferStatus.EXPIRED
 
 
 def test_an_answered_offer_cannot_be_answered_again(referral, three_roles):
