@@ -66,12 +66,12 @@ def emails_queue(
 # --- What a notification says -------------------------------------------------------------------------------
 
 
-def subscription_matches(subscription: Subscription, *, referral, task_id: str) -> bool:
-    """Does a change to ``referral`` pass the subscription's Task-topic filters? Each key must match one of its
-    values; a key this hub does not filter on (``_lastUpdated``) passes."""
+def subscription_matches(subscription: Subscription, *, referral, status: str, task_id: str) -> bool:
+    """Does a change to ``referral`` that left it in ``status`` pass the subscription's Task-topic filters? Each
+    key must match one of its values; a key this hub does not filter on (``_lastUpdated``) passes."""
     facts = {
         "_id": [task_id, f"Task/{task_id}"],
-        "status": [referral.status],
+        "status": [status],
         "requester": [referral.requester_reference],
         "owner": [referral.owner_reference],
         "code": [referral.service_code, f"{referral.service_system}|{referral.service_code}"],
@@ -104,6 +104,21 @@ def notification_render(*, subscription: Subscription, number: int, event, task:
             "event": {"kind": event.kind, "from": event.from_status, "to": event.to_status, "at": event.at.isoformat()},
         },
         sort_keys=True,
+    )
+
+
+def _status_after(event) -> str:
+    """The referral's status as ``event`` left it: the referral may have moved on by fan-out time. A note
+    carries none of its own: the status of the last event before it that did."""
+    if event.to_status:
+        return event.to_status
+    return (
+        ReferralEvent.objects.filter(referral_id=event.referral_id, id__lt=event.pk)
+        .exclude(to_status="")
+        .order_by("-id")
+        .values_list("to_status", flat=True)
+        .first()
+        or ""
     )
 
 
@@ -140,8 +155,9 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
             if referral is None:
                 continue
             task_id = tasks.get(referral.pk, ("", 0))[0]
+            status = _status_after(event)
             for sub in subscriptions.get(referral.clinic_id, []):
-                if subscription_matches(sub, referral=referral, task_id=task_id):
+                if subscription_matches(sub, referral=referral, status=status, task_id=task_id):
                     matches.append((event, sub.pk))
         deliveries = []
         if matches:
