@@ -205,7 +205,7 @@ def delivery_attempt(*, delivery_id: int, now: dt.datetime) -> str:
     Delivered: done. Failed: the next attempt is scheduled with backoff and jitter, or, at
     HUB_DELIVERY_MAX_ATTEMPTS, the row is dead-lettered. A delivery already delivered or dead is not sent."""
     delivery = (
-        Delivery.objects.select_for_update().select_related("subscription").filter(pk=delivery_id).first()
+        Delivery.objects.select_for_update(of=("self",)).select_related("subscription").filter(pk=delivery_id).first()
     )
     if delivery is None or delivery.state != Delivery.State.PENDING:
         return f"delivery {delivery_id} is {delivery.state if delivery else 'gone'}"

@@ -135,10 +135,12 @@ def test_task_names_and_queues_are_explicit():
 
 
 @pytest.mark.postgres
+@pytest.mark.skipif(
+    not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
+    reason="needs PostgreSQL's concurrent writers (set DATABASE_URL)",
+)
 @pytest.mark.django_db(transaction=True)
 def test_two_sweeps_at_the_same_moment_claim_each_row_once(dispatched):
-    if not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
-        pytest.skip("needs PostgreSQL's concurrent writers (set DATABASE_URL)")
     now = timezone.now()
     followup_schedule(plans=[_plan(f"r{i}", due_at=now - dt.timedelta(seconds=i)) for i in range(900)], now=now)
 
