@@ -91,13 +91,13 @@ def fill(pending: int, due: int) -> None:
             INSERT INTO notifications_followup
                 (kind, key, due_at, state, attempts, claimed_until, referral_id, offer_id, subscription_id,
                  delivery_id, outcome, created_at, done_at)
-            SELECT (ARRAY['offer-deadline','first-session-nudge','first-session-admin','delivery-attempt'])[1 + i % 4],
+            SELECT (ARRAY['offer-deadline','first-session-nudge','first-session-admin','delivery-attempt'])[1 + i %% 4],
                    'bench:' || i,
                    CASE WHEN i <= %s THEN now() - (i %% 3600) * interval '1 second'
                         ELSE now() + interval '1 minute' + (i %% 2592000) * interval '1 second' END,
                    'pending', 0, NULL, i, NULL, NULL, NULL, '', now(), NULL
             FROM generate_series(1, %s) AS i
-            """.replace("%%", "%%"),
+            """,
             [due, pending],
         )
         cursor.execute("VACUUM ANALYZE notifications_followup")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -135,17 +135,43 @@ def followups_claim(*, now: dt.datetime | None = None, limit: int | None = None)
     limit = limit or settings.HUB_FOLLOWUP_BATCH
     lease = dt.timedelta(seconds=settings.HUB_FOLLOWUP_LEASE_SECONDS)
     with transaction.atomic():
-        rows = list(
-            FollowUp.objects.select_for_update(skip_locked=True)
-            .filter(state=FollowUp.State.PENDING, due_at__lte=now)
-            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
-            .order_by("due_at")
-            .values_list("id", "kind")[:limit]
-        )
+        if connection.vendor == "postgresql":
+            rows = _claim_postgresql(now=now, limit=limit, until=now + lease)
+        else:  # SQLite: one writer at a time, so a plain read then write claims as safely
+            rows = list(
+                FollowUp.objects.select_for_update(skip_locked=True)
+                .filter(state=FollowUp.State.PENDING, due_at__lte=now)
+                .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+                .order_by("due_at")
+                .values_list("id", "kind")[:limit]
+            )
+            if rows:
+                FollowUp.objects.filter(pk__in=[r[0] for r in rows]).update(claimed_until=now + lease)
         if rows:
-            FollowUp.objects.filter(pk__in=[r[0] for r in rows]).update(claimed_until=now + lease)
             _dispatch_on_commit(rows)
     return [r[0] for r in rows]
+
+
+def _claim_postgresql(*, now: dt.datetime, limit: int, until: dt.datetime) -> list[tuple[int, str]]:
+    # One statement instead of a SELECT and an UPDATE: half the round trips, and the rows are read once. The
+    # inner SELECT walks the partial index followup_due_pending in due order.
+    table = FollowUp._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {table} SET claimed_until = %s
+            WHERE id IN (
+                SELECT id FROM {table}
+                WHERE state = 'pending' AND due_at <= %s AND (claimed_until IS NULL OR claimed_until <= %s)
+                ORDER BY due_at
+                LIMIT %s
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING id, kind, due_at
+            """,
+            [until, now, now, limit],
+        )
+        return [(i, kind) for i, kind, _ in sorted(cursor.fetchall(), key=lambda r: (r[2], r[0]))]
 
 
 def followup_run(*, followup_id: int, now: dt.datetime | None = None) -> str:
