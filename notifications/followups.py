@@ -58,8 +58,8 @@ class Planned:
 
 def backoff(attempt: int, *, base: float, cap: float) -> dt.timedelta:
     """Exponential backoff with jitter for the ``attempt``-th retry (1, 2, ...): base·2^(attempt-1) seconds,
-    capped at ``cap``, of which a random half is taken off, so that receivers that failed together are not all
-    retried in the same second."""
+    capped at ``cap``, less a random part of up to half of it, so that receivers that failed together are not
+    all retried in the same second."""
     ceiling = min(cap, base * 2 ** max(0, attempt - 1))
     return dt.timedelta(seconds=ceiling / 2 + random.uniform(0, ceiling / 2))  # noqa: S311 - not for secrets
 
@@ -86,25 +86,27 @@ def followup_schedule(*, plans: Iterable[Planned], now: dt.datetime | None = Non
         if plan.kind not in kinds:
             raise ValueError(f"unknown follow-up kind {plan.kind!r}")
     keys = [p.key for p in plans]
-    with transaction.atomic():
-        existing = set(FollowUp.objects.filter(key__in=keys).values_list("key", flat=True))
-        rows = [
-            FollowUp(
-                kind=p.kind,
-                key=p.key,
-                due_at=p.due_at,
-                referral_id=p.referral_id,
-                offer_id=p.offer_id,
-                subscription_id=p.subscription_id,
-                delivery_id=p.delivery_id,
-            )
-            for p in plans
-            if p.key not in existing
-        ]
-        # A concurrent writer may insert the same key between the read and here: the unique key drops it.
-        FollowUp.objects.bulk_create(rows, ignore_conflicts=True)
-        # bulk_create with ignore_conflicts returns no ids on PostgreSQL: read them back by key.
-        inserted = dict(FollowUp.objects.filter(key__in=[r.key for r in rows]).values_list("key", "id"))
+    # No savepoint: nothing here can fail half-way (a key inserted meanwhile is dropped, not an error).
+    existing = set(FollowUp.objects.filter(key__in=keys).values_list("key", flat=True))
+    rows = [
+        FollowUp(
+            kind=p.kind,
+            key=p.key,
+            due_at=p.due_at,
+            referral_id=p.referral_id,
+            offer_id=p.offer_id,
+            subscription_id=p.subscription_id,
+            delivery_id=p.delivery_id,
+        )
+        for p in plans
+        if p.key not in existing
+    ]
+    if not rows:
+        return []
+    # A concurrent writer may insert the same key between the read and here: the unique key drops it.
+    FollowUp.objects.bulk_create(rows, ignore_conflicts=True)
+    # bulk_create with ignore_conflicts returns no ids on PostgreSQL: read them back by key.
+    inserted = dict(FollowUp.objects.filter(key__in=[r.key for r in rows]).values_list("key", "id"))
     due = [(inserted[r.key], r.kind) for r in rows if r.key in inserted and r.due_at <= now]
     if due:
         _dispatch_on_commit(due)

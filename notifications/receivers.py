@@ -3,6 +3,7 @@ that what they schedule commits or rolls back with it. They only write rows and 
 happens in the follow-ups' handlers."""
 
 import datetime as dt
+import logging
 
 from django.db import transaction
 from django.db.models.signals import post_save
@@ -12,6 +13,8 @@ from django.utils import timezone
 from notifications.domain import BusinessStatus, Offer, Referral, ReferralStatus, offer_changed, referral_changed
 from notifications.followups import Planned, followup_schedule
 from notifications.outbox import emails_queue, link
+
+log = logging.getLogger(__name__)
 
 
 def _fan_out_on_commit() -> None:
@@ -26,8 +29,8 @@ def _fan_out_on_commit() -> None:
     def send():
         try:
             fan_out.delay()
-        except Exception:  # noqa: BLE001 - a broker that is down: the sweep fans out within a minute
-            pass
+        except Exception:  # a broker that is down: the sweep fans out within HUB_SWEEP_SECONDS
+            log.exception("could not enqueue the outbox's fan-out; the sweep will do it")
 
     send.hub_fan_out = True
     transaction.on_commit(send)
