@@ -185,6 +185,8 @@ CELERY_TASK_ROUTES = {
 HUB_SWEEP_SECONDS = env_int("HUB_SWEEP_SECONDS", 60, minimum=1)
 HUB_FOLLOWUP_BATCH = env_int("HUB_FOLLOWUP_BATCH", 500, minimum=1)
 HUB_SWEEP_MAX_BATCHES = 20  # per sweep run; what is left waits for the next one
+# Follow-ups per Celery message when the sweep hands them over (each still runs in its own transaction).
+HUB_FOLLOWUP_CHUNK = env_int("HUB_FOLLOWUP_CHUNK", 20, minimum=1)
 # How long a claimed follow-up is left to its worker before the sweep claims it again (the worker died).
 HUB_FOLLOWUP_LEASE_SECONDS = env_int("HUB_FOLLOWUP_LEASE_SECONDS", 300, minimum=10)
 HUB_FOLLOWUP_MAX_ATTEMPTS = env_int("HUB_FOLLOWUP_MAX_ATTEMPTS", 8, minimum=1)

@@ -117,9 +117,13 @@ def _dispatch_on_commit(rows: list[tuple[int, str]]) -> None:
     from notifications.tasks import QUEUE_TASKS  # the tasks module imports this one
 
     kinds = _kinds()
+    by_queue: dict[str, list[int]] = {}
     for followup_id, kind in rows:
-        task = QUEUE_TASKS[kinds[kind].queue if kind in kinds else SWEEPS]
-        _enqueue(task, followup_id)
+        by_queue.setdefault(kinds[kind].queue if kind in kinds else SWEEPS, []).append(followup_id)
+    chunk = settings.HUB_FOLLOWUP_CHUNK
+    for queue, ids in by_queue.items():
+        for start in range(0, len(ids), chunk):
+            _enqueue(QUEUE_TASKS[queue], *ids[start : start + chunk])
 
 
 def _enqueue(task, *args) -> None:

@@ -2,6 +2,7 @@
 run twice (followups.followup_run locks its row and skips one already done)."""
 
 import logging
+import time
 
 from celery import shared_task
 from django.conf import settings
@@ -12,27 +13,40 @@ from notifications.outbox import events_fan_out
 log = logging.getLogger(__name__)
 
 
-def _run(followup_id: int) -> str:
-    outcome = followup_run(followup_id=followup_id)
-    log.info("follow-up %s: %s", followup_id, outcome)
-    return outcome
+# A task may carry several follow-ups (the sweep hands them over in chunks of HUB_FOLLOWUP_CHUNK: a message per
+# row cost more than the row's own work under load, bench/followups.py). Each runs in its own transaction, so
+# a chunk is no less idempotent than one row; what a chunk cannot finish within its budget is handed on.
+BUDGET_SECONDS = 30
+
+
+def _run(task, followup_ids: tuple[int, ...]) -> int:
+    started = time.monotonic()
+    for n, followup_id in enumerate(followup_ids):
+        if n and time.monotonic() - started > BUDGET_SECONDS:
+            rest = followup_ids[n:]
+            log.info("handing %d follow-ups on to a new %s task", len(rest), task.name)
+            task.delay(*rest)  # if this fails, their lease ends and the sweep claims them again
+            return n
+        outcome = followup_run(followup_id=followup_id)
+        log.info("follow-up %s: %s", followup_id, outcome)
+    return len(followup_ids)
 
 
 # One task name per queue (CELERY_TASK_ROUTES sends each to its queue), all running the same idempotent step:
 # routing work never waits behind a flood of deliveries.
 @shared_task(name="notifications.followup_routing", time_limit=120, soft_time_limit=100, ignore_result=True)
-def followup_routing(followup_id: int) -> str:
-    return _run(followup_id)
+def followup_routing(*followup_ids: int) -> int:
+    return _run(followup_routing, followup_ids)
 
 
-@shared_task(name="notifications.followup_delivery", time_limit=60, soft_time_limit=50, ignore_result=True)
-def followup_delivery(followup_id: int) -> str:
-    return _run(followup_id)
+@shared_task(name="notifications.followup_delivery", time_limit=120, soft_time_limit=100, ignore_result=True)
+def followup_delivery(*followup_ids: int) -> int:
+    return _run(followup_delivery, followup_ids)
 
 
 @shared_task(name="notifications.followup", time_limit=120, soft_time_limit=100, ignore_result=True)
-def followup(followup_id: int) -> str:
-    return _run(followup_id)
+def followup(*followup_ids: int) -> int:
+    return _run(followup, followup_ids)
 
 
 QUEUE_TASKS = {ROUTING: followup_routing, DELIVERY: followup_delivery, SWEEPS: followup}

@@ -72,7 +72,23 @@ def test_the_sweep_claims_due_rows_once_and_leases_them(dispatched):
     leases = set(FollowUp.objects.filter(pk__in=claimed).values_list("claimed_until", flat=True))
     assert leases == {now + dt.timedelta(seconds=settings.HUB_FOLLOWUP_LEASE_SECONDS)}
     assert followups_claim(now=now + dt.timedelta(seconds=30)) == []  # leased: not claimed twice
-    assert [name for name, _ in dispatched[-3:]] == ["notifications.followup"] * 3
+    assert dispatched[-1] == ("notifications.followup", tuple(claimed))  # one message for the chunk
+
+
+def test_the_sweep_hands_rows_over_in_chunks_per_queue(dispatched, settings):
+    settings.HUB_FOLLOWUP_CHUNK = 2
+    now = timezone.now()
+    followup_schedule(plans=[_plan(f"c{i}", due_at=now - dt.timedelta(minutes=1)) for i in range(5)], now=now)
+    followup_schedule(plans=[_plan("r", kind="route-referral", due_at=now - dt.timedelta(minutes=1))], now=now)
+    dispatched.clear()
+
+    claimed = followups_claim(now=now)
+
+    assert sorted(i for _, ids in dispatched for i in ids) == sorted(claimed)
+    assert [(name, len(ids)) for name, ids in dispatched] == [
+        ("notifications.followup", 2), ("notifications.followup", 2), ("notifications.followup", 1),
+        ("notifications.followup_routing", 1),
+    ]
 
 
 def test_a_row_whose_worker_died_is_claimed_again_when_its_lease_ends(dispatched):
@@ -91,8 +107,8 @@ def test_a_task_run_twice_has_one_side_effect(dispatched):
     [row_id] = followup_schedule(plans=[_plan()])
     args = json.loads(json.dumps([row_id]))  # what the broker carries
 
-    assert followup.apply(args=args).get() == "counted"
-    assert followup.apply(args=args).get() == "not pending"
+    assert followup.apply(args=args).get() == 1
+    assert followup.apply(args=args).get() == 1  # ran again: found it done, did nothing
 
     row = FollowUp.objects.get(pk=row_id)
     assert CALLS == [row_id]
