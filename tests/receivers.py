@@ -1,7 +1,7 @@
 """Real peers for tests and the demo: an HTTP receiver and an SMTP server, both on 127.0.0.1.
 
 ``HttpReceiver`` is a threaded http.server that records every request (method, path, headers, body) and answers
-as told: 200 by default; for a while 500, 503 or 429, or no answer at all (a hang the client times out on); a
+as told (over HTTPS when given a server-side SSL context): 200 by default; for a while 500, 503 or 429, or no answer at all (a hang the client times out on); a
 redirect or a long body for the client's limits. It can be stopped (connections are refused) and started again on
 the same port, which is how a test takes a receiver down and brings it back. ``manage.py subscription_receiver``
 runs the same class for the demo.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -60,8 +61,10 @@ class _Mode:
 class HttpReceiver:
     """A real HTTP receiver on 127.0.0.1 (``port=0``: a free one, kept across ``stop``/``start``)."""
 
-    def __init__(self, port: int = 0, *, on_request: Callable[[ReceivedRequest], None] | None = None):
+    def __init__(self, port: int = 0, *, on_request: Callable[[ReceivedRequest], None] | None = None,
+                 ssl_context: ssl.SSLContext | None = None):
         self.port = port
+        self._ssl_context = ssl_context  # a server-side context: the receiver speaks HTTPS
         self._on_request = on_request
         self._lock = threading.Lock()
         self._requests: list[ReceivedRequest] = []
@@ -80,6 +83,8 @@ class HttpReceiver:
         self._stopping.clear()
         server = ThreadingHTTPServer((LOOPBACK, self.port), _handler_for(self))
         server.daemon_threads = True
+        if self._ssl_context is not None:
+            server.socket = self._ssl_context.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -102,7 +107,7 @@ class HttpReceiver:
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return f"{'https' if self._ssl_context else 'http'}://{LOOPBACK}:{self.port}"
 
     def __enter__(self) -> HttpReceiver:
         return self.start()

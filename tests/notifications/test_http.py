@@ -1,6 +1,7 @@
 """Outbound HTTP: refusals are decided from the resolved address before any connection; real requests go to a
 receiver on the loopback only."""
 
+import datetime
 import ipaddress
 import socket
 import threading
@@ -299,3 +300,68 @@ def test_headers_that_would_change_the_request_are_not_sent(http_receiver, heade
 
     assert (result.outcome, result.reason) == (Outcome.PERMANENT, "bad-request")
     assert http_receiver.requests == []
+
+
+# --- TLS: the name goes into SNI and the certificate check, the checked address into connect -------------------
+
+
+@pytest.fixture
+def tls_receiver(tmp_path):
+    """An HTTPS receiver on 127.0.0.1 with a certificate for receiver.test only; it records the SNI it is sent.
+    Yields (receiver, client context trusting that certificate, SNI names seen)."""
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from tests.receivers import HttpReceiver
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "receiver.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("receiver.test")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    sni_seen = []
+    server_context.sni_callback = lambda sock, server_name, ctx: sni_seen.append(server_name)
+    client_context = ssl.create_default_context(cadata=cert_pem.decode())
+    receiver = HttpReceiver(ssl_context=server_context).start()
+    yield receiver, client_context, sni_seen
+    receiver.stop()
+
+
+def test_https_sends_the_name_as_sni_and_verifies_the_certificate_for_it(monkeypatch, tls_receiver):
+    receiver, client_context, sni_seen = tls_receiver
+    _fake_dns(monkeypatch, {"receiver.test": ["127.0.0.1"]})
+
+    result = http_post(f"https://receiver.test:{receiver.port}/hook", body=b"{}", headers={},
+                       allow=AllowList.parse(["receiver.test"]), ssl_context=client_context)
+
+    assert (result.outcome, result.status, result.address) == (Outcome.OK, 200, "127.0.0.1")
+    assert sni_seen == ["receiver.test"]
+    assert receiver.requests[0].headers["host"] == f"receiver.test:{receiver.port}"
+
+
+def test_https_to_a_name_the_certificate_does_not_cover_fails_before_sending(monkeypatch, tls_receiver):
+    receiver, client_context, sni_seen = tls_receiver
+    _fake_dns(monkeypatch, {"other.test": ["127.0.0.1"]})
+
+    result = http_post(f"https://other.test:{receiver.port}/hook", body=b"secret", headers={},
+                       allow=AllowList.parse(["other.test"]), ssl_context=client_context)
+
+    assert (result.outcome, result.reason) == (Outcome.TRANSIENT, "tls")
+    assert sni_seen == ["other.test"]
+    assert receiver.requests == []
