@@ -70,7 +70,8 @@ class HttpResult:
 
     ``reason`` is a stable code for logs and delivery rows: ``ok``; ``refused`` (policy), ``bad-url``,
     ``bad-request`` (headers the hub will not send), ``redirect``, ``http-error`` (4xx other than 408/429),
-    ``too-large`` (permanent); ``dns``, ``connect`` (nothing was sent), ``connection`` (lost after sending may have begun), ``timeout``, ``tls``, ``protocol``, ``server-error``
+    ``too-large`` (permanent); ``dns``, ``connect`` (nothing was sent), ``connection`` (lost after sending may
+    have begun), ``timeout``, ``tls``, ``protocol``, ``server-error``
     (5xx), ``throttled`` (429), ``request-timeout`` (408) (transient). ``detail`` is one sentence for a person.
     """
 
@@ -401,8 +402,10 @@ class _Deadline:
         return max(self._at - time.monotonic(), 0.001)
 
     def watch(self, sock: socket.socket) -> None:
+        """Shut ``sock`` down at the deadline; called again with the TLS socket that wraps the first one."""
         self._sock = sock
-        self._timer.start()
+        if not self._timer.is_alive():
+            self._timer.start()
 
     def _expire(self) -> None:
         self.expired = True
@@ -436,14 +439,15 @@ class _PinnedConnection(http.client.HTTPConnection):
             sock.connect(self._sockaddr)
             sock.settimeout(self._deadline.remaining())
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._deadline.watch(sock)  # the TLS handshake counts against the deadline too
             if self._tls:
                 context = self._ssl_context or ssl.create_default_context()
                 sock = context.wrap_socket(sock, server_hostname=self.host)
+                self._deadline.watch(sock)
         except BaseException:
             sock.close()
             raise
         self.sock = sock
-        self._deadline.watch(sock)
 
 
 def _split_timeout(timeout) -> tuple[float, float]:

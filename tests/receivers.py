@@ -1,8 +1,8 @@
 """Real peers for tests and the demo: an HTTP receiver and an SMTP server, both on 127.0.0.1.
 
 ``HttpReceiver`` is a threaded http.server that records every request (method, path, headers, body) and answers
-as told (over HTTPS when given a server-side SSL context): 200 by default; for a while 500, 503 or 429, or no answer at all (a hang the client times out on); a
-redirect or a long body for the client's limits. It can be stopped (connections are refused) and started again on
+as told (over HTTPS when given a server-side SSL context): 200 by default; for a while 500, 503 or 429, or no
+answer at all (a hang the client times out on); a redirect or a long body for the client's limits. It can be stopped (connections are refused) and started again on
 the same port, which is how a test takes a receiver down and brings it back. ``manage.py subscription_receiver``
 runs the same class for the demo.
 
@@ -175,7 +175,9 @@ class HttpReceiver:
     def _next_reply(self) -> _Mode:
         with self._lock:
             now = time.monotonic()
-            self._modes = [m for m in self._modes if (m.count is None or m.count > 0) and (m.until is None or m.until > now)]
+            self._modes = [
+                m for m in self._modes if (m.count is None or m.count > 0) and (m.until is None or m.until > now)
+            ]
             if not self._modes:
                 return _Mode(self._default)
             mode = self._modes[0]

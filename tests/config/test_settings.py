@@ -57,8 +57,10 @@ def test_production_urls_are_read_from_the_environment():
 def test_the_outbound_allow_list_allows_the_loopback_only_in_the_embedded_run():
     debug = _settings({"DEBUG": "true"}, "settings.HUB_OUTBOUND_ALLOW")
     production = _settings({"DEBUG": "false", "SECRET_KEY": "x" * 50}, "settings.HUB_OUTBOUND_ALLOW")
-    chosen = _settings({"DEBUG": "false", "SECRET_KEY": "x" * 50, "HUB_OUTBOUND_ALLOW": "10.1.0.0/16, hooks.internal:8443"},
-                       "settings.HUB_OUTBOUND_ALLOW")
+    chosen = _settings(
+        {"DEBUG": "false", "SECRET_KEY": "x" * 50, "HUB_OUTBOUND_ALLOW": "10.1.0.0/16, hooks.internal:8443"},
+        "settings.HUB_OUTBOUND_ALLOW",
+    )
     assert debug.stdout.strip() == "['http://127.0.0.1', 'http://[::1]']", debug.stderr
     assert production.stdout.strip() == "[]", production.stderr
     assert chosen.stdout.strip() == "['10.1.0.0/16', 'hooks.internal:8443']", chosen.stderr

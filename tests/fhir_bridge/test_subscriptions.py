@@ -80,7 +80,8 @@ def test_the_backport_form_reads_filters_channel_headers_heartbeat_timeout_and_m
 
     assert isinstance(request, SubscriptionRequest), request
     assert request.criteria_form == "topic"
-    assert request.filters == (Filter("status", "", ("requested", "accepted")), Filter("owner", "", ("Organization/hub",)))
+    assert request.filters == (
+        Filter("status", "", ("requested", "accepted")), Filter("owner", "", ("Organization/hub",)))
     assert request.filter_criteria() == ["Task?status=requested,accepted", "Task?owner=Organization/hub"]
     assert request.headers == (("Authorization", "Bearer secret-token"),)
     assert (request.heartbeat_period, request.timeout, request.max_count) == (86400, 60, 20)
@@ -96,7 +97,8 @@ def test_the_backports_admission_example_is_refused_for_its_topic():
 @pytest.mark.parametrize(
     "change, path, code",
     [
-        (lambda r: r.update(criteria="http://example.org/SubscriptionTopic/other"), "Subscription.criteria", "not-supported"),
+        (lambda r: r.update(criteria="http://example.org/SubscriptionTopic/other"), "Subscription.criteria",
+         "not-supported"),
         (lambda r: r.update(criteria="Patient?name=x"), "Subscription.criteria", "not-supported"),
         (lambda r: r.update(criteria="Task?patient=Patient/1"), "Subscription.criteria", "not-supported"),
         (lambda r: r.update(criteria="Task?status="), "Subscription.criteria", "value"),
@@ -111,7 +113,8 @@ def test_the_backports_admission_example_is_refused_for_its_topic():
         (lambda r: r["channel"].update(type="message"), "Subscription.channel.type", "not-supported"),
         (lambda r: r["channel"]["_payload"]["extension"][0].update(valueCode="everything"),
          "Subscription.channel.payload.extension[0].valueCode", "code-invalid"),
-        (lambda r: r["channel"].update(payload="application/fhir+xml"), "Subscription.channel.payload", "not-supported"),
+        (lambda r: r["channel"].update(payload="application/fhir+xml"), "Subscription.channel.payload",
+         "not-supported"),
         (lambda r: r["channel"].update(endpoint="ftp://example.org/x"), "Subscription.channel.endpoint", "value"),
         (lambda r: r["channel"].update(header=["Host: internal"]), "Subscription.channel.header[0]", "not-supported"),
         (lambda r: r["channel"].update(header=["no colon here"]), "Subscription.channel.header[0]", "value"),
@@ -204,8 +207,10 @@ def _filters(query: str) -> tuple[Filter, ...]:
         ("code=fulfill", True), ("code=http://hl7.org/fhir/CodeSystem/task-code|fulfill", True),
         ("code=http://hl7.org/fhir/CodeSystem/task-code|", True), ("code=http://example.org|fulfill", False),
         ("code=|fulfill", False), ("code:not=fulfill", False),
-        ("owner=Organization/Scen2OrgFit4Life", True), ("owner=https://elsewhere.example.org/fhir/Organization/Scen2OrgFit4Life", True),
-        ("owner=Scen2OrgFit4Life", True), ("owner=Organization/Other", False), ("owner=PractitionerRole/Scen2OrgFit4Life", False),
+        ("owner=Organization/Scen2OrgFit4Life", True),
+        ("owner=https://elsewhere.example.org/fhir/Organization/Scen2OrgFit4Life", True),
+        ("owner=Scen2OrgFit4Life", True), ("owner=Organization/Other", False),
+        ("owner=PractitionerRole/Scen2OrgFit4Life", False),
         ("requester=https://registry.example.org/fhir/Organization/Scen2OrgGoodCardio", True),
         ("requester:missing=true", False), ("requester:missing=false", True),
         ("_id=Scen2TaskFit4LifeV2", True), ("_id=other,Scen2TaskFit4LifeV2", True), ("_id=other", False),
@@ -213,7 +218,8 @@ def _filters(query: str) -> tuple[Filter, ...]:
         ("_lastUpdated=gt2024-03-05T14:30:00Z", False), ("_lastUpdated=lt2024-03-06", True),
         ("_lastUpdated=lt2024-03-05", False), ("_lastUpdated=le2024-03", True), ("_lastUpdated=ne2024", False),
         ("_lastUpdated=sa2024-03-04", True), ("_lastUpdated=eb2024-03-05T14:00:00%2B00:00", False),
-        ("status=accepted&owner=Organization/Scen2OrgFit4Life", True), ("status=accepted&owner=Organization/Other", False),
+        ("status=accepted&owner=Organization/Scen2OrgFit4Life", True),
+        ("status=accepted&owner=Organization/Other", False),
     ],
 )
 def test_a_task_matches_its_filters(query, matches):
@@ -333,7 +339,8 @@ def test_it_matches_the_pa_igs_notification_example():
             for item in [p, *p.get("part", [])]:
                 for key, value in item.items():
                     if key.startswith("value"):
-                        found[item["name"]] = value.get("reference", "").split("fhir/")[-1] if isinstance(value, dict) else value
+                        is_reference = isinstance(value, dict)
+                        found[item["name"]] = value.get("reference", "").split("fhir/")[-1] if is_reference else value
         return found
 
     theirs = values(pa)

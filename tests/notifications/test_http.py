@@ -92,7 +92,8 @@ def test_it_refuses_the_hubs_own_address_unless_allowed(monkeypatch, no_connecti
 
 def test_the_hubs_own_addresses_are_its_host_names_and_its_public_base_urls(monkeypatch, settings):
     settings.HUB_PUBLIC_BASE_URL = "https://hub-own-address-test.example.org/fhir"
-    _fake_dns(monkeypatch, {"hub-own-address-test.example.org": ["203.0.113.9"], socket.gethostname(): ["198.51.100.7"]})
+    _fake_dns(monkeypatch, {"hub-own-address-test.example.org": ["203.0.113.9"],
+                            socket.gethostname(): ["198.51.100.7"]})
 
     own = outbound.hub_addresses()
 
@@ -131,14 +132,17 @@ def test_allow_entries_cover_cidrs_addresses_and_ports(monkeypatch, no_connectio
     assert outbound_refusal("https://b.internal/", allow=allow).reason == "refused"
 
 
-@pytest.mark.parametrize("text", ["10.0.0.0/33", "host:0", "host:x", "a b", "user@host", "[::1", "http://", "-bad-.org/x", "-bad-.org"])
+@pytest.mark.parametrize(
+    "text", ["10.0.0.0/33", "host:0", "host:x", "a b", "user@host", "[::1", "http://", "-bad-.org/x", "-bad-.org"]
+)
 def test_a_malformed_allow_entry_is_an_error(text):
     with pytest.raises(ValueError):
         AllowList.parse([text])
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://example.org/", "https://user:pw@example.org/", "https:///path", "http://[::1", "https://x.org:99999/",
+    "url", ["ftp://example.org/", "https://user:pw@example.org/", "https:///path", "http://[::1",
+            "https://x.org:99999/",
             "https://exa mple.org/", "", "javascript:alert(1)"],
 )
 def test_a_bad_url_is_refused_without_a_lookup(monkeypatch, no_connections, url):
@@ -189,7 +193,8 @@ def test_it_connects_to_the_address_it_checked_and_keeps_the_name_in_host(monkey
 
 
 def test_a_get_reads_the_answer(http_receiver):
-    http_receiver.answer(200, body=b'{"resourceType":"ServiceRequest"}', headers={"Content-Type": "application/fhir+json"})
+    http_receiver.answer(200, body=b'{"resourceType":"ServiceRequest"}',
+                         headers={"Content-Type": "application/fhir+json"})
 
     result = http_get(f"{http_receiver.url}/fhir/ServiceRequest/1", headers={"Accept": "application/fhir+json"},
                       allow=LOOPBACK_HTTP)
