@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from config.queue import enqueue_on_commit
 from fhir_bridge.fhir import structural_issues
 from fhir_bridge.models import ConditionalCreateKey, EhrClient, InboundMessage, ResourceIdentifier, StoredResource
 from fhir_bridge.outcomes import FhirError, error
@@ -21,10 +22,9 @@ from fhir_bridge.projection import task_render
 from fhir_bridge.search import filtered, visible
 from fhir_bridge.search_params import business_identifiers
 from fhir_bridge.store import IDENTIFIED_TYPES, DuplicateResource, new_id, resources_create
-from fhir_bridge.tasks import route_referral
-from notifications.queue import enqueue_on_commit
 from referrals.models import HUB_ORGANIZATION_REFERENCE, Referral
 from referrals.services import NoteFacts, ReferralFacts, ReferralRuleError, referral_create
+from referrals.tasks import route_referral
 
 log = logging.getLogger(__name__)
 

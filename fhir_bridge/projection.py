@@ -9,9 +9,8 @@ from django.utils import timezone
 
 from fhir_bridge.models import StoredResource
 from fhir_bridge.store import http_date_iso, resource_update, resources_create
-from network.models import Offer, OfferStatus
-from network.services import offer_changed
-from referrals.models import BusinessStatus, Referral
+from referrals.models import BusinessStatus, Offer, OfferStatus, Referral
+from referrals.offers import offer_changed
 from referrals.services import referral_changed
 
 BUSINESS_STATUS_SYSTEM = "http://exercise-referral-hub.org/fhir/CodeSystem/referral-business-status"

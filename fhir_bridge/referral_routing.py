@@ -1,15 +1,10 @@
-"""Routing a referral that came in over FHIR: read the patient's facts from its resources, then hand them to the
-network's routing service."""
-
-import logging
+"""Routing a referral that came in over FHIR: read the patient's facts from its resources. The routing service
+(referrals.offers.referral_route_first) asks for them through ``referrals.offers.PATIENT_FACTS_READER``, which
+this app's AppConfig.ready() points here."""
 
 from fhir_bridge.models import StoredResource
 from fhir_bridge.routing_facts import patient_facts
-from network.services import RoutingOutcome, referral_route
-from referrals.models import Referral, ReferralStatus
-from referrals.services import ReferralRuleError
-
-log = logging.getLogger(__name__)
+from referrals.models import Referral
 
 
 def referral_facts_read(*, referral: Referral):
@@ -27,21 +22,3 @@ def referral_facts_read(*, referral: Referral):
     supporting = {(r or {}).get("reference") for r in service_request.get("supportingInfo") or [] if isinstance(r, dict)}
     observations = [content for ref, content in by_ref.items() if ref in supporting and ref.startswith("Observation/")]
     return patient_facts(service_request=service_request, patient=by_ref.get(subject, {}), observations=observations)
-
-
-def referral_route_first(*, referral_id: int) -> RoutingOutcome | None:
-    """Route a new referral once. Safe to call again: a referral already routed, or no longer requested, is
-    left alone (the decline, expiry and manual-routing services move it on from there)."""
-    referral = Referral.objects.filter(pk=referral_id).first()
-    if referral is None or referral.status != ReferralStatus.REQUESTED:
-        log.info("referral %s is gone or no longer requested; not routed", referral_id)
-        return None
-    try:
-        outcome = referral_route(
-            referral=referral, patient=referral_facts_read(referral=referral), first_only=True
-        )
-    except ReferralRuleError as exc:  # routed already (a redelivery), or answered or cancelled meanwhile
-        log.info("referral %s not routed: %s", referral_id, exc)
-        return None
-    log.info("referral %s routed: %s", referral_id, outcome.gist)
-    return outcome

@@ -16,7 +16,7 @@ from fhir_bridge.profiles import Issue
 from fhir_bridge.search import page_links, search, search_page_params, visible
 from fhir_bridge.smart import Grant, grant_allows, smart_configuration
 from referrals.models import Referral
-from network.services import referral_update_by_clinic
+from referrals.offers import referral_update_by_clinic
 from referrals.services import ReferralConflict, ReferralRuleError
 
 # What each resource type answers. Everything else is a 404 with an OperationOutcome.

@@ -1,8 +1,8 @@
 """What routing needs to know about a patient, read from the referral's FHIR resources (network/README.md says
 where each fact sits). Codes only: free text is never parsed into a fact."""
 
-from network.risk import Screening
-from network.routing import PatientFacts
+from referrals.risk import Screening
+from referrals.routing import PatientFacts
 
 HUB_CODES = "http://exercise-referral-hub.org/fhir/CodeSystem"
 CLEARANCE_SYSTEM = f"{HUB_CODES}/exercise-clearance"

@@ -10,10 +10,9 @@ from django.test import Client
 from django.utils import timezone
 
 from fhir_bridge.examples import scenario2_bundle
-from fhir_bridge.tasks import route_referral
-from network.models import Offer, RoutingDecision
-from network.services import offers_expire_due
-from referrals.models import Referral
+from referrals.models import Offer, Referral, RoutingDecision
+from referrals.offers import offers_expire_due
+from referrals.tasks import route_referral
 from tests.conftest import json_of
 from tests.network.factories import role_make
 

@@ -14,14 +14,9 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from fhir_bridge.network_fhir import RENDER, _querysets
+from fhir_bridge.network_import import EXT_MAX_ACTIVE_CASES, rows_from_fhir_bundle
 from network.demo import demo_network_load
-from network.importing import (
-    EXT_MAX_ACTIVE_CASES,
-    network_import,
-    npi_is_valid,
-    rows_from_csv,
-    rows_from_fhir_bundle,
-)
+from network.importing import network_import, npi_is_valid, rows_from_csv
 from network.models import Credential, CredentialType, Organization, Professional, ProfessionalRole, Site
 from tests.network.factories import RoleFactory, SiteFactory
 

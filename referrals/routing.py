@@ -1,11 +1,11 @@
 """The routing engine: who may take a referral (hard constraints), then who should (a score).
 
-``routing_plan`` reads the database and writes nothing; network/services.py turns a plan into a stored
+``routing_plan`` reads the database and writes nothing; referrals/offers.py turns a plan into a stored
 RoutingDecision and an offer, under the locks that keep capacity honest.
 
 How a plan is made (one query in all; see network/README.md):
 1. Map the referral's condition codes to groups (unmapped codes are kept and flagged) and assess the patient's
-   risk tier (network/risk.py).
+   risk tier (referrals/risk.py).
 2. Place the patient: the geolocation the EHR sent, else the ZIP centroid; unplaceable → no candidates, a
    coordinator routes it.
 3. The pool, pre-filtered in SQL: roles whose site lies in a bounding box sized by the largest service radius
@@ -29,24 +29,22 @@ from network.geo import KM_PER_DEGREE_LATITUDE, Place, haversine_km, patient_pla
 from network.models import (
     ConditionGroup,
     Credential,
-    Offer,
-    OfferStatus,
     Organization,
     Professional,
     ProfessionalRole,
     Site,
 )
-from network.risk import RiskProfile, Screening, risk_assess
 from network.selectors import (
     ConditionMapping,
-    active_cases_sql,
     network_member_roles,
     qualification_parse,
     qualification_sql,
     sql_json,
     sql_json_value,
 )
-from referrals.models import Referral
+from referrals.models import Offer, OfferStatus, Referral
+from referrals.risk import RiskProfile, Screening, risk_assess
+from referrals.selectors import active_cases_sql
 
 # Bounds on the work of one decision, whatever the size of the network. A truncated pool is said in the
 # summary.
@@ -95,7 +93,7 @@ class PatientFacts:
     - latitude/longitude: the FHIR geolocation extension on Patient.address, when present;
     - postal_code, state: Patient.address (the referral's patient_postal_code is used when postal_code is
       empty);
-    - clearance, precautions, screening: see network/risk.py for where they sit in the ServiceRequest;
+    - clearance, precautions, screening: see referrals/risk.py for where they sit in the ServiceRequest;
     - required_language: a BCP 47 tag the professional must speak (Patient.communication, when an interpreter
       would otherwise be needed); preferred_languages only count towards the score;
     - virtual_allowed: the referral accepts video sessions; preferred_delivery: "in-person", "virtual" or

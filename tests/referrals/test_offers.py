@@ -7,9 +7,16 @@ import json
 import pytest
 from django.utils import timezone
 
-from network.models import Offer, OfferEvent, OfferStatus, RoutingDecision
-from network.selectors import role_active_case_count, routing_explain
-from network.services import (
+from referrals.models import (
+    BusinessStatus,
+    Offer,
+    OfferEvent,
+    OfferStatus,
+    Referral,
+    ReferralStatus,
+    RoutingDecision,
+)
+from referrals.offers import (
     OFFER_DEADLINE,
     OfferConflict,
     OfferRuleError,
@@ -23,11 +30,11 @@ from network.services import (
     referral_route,
     referral_route_manually,
 )
-from network.tasks import expire_offers
-from referrals.models import BusinessStatus, Referral, ReferralStatus
+from referrals.selectors import role_active_case_count, routing_explain
 from referrals.services import ReferralRuleError
-from tests.network.conftest import CARDIAC_PATIENT
+from referrals.tasks import expire_offers
 from tests.network.factories import km_north, referral_make, role_make
+from tests.referrals.conftest import CARDIAC_PATIENT
 
 pytestmark = pytest.mark.django_db
 
@@ -129,7 +136,7 @@ def test_the_sweep_expires_only_due_offers_and_routes_on(clinic, three_roles):
 def test_the_celery_task_runs_the_sweep(referral, three_roles):
     offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
     Offer.objects.filter(pk=offer.pk).update(deadline=timezone.now() - dt.timedelta(seconds=1))
-    assert expire_offers.name == "network.expire_offers"
+    assert expire_offers.name == "referrals.expire_offers"
     assert json.loads(json.dumps(expire_offers.apply().get())) == 1
     assert Offer.objects.get(pk=offer.pk).status == OfferStatus.EXPIRED
 

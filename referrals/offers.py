@@ -13,6 +13,7 @@ referrals routed at the same moment can never both take the last slot.
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -21,23 +22,26 @@ from django.db.models import Exists, OuterRef
 from django.dispatch import Signal
 from django.utils import timezone
 
-from network.models import (
+from network.models import ProfessionalRole
+from referrals.models import (
+    HUB_ORGANIZATION_REFERENCE,
     LIVE_OFFER_STATUSES,
+    BusinessStatus,
     Offer,
     OfferEvent,
     OfferStatus,
-    ProfessionalRole,
+    Referral,
+    ReferralStatus,
     RoutingDecision,
 )
-from network.routing import Candidate, PatientFacts, RoutingPlan, routing_gist, routing_plan
-from network.selectors import (
+from referrals.routing import Candidate, PatientFacts, RoutingPlan, routing_gist, routing_plan
+from referrals.selectors import (
     offer_live_get,
     offers_due,
     role_active_case_count,
     role_for_update,
     routing_decision_latest,
 )
-from referrals.models import HUB_ORGANIZATION_REFERENCE, BusinessStatus, Referral, ReferralStatus
 from referrals.services import NoteFacts, ReferralConflict, ReferralRuleError, referral_update
 
 logger = logging.getLogger(__name__)
@@ -45,6 +49,12 @@ logger = logging.getLogger(__name__)
 HUB_ACTOR = "hub"
 # DESIGN.md §6: no answer within 48 h → next candidate.
 OFFER_DEADLINE = dt.timedelta(hours=settings.HUB_OFFER_DEADLINE_HOURS)
+
+# Where a new referral's patient facts come from: ``PATIENT_FACTS_READER(referral=...) -> PatientFacts``. Today
+# they are read out of the referral's stored FHIR resources, which only the FHIR bridge knows, so the bridge sets
+# it in its AppConfig.ready() (fhir_bridge/apps.py) and the domain never imports the bridge. A stopgap: it goes
+# when the referral keeps a facts record of its own.
+PATIENT_FACTS_READER: Callable[..., PatientFacts] | None = None
 
 # Sent inside the transaction of every offer change, creation included (from_status ""). kwargs: offer,
 # from_status, actor. The FHIR bridge renders the child Task (partOf the referral Task, owner = the role) from
@@ -535,6 +545,27 @@ def referral_route_manually(
     _gist_record(referral=locked, business_status=BusinessStatus.OFFERED, gist=gist, actor=actor, now=now)
     _sync(referral, locked)
     return RoutingOutcome(decision=decision, offer=offer, gist=gist)
+
+
+def referral_route_first(*, referral_id: int) -> RoutingOutcome | None:
+    """Route a new referral once, with the patient facts PATIENT_FACTS_READER gives. Safe to call again: a
+    referral already routed, or no longer requested, is left alone (the decline, expiry and manual-routing
+    services move it on from there). Returns None when it was left alone."""
+    referral = Referral.objects.filter(pk=referral_id).first()
+    if referral is None or referral.status != ReferralStatus.REQUESTED:
+        logger.info("referral %s is gone or no longer requested; not routed", referral_id)
+        return None
+    if PATIENT_FACTS_READER is None:
+        raise RuntimeError("no PATIENT_FACTS_READER: the app that reads patient facts (fhir_bridge) is not loaded")
+    try:
+        outcome = referral_route(
+            referral=referral, patient=PATIENT_FACTS_READER(referral=referral), first_only=True
+        )
+    except ReferralRuleError as exc:  # routed already (a redelivery), or answered or cancelled meanwhile
+        logger.info("referral %s not routed: %s", referral_id, exc)
+        return None
+    logger.info("referral %s routed: %s", referral_id, outcome.gist)
+    return outcome
 
 
 CLINIC_WITHDRAWN = frozenset({ReferralStatus.CANCELLED, ReferralStatus.ENTERED_IN_ERROR})

@@ -9,9 +9,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from network.models import Offer, ProfessionalRole
-from network.selectors import referrals_with_routing, routing_explain
-from network.services import (
+from network.models import ProfessionalRole
+from referrals.models import BusinessStatus, Offer, Referral
+from referrals.offers import (
     OfferConflict,
     OfferRuleError,
     RoutingConstraintError,
@@ -22,7 +22,7 @@ from network.services import (
     referral_route,
     referral_route_manually,
 )
-from referrals.models import BusinessStatus, Referral
+from referrals.selectors import referrals_with_routing, routing_explain
 from referrals.services import ReferralConflict, ReferralRuleError
 
 

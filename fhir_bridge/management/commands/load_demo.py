@@ -13,11 +13,11 @@ from django.db import transaction
 from fhir_bridge.examples import scenario2_bundle
 from fhir_bridge.intake import Caller, transaction_intake
 from fhir_bridge.models import EhrClient
-from fhir_bridge.referral_routing import referral_route_first
 from fhir_bridge.smart import ehr_client_register
 from fhir_bridge.smart_keys import generate_private_key, load_private_key_pem, private_key_pem, public_jwks
 from network.demo import demo_network_load
 from referrals.models import Clinic
+from referrals.offers import referral_route_first
 
 DEMO_CLIENT_NAME = "Good Health Cardiology EHR (demo)"
 DEMO_SCOPES = (
