@@ -56,6 +56,7 @@ def _send_cardiac_referral(fhir, django_capture_on_commit_callbacks) -> tuple[Re
     assert response.status_code == 200
     assert len(callbacks) == 1  # the route task, enqueued only once the referral is committed
     referral = Referral.objects.get()
+    assert route_referral.name == "referrals.route_referral"  # the name a worker knows it by
     route_referral(*json.loads(json.dumps([referral.pk])))  # what the worker would run, arguments as JSON
     task = next(e["resource"] for e in json_of(response)["entry"] if e["resource"]["resourceType"] == "Task")
     return referral, task

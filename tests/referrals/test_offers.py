@@ -5,6 +5,7 @@ import datetime as dt
 import json
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from referrals.models import (
@@ -139,6 +140,11 @@ def test_the_celery_task_runs_the_sweep(referral, three_roles):
     assert expire_offers.name == "referrals.expire_offers"
     assert json.loads(json.dumps(expire_offers.apply().get())) == 1
     assert Offer.objects.get(pk=offer.pk).status == OfferStatus.EXPIRED
+
+
+def test_beat_runs_the_sweep_by_the_task_name():
+    # A renamed task that beat still names would never run again.
+    assert settings.CELERY_BEAT_SCHEDULE["expire-offers"]["task"] == expire_offers.name
 
 
 def test_an_answered_offer_cannot_be_answered_again(referral, three_roles):
