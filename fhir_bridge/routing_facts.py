@@ -1,4 +1,4 @@
-"""What routing needs to know about a patient, read from the referral's FHIR resources (network/README.md says
+"""What routing needs to know about a patient, read from the referral's FHIR resources (referrals/README.md says
 where each fact sits). Codes only: free text is never parsed into a fact."""
 
 from referrals.risk import Screening

@@ -3,7 +3,7 @@
 ``routing_plan`` reads the database and writes nothing; referrals/offers.py turns a plan into a stored
 RoutingDecision and an offer, under the locks that keep capacity honest.
 
-How a plan is made (one query in all; see network/README.md):
+How a plan is made (one query in all; see referrals/README.md):
 1. Map the referral's condition codes to groups (unmapped codes are kept and flagged) and assess the patient's
    risk tier (referrals/risk.py).
 2. Place the patient: the geolocation the EHR sent, else the ZIP centroid; unplaceable → no candidates, a
