@@ -29,7 +29,6 @@ The file formats are described in ``network/samples/README.md``. Rules an import
   forth).
 """
 
-
 from collections.abc import Callable
 from dataclasses import dataclass
 
