@@ -1,4 +1,5 @@
 import pytest
+from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
 from django.db.migrations.executor import MigrationExecutor
@@ -14,12 +15,21 @@ def test_the_models_and_migrations_agree():
 BEFORE_THE_MOVE = [("network", "0004_role_pool_indexes"), ("referrals", "0002_referral_business_status_text")]
 
 
-@pytest.mark.django_db(transaction=True)
-def test_offers_and_decisions_keep_their_rows_when_they_move_to_referrals():
-    # Offers, their events and routing decisions moved from network to referrals (referrals/0003-0004,
-    # network/0005): a database migrated before the move keeps every row, its ids and its links.
+@pytest.fixture
+def before_the_move(transactional_db):
+    """The database as it was before the move; migrated to the latest again afterwards, whatever the test did."""
     executor = MigrationExecutor(connection)
     executor.migrate(BEFORE_THE_MOVE)
+    yield executor
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    ContentType.objects.clear_cache()
+
+
+def test_offers_and_decisions_keep_their_rows_when_they_move_to_referrals(before_the_move):
+    # Offers, their events and routing decisions moved from network to referrals (referrals/0003-0004,
+    # network/0005): a database migrated before the move keeps every row, its ids and its links.
+    executor = before_the_move
     old = executor.loader.project_state(BEFORE_THE_MOVE).apps
     referral = old.get_model("referrals", "Referral").objects.create(
         clinic=old.get_model("referrals", "Clinic").objects.create(name="Good Health", slug="good-health"),
@@ -39,6 +49,10 @@ def test_offers_and_decisions_keep_their_rows_when_they_move_to_referrals():
         referral=referral, role=role, organization=organization, decision=decision, created_at=now, deadline=now
     )
     old.get_model("network", "OfferEvent").objects.create(offer=offer, to_status="requested", actor="hub", at=now)
+    # As before the move: the offer's content type is network's (the table's shape has not changed since).
+    ContentType.objects.filter(app_label="referrals", model="offer").delete()
+    offer_type = ContentType.objects.get_or_create(app_label="network", model="offer")[0]
+    ContentType.objects.clear_cache()
 
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())
@@ -54,6 +68,9 @@ def test_offers_and_decisions_keep_their_rows_when_they_move_to_referrals():
     )
     assert RoutingDecision.objects.get().gist == "Offered to Lopez"
     assert OfferEvent.objects.get().offer_id == offer.pk
+    # Its content type (and so the admin permissions given on it) moved with it.
+    ContentType.objects.clear_cache()
+    assert ContentType.objects.get_for_model(Offer).pk == offer_type.pk
     tables = connection.introspection.table_names()
     assert {"referrals_offer", "referrals_offerevent", "referrals_routingdecision"} <= set(tables)
     assert not {"network_offer", "network_offerevent", "network_routingdecision"} & set(tables)
