@@ -188,8 +188,7 @@ def history_build(roles: list, rng: random.Random) -> None:
     expiries elsewhere."""
     from django.utils import timezone
 
-    from referrals.models import Offer, RoutingDecision
-    from referrals.models import Clinic, Referral
+    from referrals.models import Clinic, Offer, Referral, RoutingDecision
 
     now = timezone.now()
     clinic = Clinic.objects.create(name="Past clinic", slug="bench-past-clinic")
@@ -233,10 +232,10 @@ def referrals_build(count: int, rng: random.Random, zips: list):
     from referrals.routing import PatientFacts
 
     from fhir_bridge.models import StoredResource
-    from referrals.models import Clinic, Referral
+    from referrals.models import ClinicalFacts, Clinic, Referral
 
     clinics = [Clinic.objects.create(name=f"Clinic {i}", slug=f"bench-clinic-{i}") for i in range(20)]
-    referrals, facts = [], []
+    referrals, facts, codes = [], [], []
     for _ in range(count):
         zip_code, lat, lon, state = rng.choice(zips)
         referrals.append(
@@ -244,9 +243,9 @@ def referrals_build(count: int, rng: random.Random, zips: list):
                 clinic=rng.choice(clinics),
                 owner_reference="Organization/hub",
                 patient_postal_code=zip_code,
-                reason_codes=[{"system": ICD, "code": c} for c in weighted(rng, REASONS)],
             )
         )
+        codes.append([{"system": ICD, "code": c} for c in weighted(rng, REASONS)])
         geolocated = rng.random() < 0.5
         facts.append(
             PatientFacts(
@@ -266,6 +265,23 @@ def referrals_build(count: int, rng: random.Random, zips: list):
             )
         )
     referrals = Referral.objects.bulk_create(referrals, batch_size=1000)
+    # The record routing reads (intake writes it from the FHIR; here the facts routing is handed directly).
+    ClinicalFacts.objects.bulk_create(
+        [
+            ClinicalFacts(
+                referral=r,
+                condition_codes=c,
+                latitude=f.latitude,
+                longitude=f.longitude,
+                location_source="geolocation" if f.latitude is not None else "",
+                clearance=f.clearance or "",
+                required_language=f.required_language,
+                payer=f.payer,
+            )
+            for r, c, f in zip(referrals, codes, facts)
+        ],
+        batch_size=1000,
+    )
     now = timezone.now()
     StoredResource.objects.bulk_create(
         [

@@ -3,7 +3,7 @@ from django.http import JsonResponse
 from django.urls import include, path, re_path
 
 from fhir_bridge.drf import FhirView
-from fhir_bridge.smart import token_view
+from fhir_bridge.smart_views import token_view
 
 
 def healthz(request):

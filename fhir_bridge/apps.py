@@ -8,12 +8,7 @@ class FhirBridgeConfig(AppConfig):
     def ready(self):
         from fhir_bridge import projection  # noqa: F401 - connects the Task projection to referral changes
         from fhir_bridge.network_import import rows_from_fhir_text
-        from fhir_bridge.referral_routing import referral_facts_read
         from network.importing import READERS, Reader
-        from referrals import offers
 
-        # Routing reads a new referral's patient facts out of its stored FHIR resources, which only the bridge
-        # knows; it hands the reader down rather than have the domain import it.
-        offers.PATIENT_FACTS_READER = referral_facts_read
         # The network's import takes FHIR Bundles too (the admin's import page, manage.py import_network).
         READERS["fhir"] = Reader(label="FHIR Bundle (JSON)", suffix=".json", read=rows_from_fhir_text)

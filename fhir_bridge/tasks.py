@@ -4,7 +4,7 @@ import logging
 
 from celery import shared_task
 
-from fhir_bridge.smart import purge_spent_assertions
+from fhir_bridge.smart_tokens import purge_spent_assertions
 
 logger = logging.getLogger(__name__)
 

@@ -108,8 +108,6 @@ class Referral(models.Model):
     service_system = models.CharField(max_length=200, blank=True)
     service_code = models.CharField(max_length=64, blank=True)
     service_display = models.CharField(max_length=500, blank=True)
-    # [{"system": ..., "code": ..., "display": ...}] from reasonCode and the referenced Conditions.
-    reason_codes = models.JSONField(default=list, blank=True)
     requester_reference = models.CharField(max_length=200, blank=True)
     requester_display = models.CharField(max_length=200, blank=True)
     performer_reference = models.CharField(max_length=200, blank=True)
@@ -143,6 +141,70 @@ class Referral(models.Model):
         if status == ReferralStatus.ENTERED_IN_ERROR:
             return self.status != ReferralStatus.ENTERED_IN_ERROR
         return status in ALLOWED_TRANSITIONS.get(self.status, frozenset())
+
+
+class ClinicalFacts(models.Model):
+    """What the referral says of the patient's health, goals and place, as the domain keeps it.
+
+    Mapped from FHIR once, at intake, by the bridge (fhir_bridge/clinical_facts.py says where each fact sits in
+    a PA referral), or given by whoever creates a referral through ``referrals.services.referral_create``.
+    Routing, rerouting, manual routing and every later reader (the therapist's case, the reports) read this
+    record; the stored FHIR is the verbatim copy for serving and provenance, never the source of a fact.
+
+    Codes only: free text is never parsed into a fact. Condition codes are kept as sent; their condition groups
+    are resolved from the editable code map (network.ConditionCodeMap) each time routing reads them, so that a
+    code mapped later frees a referral that waited on it.
+    """
+
+    class Clearance(models.TextChoices):
+        """The physician's medical clearance: the highest intensity the patient may exercise at (ACSM)."""
+
+        LIGHT = "light"  # < 3 METs, < 40 % heart-rate reserve
+        MODERATE = "moderate"  # 3-6 METs, 40-59 % HRR
+        VIGOROUS = "vigorous"  # >= 6 METs, >= 60 % HRR
+
+    class LocationSource(models.TextChoices):
+        GEOLOCATION = "geolocation"  # the coordinates the EHR sent (FHIR geolocation extension)
+        POSTAL_CODE = "postal-code"  # the centroid of the patient's US ZIP code
+        NONE = "", "Not placed"  # neither: routing hands the referral to a coordinator
+
+    referral = models.OneToOneField(Referral, on_delete=models.CASCADE, primary_key=True, related_name="facts")
+    # [{"system", "code", "display"}] (or [{"text"}] for a concept sent without codes): the ServiceRequest's
+    # reasonCode and the code of each Condition it gives as reason, in that order.
+    condition_codes = models.JSONField(default=list, blank=True)
+    # As sent; "" when the referral states none (routing then assumes light). A value outside Clearance is kept
+    # so that routing can flag it rather than guess.
+    clearance = models.CharField(max_length=64, blank=True)
+    precautions = models.JSONField(default=list, blank=True)  # codes: "hr-cap", "no-valsalva", "supervised-only"
+    # ACSM pre-participation screening (Riebe et al., MSSE 2015): None where the referral does not say.
+    currently_active = models.BooleanField(null=True, blank=True)  # 30 min moderate, 3 d/wk, for 3 months
+    known_disease = models.BooleanField(null=True, blank=True)  # known cardiovascular, metabolic or renal disease
+    symptoms = models.BooleanField(null=True, blank=True)  # signs or symptoms suggestive of such disease
+    delivery_modes = models.JSONField(default=list, blank=True)  # "in-person", "virtual", "group", "virtual-ok"
+    # Where the patient is, in WGS84 degrees, and how it was found; both null when not placed.
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    location_source = models.CharField(max_length=20, choices=LocationSource.choices, blank=True)
+    state = models.CharField(max_length=2, blank=True)  # USPS code: virtual delivery stays within it (licensure)
+    required_language = models.CharField(max_length=35, blank=True)  # BCP 47; a professional must speak it
+    preferred_languages = models.JSONField(default=list, blank=True)  # BCP 47 tags; they only count in the score
+    payer = models.CharField(max_length=64, blank=True)  # the hub's payer identifier ("medicare"); scored only
+    # The PAVS baseline (Physical Activity Vital Sign, LOINC 89555-7 d/wk, 68516-4 min/d, 82290-8 min/wk,
+    # 82291-6 strength d/wk): [{"code", "value", "unit" (UCUM), "date" (FHIR date or dateTime, "" if none)}].
+    pavs_baseline = models.JSONField(default=list, blank=True)
+    # The physician's goals (PA Goal): [{"text", "measure": {"system", "code", "display"} | None,
+    # "target": {"value", "unit", "comparator"} | None, "due": FHIR date | ""}].
+    goals = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        verbose_name_plural = "clinical facts"
+
+    def __str__(self):
+        return f"Clinical facts of referral {self.referral_id}"
+
+    def pavs_value(self, code: str) -> float | None:
+        """The baseline's value for one PAVS LOINC code, or None."""
+        return next((m["value"] for m in self.pavs_baseline if m.get("code") == code), None)
 
 
 HUB_ORGANIZATION_ID = "hub"

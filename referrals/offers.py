@@ -34,7 +34,14 @@ from referrals.models import (
     ReferralStatus,
     RoutingDecision,
 )
-from referrals.routing import Candidate, PatientFacts, RoutingPlan, routing_gist, routing_plan
+from referrals.routing import (
+    Candidate,
+    PatientFacts,
+    RoutingPlan,
+    referral_patient_facts,
+    routing_gist,
+    routing_plan,
+)
 from referrals.selectors import (
     offer_live_get,
     offers_due,
@@ -49,12 +56,6 @@ logger = logging.getLogger(__name__)
 HUB_ACTOR = "hub"
 # DESIGN.md §6: no answer within 48 h → next candidate.
 OFFER_DEADLINE = dt.timedelta(hours=settings.HUB_OFFER_DEADLINE_HOURS)
-
-# Where a new referral's patient facts come from: ``PATIENT_FACTS_READER(referral=...) -> PatientFacts``. Today
-# they are read out of the referral's stored FHIR resources, which only the FHIR bridge knows, so the bridge sets
-# it in its AppConfig.ready() (fhir_bridge/apps.py) and the domain never imports the bridge. A stopgap: it goes
-# when the referral keeps a facts record of its own.
-PATIENT_FACTS_READER: Callable[..., PatientFacts] | None = None
 
 # Sent inside the transaction of every offer change, creation included (from_status ""). kwargs: offer,
 # from_status, actor. The FHIR bridge renders the child Task (partOf the referral Task, owner = the role) from
@@ -234,15 +235,6 @@ def _decision_create(
         override_reason=override_reason,
         gist=gist,
     )
-
-
-def patient_facts_last(*, referral: Referral) -> PatientFacts:
-    """The facts the last routing run used: a re-run (a decline, an expiry, a coordinator) sees the same
-    patient."""
-    last = routing_decision_latest(referral_id=referral.pk)
-    if last is None or not last.patient_facts:
-        return PatientFacts(postal_code=referral.patient_postal_code)
-    return PatientFacts.from_dict(last.patient_facts)
 
 
 def _gist_record(
@@ -437,7 +429,7 @@ def _route_next(*, referral: Referral, trigger: str, now: dt.datetime) -> Routin
     change under the referral lock, so none is live now and there is no need to look."""
     if referral.status != ReferralStatus.REQUESTED:
         return None  # cancelled or answered meanwhile: nothing to route
-    patient = patient_facts_last(referral=referral)
+    patient = referral_patient_facts(referral=referral)
     return _route(referral=referral, patient=patient, trigger=trigger, actor=HUB_ACTOR, now=now)
 
 
@@ -499,7 +491,7 @@ def referral_route_manually(
     locked = _referral_lock(referral.pk)
     _check_requested(locked)
     now = timezone.now()
-    patient = patient_facts_last(referral=locked)
+    patient = referral_patient_facts(referral=locked)
     plan = routing_plan(referral=locked, patient=patient, now=now, only_role_ids=[role.pk], manual=True)
     candidate = plan.candidates[0]
     failures = list(candidate.excluded)
@@ -548,19 +540,15 @@ def referral_route_manually(
 
 
 def referral_route_first(*, referral_id: int) -> RoutingOutcome | None:
-    """Route a new referral once, with the patient facts PATIENT_FACTS_READER gives. Safe to call again: a
-    referral already routed, or no longer requested, is left alone (the decline, expiry and manual-routing
-    services move it on from there). Returns None when it was left alone."""
-    referral = Referral.objects.filter(pk=referral_id).first()
+    """Route a new referral once, with its clinical facts. Safe to call again: a referral already routed, or no
+    longer requested, is left alone (the decline, expiry and manual-routing services move it on from there).
+    Returns None when it was left alone."""
+    referral = Referral.objects.filter(pk=referral_id).select_related("facts").first()
     if referral is None or referral.status != ReferralStatus.REQUESTED:
         logger.info("referral %s is gone or no longer requested; not routed", referral_id)
         return None
-    if PATIENT_FACTS_READER is None:
-        raise RuntimeError("no PATIENT_FACTS_READER: the app that reads patient facts (fhir_bridge) is not loaded")
     try:
-        outcome = referral_route(
-            referral=referral, patient=PATIENT_FACTS_READER(referral=referral), first_only=True
-        )
+        outcome = referral_route(referral=referral, patient=referral_patient_facts(referral=referral), first_only=True)
     except ReferralRuleError as exc:  # routed already (a redelivery), or answered or cancelled meanwhile
         logger.info("referral %s not routed: %s", referral_id, exc)
         return None

@@ -103,6 +103,7 @@ class PatientFacts:
 
     latitude: float | None = None
     longitude: float | None = None
+    location_source: str = ""  # how latitude/longitude were found (ClinicalFacts.LocationSource); "" not placed
     postal_code: str = ""
     state: str = ""
     clearance: str | None = None
@@ -128,6 +129,30 @@ class PatientFacts:
         values["precautions"] = tuple(values.get("precautions") or ())
         values["preferred_languages"] = tuple(values.get("preferred_languages") or ())
         return cls(screening=Screening(**screening) if screening else None, **values)
+
+
+def referral_patient_facts(*, referral: Referral) -> PatientFacts:
+    """What routing needs to know about the patient, from the referral's ClinicalFacts (the same for the first
+    run, a reroute after a decline or an expiry, and a coordinator's run)."""
+    facts = referral.facts
+    delivery = set(facts.delivery_modes)
+    return PatientFacts(
+        latitude=facts.latitude,
+        longitude=facts.longitude,
+        location_source=facts.location_source,
+        postal_code=referral.patient_postal_code,
+        state=facts.state,
+        clearance=facts.clearance or None,
+        precautions=tuple(facts.precautions),
+        screening=Screening(
+            currently_active=facts.currently_active, known_disease=facts.known_disease, symptoms=facts.symptoms
+        ),
+        required_language=facts.required_language,
+        preferred_languages=tuple(facts.preferred_languages),
+        virtual_allowed=bool(delivery & {"virtual", "virtual-ok"}),
+        preferred_delivery=next((d for d in ("in-person", "virtual", "group") if d in delivery), ""),
+        payer=facts.payer,
+    )
 
 
 @dataclass
@@ -598,13 +623,18 @@ def routing_plan(
     ``only_role_ids`` limits the pool to those roles (manual routing). ``manual`` leaves out the
     already-offered constraint: an admin may offer a referral again to someone who declined it."""
     today = now.date()
-    codes = list(referral.reason_codes or [])
-    place = patient_place(
-        latitude=patient.latitude,
-        longitude=patient.longitude,
-        postal_code=patient.postal_code or referral.patient_postal_code,
-        state=patient.state,
-    )
+    codes = list(referral.facts.condition_codes)
+    if patient.location_source and patient.latitude is not None and patient.longitude is not None:
+        place = Place(
+            latitude=patient.latitude, longitude=patient.longitude, state=patient.state, source=patient.location_source
+        )
+    else:  # placed when the referral was opened, or never: a ZIP added to the code data since is not looked up
+        place = patient_place(
+            latitude=patient.latitude,
+            longitude=patient.longitude,
+            postal_code=patient.postal_code or referral.patient_postal_code,
+            state=patient.state,
+        )
     directed_references = [
         ref
         for ref in dict.fromkeys(

@@ -142,3 +142,4 @@ def routing_explain(*, referral_id: int) -> list[dict]:
         routing_decision_explain(decision=d)
         for d in RoutingDecision.objects.filter(referral_id=referral_id).order_by("id")
     ]
+

@@ -8,7 +8,7 @@ import pytest
 from django.db import connections
 from django.test import Client
 
-from fhir_bridge.smart import access_token_encode
+from fhir_bridge.smart_tokens import access_token_encode
 from tests.factories import ALL_SCOPES, ClinicFactory, EhrClientFactory
 
 FHIR_JSON = "application/fhir+json"

@@ -31,6 +31,7 @@ from referrals.offers import (
     referral_route,
     referral_route_manually,
 )
+from referrals.routing import referral_patient_facts
 from referrals.selectors import role_active_case_count, routing_explain
 from referrals.services import ReferralRuleError
 from referrals.tasks import expire_offers
@@ -47,7 +48,7 @@ def three_roles():
 
 @pytest.fixture
 def referral(clinic):
-    return referral_make(clinic)
+    return referral_make(clinic, patient=CARDIAC_PATIENT)
 
 
 def test_an_offer_has_a_48_hour_deadline(referral, three_roles):
@@ -82,8 +83,10 @@ def test_a_decline_goes_to_the_next_candidate(referral, three_roles):
     assert outcome.decision.trigger == RoutingDecision.Trigger.DECLINED
     entry = next(c for c in outcome.decision.candidates if c["role"] == three_roles[0].fhir_id)
     assert entry["excluded"][0]["constraint"] == "already-offered"
-    # the re-run used the same patient facts as the first run
-    assert outcome.decision.patient_facts == CARDIAC_PATIENT.as_dict()
+    # the re-run read the referral's clinical facts, as the first run would have
+    assert outcome.decision.patient_facts == referral_patient_facts(referral=referral).as_dict()
+    assert outcome.decision.patient_facts["clearance"] == "moderate"
+    assert outcome.decision.patient_facts["screening"]["known_disease"] is True
     assert role_active_case_count(role_id=three_roles[0].pk) == 0
 
 
