@@ -65,7 +65,8 @@ def _send_cardiac_referral(fhir, django_capture_on_commit_callbacks) -> tuple[Re
 def _offers(fhir, task_id: str) -> list[dict]:
     response = fhir.get("Task", **{"part-of": f"Task/{task_id}"})
     assert response.status_code == 200
-    return sorted((e["resource"] for e in json_of(response)["entry"]), key=lambda t: t["id"])
+    # In the order they were made: the offer's number, not its id as a string ("offer-10" sorts before "offer-9").
+    return sorted((e["resource"] for e in json_of(response)["entry"]), key=lambda t: int(t["identifier"][0]["value"]))
 
 
 def test_a_cardiac_referral_is_offered_to_the_nearest_qualified_professional(fhir, network, django_capture_on_commit_callbacks):
