@@ -177,7 +177,7 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "purge-spent-assertion-ids": {"task": "fhir_bridge.purge_spent_jtis", "schedule": 3600.0},
     # Offers past their deadline go to the next candidate (48 h by default, HUB_OFFER_DEADLINE_HOURS).
-    "expire-offers": {"task": "network.expire_offers", "schedule": 60.0},
+    "expire-offers": {"task": "referrals.expire_offers", "schedule": 60.0},
 }
 
 LOGGING = {

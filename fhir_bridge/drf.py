@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from fhir_bridge import routes
 from fhir_bridge.outcomes import FhirError, error, operation_outcome
 from fhir_bridge.profiles import Issue
-from fhir_bridge.smart import AuthError, authenticate_bearer
+from fhir_bridge.smart_tokens import AuthError, authenticate_bearer
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,13 @@ from django.db import transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
+from network.geo import patient_place
 from network.selectors import network_member_get
 from referrals.models import (
     HUB_ORGANIZATION_REFERENCE,
     REASON_REQUIRED_STATUSES,
     BusinessStatus,
+    ClinicalFacts,
     Clinic,
     Referral,
     ReferralEvent,
@@ -25,6 +27,9 @@ from referrals.models import (
 # renders its first version). fhir_bridge.projection re-renders the referral Task on it, so that the Task's new
 # version and its history row commit or roll back with the change itself.
 referral_changed = Signal()  # kwargs: referral, events
+# Sent inside the transaction that creates a referral, after its facts and its first event are written. The FHIR
+# bridge stores the referral's resources on it when they did not come from an EHR.
+referral_created = Signal()  # kwargs: referral
 
 
 class ReferralRuleError(Exception):
@@ -63,7 +68,24 @@ class ReferralFacts:
     service_system: str = ""
     service_code: str = ""
     service_display: str = ""
-    reason_codes: list[dict] = field(default_factory=list)
+    # The clinical facts (ClinicalFacts says what each one is): the condition codes as sent, clearance,
+    # precautions, ACSM screening answers, delivery modes, the coordinates the EHR sent (None: place the patient
+    # from the postal code), language, payer, the PAVS baseline and the goals.
+    condition_codes: list[dict] = field(default_factory=list)
+    clearance: str = ""
+    precautions: tuple[str, ...] = ()
+    currently_active: bool | None = None
+    known_disease: bool | None = None
+    symptoms: bool | None = None
+    delivery_modes: tuple[str, ...] = ()
+    latitude: float | None = None
+    longitude: float | None = None
+    state: str = ""
+    required_language: str = ""
+    preferred_languages: tuple[str, ...] = ()
+    payer: str = ""
+    pavs_baseline: list[dict] = field(default_factory=list)
+    goals: list[dict] = field(default_factory=list)
     requester_reference: str = ""
     requester_display: str = ""
     performer_reference: str = ""
@@ -114,7 +136,10 @@ def _notes_add(*, referral: Referral, notes: list[NoteFacts]) -> None:
         )
 
 
+@transaction.atomic
 def referral_create(*, clinic: Clinic, facts: ReferralFacts, actor: str) -> Referral:
+    """Open a referral for ``clinic``: the Referral, its ClinicalFacts, its notes and a CREATED event, then
+    ``referral_created``. Raises ReferralRuleError when ``facts`` break a rule (check_referral_create)."""
     owner_display = check_referral_create(facts=facts)
     referral = Referral.objects.create(
         clinic=clinic,
@@ -131,7 +156,6 @@ def referral_create(*, clinic: Clinic, facts: ReferralFacts, actor: str) -> Refe
         service_system=facts.service_system,
         service_code=facts.service_code,
         service_display=facts.service_display[:500],
-        reason_codes=facts.reason_codes,
         requester_reference=facts.requester_reference,
         requester_display=facts.requester_display,
         performer_reference=facts.performer_reference,
@@ -139,9 +163,62 @@ def referral_create(*, clinic: Clinic, facts: ReferralFacts, actor: str) -> Refe
         occurrence_start=facts.occurrence_start,
         occurrence_end=facts.occurrence_end,
     )
+    clinical_facts_create(referral=referral, facts=facts)
     _notes_add(referral=referral, notes=facts.notes)
     ReferralEvent.objects.create(referral=referral, kind=ReferralEvent.Kind.CREATED, to_status=referral.status, actor=actor)
+    referral_created.send(sender=Referral, referral=referral)
     return referral
+
+
+# PAVS (LOINC): days per week, minutes per day and minutes per week of moderate to vigorous activity.
+PAVS_DAYS_PER_WEEK, PAVS_MINUTES_PER_DAY, PAVS_MINUTES_PER_WEEK = "89555-7", "68516-4", "82290-8"
+
+
+def currently_active_from_pavs(pavs_baseline: list[dict]) -> bool | None:
+    """ACSM's "currently active" (30 min of moderate activity on 3 or more days a week, Riebe et al. 2015) read
+    from a PAVS baseline, with 90 min/wk as the weekly floor; None when the baseline says neither days nor
+    minutes."""
+    values = {m.get("code"): m.get("value") for m in pavs_baseline if isinstance(m.get("value"), (int, float))}
+    days, per_day = values.get(PAVS_DAYS_PER_WEEK), values.get(PAVS_MINUTES_PER_DAY)
+    per_week = values.get(PAVS_MINUTES_PER_WEEK)
+    if per_week is None and days is not None and per_day is not None:
+        per_week = days * per_day
+    if days is None and per_week is None:
+        return None
+    if days is not None and days < 3:
+        return False
+    return per_week is not None and per_week >= 90
+
+
+def clinical_facts_create(*, referral: Referral, facts: ReferralFacts) -> ClinicalFacts:
+    """The referral's ClinicalFacts row, with the patient placed: the coordinates sent when they are sane, else
+    the centroid of the postal code (network.geo), else not placed (routing then waits for a coordinator).
+    ``currently_active`` not given is read from the PAVS baseline."""
+    place = patient_place(
+        latitude=facts.latitude, longitude=facts.longitude, postal_code=facts.patient_postal_code, state=facts.state
+    )
+    currently_active = facts.currently_active
+    if currently_active is None:
+        currently_active = currently_active_from_pavs(facts.pavs_baseline)
+    return ClinicalFacts.objects.create(
+        referral=referral,
+        condition_codes=facts.condition_codes,
+        clearance=facts.clearance,
+        precautions=list(facts.precautions),
+        currently_active=currently_active,
+        known_disease=facts.known_disease,
+        symptoms=facts.symptoms,
+        delivery_modes=list(facts.delivery_modes),
+        latitude=place.latitude if place else None,
+        longitude=place.longitude if place else None,
+        location_source=place.source if place else ClinicalFacts.LocationSource.NONE,
+        state=(place.state if place else facts.state.upper())[:2],
+        required_language=facts.required_language,
+        preferred_languages=list(facts.preferred_languages),
+        payer=facts.payer,
+        pavs_baseline=facts.pavs_baseline,
+        goals=facts.goals,
+    )
 
 
 def check_referral_transition(*, referral: Referral, to_status: str, reason: str) -> None:
@@ -219,3 +296,4 @@ def referral_update(
     ReferralEvent.objects.bulk_create(events)
     referral_changed.send(sender=Referral, referral=referral, events=events)
     return referral
+

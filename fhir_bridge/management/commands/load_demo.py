@@ -13,18 +13,14 @@ from django.db import transaction
 from fhir_bridge.examples import scenario2_bundle
 from fhir_bridge.intake import Caller, transaction_intake
 from fhir_bridge.models import EhrClient
-from fhir_bridge.referral_routing import referral_route_first
-from fhir_bridge.smart import ehr_client_register
+from fhir_bridge.smart_clients import ehr_client_register
 from fhir_bridge.smart_keys import generate_private_key, load_private_key_pem, private_key_pem, public_jwks
+from fhir_bridge.smart_scopes import DEFAULT_SCOPES as DEMO_SCOPES  # the route table's, as registration's
 from network.demo import demo_network_load
 from referrals.models import Clinic
+from referrals.offers import referral_route_first
 
 DEMO_CLIENT_NAME = "Good Health Cardiology EHR (demo)"
-DEMO_SCOPES = (
-    "system/Task.cruds system/ServiceRequest.cruds system/Patient.cruds system/Condition.cruds "
-    "system/Observation.cruds system/Goal.cruds system/Practitioner.rs system/PractitionerRole.rs "
-    "system/Organization.rs system/Location.rs system/HealthcareService.rs system/Consent.cruds"
-).split()
 ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
 CLEARANCE = "http://exercise-referral-hub.org/fhir/CodeSystem/exercise-clearance"
 PRECAUTION = "http://exercise-referral-hub.org/fhir/CodeSystem/exercise-precaution"

@@ -4,20 +4,13 @@
 import pytest
 from django.conf import settings
 
-from network.models import (
-    ConditionCodeMap,
-    ConditionGroup,
-    CredentialType,
-    Offer,
-    OfferStatus,
-    RoutingDecision,
-)
-from network.selectors import role_active_case_count
-from network.services import referral_route
-from referrals.models import BusinessStatus, Clinic, Referral
+from network.models import ConditionCodeMap, ConditionGroup, CredentialType
+from referrals.models import BusinessStatus, Clinic, Offer, OfferStatus, Referral, RoutingDecision
+from referrals.offers import referral_route
+from referrals.selectors import role_active_case_count
 from tests.conftest import fire_at_once
-from tests.network.conftest import CARDIAC_PATIENT
 from tests.network.factories import ICD, km_north, referral_make, role_make
+from tests.referrals.conftest import CARDIAC_PATIENT
 
 # Skipped before any database set-up on SQLite, whose single writer cannot race. No serialized_rollback: with
 # a transactional test before it that flushed without it, Django re-creates content types and the restore

@@ -1,6 +1,9 @@
 """The one way work is handed to Celery: after the transaction that made it commits (zulip's
 ``queue_event_on_commit``). A task enqueued inside a transaction that rolls back never runs; one enqueued
-outside any transaction is sent at once."""
+outside any transaction is sent at once.
+
+It lives in config/, beside the Celery app, so that the domain apps and the edges alike may enqueue without
+importing one another (the import contracts in pyproject.toml)."""
 
 import logging
 

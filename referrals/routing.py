@@ -1,11 +1,11 @@
 """The routing engine: who may take a referral (hard constraints), then who should (a score).
 
-``routing_plan`` reads the database and writes nothing; network/services.py turns a plan into a stored
+``routing_plan`` reads the database and writes nothing; referrals/offers.py turns a plan into a stored
 RoutingDecision and an offer, under the locks that keep capacity honest.
 
-How a plan is made (one query in all; see network/README.md):
+How a plan is made (one query in all; see referrals/README.md):
 1. Map the referral's condition codes to groups (unmapped codes are kept and flagged) and assess the patient's
-   risk tier (network/risk.py).
+   risk tier (referrals/risk.py).
 2. Place the patient: the geolocation the EHR sent, else the ZIP centroid; unplaceable → no candidates, a
    coordinator routes it.
 3. The pool, pre-filtered in SQL: roles whose site lies in a bounding box sized by the largest service radius
@@ -29,24 +29,22 @@ from network.geo import KM_PER_DEGREE_LATITUDE, Place, haversine_km, patient_pla
 from network.models import (
     ConditionGroup,
     Credential,
-    Offer,
-    OfferStatus,
     Organization,
     Professional,
     ProfessionalRole,
     Site,
 )
-from network.risk import RiskProfile, Screening, risk_assess
 from network.selectors import (
     ConditionMapping,
-    active_cases_sql,
     network_member_roles,
     qualification_parse,
     qualification_sql,
     sql_json,
     sql_json_value,
 )
-from referrals.models import Referral
+from referrals.models import Offer, OfferStatus, Referral
+from referrals.risk import RiskProfile, Screening, risk_assess
+from referrals.selectors import active_cases_sql
 
 # Bounds on the work of one decision, whatever the size of the network. A truncated pool is said in the
 # summary.
@@ -95,7 +93,7 @@ class PatientFacts:
     - latitude/longitude: the FHIR geolocation extension on Patient.address, when present;
     - postal_code, state: Patient.address (the referral's patient_postal_code is used when postal_code is
       empty);
-    - clearance, precautions, screening: see network/risk.py for where they sit in the ServiceRequest;
+    - clearance, precautions, screening: see referrals/risk.py for where they sit in the ServiceRequest;
     - required_language: a BCP 47 tag the professional must speak (Patient.communication, when an interpreter
       would otherwise be needed); preferred_languages only count towards the score;
     - virtual_allowed: the referral accepts video sessions; preferred_delivery: "in-person", "virtual" or
@@ -105,6 +103,7 @@ class PatientFacts:
 
     latitude: float | None = None
     longitude: float | None = None
+    location_source: str = ""  # how latitude/longitude were found (ClinicalFacts.LocationSource); "" not placed
     postal_code: str = ""
     state: str = ""
     clearance: str | None = None
@@ -130,6 +129,30 @@ class PatientFacts:
         values["precautions"] = tuple(values.get("precautions") or ())
         values["preferred_languages"] = tuple(values.get("preferred_languages") or ())
         return cls(screening=Screening(**screening) if screening else None, **values)
+
+
+def referral_patient_facts(*, referral: Referral) -> PatientFacts:
+    """What routing needs to know about the patient, from the referral's ClinicalFacts (the same for the first
+    run, a reroute after a decline or an expiry, and a coordinator's run)."""
+    facts = referral.facts
+    delivery = set(facts.delivery_modes)
+    return PatientFacts(
+        latitude=facts.latitude,
+        longitude=facts.longitude,
+        location_source=facts.location_source,
+        postal_code=referral.patient_postal_code,
+        state=facts.state,
+        clearance=facts.clearance or None,
+        precautions=tuple(facts.precautions),
+        screening=Screening(
+            currently_active=facts.currently_active, known_disease=facts.known_disease, symptoms=facts.symptoms
+        ),
+        required_language=facts.required_language,
+        preferred_languages=tuple(facts.preferred_languages),
+        virtual_allowed=bool(delivery & {"virtual", "virtual-ok"}),
+        preferred_delivery=next((d for d in ("in-person", "virtual", "group") if d in delivery), ""),
+        payer=facts.payer,
+    )
 
 
 @dataclass
@@ -600,13 +623,18 @@ def routing_plan(
     ``only_role_ids`` limits the pool to those roles (manual routing). ``manual`` leaves out the
     already-offered constraint: an admin may offer a referral again to someone who declined it."""
     today = now.date()
-    codes = list(referral.reason_codes or [])
-    place = patient_place(
-        latitude=patient.latitude,
-        longitude=patient.longitude,
-        postal_code=patient.postal_code or referral.patient_postal_code,
-        state=patient.state,
-    )
+    codes = list(referral.facts.condition_codes)
+    if patient.location_source and patient.latitude is not None and patient.longitude is not None:
+        place = Place(
+            latitude=patient.latitude, longitude=patient.longitude, state=patient.state, source=patient.location_source
+        )
+    else:  # placed when the referral was opened, or never: a ZIP added to the code data since is not looked up
+        place = patient_place(
+            latitude=patient.latitude,
+            longitude=patient.longitude,
+            postal_code=patient.postal_code or referral.patient_postal_code,
+            state=patient.state,
+        )
     directed_references = [
         ref
         for ref in dict.fromkeys(

@@ -23,7 +23,7 @@ Absent facts take the conservative value, and the profile says which were assume
 - an unrecognised precaution → moderate, flagged.
 
 Where each fact sits in a FHIR ServiceRequest (fhir_bridge parses it into these plain values; see
-network/README.md):
+referrals/README.md):
 - condition groups ← ``reasonCode`` and the Conditions in ``reasonReference`` (ICD-10-CM or SNOMED CT), mapped
   by ``ConditionCodeMap`` (network/selectors.py::condition_codes_map);
 - clearance ← an ``orderDetail`` coding in the hub's code system

@@ -5,11 +5,19 @@ import datetime as dt
 import json
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
-from network.models import Offer, OfferEvent, OfferStatus, RoutingDecision
-from network.selectors import role_active_case_count, routing_explain
-from network.services import (
+from referrals.models import (
+    BusinessStatus,
+    Offer,
+    OfferEvent,
+    OfferStatus,
+    Referral,
+    ReferralStatus,
+    RoutingDecision,
+)
+from referrals.offers import (
     OFFER_DEADLINE,
     OfferConflict,
     OfferRuleError,
@@ -23,11 +31,12 @@ from network.services import (
     referral_route,
     referral_route_manually,
 )
-from network.tasks import expire_offers
-from referrals.models import BusinessStatus, Referral, ReferralStatus
+from referrals.routing import referral_patient_facts
+from referrals.selectors import role_active_case_count, routing_explain
 from referrals.services import ReferralRuleError
-from tests.network.conftest import CARDIAC_PATIENT
+from referrals.tasks import expire_offers
 from tests.network.factories import km_north, referral_make, role_make
+from tests.referrals.conftest import CARDIAC_PATIENT
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +48,7 @@ def three_roles():
 
 @pytest.fixture
 def referral(clinic):
-    return referral_make(clinic)
+    return referral_make(clinic, patient=CARDIAC_PATIENT)
 
 
 def test_an_offer_has_a_48_hour_deadline(referral, three_roles):
@@ -74,8 +83,10 @@ def test_a_decline_goes_to_the_next_candidate(referral, three_roles):
     assert outcome.decision.trigger == RoutingDecision.Trigger.DECLINED
     entry = next(c for c in outcome.decision.candidates if c["role"] == three_roles[0].fhir_id)
     assert entry["excluded"][0]["constraint"] == "already-offered"
-    # the re-run used the same patient facts as the first run
-    assert outcome.decision.patient_facts == CARDIAC_PATIENT.as_dict()
+    # the re-run read the referral's clinical facts, as the first run would have
+    assert outcome.decision.patient_facts == referral_patient_facts(referral=referral).as_dict()
+    assert outcome.decision.patient_facts["clearance"] == "moderate"
+    assert outcome.decision.patient_facts["screening"]["known_disease"] is True
     assert role_active_case_count(role_id=three_roles[0].pk) == 0
 
 
@@ -129,9 +140,14 @@ def test_the_sweep_expires_only_due_offers_and_routes_on(clinic, three_roles):
 def test_the_celery_task_runs_the_sweep(referral, three_roles):
     offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
     Offer.objects.filter(pk=offer.pk).update(deadline=timezone.now() - dt.timedelta(seconds=1))
-    assert expire_offers.name == "network.expire_offers"
+    assert expire_offers.name == "referrals.expire_offers"
     assert json.loads(json.dumps(expire_offers.apply().get())) == 1
     assert Offer.objects.get(pk=offer.pk).status == OfferStatus.EXPIRED
+
+
+def test_beat_runs_the_sweep_by_the_task_name():
+    # A renamed task that beat still names would never run again.
+    assert settings.CELERY_BEAT_SCHEDULE["expire-offers"]["task"] == expire_offers.name
 
 
 def test_an_answered_offer_cannot_be_answered_again(referral, three_roles):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from network import api
+from referrals import api
 
 urlpatterns = [
     path("routing/queue", api.RoutingQueueView.as_view(), name="routing-queue"),

@@ -3,7 +3,7 @@
 import json
 from dataclasses import dataclass
 
-from network.risk import HIGH, LOW, MODERATE, Screening, risk_assess
+from referrals.risk import HIGH, LOW, MODERATE, Screening, risk_assess
 
 
 @dataclass(frozen=True)

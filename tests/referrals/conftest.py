@@ -1,5 +1,5 @@
-from network.risk import Screening
-from network.routing import PatientFacts
+from referrals.risk import Screening
+from referrals.routing import PatientFacts
 from tests.network.factories import ZIP_10001
 
 # A patient at the centroid of ZIP 10001, with known coronary disease, asymptomatic, inactive, cleared by the

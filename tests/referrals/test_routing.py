@@ -6,13 +6,14 @@ from dataclasses import replace
 import pytest
 from django.utils import timezone
 
-from network.models import ConditionGroup, Offer, OfferStatus, ProfessionalRole, RoutingDecision
-from network.routing import PatientFacts, routing_plan
-from network.selectors import role_scope, routing_explain
-from network.services import offer_accept, referral_route, referral_route_manually
-from referrals.models import BusinessStatus, Referral, ReferralEvent
-from tests.network.conftest import CARDIAC_PATIENT, HEALTHY_PATIENT
+from network.models import ConditionGroup, ProfessionalRole
+from network.selectors import role_scope
+from referrals.models import BusinessStatus, Offer, OfferStatus, Referral, ReferralEvent, RoutingDecision
+from referrals.offers import offer_accept, referral_route, referral_route_manually
+from referrals.routing import PatientFacts, routing_plan
+from referrals.selectors import routing_explain
 from tests.network.factories import HEALTHY, ZIP_10001, credential_give, km_north, referral_make, role_make
+from tests.referrals.conftest import CARDIAC_PATIENT, HEALTHY_PATIENT
 
 pytestmark = pytest.mark.django_db
 
@@ -335,7 +336,7 @@ def test_the_virtual_pool_takes_the_nearest_in_the_state_whether_near_or_far(cli
     patient = replace(HEALTHY_PATIENT, virtual_allowed=True)
 
     def pool(limit):
-        monkeypatch.setattr("network.routing.VIRTUAL_POOL_LIMIT", limit)
+        monkeypatch.setattr("referrals.routing.VIRTUAL_POOL_LIMIT", limit)
         plan = routing_plan(
             referral=referral_make(clinic, codes=HEALTHY), patient=patient, now=timezone.now()
         )
@@ -369,7 +370,7 @@ def test_a_role_that_stops_taking_referrals_after_the_plan_is_skipped_and_explai
         ProfessionalRole.objects.filter(pk=first.pk).update(accepting=False)  # between the plan and the lock
         return plan
 
-    monkeypatch.setattr("network.services.routing_plan", plan_then_pause)
+    monkeypatch.setattr("referrals.offers.routing_plan", plan_then_pause)
     outcome = referral_route(referral=referral_make(clinic), patient=CARDIAC_PATIENT)
 
     assert outcome.offer.role == second

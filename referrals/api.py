@@ -9,20 +9,20 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from network.models import Offer, ProfessionalRole
-from network.selectors import referrals_with_routing, routing_explain
-from network.services import (
+from network.models import ProfessionalRole
+from referrals.models import BusinessStatus, Offer, Referral
+from referrals.offers import (
     OfferConflict,
     OfferRuleError,
     RoutingConstraintError,
     RoutingOutcome,
     offer_accept,
     offer_decline,
-    patient_facts_last,
     referral_route,
     referral_route_manually,
 )
-from referrals.models import BusinessStatus, Referral
+from referrals.routing import referral_patient_facts
+from referrals.selectors import referrals_with_routing, routing_explain
 from referrals.services import ReferralConflict, ReferralRuleError
 
 
@@ -114,7 +114,7 @@ class RerouteView(StaffView):
         referral = get_object_or_404(Referral, pk=referral_id)
         outcome = referral_route(
             referral=referral,
-            patient=patient_facts_last(referral=referral),
+            patient=referral_patient_facts(referral=referral),
             actor=f"user:{request.user.get_username()}",
         )
         return _routed(outcome)

@@ -13,6 +13,7 @@ referrals routed at the same moment can never both take the last slot.
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -21,23 +22,33 @@ from django.db.models import Exists, OuterRef
 from django.dispatch import Signal
 from django.utils import timezone
 
-from network.models import (
+from network.models import ProfessionalRole
+from referrals.models import (
+    HUB_ORGANIZATION_REFERENCE,
     LIVE_OFFER_STATUSES,
+    BusinessStatus,
     Offer,
     OfferEvent,
     OfferStatus,
-    ProfessionalRole,
+    Referral,
+    ReferralStatus,
     RoutingDecision,
 )
-from network.routing import Candidate, PatientFacts, RoutingPlan, routing_gist, routing_plan
-from network.selectors import (
+from referrals.routing import (
+    Candidate,
+    PatientFacts,
+    RoutingPlan,
+    referral_patient_facts,
+    routing_gist,
+    routing_plan,
+)
+from referrals.selectors import (
     offer_live_get,
     offers_due,
     role_active_case_count,
     role_for_update,
     routing_decision_latest,
 )
-from referrals.models import HUB_ORGANIZATION_REFERENCE, BusinessStatus, Referral, ReferralStatus
 from referrals.services import NoteFacts, ReferralConflict, ReferralRuleError, referral_update
 
 logger = logging.getLogger(__name__)
@@ -224,15 +235,6 @@ def _decision_create(
         override_reason=override_reason,
         gist=gist,
     )
-
-
-def patient_facts_last(*, referral: Referral) -> PatientFacts:
-    """The facts the last routing run used: a re-run (a decline, an expiry, a coordinator) sees the same
-    patient."""
-    last = routing_decision_latest(referral_id=referral.pk)
-    if last is None or not last.patient_facts:
-        return PatientFacts(postal_code=referral.patient_postal_code)
-    return PatientFacts.from_dict(last.patient_facts)
 
 
 def _gist_record(
@@ -427,7 +429,7 @@ def _route_next(*, referral: Referral, trigger: str, now: dt.datetime) -> Routin
     change under the referral lock, so none is live now and there is no need to look."""
     if referral.status != ReferralStatus.REQUESTED:
         return None  # cancelled or answered meanwhile: nothing to route
-    patient = patient_facts_last(referral=referral)
+    patient = referral_patient_facts(referral=referral)
     return _route(referral=referral, patient=patient, trigger=trigger, actor=HUB_ACTOR, now=now)
 
 
@@ -489,7 +491,7 @@ def referral_route_manually(
     locked = _referral_lock(referral.pk)
     _check_requested(locked)
     now = timezone.now()
-    patient = patient_facts_last(referral=locked)
+    patient = referral_patient_facts(referral=locked)
     plan = routing_plan(referral=locked, patient=patient, now=now, only_role_ids=[role.pk], manual=True)
     candidate = plan.candidates[0]
     failures = list(candidate.excluded)
@@ -535,6 +537,23 @@ def referral_route_manually(
     _gist_record(referral=locked, business_status=BusinessStatus.OFFERED, gist=gist, actor=actor, now=now)
     _sync(referral, locked)
     return RoutingOutcome(decision=decision, offer=offer, gist=gist)
+
+
+def referral_route_first(*, referral_id: int) -> RoutingOutcome | None:
+    """Route a new referral once, with its clinical facts. Safe to call again: a referral already routed, or no
+    longer requested, is left alone (the decline, expiry and manual-routing services move it on from there).
+    Returns None when it was left alone."""
+    referral = Referral.objects.filter(pk=referral_id).select_related("facts").first()
+    if referral is None or referral.status != ReferralStatus.REQUESTED:
+        logger.info("referral %s is gone or no longer requested; not routed", referral_id)
+        return None
+    try:
+        outcome = referral_route(referral=referral, patient=referral_patient_facts(referral=referral), first_only=True)
+    except ReferralRuleError as exc:  # routed already (a redelivery), or answered or cancelled meanwhile
+        logger.info("referral %s not routed: %s", referral_id, exc)
+        return None
+    logger.info("referral %s routed: %s", referral_id, outcome.gist)
+    return outcome
 
 
 CLINIC_WITHDRAWN = frozenset({ReferralStatus.CANCELLED, ReferralStatus.ENTERED_IN_ERROR})

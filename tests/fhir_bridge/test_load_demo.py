@@ -2,8 +2,7 @@ import pytest
 from django.core.management import call_command
 
 from fhir_bridge.models import EhrClient
-from network.models import Offer, RoutingDecision
-from referrals.models import Referral
+from referrals.models import Offer, Referral, RoutingDecision
 
 pytestmark = pytest.mark.django_db
 
