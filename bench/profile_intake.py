@@ -65,7 +65,8 @@ def main(argv=None) -> int:
 
     from fhir_bridge.examples import scenario2_bundle
     from fhir_bridge.models import EhrClient
-    from fhir_bridge.smart import DEFAULT_SCOPES, access_token_encode
+    from fhir_bridge.smart_scopes import DEFAULT_SCOPES
+    from fhir_bridge.smart_tokens import access_token_encode
 
     ehr = EhrClient.objects.filter(is_active=True).order_by("id").first()
     if ehr is None:

@@ -8,7 +8,7 @@ It drops and re-creates the database ``hub_bench_routing`` (``--database``; give
 on 127.0.0.1:5432 (user postgres; BENCH_PG_URL to change the server), migrates it, and for each size
 bulk-creates a network spread over US ZIP centroids, vacuums and analyzes it (as autovacuum keeps a live
 database: statistics for the planner, the visibility map for index-only scans), then routes the referrals one
-after another through network.services.referral_route. It times the whole service and, within it:
+after another through referrals.offers.referral_route. It times the whole service and, within it:
 
 - the decision: the referral's lock, the read-only plan (timed on its own too), the capacity claim under the
   chosen role's lock, and the stored RoutingDecision with every candidate, its exclusions and its score;
@@ -188,8 +188,7 @@ def history_build(roles: list, rng: random.Random) -> None:
     expiries elsewhere."""
     from django.utils import timezone
 
-    from network.models import Offer, RoutingDecision
-    from referrals.models import Clinic, Referral
+    from referrals.models import Clinic, Offer, Referral, RoutingDecision
 
     now = timezone.now()
     clinic = Clinic.objects.create(name="Past clinic", slug="bench-past-clinic")
@@ -229,14 +228,14 @@ def history_build(roles: list, rng: random.Random) -> None:
 
 def referrals_build(count: int, rng: random.Random, zips: list):
     from django.utils import timezone
+    from referrals.risk import Screening
+    from referrals.routing import PatientFacts
 
     from fhir_bridge.models import StoredResource
-    from network.risk import Screening
-    from network.routing import PatientFacts
-    from referrals.models import Clinic, Referral
+    from referrals.models import ClinicalFacts, Clinic, Referral
 
     clinics = [Clinic.objects.create(name=f"Clinic {i}", slug=f"bench-clinic-{i}") for i in range(20)]
-    referrals, facts = [], []
+    referrals, facts, codes = [], [], []
     for _ in range(count):
         zip_code, lat, lon, state = rng.choice(zips)
         referrals.append(
@@ -244,9 +243,9 @@ def referrals_build(count: int, rng: random.Random, zips: list):
                 clinic=rng.choice(clinics),
                 owner_reference="Organization/hub",
                 patient_postal_code=zip_code,
-                reason_codes=[{"system": ICD, "code": c} for c in weighted(rng, REASONS)],
             )
         )
+        codes.append([{"system": ICD, "code": c} for c in weighted(rng, REASONS)])
         geolocated = rng.random() < 0.5
         facts.append(
             PatientFacts(
@@ -266,6 +265,23 @@ def referrals_build(count: int, rng: random.Random, zips: list):
             )
         )
     referrals = Referral.objects.bulk_create(referrals, batch_size=1000)
+    # The record routing reads (intake writes it from the FHIR; here the facts routing is handed directly).
+    ClinicalFacts.objects.bulk_create(
+        [
+            ClinicalFacts(
+                referral=r,
+                condition_codes=c,
+                latitude=f.latitude,
+                longitude=f.longitude,
+                location_source="geolocation" if f.latitude is not None else "",
+                clearance=f.clearance or "",
+                required_language=f.required_language,
+                payer=f.payer,
+            )
+            for r, c, f in zip(referrals, codes, facts)
+        ],
+        batch_size=1000,
+    )
     now = timezone.now()
     StoredResource.objects.bulk_create(
         [
@@ -328,9 +344,9 @@ def profiler_report(kind: str, profiler, size: int) -> None:
 
 
 def run_size(size: int, n_referrals: int, rng: random.Random, zips: list, profile: str = "") -> dict:
+    import referrals.offers as services
     from django.db import connection
 
-    import network.services as services
     from network.geo import zip_place
 
     reset()

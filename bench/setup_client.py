@@ -12,7 +12,8 @@ def main() -> None:
     import django
 
     django.setup()
-    from fhir_bridge.smart import DEFAULT_SCOPES, ehr_client_register
+    from fhir_bridge.smart_clients import ehr_client_register
+    from fhir_bridge.smart_scopes import DEFAULT_SCOPES
     from referrals.models import Clinic
 
     jwks = json.load(sys.stdin)

@@ -10,7 +10,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_broker, env_database, env_int, env_list, env_str
+from config.env import env_bool, env_broker, env_database, env_int, env_list, env_outbound_allow, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # `make run` writes a .env (DEBUG=true) so that every manage.py command in this checkout runs like the embedded
@@ -142,6 +142,12 @@ HUB_CLIENT_RECHECK_SECONDS = env_int("HUB_CLIENT_RECHECK_SECONDS", 5)
 # Absolute base URL the hub is reached at (behind a proxy). Without it, URLs are built from the request.
 HUB_PUBLIC_BASE_URL = env_str("HUB_PUBLIC_BASE_URL")
 HUB_OFFER_DEADLINE_HOURS = env_int("HUB_OFFER_DEADLINE_HOURS", 48, minimum=1)
+# Receivers of outbound HTTP (Subscription rest-hooks) that may be on addresses the hub otherwise refuses (loopback,
+# private, its own): host[:port], IP[:port] or CIDR entries, "http://" in front to allow plain HTTP to them (see
+# notifications/http.py). The embedded run (DEBUG) allows the loopback, for a local receiver.
+HUB_OUTBOUND_ALLOW = env_outbound_allow(
+    "HUB_OUTBOUND_ALLOW", ["http://127.0.0.1", "http://[::1]"] if DEBUG else []
+)
 HUB_SEARCH_DEFAULT_COUNT = 20
 HUB_SEARCH_MAX_COUNT = 200
 

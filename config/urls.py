@@ -3,7 +3,7 @@ from django.http import JsonResponse
 from django.urls import include, path, re_path
 
 from fhir_bridge.drf import FhirView
-from fhir_bridge.smart import token_view
+from fhir_bridge.smart_views import token_view
 
 
 def healthz(request):
@@ -14,7 +14,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz),
     path("auth/token", token_view, name="smart-token"),
-    path("api/admin/", include("network.urls")),
+    path("api/admin/", include("referrals.urls")),
     re_path(r"^fhir/?$", FhirView.as_view(), name="fhir-base"),
     re_path(r"^fhir/(?P<path>.+)$", FhirView.as_view(), name="fhir"),
 ]

@@ -1,39 +1,34 @@
 """The CapabilityStatement: what this server really does, built from the same tables the router uses."""
 
-from fhir_bridge.fhir import FHIR_VERSION
-from fhir_bridge.network_fhir import SEARCH_PARAMS as NETWORK_SEARCH
-from fhir_bridge.projection import BUSINESS_STATUS_SYSTEM
-from fhir_bridge.routing_facts import (
+from fhir_bridge.codes import (
+    BUSINESS_STATUS_SYSTEM,
     CLEARANCE_SYSTEM,
-    DAYS_PER_WEEK,
     DELIVERY_SYSTEM,
-    MINUTES_PER_DAY,
-    MINUTES_PER_WEEK,
+    PA_SERVICE_PROVIDER_FULL,
+    PA_STRUCTURE_DEFINITION,
     PRECAUTION_SYSTEM,
+    RESTFUL_SECURITY_SERVICE_SYSTEM,
+    SMART_OAUTH_URIS_EXTENSION,
 )
-from fhir_bridge.search_params import INCLUDES, SEARCH_PARAMS
+from fhir_bridge.fhir import FHIR_VERSION
+from fhir_bridge.clinical_facts import DAYS_PER_WEEK, MINUTES_PER_DAY, MINUTES_PER_WEEK
+from fhir_bridge.route_table import TABLE
 from referrals.models import BusinessStatus
 
-PA = "http://hl7.org/fhir/us/physical-activity"
 PROFILES = {
-    "Task": [f"{PA}/StructureDefinition/pa-task-for-referral-management"],
-    "ServiceRequest": [f"{PA}/StructureDefinition/pa-servicerequest"],
+    "Task": [f"{PA_STRUCTURE_DEFINITION}/pa-task-for-referral-management"],
+    "ServiceRequest": [f"{PA_STRUCTURE_DEFINITION}/pa-servicerequest"],
     "Observation": [
-        f"{PA}/StructureDefinition/pa-observation-evs-days-per-week",
-        f"{PA}/StructureDefinition/pa-observation-evs-min-per-day",
-        f"{PA}/StructureDefinition/pa-observation-evs-min-per-week",
-        f"{PA}/StructureDefinition/pa-observation-strength-days-per-week",
+        f"{PA_STRUCTURE_DEFINITION}/pa-observation-evs-days-per-week",
+        f"{PA_STRUCTURE_DEFINITION}/pa-observation-evs-min-per-day",
+        f"{PA_STRUCTURE_DEFINITION}/pa-observation-evs-min-per-week",
+        f"{PA_STRUCTURE_DEFINITION}/pa-observation-strength-days-per-week",
     ],
-    "Condition": [f"{PA}/StructureDefinition/pa-condition-low-pa"],
-    "Goal": [f"{PA}/StructureDefinition/pa-goal"],
-}
-_SEARCH_TYPES = {"token": "token", "reference": "reference", "identifier": "token"}
-_NETWORK_PARAM_TYPES = {
-    "name": "string", "near": "special", "address-postalcode": "string", "address-state": "string",
-    "organization": "reference", "location": "reference", "practitioner": "reference",
+    "Condition": [f"{PA_STRUCTURE_DEFINITION}/pa-condition-low-pa"],
+    "Goal": [f"{PA_STRUCTURE_DEFINITION}/pa-goal"],
 }
 
-# The systems and codes are routing_facts' own, so that what is documented is what routing reads.
+# The systems and codes are clinical_facts' own, so that what is documented is what routing reads.
 ROUTING_FACTS_DOCUMENTATION = (
     "What routing reads from a referral (codes only; free text is never parsed into a fact). "
     "Conditions: reasonCode, and Condition.code of each reasonReference (ICD-10-CM, SNOMED CT), mapped to condition "
@@ -54,10 +49,10 @@ ROUTING_FACTS_DOCUMENTATION = (
 
 
 def capability_statement(*, base_url: str, token_url: str) -> dict:
-    from fhir_bridge.routes import INTERACTIONS  # the router's own table, so the statement cannot drift from it
-
     resources = []
-    for resource_type, interactions in sorted(INTERACTIONS.items()):
+    # The router's own table (route_table.py), so the statement cannot drift from what is served.
+    for served in sorted(TABLE, key=lambda s: s.name):
+        resource_type, interactions = served.name, served.interactions
         entry = {
             "type": resource_type,
             "interaction": [{"code": "search-type" if i == "search" else "history-instance" if i == "history" else i}
@@ -71,17 +66,12 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
             entry["supportedProfile"] = PROFILES[resource_type]
         if resource_type == "ServiceRequest":
             entry["documentation"] = ROUTING_FACTS_DOCUMENTATION
-        if resource_type in NETWORK_SEARCH:
-            entry["searchParam"] = [
-                {"name": n, "type": _NETWORK_PARAM_TYPES.get(n, "token")} for n in NETWORK_SEARCH[resource_type]
-            ]
+        if "search" in interactions:
+            entry["searchParam"] = [{"name": name, "type": kind} for name, kind in served.search_params]
+        if served.network:
             entry["documentation"] = "Read-only view of the hub's community network (search lists the network)."
         elif "search" in interactions:
-            entry["searchParam"] = [
-                {"name": "_id", "type": "token"},
-                {"name": "_lastUpdated", "type": "date"},
-            ] + [{"name": p.name, "type": _SEARCH_TYPES[p.kind]} for p in SEARCH_PARAMS.get(resource_type, ())]
-            entry["searchInclude"] = list(INCLUDES.get(resource_type, ()))
+            entry["searchInclude"] = list(served.includes)
         resources.append(entry)
     return {
         "resourceType": "CapabilityStatement",
@@ -101,7 +91,7 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
         "implementation": {"description": "Exercise-referral hub FHIR R4 endpoint", "url": base_url},
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "json"],
-        "instantiates": [f"{PA}/CapabilityStatement/pa-service-provider-full"],
+        "instantiates": [PA_SERVICE_PROVIDER_FULL],
         "rest": [
             {
                 "mode": "server",
@@ -111,7 +101,7 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
                         {
                             "coding": [
                                 {
-                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                    "system": RESTFUL_SECURITY_SERVICE_SYSTEM,
                                     "code": "SMART-on-FHIR",
                                 }
                             ],
@@ -120,7 +110,7 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
                     ],
                     "extension": [
                         {
-                            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                            "url": SMART_OAUTH_URIS_EXTENSION,
                             "extension": [{"url": "token", "valueUri": token_url}],
                         }
                     ],

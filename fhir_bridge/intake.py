@@ -13,30 +13,25 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from config.queue import enqueue_on_commit
+from fhir_bridge.clinical_facts import clinical_facts, home_address
 from fhir_bridge.fhir import structural_issues
 from fhir_bridge.models import ConditionalCreateKey, EhrClient, InboundMessage, ResourceIdentifier, StoredResource
 from fhir_bridge.outcomes import FhirError, error
 from fhir_bridge.profiles import Issue, check_resource
-from fhir_bridge.projection import task_render
+from fhir_bridge.projection import resources_sent, task_base, task_render
+from fhir_bridge.route_table import BUNDLE_TYPES
 from fhir_bridge.search import filtered, visible
 from fhir_bridge.search_params import business_identifiers
 from fhir_bridge.store import IDENTIFIED_TYPES, DuplicateResource, new_id, resources_create
-from fhir_bridge.tasks import route_referral
-from notifications.queue import enqueue_on_commit
 from referrals.models import HUB_ORGANIZATION_REFERENCE, Referral
-from referrals.services import NoteFacts, ReferralFacts, ReferralRuleError, referral_create
+from referrals.services import NoteFacts, ReferralFacts, referral_create
+from referrals.tasks import route_referral
 
 log = logging.getLogger(__name__)
 
-# Types an EHR may send beside a referral, in a Bundle or on their own.
-SUPPORTING_TYPES = frozenset(
-    {"Patient", "Condition", "Observation", "Goal", "Practitioner", "PractitionerRole", "Organization", "Consent",
-     "CarePlan", "RelatedPerson"}
-)
-TASK_CODE = {"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}
+HUB_OWNER = {"reference": HUB_ORGANIZATION_REFERENCE, "display": "Exercise referral hub"}
 
-# Which ReferralFacts field a FHIRPath names, to point a domain rule's error at the element that caused it.
-_FACT_PATHS = {"status": "Task.status", "owner_reference": "Task.owner", "status_reason": "Task.statusReason"}
 
 
 @dataclass
@@ -154,9 +149,13 @@ def _codings(concepts) -> list[dict]:
 # --- the facts of a referral ------------------------------------------------------------------------------------
 
 
-def referral_facts(*, task: dict | None, service_request: dict, patient: dict, conditions: list[dict]) -> ReferralFacts:
+def referral_facts(
+    *, task: dict | None, service_request: dict, patient: dict, conditions: list[dict],
+    observations: list[dict] = (), goal_resources: list[dict] = (),
+) -> ReferralFacts:
+    """What the referral says, as the domain's plain values: mapped here once, never read back from FHIR."""
     name = next((n for n in patient.get("name") or [] if n.get("use") == "official"), _first(patient.get("name")))
-    address = next((a for a in patient.get("address") or [] if a.get("use") == "home"), _first(patient.get("address")))
+    address = home_address(patient)
     code = _first((service_request.get("code") or {}).get("coding"))
     reasons = _codings(service_request.get("reasonCode"))
     for condition in conditions:
@@ -178,7 +177,11 @@ def referral_facts(*, task: dict | None, service_request: dict, patient: dict, c
         service_system=code.get("system", ""),
         service_code=code.get("code", ""),
         service_display=code.get("display", "") or (service_request.get("code") or {}).get("text", ""),
-        reason_codes=reasons,
+        condition_codes=reasons,
+        **clinical_facts(
+            service_request=service_request, patient=patient, observations=list(observations),
+            goal_resources=list(goal_resources),
+        ),
         requester_reference=requester.get("reference", ""),
         requester_display=requester.get("display", ""),
         performer_reference=_first(service_request.get("performer")).get("reference", ""),
@@ -199,29 +202,6 @@ def note_facts(notes: list[dict]) -> list[NoteFacts]:
         )
         for n in notes
     ]
-
-
-def fact_path(field_name: str) -> str:
-    return _FACT_PATHS.get(field_name, "")
-
-
-def _hub_task(*, service_request: dict, now: dt.datetime) -> dict:
-    """The referral Task the hub writes for a ServiceRequest that came without one."""
-    task = {
-        "resourceType": "Task",
-        "id": new_id(),
-        "status": "requested",
-        "intent": "order",
-        "code": {"coding": [TASK_CODE]},
-        "focus": {"reference": f"ServiceRequest/{service_request['id']}"},
-        "for": {k: v for k, v in service_request["subject"].items() if k in ("reference", "display")},
-        "authoredOn": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "requester": service_request["requester"],
-        "owner": {"reference": HUB_ORGANIZATION_REFERENCE, "display": "Exercise referral hub"},
-    }
-    if service_request.get("priority"):
-        task["priority"] = service_request["priority"]
-    return task
 
 
 # --- idempotency -----------------------------------------------------------------------------------------------
@@ -286,34 +266,35 @@ class ReferralParts:
     conditional_keys: dict[int, str] = field(default_factory=dict)  # index in new_resources (+ task last) -> query
     interaction: str = ""
     raw: bytes = b""  # the request body as sent, kept verbatim
+    observations: list[dict] = field(default_factory=list)  # the ServiceRequest's supporting Observations (PAVS)
+    goals: list[dict] = field(default_factory=list)  # its supporting Goals, and the Goals sent with it
 
 
 def _referral_open(caller: Caller, parts: ReferralParts) -> tuple[Referral, StoredResource, list[StoredResource]]:
     """Create the referral and store its resources in one transaction. Raises DuplicateResource when the
-    referral is already here (the transaction is rolled back)."""
+    referral is already here, and DomainError when it breaks a rule (either way the transaction is rolled back)."""
     now = timezone.now()
-    task = parts.task or _hub_task(service_request=parts.service_request, now=now)
+    task = parts.task or task_base(service_request=parts.service_request, owner=HUB_OWNER, now=now)
     facts = referral_facts(
-        task=task, service_request=parts.service_request, patient=parts.patient, conditions=parts.conditions
+        task=task, service_request=parts.service_request, patient=parts.patient, conditions=parts.conditions,
+        observations=parts.observations, goal_resources=parts.goals,
     )
-    try:
-        with transaction.atomic():
+    with transaction.atomic():
+        with resources_sent():
             referral = referral_create(clinic=caller.client.clinic, facts=facts, actor=caller.actor)
-            task_content = task_render(referral=referral, base=task, notes=facts.notes)
-            rows = resources_create(
-                contents=[*parts.new_resources, task_content],
-                clinic_id=caller.clinic_id,
-                referral_id=referral.pk,
-                client=caller.client,
-                conditional_keys=parts.conditional_keys,
-                now=now,
-            )
-            InboundMessage.objects.create(
-                client=caller.client, interaction=parts.interaction, body=_text(parts.raw), referral=referral
-            )
-            enqueue_on_commit(route_referral, referral.pk)
-    except ReferralRuleError as exc:
-        raise error(422, exc.code, str(exc), expression=fact_path(exc.field)) from None
+        task_content = task_render(referral=referral, base=task, notes=facts.notes)
+        rows = resources_create(
+            contents=[*parts.new_resources, task_content],
+            clinic_id=caller.clinic_id,
+            referral_id=referral.pk,
+            client=caller.client,
+            conditional_keys=parts.conditional_keys,
+            now=now,
+        )
+        InboundMessage.objects.create(
+            client=caller.client, interaction=parts.interaction, body=_text(parts.raw), referral=referral
+        )
+        enqueue_on_commit(route_referral, referral.pk)
     return referral, rows[-1], rows
 
 
@@ -369,7 +350,7 @@ def _bundle_entries(bundle: dict) -> list[dict]:
             issues.append(
                 Issue("error", "value", f"{path}.request.url", f"request.url must be the resource type {resource_type!r}")
             )
-        if resource_type not in SUPPORTING_TYPES | {"Task", "ServiceRequest"}:
+        if resource_type not in BUNDLE_TYPES:
             issues.append(
                 Issue("error", "not-supported", f"{path}.resource.resourceType", f"{resource_type!r} is not taken here")
             )
@@ -463,7 +444,6 @@ def transaction_intake(caller: Caller, bundle: dict, *, raw: bytes, check_scope)
     task = task_entry[1] if task_entry else None
     if task is not None:
         _check_task_points_at(task, service_request, patient, path=f"Bundle.entry[{task_entry[0]}].resource")
-    conditions = _reason_conditions(caller, service_request, resources)
 
     new_indexes = [i for i, r in enumerate(resources) if i not in reused and r is not task]
     position = {i: n for n, i in enumerate(new_indexes)}
@@ -471,7 +451,7 @@ def transaction_intake(caller: Caller, bundle: dict, *, raw: bytes, check_scope)
         task=task,
         service_request=service_request,
         patient=patient,
-        conditions=conditions,
+        **_supporting(caller, service_request, resources),
         new_resources=[resources[i] for i in new_indexes],
         conditional_keys={
             (position[i] if i in position else len(new_indexes)): q for i, q in keys.items()
@@ -567,13 +547,29 @@ def _check_task_points_at(task: dict, service_request: dict, patient: dict, *, p
         raise FhirError(422, issues)
 
 
-def _reason_conditions(caller: Caller, service_request: dict, resources: list[dict]) -> list[dict]:
-    refs = {(r or {}).get("reference") for r in service_request.get("reasonReference") or [] if isinstance(r, dict)}
-    found = [r for r in resources if r["resourceType"] == "Condition" and f"Condition/{r['id']}" in refs]
-    missing = {ref.partition("/")[2] for ref in refs - {f"Condition/{r['id']}" for r in found} if ref and ref.startswith("Condition/")}
+def _referenced(caller: Caller, references, resource_type: str, resources: list[dict]) -> list[dict]:
+    """The ``resource_type`` resources that ``references`` point at: among ``resources`` (sent with the
+    referral), else stored here for the clinic (sent before it)."""
+    refs = {r.get("reference") for r in references or [] if isinstance(r, dict) and isinstance(r.get("reference"), str)}
+    found = [r for r in resources if r["resourceType"] == resource_type and f"{resource_type}/{r['id']}" in refs]
+    missing = {
+        ref.partition("/")[2] for ref in refs - {f"{resource_type}/{r['id']}" for r in found}
+        if ref.startswith(f"{resource_type}/")
+    }
     if missing:
-        found += [row.content for row in visible(caller.clinic_id, "Condition").filter(fhir_id__in=missing)]
+        found += [row.content for row in visible(caller.clinic_id, resource_type).filter(fhir_id__in=missing)]
     return found
+
+
+def _supporting(caller: Caller, service_request: dict, resources: list[dict]) -> dict:
+    """ReferralParts' conditions, observations and goals for this ServiceRequest."""
+    goals = _referenced(caller, service_request.get("supportingInfo"), "Goal", resources)
+    goals += [r for r in resources if r["resourceType"] == "Goal" and r not in goals]
+    return {
+        "conditions": _referenced(caller, service_request.get("reasonReference"), "Condition", resources),
+        "observations": _referenced(caller, service_request.get("supportingInfo"), "Observation", resources),
+        "goals": goals,
+    }
 
 
 # --- 2. a ServiceRequest alone, and 3. a Task alone --------------------------------------------------------------
@@ -623,7 +619,7 @@ def service_request_intake(caller: Caller, body: dict, *, raw: bytes, if_none_ex
         task=None,
         service_request=service_request,
         patient=patient,
-        conditions=_reason_conditions(caller, service_request, lifted),
+        **_supporting(caller, service_request, lifted),
         new_resources=[*lifted, service_request],
         conditional_keys=keys,
         interaction="create ServiceRequest",
@@ -669,7 +665,7 @@ def task_intake(caller: Caller, body: dict, *, raw: bytes, if_none_exist: str | 
         task=task,
         service_request=service_request,
         patient=patient,
-        conditions=_reason_conditions(caller, service_request, lifted),
+        **_supporting(caller, service_request, lifted),
         new_resources=lifted,
         conditional_keys=keys,
         interaction="create Task",

@@ -4,9 +4,17 @@ import uuid
 
 from django.db import models
 
+from fhir_bridge.smart_scopes import DEFAULT_SCOPES
+
 
 def new_client_id() -> str:
     return uuid.uuid4().hex
+
+
+def default_ehr_scopes() -> str:
+    """The system scopes a client gets when none are given (smart_scopes.DEFAULT_SCOPES), space-separated.
+    A function, not a string, so that a type added to the route table does not need a migration."""
+    return " ".join(DEFAULT_SCOPES)
 
 
 class DocumentField(models.JSONField):
@@ -27,7 +35,9 @@ class EhrClient(models.Model):
     name = models.CharField(max_length=200)
     clinic = models.ForeignKey("referrals.Clinic", on_delete=models.PROTECT, related_name="ehr_clients")
     jwks = models.JSONField(help_text="The client's public keys, as a JWKS document ({'keys': [...]}).")
-    scopes = models.TextField(help_text="The system scopes this client may be granted, space-separated.")
+    scopes = models.TextField(
+        default=default_ehr_scopes, help_text="The system scopes this client may be granted, space-separated."
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -10,28 +10,26 @@ import math
 
 from django.db.models import Prefetch, Q, QuerySet
 
+from fhir_bridge.codes import (
+    CONDITION_GROUP_SYSTEM,
+    CREDENTIAL_TYPE_SYSTEM,
+    NPI_SYSTEM,
+    ORGANIZATION_KIND_SYSTEM,
+    SNOMED_SYSTEM,
+)
 from fhir_bridge.outcomes import FhirError, error
 from fhir_bridge.profiles import Issue
+from fhir_bridge.route_table import TABLE
 from fhir_bridge.store import http_date_iso
 from network.geo import haversine_km
 from network.models import Credential, Organization, Professional, ProfessionalRole, Site
 
-HUB_CODES = "http://exercise-referral-hub.org/fhir/CodeSystem"
-CONDITION_GROUP_SYSTEM = f"{HUB_CODES}/condition-group"
-CREDENTIAL_TYPE_SYSTEM = f"{HUB_CODES}/credential-type"
-ORGANIZATION_KIND_SYSTEM = f"{HUB_CODES}/network-organization-kind"
-NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
 PROGRAM_KINDS = (Organization.Kind.YMCA, Organization.Kind.CARDIAC_REHAB, Organization.Kind.WELLNESS)
 _EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
-NETWORK_TYPES = ("Organization", "Location", "Practitioner", "PractitionerRole", "HealthcareService")
-SEARCH_PARAMS: dict[str, tuple[str, ...]] = {
-    "Organization": ("_id", "name", "type", "active"),
-    "Location": ("_id", "name", "near", "address-postalcode", "address-state", "organization"),
-    "Practitioner": ("_id", "name", "identifier", "active"),
-    "PractitionerRole": ("_id", "specialty", "location", "organization", "practitioner", "active"),
-    "HealthcareService": ("_id", "name", "specialty", "location", "organization", "active"),
-}
+# The network's types and their search parameters are the route table's.
+NETWORK_TYPES = tuple(served.name for served in TABLE if served.network)
+SEARCH_PARAMS: dict[str, tuple[str, ...]] = {served.name: served.search_names for served in TABLE if served.network}
 
 
 def last_modified(row) -> dt.datetime:
@@ -150,7 +148,7 @@ def practitioner_role_render(role: ProfessionalRole, *, today: dt.date | None = 
         "active": role.active,
         "practitioner": _ref("Practitioner", role.professional, role.professional.display_name),
         "organization": _ref("Organization", role.organization, role.organization.name),
-        "code": [{"coding": [{"system": "http://snomed.info/sct", "code": "228239008", "display": "Trainers"}],
+        "code": [{"coding": [{"system": SNOMED_SYSTEM, "code": "228239008", "display": "Trainers"}],
                   "text": "Exercise professional (" + ", ".join(modalities) + ")"}],
         "specialty": [
             {"coding": [{"system": CONDITION_GROUP_SYSTEM, "code": g.slug, "display": g.name}]}

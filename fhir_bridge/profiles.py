@@ -26,27 +26,28 @@ from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
+from fhir_bridge.codes import (
+    CONDITION_CLINICAL_SYSTEM,
+    CONDITION_VER_STATUS_SYSTEM,
+    ICD10CM_SYSTEM,
+    LOINC_SYSTEM,
+    NPI_SYSTEM,
+    OBSERVATION_CATEGORY_SYSTEM,
+    PA_CATEGORY_SYSTEM,
+    SDOHCC_TEMPORARY_SYSTEM,
+    SNOMED_SYSTEM,
+    TASK_CODE_SYSTEM,
+    UCUM_SYSTEM,
+)
+from referrals.models import REASON_REQUIRED_STATUSES, ReferralStatus
+
 # --- Code systems and fixed codes ---------------------------------------------------------------------------
 
-PA_CATEGORY_SYSTEM = "http://hl7.org/fhir/us/physical-activity/CodeSystem/pa-temporary-codes"
+# The systems are codes.py's; the codes the PA profiles fix in them are here.
 PA_CATEGORY_CODE = "PhysicalActivity"
-OBSERVATION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 ACTIVITY_CATEGORY_CODE = "activity"
-LOINC_SYSTEM = "http://loinc.org"
-SNOMED_SYSTEM = "http://snomed.info/sct"
-UCUM_SYSTEM = "http://unitsofmeasure.org"
-# Note the "fhir": PA's own FSH alias has a typo variant ("fhid") that validators do not accept.
-ICD10CM_SYSTEM = "http://hl7.org/fhir/sid/icd-10-cm"
-NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
-TASK_CODE_SYSTEM = "http://hl7.org/fhir/CodeSystem/task-code"
 TASK_CODE_FULFILL = "fulfill"
-# Task.output type for what the Service Provider did (PA reuses the SDOH Clinical Care temporary code).
-SDOHCC_TEMPORARY_SYSTEM = (
-    "http://hl7.org/fhir/us/sdoh-clinicalcare/CodeSystem/SDOHCC-CodeSystemTemporaryCodes"
-)
 RESULTING_ACTIVITY_CODE = "resulting-activity"
-CONDITION_CLINICAL_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-clinical"
-CONDITION_VER_STATUS_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 PA_CONDITION_CODE = "Z72.3"  # ICD-10-CM "Lack of physical exercise"
 PDF_CONTENT_TYPE = "application/pdf"
 
@@ -68,10 +69,10 @@ R4_TASK_STATUSES = frozenset(
         "entered-in-error",
     }
 )
-# pa-task-status: task-status without `received` (no claim step) and `ready` (acceptance is never assumed).
-PA_TASK_STATUSES = R4_TASK_STATUSES - {"received", "ready"}
-# pa-taskrm-1: statusReason is required for exactly these statuses and not permitted for the others.
-TASK_STATUS_REASON_REQUIRED = frozenset({"rejected", "on-hold", "cancelled", "failed"})
+# pa-task-status (task-status without `received` and `ready`), and the statuses pa-taskrm-1 gives a reason,
+# are the domain's: the referral's statuses are that value set (referrals.models), defined there once.
+PA_TASK_STATUSES = frozenset(ReferralStatus.values)
+TASK_STATUS_REASON_REQUIRED = frozenset(str(status) for status in REASON_REQUIRED_STATUSES)
 PA_TASK_INTENT = "order"
 PA_TASK_REQUESTER_TYPES = frozenset({"Practitioner", "PractitionerRole", "Organization"})
 PA_TASK_OWNER_TYPES = frozenset({"Practitioner", "PractitionerRole", "Organization", "HealthcareService"})

@@ -2,19 +2,37 @@
 
 The EHR's Task is kept as it came; what the hub owns (status, statusReason, businessStatus, notes, lastModified) is
 laid over it from the Referral on every change, as a new version written in the same transaction.
+
+A referral that did not come in over FHIR (created through the domain services: a web form, an import, a test
+factory) gets its Patient, ServiceRequest and Task rendered here from the domain's facts when it is created, so
+that the Task's focus and for resolve like an EHR's.
 """
+
+import contextlib
+import contextvars
+import datetime as dt
 
 from django.dispatch import receiver
 from django.utils import timezone
 
+from fhir_bridge.codes import (
+    BUSINESS_STATUS_SYSTEM,
+    CLEARANCE_SYSTEM,
+    DELIVERY_SYSTEM,
+    GEOLOCATION_EXTENSION,
+    OFFER_IDENTIFIER_SYSTEM,
+    PA_CATEGORY_SYSTEM,
+    PRECAUTION_SYSTEM,
+    SNOMED_SYSTEM,
+    TASK_CODE_SYSTEM,
+)
 from fhir_bridge.models import StoredResource
-from fhir_bridge.store import http_date_iso, resource_update, resources_create
-from network.models import Offer, OfferStatus
-from network.services import offer_changed
-from referrals.models import BusinessStatus, Referral
-from referrals.services import referral_changed
+from fhir_bridge.profiles import TASK_CODE_FULFILL
+from fhir_bridge.store import http_date_iso, new_id, resource_update, resources_create
+from referrals.models import BusinessStatus, Offer, OfferStatus, Referral
+from referrals.offers import offer_changed
+from referrals.services import referral_changed, referral_created
 
-BUSINESS_STATUS_SYSTEM = "http://exercise-referral-hub.org/fhir/CodeSystem/referral-business-status"
 HUB_OWNED_ELEMENTS = ("status", "statusReason", "businessStatus", "note", "lastModified")
 
 
@@ -50,6 +68,132 @@ def task_render(*, referral: Referral, base: dict, notes=None) -> dict:
     return task
 
 
+TASK_CODE = {"system": TASK_CODE_SYSTEM, "code": TASK_CODE_FULFILL}
+PA_CATEGORY = {"system": PA_CATEGORY_SYSTEM, "code": "PhysicalActivity"}
+# SNOMED CT 390893007 |Referral to physical activity program|: the PA IG's intervention value set.
+PA_REFERRAL_CODE = {"system": SNOMED_SYSTEM, "code": "390893007", "display": "Referral to physical activity program"}
+BCP47 = "urn:ietf:bcp:47"
+
+
+def task_base(*, service_request: dict, owner: dict, now: dt.datetime) -> dict:
+    """The referral Task the hub writes for a ServiceRequest that came without one: PA Task for Referral
+    Management, focus the ServiceRequest, for its subject."""
+    task = {
+        "resourceType": "Task",
+        "id": new_id(),
+        "status": "requested",
+        "intent": "order",
+        "code": {"coding": [TASK_CODE]},
+        "focus": {"reference": f"ServiceRequest/{service_request['id']}"},
+        "for": {k: v for k, v in service_request["subject"].items() if k in ("reference", "display")},
+        "authoredOn": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "owner": owner,
+    }
+    if service_request.get("requester"):
+        task["requester"] = service_request["requester"]
+    if service_request.get("priority"):
+        task["priority"] = service_request["priority"]
+    return task
+
+
+def patient_render(*, referral: Referral) -> dict:
+    """The Patient of a referral created through the domain, from its demographics and clinical facts."""
+    facts = referral.facts
+    patient: dict = {"resourceType": "Patient", "id": new_id()}
+    if referral.patient_name:
+        patient["name"] = [{"text": referral.patient_name}]
+    if referral.patient_gender:
+        patient["gender"] = referral.patient_gender
+    if referral.patient_birth_date:
+        patient["birthDate"] = referral.patient_birth_date
+    address = {k: v for k, v in (("postalCode", referral.patient_postal_code), ("state", facts.state)) if v}
+    if facts.location_source == facts.LocationSource.GEOLOCATION:
+        address["extension"] = [{"url": GEOLOCATION_EXTENSION, "extension": [
+            {"url": "latitude", "valueDecimal": facts.latitude}, {"url": "longitude", "valueDecimal": facts.longitude}
+        ]}]
+    if address:
+        patient["address"] = [{"use": "home", **address}]
+    languages = list(dict.fromkeys([*facts.preferred_languages, *([facts.required_language] if facts.required_language else [])]))
+    if languages:
+        patient["communication"] = [
+            {"language": {"coding": [{"system": BCP47, "code": tag}]}, **({"preferred": True} if tag == facts.required_language else {})}
+            for tag in languages
+        ]
+    return patient
+
+
+def _concept(coding: dict) -> dict:
+    if "code" not in coding:
+        return {"text": coding.get("text", "")}
+    return {"coding": [{k: coding[k] for k in ("system", "code", "display") if coding.get(k)}]}
+
+
+def service_request_render(*, referral: Referral, patient_id: str, now: dt.datetime) -> dict:
+    """The PA ServiceRequest of a referral created through the domain, from its facts."""
+    facts = referral.facts
+    code = {k: v for k, v in (("system", referral.service_system), ("code", referral.service_code),
+                              ("display", referral.service_display)) if v}
+    details = [
+        *([{"system": CLEARANCE_SYSTEM, "code": facts.clearance}] if facts.clearance else []),
+        *({"system": PRECAUTION_SYSTEM, "code": c} for c in facts.precautions),
+        *({"system": DELIVERY_SYSTEM, "code": c} for c in facts.delivery_modes),
+    ]
+    service_request = {
+        "resourceType": "ServiceRequest",
+        "id": new_id(),
+        "status": "active",
+        "intent": "order",
+        "category": [{"coding": [PA_CATEGORY]}],
+        "priority": referral.priority,
+        "code": {"coding": [code if code.get("code") else PA_REFERRAL_CODE]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "authoredOn": http_date_iso(referral.authored_on or now),
+        "reasonCode": [_concept(c) for c in facts.condition_codes] or [{"text": "Exercise referral"}],
+    }
+    if referral.requester_reference:
+        service_request["requester"] = {"reference": referral.requester_reference}
+        if referral.requester_display:
+            service_request["requester"]["display"] = referral.requester_display
+    if referral.performer_reference:
+        service_request["performer"] = [{"reference": referral.performer_reference}]
+    if details:
+        service_request["orderDetail"] = [{"coding": [d]} for d in details]
+    period = {k: v.isoformat() for k, v in (("start", referral.occurrence_start), ("end", referral.occurrence_end)) if v}
+    if period:
+        service_request["occurrencePeriod"] = period
+    return service_request
+
+
+# Set while intake creates a referral from the EHR's own resources: it stores them itself.
+_intake_renders = contextvars.ContextVar("intake_renders", default=False)
+
+
+@contextlib.contextmanager
+def resources_sent():
+    """Within this block a new referral's FHIR resources come from the sender (intake), not from the domain."""
+    token = _intake_renders.set(True)
+    try:
+        yield
+    finally:
+        _intake_renders.reset(token)
+
+
+@receiver(referral_created, dispatch_uid="fhir_bridge.referral_resources_projection")
+def referral_resources_project(sender, *, referral: Referral, **kwargs) -> None:
+    """Store version 1 of the Patient, ServiceRequest and Task of a referral created through the domain. Runs
+    inside the creation's transaction; intake (resources_sent) stores the EHR's own instead."""
+    if _intake_renders.get():
+        return
+    now = timezone.now()
+    patient = patient_render(referral=referral)
+    service_request = service_request_render(referral=referral, patient_id=patient["id"], now=now)
+    owner = {"reference": referral.owner_reference, "display": referral.owner_display}
+    task = task_render(referral=referral, base=task_base(service_request=service_request, owner=owner, now=now))
+    resources_create(
+        contents=[patient, service_request, task], clinic_id=referral.clinic_id, referral_id=referral.pk, now=now
+    )
+
+
 @receiver(referral_changed, dispatch_uid="fhir_bridge.task_projection")
 def task_project(sender, *, referral: Referral, **kwargs) -> None:
     """Write the referral Task's next version. Runs inside the transaction of the change."""
@@ -59,7 +203,6 @@ def task_project(sender, *, referral: Referral, **kwargs) -> None:
 
 # --- offers: each one a child Task of the referral Task --------------------------------------------------------
 
-OFFER_IDENTIFIER_SYSTEM = "http://exercise-referral-hub.org/fhir/sid/offer"
 # An offer's status as a Task status, and the statusReason the hub gives where the Task needs one (pa-taskrm-1).
 _OFFER_TASK_STATUS = {
     OfferStatus.REQUESTED: "requested",
@@ -84,7 +227,7 @@ def offer_task_render(*, offer: Offer, referral_task: dict, now) -> dict:
         "partOf": [{"reference": f"Task/{referral_task['id']}"}],
         "status": status,
         "intent": "order",
-        "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}]},
+        "code": {"coding": [TASK_CODE]},
         "authoredOn": http_date_iso(offer.created_at),
         "lastModified": http_date_iso(offer.responded_at or now),
         "requester": {"reference": "Organization/hub", "display": "Exercise referral hub"},

@@ -9,28 +9,16 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.http import http_date
 
-from fhir_bridge import capability, intake, network_fhir
+from fhir_bridge import capability, intake, network_fhir, route_table
+from fhir_bridge.codes import LOCATION_DISTANCE_EXTENSION, UCUM_SYSTEM
 from fhir_bridge.models import ResourceVersion, StoredResource
 from fhir_bridge.outcomes import FhirError, error, not_found
 from fhir_bridge.profiles import Issue
 from fhir_bridge.search import page_links, search, search_page_params, visible
-from fhir_bridge.smart import Grant, grant_allows, smart_configuration
+from fhir_bridge.smart_scopes import Grant, grant_allows
+from fhir_bridge.smart_views import smart_configuration
 from referrals.models import Referral
-from network.services import referral_update_by_clinic
-from referrals.services import ReferralConflict, ReferralRuleError
-
-# What each resource type answers. Everything else is a 404 with an OperationOutcome.
-INTERACTIONS: dict[str, frozenset[str]] = {
-    "Task": frozenset({"create", "read", "vread", "history", "update", "search"}),
-    "ServiceRequest": frozenset({"create", "read", "vread", "history", "search"}),
-    "Patient": frozenset({"create", "read", "vread", "history", "search"}),
-    # The network's types: search lists the network; read also finds what a clinic sent (its own practitioners).
-    **{t: frozenset({"create", "read", "vread", "history", "search"}) for t in ("Organization", "Practitioner", "PractitionerRole")},
-    **{t: frozenset({"read", "search"}) for t in ("Location", "HealthcareService")},
-    **{t: frozenset({"create", "read", "vread", "history"}) for t in
-       ("Condition", "Observation", "Goal", "Consent", "CarePlan", "RelatedPerson")},
-}
-
+from referrals.offers import referral_update_by_clinic
 
 @dataclass
 class FhirRequest:
@@ -88,8 +76,9 @@ def _resource_response(request: FhirRequest, status: int, row: StoredResource) -
 
 
 def _supported(resource_type: str, interaction: str) -> None:
-    if interaction not in INTERACTIONS.get(resource_type, ()):
-        if resource_type not in INTERACTIONS:
+    """404 for a type the route table does not list, 405 for an interaction it does not list for the type."""
+    if not route_table.answers(resource_type, interaction):
+        if resource_type not in route_table.SERVED:
             raise error(404, "not-supported", f"{resource_type!r} is not a resource type this server serves")
         raise error(405, "not-supported", f"{interaction} is not supported for {resource_type}")
 
@@ -256,9 +245,9 @@ def _network_search(request: FhirRequest, resource_type: str, params: list[tuple
         if row.pk in distances:  # a Location found by near
             # The distance in metres, as FHIR's location-distance extension carries it.
             entry["search"]["extension"] = [{
-                "url": "http://hl7.org/fhir/StructureDefinition/location-distance",
+                "url": LOCATION_DISTANCE_EXTENSION,
                 "valueDistance": {
-                    "value": round(distances[row.pk] * 1000), "unit": "m", "system": "http://unitsofmeasure.org",
+                    "value": round(distances[row.pk] * 1000), "unit": "m", "system": UCUM_SYSTEM,
                     "code": "m",
                 },
             }]
@@ -327,18 +316,13 @@ def handle_update(request: FhirRequest) -> FhirResponse:
             raise FhirError(422, issues)
         known = {(n.get("time"), n.get("text")) for n in row.content.get("note") or []}
         new_notes = intake.note_facts([n for n in body.get("note") or [] if (n.get("time"), n.get("text")) not in known])
-        try:
-            referral_update_by_clinic(
-                referral=referral,
-                status=status,
-                reason=(body.get("statusReason") or {}).get("text") or "",
-                notes=new_notes,
-                actor=request.caller.actor,
-            )
-        except ReferralRuleError as exc:
-            raise error(422, exc.code, str(exc), expression=intake.fact_path(exc.field)) from None
-        except ReferralConflict as exc:
-            raise error(409, "conflict", str(exc)) from None
+        referral_update_by_clinic(
+            referral=referral,
+            status=status,
+            reason=(body.get("statusReason") or {}).get("text") or "",
+            notes=new_notes,
+            actor=request.caller.actor,
+        )
         row.refresh_from_db()
     return _resource_response(request, 200, row)
 

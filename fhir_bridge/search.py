@@ -10,7 +10,8 @@ from django.db.models import Q, QuerySet
 from fhir_bridge.models import SearchToken, StoredResource
 from fhir_bridge.outcomes import FhirError, error
 from fhir_bridge.profiles import Issue
-from fhir_bridge.search_params import INCLUDES, search_param
+from fhir_bridge.route_table import SERVED
+from fhir_bridge.search_params import search_param
 
 _PREFIXES = {"eq": "exact", "gt": "gt", "ge": "gte", "lt": "lt", "le": "lte"}
 # Parameters that shape the result rather than filter it.
@@ -109,10 +110,11 @@ def search(*, clinic_id: int, resource_type: str, params: list[tuple[str, str]])
     page = search_page_params(params)
     count, offset = page.count, page.offset
     includes = []
+    answered = SERVED[resource_type].includes
     for name, raw in params:
         if name == "_include":
-            if raw not in INCLUDES.get(resource_type, ()):
-                supported = ", ".join(INCLUDES.get(resource_type, ())) or "none"
+            if raw not in answered:
+                supported = ", ".join(answered) or "none"
                 raise error(400, "not-supported", f"_include={raw} is not supported (supported: {supported})", "_include")
             includes.append(raw)
     queryset = filtered(visible(clinic_id, resource_type), resource_type, params)

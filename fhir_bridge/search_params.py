@@ -48,12 +48,6 @@ SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
     "PractitionerRole": (SearchParam("identifier", "identifier", "identifier"),),
 }
 
-# The _include values each type answers, as "Type:param".
-INCLUDES: dict[str, tuple[str, ...]] = {
-    "Task": ("Task:focus", "Task:patient", "Task:part-of"),
-    "ServiceRequest": ("ServiceRequest:patient",),
-}
-
 
 def _as_list(value) -> list:
     if value is None:

@@ -24,6 +24,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from config.queue import enqueue_on_commit
 from notifications.models import FollowUp
 
 log = logging.getLogger(__name__)
@@ -127,8 +128,6 @@ def _dispatch_on_commit(rows: list[tuple[int, str]]) -> None:
 
 
 def _enqueue(task, *args) -> None:
-    from notifications.domain import enqueue_on_commit
-
     enqueue_on_commit(task, *args)
 
 

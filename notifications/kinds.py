@@ -7,19 +7,9 @@ accepted") before acting, because the world moves on between scheduling and the 
 import datetime as dt
 import logging
 
-from notifications.domain import (
-    BusinessStatus,
-    Offer,
-    OfferConflict,
-    OfferRuleError,
-    OfferStatus,
-    Referral,
-    ReferralConflict,
-    ReferralStatus,
-    RoutingDecision,
-    offer_expire,
-    referral_route_first,
-)
+from referrals.errors import DomainError
+from referrals.models import BusinessStatus, Offer, OfferStatus, Referral, ReferralStatus, RoutingDecision
+from referrals.offers import offer_expire, referral_route_first
 from notifications.followups import DELIVERY, ROUTING, SWEEPS, Kind, Planned, followup_schedule
 from notifications.models import FollowUp, Subscription
 from notifications.outbox import DELIVERY_ATTEMPT, delivery_attempt, emails_queue, link
@@ -44,7 +34,7 @@ def offer_deadline(row: FollowUp, now: dt.datetime) -> str:
         return f"offer is {offer.status if offer else 'gone'}"
     try:
         outcome = offer_expire(offer=offer, now=now)
-    except (OfferConflict, OfferRuleError, ReferralConflict) as lost:  # answered first, or moved
+    except DomainError as lost:  # answered first, or moved on
         return f"not expired: {lost}"
     if outcome is None:
         return "expired"

@@ -20,8 +20,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from notifications.delivery import deliver
-from notifications.domain import ReferralEvent, StoredResource
+from fhir_bridge.models import StoredResource
 from notifications.followups import Planned, backoff, followup_schedule
+from referrals.models import Referral, ReferralEvent
 from notifications.models import NOTIFIED_SUBSCRIPTION_STATUSES, Delivery, Subscription
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,6 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
         if not events:
             return 0
         referral_ids = {e.referral_id for e in events}
-        from notifications.domain import Referral
-
         referrals = Referral.objects.in_bulk(referral_ids)
         tasks = dict(
             (r, (f, v))

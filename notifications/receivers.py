@@ -6,13 +6,14 @@ import datetime as dt
 import logging
 
 from django.db import transaction
-from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
-from notifications.domain import BusinessStatus, Offer, Referral, ReferralStatus, offer_changed, referral_changed
 from notifications.followups import Planned, followup_schedule
 from notifications.outbox import emails_queue, link
+from referrals.models import BusinessStatus, Offer, Referral, ReferralStatus
+from referrals.offers import offer_changed
+from referrals.services import referral_changed, referral_created
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,11 @@ def _fan_out_on_commit() -> None:
     transaction.on_commit(send)
 
 
-# Referral creation announces nothing (referral_changed is for changes to existing referrals), and editing the
-# domain's create service for an edge's sake would turn the layering around: post_save with created=True is the
-# one hook every way of creating a referral passes through, inside its transaction.
-@receiver(post_save, sender=Referral, dispatch_uid="notifications.referral_created")
-def _referral_created(sender, instance: Referral, created: bool, raw: bool = False, **kwargs):
-    if not created or raw:
-        return
-    if instance.status == ReferralStatus.REQUESTED:
+@receiver(referral_created, dispatch_uid="notifications.referral_created")
+def _referral_created(sender, referral: Referral, **kwargs):
+    """A new requested referral gets the routing safety net: a follow-up that routes it if the route message
+    is lost (runs in the creation's transaction)."""
+    if referral.status == ReferralStatus.REQUESTED:
         from notifications.kinds import KINDS
 
         now = timezone.now()
@@ -51,9 +49,9 @@ def _referral_created(sender, instance: Referral, created: bool, raw: bool = Fal
             plans=[
                 Planned(
                     kind="route-referral",
-                    key=f"route-referral:{instance.pk}",
+                    key=f"route-referral:{referral.pk}",
                     due_at=now + KINDS["route-referral"].delay,
-                    referral_id=instance.pk,
+                    referral_id=referral.pk,
                 )
             ],
             now=now,

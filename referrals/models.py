@@ -1,4 +1,7 @@
-"""The referral and its lifecycle: the truth that the FHIR Task is rendered from."""
+"""The referral and its lifecycle: the truth that the FHIR Task is rendered from; the offers of it to the
+network's professionals, and the routing decisions behind them."""
+
+import datetime as dt
 
 from django.db import models
 from django.db.models import Q
@@ -105,8 +108,6 @@ class Referral(models.Model):
     service_system = models.CharField(max_length=200, blank=True)
     service_code = models.CharField(max_length=64, blank=True)
     service_display = models.CharField(max_length=500, blank=True)
-    # [{"system": ..., "code": ..., "display": ...}] from reasonCode and the referenced Conditions.
-    reason_codes = models.JSONField(default=list, blank=True)
     requester_reference = models.CharField(max_length=200, blank=True)
     requester_display = models.CharField(max_length=200, blank=True)
     performer_reference = models.CharField(max_length=200, blank=True)
@@ -140,6 +141,70 @@ class Referral(models.Model):
         if status == ReferralStatus.ENTERED_IN_ERROR:
             return self.status != ReferralStatus.ENTERED_IN_ERROR
         return status in ALLOWED_TRANSITIONS.get(self.status, frozenset())
+
+
+class ClinicalFacts(models.Model):
+    """What the referral says of the patient's health, goals and place, as the domain keeps it.
+
+    Mapped from FHIR once, at intake, by the bridge (fhir_bridge/clinical_facts.py says where each fact sits in
+    a PA referral), or given by whoever creates a referral through ``referrals.services.referral_create``.
+    Routing, rerouting, manual routing and every later reader (the therapist's case, the reports) read this
+    record; the stored FHIR is the verbatim copy for serving and provenance, never the source of a fact.
+
+    Codes only: free text is never parsed into a fact. Condition codes are kept as sent; their condition groups
+    are resolved from the editable code map (network.ConditionCodeMap) each time routing reads them, so that a
+    code mapped later frees a referral that waited on it.
+    """
+
+    class Clearance(models.TextChoices):
+        """The physician's medical clearance: the highest intensity the patient may exercise at (ACSM)."""
+
+        LIGHT = "light"  # < 3 METs, < 40 % heart-rate reserve
+        MODERATE = "moderate"  # 3-6 METs, 40-59 % HRR
+        VIGOROUS = "vigorous"  # >= 6 METs, >= 60 % HRR
+
+    class LocationSource(models.TextChoices):
+        GEOLOCATION = "geolocation"  # the coordinates the EHR sent (FHIR geolocation extension)
+        POSTAL_CODE = "postal-code"  # the centroid of the patient's US ZIP code
+        NONE = "", "Not placed"  # neither: routing hands the referral to a coordinator
+
+    referral = models.OneToOneField(Referral, on_delete=models.CASCADE, primary_key=True, related_name="facts")
+    # [{"system", "code", "display"}] (or [{"text"}] for a concept sent without codes): the ServiceRequest's
+    # reasonCode and the code of each Condition it gives as reason, in that order.
+    condition_codes = models.JSONField(default=list, blank=True)
+    # As sent; "" when the referral states none (routing then assumes light). A value outside Clearance is kept
+    # so that routing can flag it rather than guess.
+    clearance = models.CharField(max_length=64, blank=True)
+    precautions = models.JSONField(default=list, blank=True)  # codes: "hr-cap", "no-valsalva", "supervised-only"
+    # ACSM pre-participation screening (Riebe et al., MSSE 2015): None where the referral does not say.
+    currently_active = models.BooleanField(null=True, blank=True)  # 30 min moderate, 3 d/wk, for 3 months
+    known_disease = models.BooleanField(null=True, blank=True)  # known cardiovascular, metabolic or renal disease
+    symptoms = models.BooleanField(null=True, blank=True)  # signs or symptoms suggestive of such disease
+    delivery_modes = models.JSONField(default=list, blank=True)  # "in-person", "virtual", "group", "virtual-ok"
+    # Where the patient is, in WGS84 degrees, and how it was found; both null when not placed.
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    location_source = models.CharField(max_length=20, choices=LocationSource.choices, blank=True)
+    state = models.CharField(max_length=2, blank=True)  # USPS code: virtual delivery stays within it (licensure)
+    required_language = models.CharField(max_length=35, blank=True)  # BCP 47; a professional must speak it
+    preferred_languages = models.JSONField(default=list, blank=True)  # BCP 47 tags; they only count in the score
+    payer = models.CharField(max_length=64, blank=True)  # the hub's payer identifier ("medicare"); scored only
+    # The PAVS baseline (Physical Activity Vital Sign, LOINC 89555-7 d/wk, 68516-4 min/d, 82290-8 min/wk,
+    # 82291-6 strength d/wk): [{"code", "value", "unit" (UCUM), "date" (FHIR date or dateTime, "" if none)}].
+    pavs_baseline = models.JSONField(default=list, blank=True)
+    # The physician's goals (PA Goal): [{"text", "measure": {"system", "code", "display"} | None,
+    # "target": {"value", "unit", "comparator"} | None, "due": FHIR date | ""}].
+    goals = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        verbose_name_plural = "clinical facts"
+
+    def __str__(self):
+        return f"Clinical facts of referral {self.referral_id}"
+
+    def pavs_value(self, code: str) -> float | None:
+        """The baseline's value for one PAVS LOINC code, or None."""
+        return next((m["value"] for m in self.pavs_baseline if m.get("code") == code), None)
 
 
 HUB_ORGANIZATION_ID = "hub"
@@ -185,3 +250,143 @@ class ReferralNote(models.Model):
 
     class Meta:
         ordering = ["time", "id"]
+
+
+class OfferStatus(models.TextChoices):
+    """An offer of one referral to one role (rendered as a child Task of the referral Task)."""
+
+    REQUESTED = "requested"  # sent; waiting for the professional to answer before the deadline
+    ACCEPTED = "accepted"  # the professional took the case; final
+    REJECTED = "rejected"  # the professional declined; final, carries a reason
+    EXPIRED = "expired"  # no answer before the deadline; final
+    CANCELLED = "cancelled"  # withdrawn by the hub (the referral was routed by hand, or withdrawn); final
+
+
+# An offer that holds a slot of its role's capacity (an accepted one only while its referral is open).
+LIVE_OFFER_STATUSES = frozenset({OfferStatus.REQUESTED, OfferStatus.ACCEPTED})
+FINAL_OFFER_STATUSES = frozenset(set(OfferStatus) - {OfferStatus.REQUESTED})
+
+
+class RoutingDecision(models.Model):
+    """One routing run for one referral: who was considered, who was excluded by what, and the scores.
+
+    Written in the same transaction as the offer it led to (or the hand-over to manual routing)."""
+
+    class Trigger(models.TextChoices):
+        INITIAL = "initial"  # the referral came in
+        DECLINED = "declined"  # the previous offer was declined
+        EXPIRED = "expired"  # the previous offer timed out
+        MANUAL = "manual"  # an admin chose the role
+        RETRY = "retry"  # an admin asked for a new automatic run
+
+    class Outcome(models.TextChoices):
+        OFFERED = "offered"  # an offer went to the chosen role
+        MANUAL = "manual"  # nobody eligible is left: waiting for a coordinator
+        UNPLACED = "unplaced"  # the patient's address could not be placed: waiting for a coordinator
+
+    referral = models.ForeignKey(
+        Referral, on_delete=models.CASCADE, related_name="routing_decisions"
+    )
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    chosen_role = models.ForeignKey(
+        "network.ProfessionalRole", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor = models.CharField(max_length=200, default="hub")
+    # The plain facts the run used (referrals.routing.PatientFacts), so that a re-run after a decline uses them
+    # again.
+    patient_facts = models.JSONField(default=dict)
+    location_source = models.CharField(max_length=20, blank=True)  # "geolocation", "postal-code" or ""
+    condition_groups = models.JSONField(default=list)  # slugs
+    mapped_codes = models.JSONField(default=list)  # [{system, code, display, groups: [slug]}]
+    unmapped_codes = models.JSONField(default=list)  # [{system, code, display}]: kept, shown, flagged
+    risk = models.JSONField(default=dict)  # referrals.risk.RiskProfile.as_dict()
+    flags = models.JSONField(default=list)  # ["unmapped-condition-code", "address-not-placed", ...]
+    # [{role, name, directed, delivery, distance_km, excluded: [{constraint, detail}], score, components,
+    # rank}]
+    candidates = models.JSONField(default=list)
+    summary = models.JSONField(
+        default=dict
+    )  # counts: considered, eligible, excluded by constraint, pool bounds
+    overrides = models.JSONField(default=list)  # manual routing: the hard constraints an admin overrode
+    override_reason = models.TextField(blank=True)
+    gist = models.CharField(
+        max_length=500
+    )  # one line for the physician (Task.businessStatus.text, a Task note)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["referral", "-id"], name="routing_decision_latest")]
+
+    def __str__(self):
+        return f"Routing of referral {self.referral_id} ({self.trigger} → {self.outcome})"
+
+
+class Offer(models.Model):
+    """A referral offered to one role, with a deadline. At most one live offer per referral."""
+
+    class Delivery(models.TextChoices):
+        IN_PERSON = "in-person"
+        VIRTUAL = "virtual"
+
+    referral = models.ForeignKey(Referral, on_delete=models.PROTECT, related_name="offers")
+    role = models.ForeignKey("network.ProfessionalRole", on_delete=models.PROTECT, related_name="offers")
+    # The role's organization when the offer was made (a role may move on; the practice that took the case
+    # stays). Routing's continuity reads it: "this clinic's patients went to this practice before".
+    organization = models.ForeignKey("network.Organization", on_delete=models.PROTECT, related_name="+")
+    decision = models.ForeignKey(RoutingDecision, on_delete=models.PROTECT, related_name="offers")
+    status = models.CharField(max_length=10, choices=OfferStatus.choices, default=OfferStatus.REQUESTED)
+    delivery = models.CharField(max_length=10, choices=Delivery.choices, default=Delivery.IN_PERSON)
+    created_at = models.DateTimeField()
+    deadline = models.DateTimeField()
+    responded_at = models.DateTimeField(null=True, blank=True)
+    # responded_at - created_at, kept as a number so that routing can average it in plain SQL on any database.
+    response_seconds = models.PositiveIntegerField(null=True, blank=True)
+    decline_reason = models.CharField(max_length=500, blank=True)
+    cancel_reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # The last line of defence against routing one referral twice at once.
+            models.UniqueConstraint(
+                fields=["referral"],
+                condition=Q(status__in=["requested", "accepted"]),
+                name="offer_one_live_per_referral",
+            ),
+            models.CheckConstraint(
+                name="offer_decline_reason_iff_rejected",
+                condition=Q(status="rejected", decline_reason__gt="")
+                | (~Q(status="rejected") & Q(decline_reason="")),
+            ),
+        ]
+        indexes = [
+            # Capacity: the live offers of one role (referrals/selectors.py::active_cases_sql).
+            models.Index(fields=["role", "status"], name="offer_role_status"),
+            # Continuity: the accepted offers of a practice (referrals/routing.py::_history).
+            models.Index(fields=["organization", "status"], name="offer_organization_status"),
+        ]
+
+    def __str__(self):
+        return f"Offer {self.pk} of referral {self.referral_id} to {self.role_id} ({self.status})"
+
+    def can_answer(self) -> bool:
+        return self.status == OfferStatus.REQUESTED
+
+    def is_due(self, now: dt.datetime) -> bool:
+        return self.status == OfferStatus.REQUESTED and self.deadline <= now
+
+
+class OfferEvent(models.Model):
+    """One change to an offer, written in the same transaction as the change."""
+
+    offer = models.ForeignKey(Offer, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=10, blank=True)
+    to_status = models.CharField(max_length=10)
+    actor = models.CharField(max_length=200)
+    detail = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]

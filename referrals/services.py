@@ -8,11 +8,14 @@ from django.db import transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
+from network.geo import patient_place
 from network.selectors import network_member_get
+from referrals.errors import DomainError, ErrorCode
 from referrals.models import (
     HUB_ORGANIZATION_REFERENCE,
     REASON_REQUIRED_STATUSES,
     BusinessStatus,
+    ClinicalFacts,
     Clinic,
     Referral,
     ReferralEvent,
@@ -25,19 +28,9 @@ from referrals.models import (
 # renders its first version). fhir_bridge.projection re-renders the referral Task on it, so that the Task's new
 # version and its history row commit or roll back with the change itself.
 referral_changed = Signal()  # kwargs: referral, events
-
-
-class ReferralRuleError(Exception):
-    """A referral that breaks a business rule. ``field`` names the offending fact (a ReferralFacts field name)."""
-
-    def __init__(self, message: str, *, field: str = "", code: str = "business-rule"):
-        super().__init__(message)
-        self.field = field
-        self.code = code
-
-
-class ReferralConflict(Exception):
-    """Someone else changed the referral first (a compare-and-set found another status)."""
+# Sent inside the transaction that creates a referral, after its facts and its first event are written. The FHIR
+# bridge stores the referral's resources on it when they did not come from an EHR.
+referral_created = Signal()  # kwargs: referral
 
 
 @dataclass(frozen=True)
@@ -63,7 +56,24 @@ class ReferralFacts:
     service_system: str = ""
     service_code: str = ""
     service_display: str = ""
-    reason_codes: list[dict] = field(default_factory=list)
+    # The clinical facts (ClinicalFacts says what each one is): the condition codes as sent, clearance,
+    # precautions, ACSM screening answers, delivery modes, the coordinates the EHR sent (None: place the patient
+    # from the postal code), language, payer, the PAVS baseline and the goals.
+    condition_codes: list[dict] = field(default_factory=list)
+    clearance: str = ""
+    precautions: tuple[str, ...] = ()
+    currently_active: bool | None = None
+    known_disease: bool | None = None
+    symptoms: bool | None = None
+    delivery_modes: tuple[str, ...] = ()
+    latitude: float | None = None
+    longitude: float | None = None
+    state: str = ""
+    required_language: str = ""
+    preferred_languages: tuple[str, ...] = ()
+    payer: str = ""
+    pavs_baseline: list[dict] = field(default_factory=list)
+    goals: list[dict] = field(default_factory=list)
     requester_reference: str = ""
     requester_display: str = ""
     performer_reference: str = ""
@@ -74,9 +84,10 @@ class ReferralFacts:
 
 
 def check_referral_create(*, facts: ReferralFacts) -> str:
-    """Raise ReferralRuleError unless a clinic may open this referral; return the owner's display name."""
+    """Raise DomainError unless a clinic may open this referral; return the owner's display name."""
     if facts.status not in (ReferralStatus.REQUESTED, ReferralStatus.DRAFT):
-        raise ReferralRuleError(
+        raise DomainError(
+            ErrorCode.TRANSITION,
             f"a new referral starts as 'requested' (or 'draft'), not {facts.status!r}; the hub and the exercise "
             "professional move it on from there",
             field="status",
@@ -85,14 +96,16 @@ def check_referral_create(*, facts: ReferralFacts) -> str:
         return facts.owner_display or "Exercise referral hub"
     member = network_member_get(reference=facts.owner_reference)
     if member is None:
-        raise ReferralRuleError(
+        raise DomainError(
+            ErrorCode.OWNER,
             f"owner {facts.owner_reference!r} is neither the hub ({HUB_ORGANIZATION_REFERENCE}, which routes the "
             "referral) nor a member of the hub's network (a directed referral); search Organization, "
             "Practitioner and PractitionerRole to find members",
             field="owner_reference",
         )
     if not member.active:
-        raise ReferralRuleError(
+        raise DomainError(
+            ErrorCode.OWNER,
             f"owner {facts.owner_reference!r} ({member.display}) is not taking referrals now; send it to "
             f"{HUB_ORGANIZATION_REFERENCE} to have it routed",
             field="owner_reference",
@@ -114,7 +127,10 @@ def _notes_add(*, referral: Referral, notes: list[NoteFacts]) -> None:
         )
 
 
+@transaction.atomic
 def referral_create(*, clinic: Clinic, facts: ReferralFacts, actor: str) -> Referral:
+    """Open a referral for ``clinic``: the Referral, its ClinicalFacts, its notes and a CREATED event, then
+    ``referral_created``. Raises DomainError when ``facts`` break a rule (check_referral_create)."""
     owner_display = check_referral_create(facts=facts)
     referral = Referral.objects.create(
         clinic=clinic,
@@ -131,7 +147,6 @@ def referral_create(*, clinic: Clinic, facts: ReferralFacts, actor: str) -> Refe
         service_system=facts.service_system,
         service_code=facts.service_code,
         service_display=facts.service_display[:500],
-        reason_codes=facts.reason_codes,
         requester_reference=facts.requester_reference,
         requester_display=facts.requester_display,
         performer_reference=facts.performer_reference,
@@ -139,21 +154,79 @@ def referral_create(*, clinic: Clinic, facts: ReferralFacts, actor: str) -> Refe
         occurrence_start=facts.occurrence_start,
         occurrence_end=facts.occurrence_end,
     )
+    clinical_facts_create(referral=referral, facts=facts)
     _notes_add(referral=referral, notes=facts.notes)
     ReferralEvent.objects.create(referral=referral, kind=ReferralEvent.Kind.CREATED, to_status=referral.status, actor=actor)
+    referral_created.send(sender=Referral, referral=referral)
     return referral
+
+
+# PAVS (LOINC): days per week, minutes per day and minutes per week of moderate to vigorous activity.
+PAVS_DAYS_PER_WEEK, PAVS_MINUTES_PER_DAY, PAVS_MINUTES_PER_WEEK = "89555-7", "68516-4", "82290-8"
+
+
+def currently_active_from_pavs(pavs_baseline: list[dict]) -> bool | None:
+    """ACSM's "currently active" (30 min of moderate activity on 3 or more days a week, Riebe et al. 2015) read
+    from a PAVS baseline, with 90 min/wk as the weekly floor; None when the baseline says neither days nor
+    minutes."""
+    values = {m.get("code"): m.get("value") for m in pavs_baseline if isinstance(m.get("value"), (int, float))}
+    days, per_day = values.get(PAVS_DAYS_PER_WEEK), values.get(PAVS_MINUTES_PER_DAY)
+    per_week = values.get(PAVS_MINUTES_PER_WEEK)
+    if per_week is None and days is not None and per_day is not None:
+        per_week = days * per_day
+    if days is None and per_week is None:
+        return None
+    if days is not None and days < 3:
+        return False
+    return per_week is not None and per_week >= 90
+
+
+def clinical_facts_create(*, referral: Referral, facts: ReferralFacts) -> ClinicalFacts:
+    """The referral's ClinicalFacts row, with the patient placed: the coordinates sent when they are sane, else
+    the centroid of the postal code (network.geo), else not placed (routing then waits for a coordinator).
+    ``currently_active`` not given is read from the PAVS baseline."""
+    place = patient_place(
+        latitude=facts.latitude, longitude=facts.longitude, postal_code=facts.patient_postal_code, state=facts.state
+    )
+    currently_active = facts.currently_active
+    if currently_active is None:
+        currently_active = currently_active_from_pavs(facts.pavs_baseline)
+    return ClinicalFacts.objects.create(
+        referral=referral,
+        condition_codes=facts.condition_codes,
+        clearance=facts.clearance,
+        precautions=list(facts.precautions),
+        currently_active=currently_active,
+        known_disease=facts.known_disease,
+        symptoms=facts.symptoms,
+        delivery_modes=list(facts.delivery_modes),
+        latitude=place.latitude if place else None,
+        longitude=place.longitude if place else None,
+        location_source=place.source if place else ClinicalFacts.LocationSource.NONE,
+        state=(place.state if place else facts.state.upper())[:2],
+        required_language=facts.required_language,
+        preferred_languages=list(facts.preferred_languages),
+        payer=facts.payer,
+        pavs_baseline=facts.pavs_baseline,
+        goals=facts.goals,
+    )
 
 
 def check_referral_transition(*, referral: Referral, to_status: str, reason: str) -> None:
     if to_status != referral.status and not referral.can_move_to(to_status):
         final = "; it is final, so a new referral is needed" if referral.status in TERMINAL_STATUSES else ""
-        raise ReferralRuleError(
-            f"a referral that is {referral.status!r} cannot become {to_status!r}{final}", field="status"
+        raise DomainError(
+            ErrorCode.TRANSITION, f"a referral that is {referral.status!r} cannot become {to_status!r}{final}",
+            field="status",
         )
     if to_status in REASON_REQUIRED_STATUSES and not reason:
-        raise ReferralRuleError(f"a reason is required to make a referral {to_status!r}", field="status_reason")
+        raise DomainError(
+            ErrorCode.REASON_REQUIRED, f"a reason is required to make a referral {to_status!r}", field="status_reason"
+        )
     if to_status not in REASON_REQUIRED_STATUSES and reason:
-        raise ReferralRuleError(f"a {to_status!r} referral carries no status reason", field="status_reason")
+        raise DomainError(
+            ErrorCode.REASON_NOT_ALLOWED, f"a {to_status!r} referral carries no status reason", field="status_reason"
+        )
 
 
 @transaction.atomic
@@ -172,7 +245,8 @@ def referral_update(
     ``business_status_text`` is what the physician reads for the business status ("" for its label); None
     keeps the current text while the business status stays, and clears it when the status moves.
 
-    Raises ReferralRuleError for a move the state machine forbids, and ReferralConflict when someone else moved
+    Raises DomainError: TRANSITION, REASON_REQUIRED or REASON_NOT_ALLOWED for a move the state machine forbids,
+    and CONFLICT when someone else moved
     the referral first.
     """
     check_referral_transition(referral=referral, to_status=status, reason=reason)
@@ -195,7 +269,7 @@ def referral_update(
     from_status = referral.status
     won = Referral.objects.filter(pk=referral.pk, status=from_status).update(**changes)
     if not won:
-        raise ReferralConflict(f"referral {referral.pk} changed while this request was being handled")
+        raise DomainError(ErrorCode.CONFLICT, f"referral {referral.pk} changed while this request was being handled")
     for name, value in changes.items():
         setattr(referral, name, value)
 
@@ -219,3 +293,4 @@ def referral_update(
     ReferralEvent.objects.bulk_create(events)
     referral_changed.send(sender=Referral, referral=referral, events=events)
     return referral
+

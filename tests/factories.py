@@ -1,15 +1,13 @@
 import factory
 
 from fhir_bridge.models import EhrClient
+from fhir_bridge.smart_scopes import DEFAULT_SCOPES
 from referrals.models import Clinic
 from tests.network.factories import OrganizationFactory, ProfessionalFactory  # noqa: F401 - one set of network factories
 from tests.network.factories import RoleFactory as ProfessionalRoleFactory  # noqa: F401
 
-ALL_SCOPES = (
-    "system/Task.cruds system/ServiceRequest.cruds system/Patient.cruds system/Condition.cruds "
-    "system/Observation.cruds system/Goal.cruds system/Organization.cruds system/Practitioner.cruds "
-    "system/PractitionerRole.cruds system/Consent.cruds system/Location.rs system/HealthcareService.rs"
-)
+# What a client registered with the defaults may be granted (derived from the route table).
+ALL_SCOPES = " ".join(DEFAULT_SCOPES)
 
 
 class ClinicFactory(factory.django.DjangoModelFactory):
@@ -27,4 +25,4 @@ class EhrClientFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"EHR {n}")
     clinic = factory.SubFactory(ClinicFactory)
     jwks = factory.LazyFunction(lambda: {"keys": []})
-    scopes = ALL_SCOPES
+    # scopes: the model's default, the same as register_ehr_client's

@@ -6,6 +6,8 @@ import uuid
 from functools import cache
 from pathlib import Path
 
+from fhir_bridge.codes import SNOMED_SYSTEM
+
 EXAMPLES_DIR = Path(__file__).resolve().parent
 
 
@@ -48,7 +50,7 @@ def scenario2_bundle(*, identifier: str | None = None, family: str | None = None
     service_request["subject"] = {"reference": urns["patient"], "display": "Nancy Johansson"}
     service_request["reasonReference"] = [{"reference": urns["condition"]}]
     service_request["reasonCode"] = reason_codes if reason_codes is not None else [
-        {"coding": [{"system": "http://snomed.info/sct", "code": "38341003", "display": "Hypertension"}]}
+        {"coding": [{"system": SNOMED_SYSTEM, "code": "38341003", "display": "Hypertension"}]}
     ]
     service_request["supportingInfo"] = [{"reference": urns["days"]}, {"reference": urns["minutes"]}]
     for resource in (condition, days, minutes):

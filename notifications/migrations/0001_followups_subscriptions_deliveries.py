@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('referrals', '0003_event_notified_at'),
+        ('referrals', '0010_fill_event_notified_at'),
     ]
 
     operations = [

@@ -4,7 +4,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from fhir_bridge.smart import ehr_client_register
+from fhir_bridge.smart_clients import ehr_client_register
 from fhir_bridge.smart_keys import generate_private_key, public_jwk, token_request_form
 from referrals.models import Clinic
 

@@ -35,7 +35,17 @@ def test_a_transaction_bundle_opens_one_referral_and_stores_every_entry(fhir, cl
     assert referral.status == "requested"
     assert referral.patient_name == "Nancy Johansson"
     assert referral.patient_postal_code == "62701"
-    assert {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "Z72.3", "display": "Lack of physical exercise"} in referral.reason_codes
+    # The clinical facts, mapped once into the domain: conditions as sent, the PAVS baseline with its units and
+    # dates, what ACSM screening reads from it, and the patient placed by the ZIP centroid.
+    facts = referral.facts
+    assert {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "Z72.3", "display": "Lack of physical exercise"} in facts.condition_codes
+    assert facts.pavs_baseline == [
+        {"code": "89555-7", "value": 5, "unit": "d/wk", "date": "2023-03-15"},
+        {"code": "68516-4", "value": 32, "unit": "min/d", "date": "2023-03-15"},
+    ]
+    assert facts.currently_active is True  # 5 d/wk × 32 min/d = 160 min/wk
+    assert (facts.location_source, facts.state) == ("postal-code", "IL")
+    assert facts.latitude == pytest.approx(39.8, abs=0.1) and facts.longitude == pytest.approx(-89.6, abs=0.2)
     assert StoredResource.objects.filter(referral=referral).count() == 6
     assert ResourceVersion.objects.filter(resource__referral=referral).count() == 0  # no superseded versions yet
     assert ReferralEvent.objects.get(referral=referral).kind == "created"

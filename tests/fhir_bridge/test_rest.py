@@ -190,16 +190,16 @@ def test_wrong_method_and_unknown_type(fhir):
 
 
 def test_a_deactivated_client_is_refused_within_the_recheck_window(ehr_client, settings):
-    from fhir_bridge import smart
+    from fhir_bridge import smart_tokens
 
     settings.HUB_CLIENT_RECHECK_SECONDS = 60
-    smart._recent_clients.clear()
+    smart_tokens._recent_clients.clear()
     fhir = fhir_client_for(ehr_client)
     assert fhir.get("Task").status_code == 200
     ehr_client.is_active = False
     ehr_client.save()
     assert fhir.get("Task").status_code == 200  # still trusted: read less than a minute ago in this process
-    smart._recent_clients.clear()  # as when the window passes
+    smart_tokens._recent_clients.clear()  # as when the window passes
     assert fhir.get("Task").status_code == 401
 
 

@@ -10,10 +10,9 @@ from django.test import Client
 from django.utils import timezone
 
 from fhir_bridge.examples import scenario2_bundle
-from fhir_bridge.tasks import route_referral
-from network.models import Offer, RoutingDecision
 from notifications.followups import followup_run, followups_claim
-from referrals.models import Referral
+from referrals.models import Offer, Referral, RoutingDecision
+from referrals.tasks import route_referral
 from tests.conftest import json_of
 from tests.network.factories import role_make
 
@@ -57,6 +56,7 @@ def _send_cardiac_referral(fhir, django_capture_on_commit_callbacks) -> tuple[Re
     assert response.status_code == 200
     assert len(callbacks) == 2  # the route task and the outbox's fan-out, enqueued only once it is committed
     referral = Referral.objects.get()
+    assert route_referral.name == "referrals.route_referral"  # the name a worker knows it by
     route_referral(*json.loads(json.dumps([referral.pk])))  # what the worker would run, arguments as JSON
     task = next(e["resource"] for e in json_of(response)["entry"] if e["resource"]["resourceType"] == "Task")
     return referral, task
@@ -65,7 +65,8 @@ def _send_cardiac_referral(fhir, django_capture_on_commit_callbacks) -> tuple[Re
 def _offers(fhir, task_id: str) -> list[dict]:
     response = fhir.get("Task", **{"part-of": f"Task/{task_id}"})
     assert response.status_code == 200
-    return sorted((e["resource"] for e in json_of(response)["entry"]), key=lambda t: t["id"])
+    # In the order they were made: the offer's number, not its id as a string ("offer-10" sorts before "offer-9").
+    return sorted((e["resource"] for e in json_of(response)["entry"]), key=lambda t: int(t["identifier"][0]["value"]))
 
 
 def test_a_cardiac_referral_is_offered_to_the_nearest_qualified_professional(fhir, network, django_capture_on_commit_callbacks):
@@ -136,6 +137,7 @@ def test_a_decline_then_an_expiry_lead_to_the_manual_queue_and_an_override(
     refused = coordinator.post(f"/api/admin/referrals/{referral.pk}/route", {"role": "trainer-next-door"},
                                content_type="application/json")
     assert refused.status_code == 422
+    assert (json_of(refused)["code"], json_of(refused)["field"]) == ("constraint", "override_reason")
     assert "not-qualified" in [c["constraint"] for c in json_of(refused)["constraints"]]
     overridden = coordinator.post(
         f"/api/admin/referrals/{referral.pk}/route",

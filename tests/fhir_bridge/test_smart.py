@@ -18,17 +18,10 @@ from django.utils import timezone
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from fhir_bridge.models import EhrClient, SpentAssertion
-from fhir_bridge.smart import (
-    AuthError,
-    Grant,
-    access_token_encode,
-    authenticate_bearer,
-    ehr_client_register,
-    grant_allows,
-    purge_spent_assertions,
-    scopes_grantable,
-    smart_configuration,
-)
+from fhir_bridge.smart_clients import ehr_client_register
+from fhir_bridge.smart_scopes import Grant, grant_allows, scopes_grantable
+from fhir_bridge.smart_tokens import AuthError, access_token_encode, authenticate_bearer, purge_spent_assertions
+from fhir_bridge.smart_views import smart_configuration
 from fhir_bridge.smart_keys import client_assertion, generate_private_key, public_jwk, public_jwks
 from fhir_bridge.tasks import purge_spent_jtis
 from referrals.models import Clinic
@@ -496,9 +489,11 @@ def test_the_smart_configuration_names_the_token_endpoint_and_backend_services_c
     assert configuration["grant_types_supported"] == ["client_credentials"]
     assert configuration["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
     assert configuration["token_endpoint_auth_signing_alg_values_supported"] == ["RS384", "ES384"]
-    assert {"system/Task.read", "system/Task.cruds", "system/DiagnosticReport.rs"} <= set(
-        configuration["scopes_supported"]
-    )
+    scopes = set(configuration["scopes_supported"])
+    assert {"system/Task.read", "system/Task.cruds", "system/CarePlan.cruds", "system/*.rs"} <= scopes
+    # Nothing the FHIR endpoint does not serve (these two answer 404), and no write on the read-only network.
+    assert not any(s.startswith(("system/DiagnosticReport.", "system/Subscription.")) for s in scopes)
+    assert {s for s in scopes if s.startswith("system/Location.")} == {"system/Location.read", "system/Location.rs"}
     assert configuration["capabilities"] == [
         "client-confidential-asymmetric",
         "permission-v1",

@@ -1,15 +1,16 @@
 """Factories for the network tests: members placed around Manhattan, credentials by type slug, and referrals
-with the referral Task that the FHIR bridge keeps beside each (referral_update re-renders it)."""
+opened through the domain (the FHIR bridge renders their Patient, ServiceRequest and Task)."""
 
 import datetime as dt
-import uuid
 
 import factory
 from django.utils import timezone
 
-from fhir_bridge.models import StoredResource
 from network.models import Credential, CredentialType, Organization, Professional, ProfessionalRole, Site
+from referrals.risk import Screening
+from referrals.routing import PatientFacts
 from referrals.models import Referral
+from referrals.services import ReferralFacts, referral_create
 
 # The centroid of ZIP 10001 in the zipcodes package; a patient "at 10001" is here.
 ZIP_10001 = (40.7484, -73.9967)
@@ -86,22 +87,30 @@ def role_make(*, credentials=("acsm-cep",), at=ZIP_10001, state="NY", expires_on
     return role
 
 
-def referral_make(clinic, *, codes=CARDIAC, postal_code="10001", **fields) -> Referral:
-    """A requested referral owned by the hub, with its stored Task (as intake leaves it)."""
-    referral = Referral.objects.create(
-        clinic=clinic,
-        owner_reference="Organization/hub",
-        reason_codes=list(codes),
+def referral_make(clinic, *, codes=CARDIAC, postal_code="10001", patient: PatientFacts | None = None, **fields) -> Referral:
+    """A requested referral owned by the hub, opened through the domain (referral_create), so that it has its
+    ClinicalFacts and its rendered Patient, ServiceRequest and Task. ``patient`` gives the clinical facts
+    (default: no clearance stated, placed by ``postal_code``)."""
+    clinical = {}
+    if patient is not None:
+        screening = patient.screening or Screening()
+        clinical = {
+            "latitude": patient.latitude, "longitude": patient.longitude, "state": patient.state,
+            "clearance": patient.clearance or "", "precautions": patient.precautions,
+            "currently_active": screening.currently_active, "known_disease": screening.known_disease,
+            "symptoms": screening.symptoms, "required_language": patient.required_language,
+            "preferred_languages": patient.preferred_languages, "payer": patient.payer,
+            "delivery_modes": tuple(
+                m for m, on in (("virtual-ok", patient.virtual_allowed), (patient.preferred_delivery, True)) if m and on
+            ),
+        }
+        postal_code = patient.postal_code or postal_code
+    facts = ReferralFacts(
+        condition_codes=list(codes),
         patient_postal_code=postal_code,
+        patient_name=fields.pop("patient_name", "Test Patient"),
+        requester_reference=fields.pop("requester_reference", "Practitioner/test-physician"),
+        **clinical,
         **fields,
     )
-    task_id = uuid.uuid4().hex
-    StoredResource.objects.create(
-        resource_type="Task",
-        fhir_id=task_id,
-        clinic=clinic,
-        referral=referral,
-        last_updated=timezone.now(),
-        content={"resourceType": "Task", "id": task_id, "status": "requested", "intent": "order"},
-    )
-    return referral
+    return referral_create(clinic=clinic, facts=facts, actor="test")

@@ -10,13 +10,13 @@ from django.core.management.base import CommandError
 from django.test import Client
 from django.utils import timezone
 
-from network.services import offer_accept, referral_route
+from referrals.offers import offer_accept, referral_route
 from notifications.followups import followup_run
 from notifications.models import Delivery, FollowUp, Subscription
 from notifications.outbox import events_fan_out
 from referrals.models import ReferralEvent
 from tests.factories import ClinicFactory
-from tests.network.conftest import CARDIAC_PATIENT
+from tests.referrals.conftest import CARDIAC_PATIENT
 from tests.network.factories import km_north, referral_make, role_make
 from tests.notifications.conftest import drain
 

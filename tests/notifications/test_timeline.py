@@ -7,12 +7,12 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from network.models import Offer, OfferStatus
-from network.services import offer_accept, referral_route
+from referrals.models import Offer, OfferStatus
+from referrals.offers import offer_accept, referral_route
 from notifications.models import Delivery
 from referrals.models import BusinessStatus
 from referrals.services import referral_update
-from tests.network.conftest import CARDIAC_PATIENT
+from tests.referrals.conftest import CARDIAC_PATIENT
 from tests.network.factories import km_north, referral_make, role_make
 from tests.notifications.conftest import drain
 

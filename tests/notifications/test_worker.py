@@ -9,12 +9,12 @@ from celery.contrib.testing.worker import start_worker
 from django.conf import settings
 
 from config.celery import app
-from network.services import offer_accept, referral_route
+from referrals.offers import offer_accept, referral_route
 from notifications.models import Delivery, FollowUp, Subscription
 from notifications.tasks import sweep
 from referrals.models import ReferralEvent
 from tests.fhir_bridge.test_worker import _private_filesystem_broker  # noqa: F401 - autouse: folders of its own
-from tests.network.conftest import CARDIAC_PATIENT
+from tests.referrals.conftest import CARDIAC_PATIENT
 from tests.network.test_concurrency import _qualification_data
 from tests.network.factories import km_north, referral_make, role_make
 

@@ -20,7 +20,9 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from fhir_bridge.smart import ASSERTION_MAX_LIFETIME, DEFAULT_SCOPES, TOKEN_PATH
+from fhir_bridge.smart_scopes import DEFAULT_SCOPES
+from fhir_bridge.smart_tokens import ASSERTION_MAX_LIFETIME
+from fhir_bridge.smart_views import TOKEN_PATH
 from fhir_bridge.smart_keys import (
     client_assertion,
     generate_private_key,

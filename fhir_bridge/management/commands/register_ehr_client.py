@@ -13,7 +13,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.core.validators import validate_slug
 from django.db import transaction
 
-from fhir_bridge.smart import DEFAULT_SCOPES, ehr_client_register
+from fhir_bridge.smart_clients import ehr_client_register
+from fhir_bridge.smart_scopes import DEFAULT_SCOPES
 from referrals.models import Clinic
 
 
