@@ -24,13 +24,18 @@ SEARCH_PARAMS = ("_id", "url", "status", "_count", "_offset")
 
 def subscription_render(subscription: Subscription) -> dict:
     """The Subscription as served: as posted, with the hub's id, meta and status (and why, when in error)."""
-    resource = {key: value for key, value in subscription.resource.items() if key not in ("id", "meta", "error")}
-    resource["id"] = subscription.fhir_id
-    resource["meta"] = {"versionId": "1", "lastUpdated": http_date_iso(subscription.created_at)}
+    resource = {
+        "resourceType": "Subscription",
+        "id": subscription.fhir_id,
+        "meta": {"versionId": "1", "lastUpdated": http_date_iso(subscription.created_at)},
+    }
+    resource.update(
+        (key, value) for key, value in subscription.resource.items() if key not in ("resourceType", "id", "meta", "error")
+    )
     resource["status"] = subscription.status
     if subscription.status == Subscription.Status.ERROR:
         resource["error"] = f"Notifications are failing ({subscription.error_count} in a row); the hub keeps trying."
-    return {"resourceType": "Subscription", **{k: v for k, v in resource.items() if k != "resourceType"}}
+    return resource
 
 
 def _location(request, subscription: Subscription) -> str:
