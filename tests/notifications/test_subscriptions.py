@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from fhir_bridge.examples import example as load_example
+from fhir_bridge.models import StoredResource
 from fhir_bridge.subscriptions import (
     FILTER_CRITERIA_URL,
     HEARTBEAT_PERIOD_URL,
@@ -365,3 +366,23 @@ def test_a_subscription_posted_twice_is_two_subscriptions_with_their_own_numbers
     for r in http_receiver.requests:
         by_path.setdefault(r.path, []).append(status_of(json.loads(r.body))["type"])
     assert by_path == {"/a": ["handshake", "event-notification"], "/b": ["handshake", "event-notification"]}
+
+
+def test_an_empty_payload_names_no_resource_and_id_only_names_the_task_version(fhir, clinic, http_receiver,
+                                                                              dispatched):
+    role_make(at=km_north(1))
+    subscribe(fhir, backport_form(f"{http_receiver.url}/empty", content="empty"))
+    subscribe(fhir, backport_form(f"{http_receiver.url}/ids", content="id-only"))
+    referral, _ = route_and_accept(clinic)
+    events_fan_out()
+    drain(timezone.now())
+
+    [empty] = [json.loads(r.body) for r in http_receiver.requests if r.path == "/empty"][1:]
+    [ids] = [json.loads(r.body) for r in http_receiver.requests if r.path == "/ids"][1:]
+    assert len(empty["entry"]) == 1 and "Task" not in json.dumps(empty)  # not even the focus
+    assert status_of(empty)["notification-event"][0]["event-number"]["valueString"] == "1"
+    [entry] = ids["entry"][1:]
+    task_id = StoredResource.objects.get(referral=referral, resource_type="Task").fhir_id
+    assert "resource" not in entry and entry["fullUrl"] == f"http://testserver/fhir/Task/{task_id}"
+    assert entry["response"]["etag"] == 'W/"3"'  # the accepted version: created, routed, accepted
+    assert all(not notification_issues(b) for b in (empty, ids))
