@@ -29,9 +29,8 @@ def subscription_render(subscription: Subscription) -> dict:
         "id": subscription.fhir_id,
         "meta": {"versionId": "1", "lastUpdated": http_date_iso(subscription.created_at)},
     }
-    resource.update(
-        (key, value) for key, value in subscription.resource.items() if key not in ("resourceType", "id", "meta", "error")
-    )
+    hub_owned = ("resourceType", "id", "meta", "error")
+    resource.update((key, value) for key, value in subscription.resource.items() if key not in hub_owned)
     resource["status"] = subscription.status
     if subscription.status == Subscription.Status.ERROR:
         resource["error"] = f"Notifications are failing ({subscription.error_count} in a row); the hub keeps trying."

@@ -50,7 +50,8 @@ def filters_of(subscription: Subscription) -> tuple[Filter, ...]:
 
 def task_version(task_id: str, version: int) -> dict | None:
     """The content of version ``version`` of the referral Task ``task_id``, or None when it is not kept."""
-    row = StoredResource.objects.filter(resource_type="Task", fhir_id=task_id).only("pk", "version_id", "content").first()
+    rows = StoredResource.objects.filter(resource_type="Task", fhir_id=task_id)
+    row = rows.only("pk", "version_id", "content").first()
     if row is None:
         return None
     if row.version_id == version:

@@ -95,7 +95,10 @@ def manual_routing_physician(row: FollowUp, now: dt.datetime) -> str:
         business_status_text=text,  # the business status stays: its event names none, so nothing reschedules this
         notes=[
             NoteFacts(
-                author_reference=HUB_ORGANIZATION_REFERENCE, author_display="Exercise referral hub", text=text, time=now
+                author_reference=HUB_ORGANIZATION_REFERENCE,
+                author_display="Exercise referral hub",
+                text=text,
+                time=now,
             )
         ],
         actor=HUB_ACTOR,

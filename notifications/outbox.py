@@ -133,10 +133,8 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
             return 0
         referral_ids = {e.referral_id for e in events}
         clinics = dict(Referral.objects.filter(pk__in=referral_ids).values_list("pk", "clinic_id"))
-        tasks = {
-            row.referral_id: row
-            for row in StoredResource.objects.filter(referral_id__in=referral_ids, resource_type="Task").defer("content")
-        }
+        task_rows = StoredResource.objects.filter(referral_id__in=referral_ids, resource_type="Task")
+        tasks = {row.referral_id: row for row in task_rows.defer("content")}
         subscriptions = defaultdict(list)
         for sub in Subscription.objects.filter(
             clinic_id__in=set(clinics.values()), status__in=NOTIFIED_SUBSCRIPTION_STATUSES
@@ -319,7 +317,8 @@ def delivery_attempt(*, delivery_id: int, now: dt.datetime) -> str:
             )
             followup_schedule(plans=[_attempt_plan(delivery, delivery.next_attempt_at)], now=now)
     delivery.save(update_fields=["attempts", "state", "delivered_at", "next_attempt_at", "last_error"])
-    if sub is not None and delivery.state != Delivery.State.PENDING and delivery.notification_type != bundles.HEARTBEAT:
+    finished = delivery.state != Delivery.State.PENDING
+    if sub is not None and finished and delivery.notification_type != bundles.HEARTBEAT:
         _resume_next(delivery, now)
     return f"{delivery.state}: {result.detail}"
 
