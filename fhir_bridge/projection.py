@@ -29,7 +29,7 @@ from fhir_bridge.codes import (
 from fhir_bridge.models import StoredResource
 from fhir_bridge.profiles import TASK_CODE_FULFILL
 from fhir_bridge.store import http_date_iso, new_id, resource_update, resources_create
-from referrals.models import BusinessStatus, Offer, OfferStatus, Referral, ReferralStatus
+from referrals.models import BusinessStatus, Offer, OfferStatus, Referral
 from referrals.offers import offer_changed
 from referrals.services import referral_changed, referral_created
 
@@ -194,33 +194,11 @@ def referral_resources_project(sender, *, referral: Referral, **kwargs) -> None:
     )
 
 
-def accepted_owner(referral: Referral) -> dict | None:
-    """The Task.owner of an accepted referral: the PractitionerRole that took it, its display naming how to reach
-    them (the role's e-mail, else its organization's, and the organization's phone), so that the physician knows
-    whom to call. None while nobody has accepted it."""
-    offer = (
-        Offer.objects.select_related("role__professional", "role__organization")
-        .filter(referral_id=referral.pk, status=OfferStatus.ACCEPTED)
-        .order_by("-id")
-        .first()
-    )
-    if offer is None:
-        return None
-    role = offer.role
-    contact = [c for c in (role.email or role.organization.email, role.organization.phone) if c]
-    display = str(role) + (f" ({', '.join(contact)})" if contact else "")
-    return {"reference": f"PractitionerRole/{role.fhir_id}", "display": display}
-
-
 @receiver(referral_changed, dispatch_uid="fhir_bridge.task_projection")
 def task_project(sender, *, referral: Referral, **kwargs) -> None:
     """Write the referral Task's next version. Runs inside the transaction of the change."""
     task = StoredResource.objects.select_for_update().get(referral=referral, resource_type="Task")
-    content = task_render(referral=referral, base=task.content)
-    owner = accepted_owner(referral) if referral.status != ReferralStatus.REQUESTED else None
-    if owner is not None:
-        content["owner"] = owner
-    resource_update(resource=task, content=content, now=timezone.now())
+    resource_update(resource=task, content=task_render(referral=referral, base=task.content), now=timezone.now())
 
 
 # --- offers: each one a child Task of the referral Task --------------------------------------------------------

@@ -352,6 +352,12 @@ def referral_route(
 
 
 @transaction.atomic
+def _contact(role: ProfessionalRole) -> str:
+    """" (e-mail, phone)" of a role: its own e-mail, else its organization's, and its organization's phone."""
+    found = [c for c in (role.email or role.organization.email, role.organization.phone) if c]
+    return f" ({', '.join(found)})" if found else ""
+
+
 def offer_accept(*, offer: Offer, actor: str = "") -> Offer:
     """The professional takes the case: the offer is accepted and the referral with it.
 
@@ -365,7 +371,8 @@ def offer_accept(*, offer: Offer, actor: str = "") -> Offer:
         referral=referral,
         status=ReferralStatus.ACCEPTED,
         business_status=BusinessStatus.ACCEPTED,
-        business_status_text=f"Accepted by {offer.role}",  # who will see the patient, for the physician
+        # Who will see the patient, and how to reach them, for the physician.
+        business_status_text=f"Accepted by {offer.role}{_contact(offer.role)}",
         actor=actor,
     )
     offer.referral = referral

@@ -1,7 +1,7 @@
 """Who is told what (issue 8 §4), for the physician: each step of a referral is the Task's new version and
 exactly one notification per subscription, received by a real HTTP receiver: routed, re-routed after a decline
 or an expiry, waiting for manual routing (and, past the policy's limit, told so), accepted (by whom, with
-contact), cancelled."""
+contact: in businessStatus.text, and the accepted offer's child Task names the PractitionerRole), cancelled."""
 
 import datetime as dt
 import json
@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from fhir_bridge.models import StoredResource
 from notifications.outbox import events_fan_out
+from network.models import Organization
 from referrals.models import Offer
 from referrals.offers import offer_accept, offer_decline, referral_route
 from tests.conftest import json_of
@@ -57,6 +58,8 @@ def _business(task: dict) -> str:
 
 def test_routed_rerouted_after_a_decline_and_an_expiry_then_accepted(fhir, clinic, http_receiver, dispatched):
     first, second, third = (role_make(at=km_north(km), email=f"role{km}@gym.test") for km in (1, 2, 3))
+    for role in (first, second, third):
+        Organization.objects.filter(pk=role.organization_id).update(phone=f"217-555-010{role.pk % 10}")
     physician = Physician(fhir, http_receiver)
     referral = referral_make(clinic)
     assert [t["status"] for t in physician.told()] == ["requested"]  # the referral as created
@@ -81,11 +84,12 @@ def test_routed_rerouted_after_a_decline_and_an_expiry_then_accepted(fhir, clini
     [task] = physician.told()
     assert (task["status"], _business(task)) == ("accepted", "accepted")
     role = third_offer.role
-    assert task["owner"]["reference"] == f"PractitionerRole/{role.fhir_id}"
-    assert str(role) in task["owner"]["display"] and role.email in task["owner"]["display"]
-    assert str(role) in task["businessStatus"]["text"]
-    stored = StoredResource.objects.get(referral=referral, resource_type="Task")
-    assert stored.content["owner"] == task["owner"]  # the Task as served says the same
+    phone = Organization.objects.get(pk=role.organization_id).phone
+    assert task["businessStatus"]["text"] == f"Accepted by {role} ({role.email}, {phone})"
+    # The offer the physician can follow: the child Task owned by the PractitionerRole that took it.
+    offer_task = StoredResource.objects.get(resource_type="Task", fhir_id=f"offer-{third_offer.pk}").content
+    assert offer_task["status"] == "accepted" and offer_task["owner"]["reference"] == f"PractitionerRole/{role.fhir_id}"
+    assert offer_task["partOf"] == [{"reference": f"Task/{task['id']}"}]
 
 
 def test_nobody_left_waits_for_manual_routing_and_past_the_limit_the_physician_is_told(
