@@ -351,13 +351,13 @@ def referral_route(
     return outcome
 
 
-@transaction.atomic
 def _contact(role: ProfessionalRole) -> str:
-    """" (e-mail, phone)" of a role: its own e-mail, else its organization's, and its organization's phone."""
+    """How to reach a role, as " (e-mail, phone)": its e-mail, else its organization's, and that one's phone."""
     found = [c for c in (role.email or role.organization.email, role.organization.phone) if c]
     return f" ({', '.join(found)})" if found else ""
 
 
+@transaction.atomic
 def offer_accept(*, offer: Offer, actor: str = "") -> Offer:
     """The professional takes the case: the offer is accepted and the referral with it.
 
