@@ -20,7 +20,7 @@ from fhir_bridge.outcomes import FhirError, error
 from fhir_bridge.profiles import Issue, check_resource
 from fhir_bridge.projection import resources_sent, task_base, task_render
 from fhir_bridge.route_table import BUNDLE_TYPES
-from fhir_bridge.search import filtered, visible
+from fhir_bridge.search import conditional_criteria, filtered, visible
 from fhir_bridge.search_params import business_identifiers
 from fhir_bridge.store import IDENTIFIED_TYPES, DuplicateResource, new_id, resources_create
 from fhir_bridge.tasks import route_referral
@@ -224,7 +224,8 @@ def conditional_match(caller: Caller, resource_type: str, query: str, *, express
     if not criteria:
         raise error(400, "invalid", "If-None-Exist names no search parameter", expression=expression)
     try:
-        found = list(filtered(visible(caller.clinic_id, resource_type), resource_type, criteria)[:2])
+        criteria = conditional_criteria(resource_type, criteria)
+        found = list(filtered(visible(caller.clinic_id, resource_type), resource_type, criteria, base_url=caller.base_url)[:2])
     except FhirError as exc:
         raise FhirError(400, [Issue(i.severity, i.code, expression, i.diagnostics) for i in exc.issues]) from None
     if len(found) > 1:

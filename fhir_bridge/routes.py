@@ -14,7 +14,8 @@ from fhir_bridge.codes import LOCATION_DISTANCE_EXTENSION, UCUM_SYSTEM
 from fhir_bridge.models import ResourceVersion, StoredResource
 from fhir_bridge.outcomes import FhirError, error, not_found
 from fhir_bridge.profiles import Issue
-from fhir_bridge.search import page_links, search, search_page_params, visible
+from fhir_bridge.search_params import search_param
+from fhir_bridge.search import lenient, page_links, search, search_plan, subsetted, visible
 from fhir_bridge.smart_scopes import Grant, grant_allows
 from fhir_bridge.smart_views import smart_configuration
 from referrals.models import Referral
@@ -212,35 +213,48 @@ def handle_search(request: FhirRequest) -> FhirResponse:
     params = list(request.query)
     if request.method == "POST" and isinstance(request.body, list):
         params += request.body  # form-encoded _search
+    plan = search_plan(resource_type, params, lenient=lenient(request.headers))
+    # _include and _revinclude bring in resources of other types: the token must allow reading them too.
+    for value in plan.includes:
+        request.check_scope(search_param(*value.split(":")).target, "read", expression="_include")
+    for value in plan.revincludes:
+        request.check_scope(value.split(":")[0], "read", expression="_revinclude")
     if resource_type in network_fhir.NETWORK_TYPES:
-        return _network_search(request, resource_type, params)
-    page = search(clinic_id=request.clinic_id, resource_type=resource_type, params=params)
+        return _network_search(request, plan)
+    page = search(clinic_id=request.clinic_id, plan=plan, base_url=request.base_url)
     entries = [
-        {"fullUrl": f"{request.base_url}/{r.reference}", "resource": r.content, "search": {"mode": "match"}}
+        {"fullUrl": f"{request.base_url}/{r.reference}", "resource": subsetted(r.content, plan), "search": {"mode": "match"}}
         for r in page.matches
     ] + [
-        {"fullUrl": f"{request.base_url}/{r.reference}", "resource": r.content, "search": {"mode": "include"}}
+        {"fullUrl": f"{request.base_url}/{r.reference}", "resource": subsetted(r.content, plan), "search": {"mode": "include"}}
         for r in page.included
     ]
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": page.total,
-        "link": page_links(request.base_url, resource_type, params, page),
-        "entry": entries,
-    }
-    return FhirResponse(200, bundle)
+    more = len(page.matches) == plan.count if page.total is None else plan.offset + plan.count < page.total
+    return FhirResponse(200, _searchset(request, plan, page.total, entries, more))
 
 
-def _network_search(request: FhirRequest, resource_type: str, params: list[tuple[str, str]]) -> FhirResponse:
-    page = search_page_params(params)
-    rows, distances = network_fhir.network_search(resource_type, params)
-    window = rows[page.offset : page.offset + page.count]
+def _searchset(request: FhirRequest, plan, total: int | None, entries: list[dict], more: bool) -> dict:
+    bundle = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = page_links(request.base_url, plan.resource_type, plan, more)
+    if plan.wants_entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def _network_search(request: FhirRequest, plan) -> FhirResponse:
+    resource_type = plan.resource_type
+    rows, distances = network_fhir.network_search(resource_type, plan.criteria)
+    total = None
+    if plan.wants_total:
+        total = len(rows) if isinstance(rows, list) else rows.count()
+    window = rows[plan.offset : plan.offset + plan.count] if plan.wants_entries else []
     entries = []
     for row in window:
         entry = {
             "fullUrl": f"{request.base_url}/{resource_type}/{row.fhir_id}",
-            "resource": network_fhir.RENDER[resource_type](row),
+            "resource": subsetted(network_fhir.RENDER[resource_type](row), plan),
             "search": {"mode": "match"},
         }
         if row.pk in distances:  # a Location found by near
@@ -253,15 +267,8 @@ def _network_search(request: FhirRequest, resource_type: str, params: list[tuple
                 },
             }]
         entries.append(entry)
-    page.total = len(rows)
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": page.total,
-        "link": page_links(request.base_url, resource_type, params, page),
-        "entry": entries,
-    }
-    return FhirResponse(200, bundle)
+    more = len(window) == plan.count if total is None else plan.offset + plan.count < total
+    return FhirResponse(200, _searchset(request, plan, total, entries, more))
 
 
 def _if_match_version(request: FhirRequest) -> int | None:
