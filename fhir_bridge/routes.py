@@ -167,9 +167,23 @@ def handle_read(request: FhirRequest) -> FhirResponse:
     return _resource_response(request, 200, row)
 
 
+def _network_member(request: FhirRequest):
+    """The network row the request names, if its type is the network's and such a member exists."""
+    if request.params["type"] not in network_fhir.NETWORK_TYPES:
+        return None
+    return network_fhir.network_read(request.params["type"], request.params["id"])
+
+
 def handle_vread(request: FhirRequest) -> FhirResponse:
     _supported(request.params["type"], "vread")
     request.check_scope(request.params["type"], "vread")
+    if (member := _network_member(request)) is not None:
+        # The network keeps no history (network_fhir.py): its current version is the only one there is.
+        response = _network_response(request, member)
+        if request.params["vid"] != response.resource["meta"]["versionId"]:
+            raise error(404, "not-found", f"{request.params['type']}/{request.params['id']} has no version "
+                        f"{request.params['vid']!r}; the network keeps its current version only")
+        return response
     row = _get(request)
     vid = int(request.params["vid"])  # the route matches digits only
     if vid == row.version_id:
@@ -184,6 +198,16 @@ def handle_vread(request: FhirRequest) -> FhirResponse:
 def handle_history(request: FhirRequest) -> FhirResponse:
     _supported(request.params["type"], "history")
     request.check_scope(request.params["type"], "history")
+    if (member := _network_member(request)) is not None:
+        resource = _network_response(request, member).resource
+        entry = {
+            "fullUrl": f"{request.base_url}/{request.params['type']}/{member.fhir_id}",
+            "resource": resource,
+            "request": {"method": "PUT", "url": f"{request.params['type']}/{member.fhir_id}"},
+            "response": {"status": "200 OK", "etag": f'W/"{resource["meta"]["versionId"]}"',
+                         "lastModified": resource["meta"]["lastUpdated"]},
+        }
+        return FhirResponse(200, {"resourceType": "Bundle", "type": "history", "total": 1, "entry": [entry]})
     row = _get(request)
     current = ResourceVersion(
         version_id=row.version_id, last_updated=row.last_updated, content=row.content,

@@ -78,3 +78,23 @@ def test_programs_are_healthcare_services_and_organizations_read(fhir, springfie
 def test_the_network_needs_read_scopes(ehr_client, springfield):
     assert fhir_client_for(ehr_client, "system/Task.cruds").get("Location").status_code == 403
     assert FhirClient(None).get("Location").status_code == 401
+
+
+def test_what_the_capability_statement_declares_for_the_network_works(fhir, springfield):
+    statement = json_of(fhir.get("metadata"))
+    declared = {r["type"]: {i["code"] for i in r["interaction"]} for r in statement["rest"][0]["resource"]}
+    role = ProfessionalRoleFactory(fhir_id="role-declared")
+    practitioner_id = role.professional.fhir_id
+    for resource_type, fhir_id in (("Practitioner", practitioner_id), ("PractitionerRole", "role-declared"),
+                                   ("Organization", "ymca-springfield")):
+        assert {"read", "vread", "history-instance", "search-type"} <= declared[resource_type]
+        read = fhir.get(f"{resource_type}/{fhir_id}")
+        assert read.status_code == 200
+        version = json_of(read)["meta"]["versionId"]
+        assert read["ETag"] == f'W/"{version}"'
+        vread = fhir.get(f"{resource_type}/{fhir_id}/_history/{version}")
+        assert vread.status_code == 200 and json_of(vread) == json_of(read)
+        assert fhir.get(f"{resource_type}/{fhir_id}/_history/1").status_code == 404
+        history = json_of(fhir.get(f"{resource_type}/{fhir_id}/_history"))
+        assert history["type"] == "history"
+        assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == [version]
