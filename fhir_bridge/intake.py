@@ -5,6 +5,7 @@ the resources, in one transaction.
 
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
@@ -427,22 +428,34 @@ def transaction_intake(caller: Caller, bundle: dict, *, raw: bytes, check_scope)
         else:
             keys[i] = _query_key(query)
 
-    unresolved = []
+    # Every reference, wherever it is (extensions and contained resources too): an entry's fullUrl becomes its new
+    # id, a conditional reference the one resource it finds. What cannot be resolved is reported for all entries
+    # at once.
+    issues: list[Issue] = []
+    conditional: dict[str, StoredResource | Issue] = {}
 
-    def rewrite(ref: str) -> str:
-        ref = ref_map.get(ref, _relative(ref, caller.base_url))
-        if ref.startswith("urn:"):
-            unresolved.append(ref)
-        return ref
+    def rewriter(path: str):
+        def rewrite(ref: str) -> str:
+            if _CONDITIONAL_REFERENCE.fullmatch(ref):
+                if ref not in conditional:
+                    conditional[ref] = _conditional_reference(caller, ref)
+                found = conditional[ref]
+                if isinstance(found, Issue):
+                    issues.append(Issue(found.severity, found.code, path, found.diagnostics))
+                    return ref
+                return found.reference
+            ref = ref_map.get(ref, _relative(ref, caller.base_url))
+            if ref.startswith("urn:"):
+                issues.append(Issue("error", "not-found", path, f"reference {ref!r} matches no entry of the Bundle"))
+            return ref
+
+        return rewrite
 
     for i, resource in enumerate(resources):
-        before = len(unresolved)
-        _walk_references(resource, rewrite)
-        if len(unresolved) > before:
-            raise error(
-                422, "not-found", f"reference {unresolved[-1]!r} matches no entry of the Bundle",
-                expression=f"Bundle.entry[{i}].resource",
-            )
+        _walk_references(resource, rewriter(f"Bundle.entry[{i}].resource"))
+    if issues:
+        multiple = any(issue.code == "multiple-matches" for issue in issues)
+        raise FhirError(412 if multiple else 422, issues)
 
     by_type: dict[str, list[tuple[int, dict]]] = {}
     for i, resource in enumerate(resources):
@@ -485,10 +498,46 @@ def transaction_intake(caller: Caller, bundle: dict, *, raw: bytes, check_scope)
         created = i not in reused
         response_entries.append(_response_entry(caller, row, "201 Created" if created else "200 OK"))
     if task_entry is None:
-        response_entries.append(_response_entry(caller, task_row, "201 Created"))
+        # The Task the hub opened is not an entry of the request, so it is no entry of the response (R4
+        # http.html#transaction-response: one per request entry, in order); the ServiceRequest's entry names it.
+        response_entries[sr_index]["response"]["outcome"] = task_opened_outcome(caller, task_row)
     log.info("referral %s opened from a Bundle by %s", referral.pk, caller.actor)
     return Outcome(200, {"resourceType": "Bundle", "type": "transaction-response", "entry": response_entries},
                    created=rows)
+
+
+# Patient?identifier=system|value: a conditional reference (R4 http.html#trules).
+_CONDITIONAL_REFERENCE = re.compile(r"[A-Z][A-Za-z]+\?[^#\s]+")
+
+
+def _conditional_reference(caller: Caller, ref: str) -> "StoredResource | Issue":
+    """The one stored resource a conditional reference finds, or the Issue that fails the transaction: none
+    found, several found, or a query that cannot be applied."""
+    resource_type, _, query = ref.partition("?")
+    if resource_type not in BUNDLE_TYPES:
+        return Issue("error", "not-supported", "", f"conditional reference {ref!r}: {resource_type} is not served here")
+    try:
+        criteria = conditional_criteria(resource_type, parse_qsl(query, keep_blank_values=True))
+        found = list(filtered(visible(caller.clinic_id, resource_type), resource_type, criteria, base_url=caller.base_url)[:2])
+    except FhirError as exc:
+        return Issue("error", "invalid", "", f"conditional reference {ref!r}: {exc}")
+    if not found:
+        return Issue("error", "not-found", "", f"conditional reference {ref!r} matches no {resource_type} stored here")
+    if len(found) > 1:
+        return Issue("error", "multiple-matches", "", f"conditional reference {ref!r} matches more than one {resource_type}")
+    return found[0]
+
+
+def task_opened_outcome(caller: Caller, task_row: StoredResource) -> dict:
+    """An informational OperationOutcome naming the referral Task the hub opened for a ServiceRequest."""
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{
+            "severity": "information", "code": "informational",
+            "diagnostics": f"the hub opened the referral Task {caller.base_url}/{task_row.reference} for this ServiceRequest",
+            "expression": ["ServiceRequest"],
+        }],
+    }
 
 
 def _response_entry(caller: Caller, row: StoredResource, status: str) -> dict:

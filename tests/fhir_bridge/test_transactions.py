@@ -1,0 +1,107 @@
+"""Transactions as R4's http page says: one response entry per request entry, in order (X-01), and conditional
+references resolved against what is stored (X-02)."""
+
+import copy
+import json
+import pathlib
+
+import pytest
+
+from fhir_bridge.examples import scenario2_bundle
+from fhir_bridge.models import StoredResource
+from referrals.models import Referral
+from tests.conftest import issue_paths, json_of
+
+pytestmark = pytest.mark.django_db
+
+
+def _interop(name: str) -> dict:
+    for parent in pathlib.Path(__file__).resolve().parents:
+        candidate = parent.parent / "shared" / "interop-cases" / name
+        if candidate.exists():
+            return json.loads(candidate.read_text())
+    pytest.skip("../shared/interop-cases is not beside this checkout")
+
+
+def test_x01_a_bundle_without_a_task_gets_one_response_entry_per_request_entry(fhir):
+    # X-01: request_entries 2 -> response_entries 2, in order (Patient, ServiceRequest); the hub's own Task is
+    # reported, not added.
+    response = fhir.post("", _interop("X-01.json"))
+    assert response.status_code == 200, response.content
+    body = json_of(response)
+    assert body["type"] == "transaction-response"
+    assert [e["resource"]["resourceType"] for e in body["entry"]] == ["Patient", "ServiceRequest"]
+    assert [e["response"]["status"] for e in body["entry"]] == ["201 Created", "201 Created"]
+    task = StoredResource.objects.get(resource_type="Task")
+    outcome = body["entry"][1]["response"]["outcome"]
+    assert outcome["issue"][0]["severity"] == "information"
+    assert f"Task/{task.fhir_id}" in outcome["issue"][0]["diagnostics"]
+    assert json_of(fhir.get(f"Task/{task.fhir_id}"))["focus"]["reference"] == body["entry"][1]["response"]["location"].split("/_history")[0]
+
+
+def test_response_entries_follow_the_request_order_whatever_it_is(fhir):
+    bundle = scenario2_bundle(identifier="order")
+    bundle["entry"].reverse()
+    sent = [e["resource"]["resourceType"] for e in bundle["entry"]]
+    body = json_of(fhir.post("", bundle))
+    assert [e["resource"]["resourceType"] for e in body["entry"]] == sent
+
+
+def _x02_patient(fhir) -> str:
+    response = fhir.post("Patient", _interop("X-02-patient.json"), headers={"If-None-Exist": "identifier=urn:test:mrn|X02-0001"})
+    assert response.status_code == 201, response.content
+    return json_of(response)["id"]
+
+
+def test_x02_a_conditional_reference_with_one_match_is_rewritten_to_it(fhir):
+    patient_id = _x02_patient(fhir)
+    assert json_of(fhir.get("Patient", identifier="urn:test:mrn|X02-0001"))["total"] == 1
+    response = fhir.post("", _interop("X-02.json"))
+    assert response.status_code == 200, response.content
+    body = json_of(response)
+    assert len(body["entry"]) == 2
+    service_request, task = (e["resource"] for e in body["entry"])
+    assert service_request["subject"]["reference"] == f"Patient/{patient_id}"
+    assert task["for"]["reference"] == f"Patient/{patient_id}"
+    assert StoredResource.objects.filter(resource_type="Patient").count() == 1
+    assert Referral.objects.count() == 1
+
+
+def test_a_conditional_reference_with_no_match_fails_the_transaction_naming_each_entry(fhir):
+    response = fhir.post("", _interop("X-02.json"))
+    assert response.status_code == 422
+    assert set(issue_paths(response)) == {"Bundle.entry[0].resource", "Bundle.entry[1].resource"}
+    assert "matches no Patient" in json_of(response)["issue"][0]["diagnostics"]
+    assert not StoredResource.objects.filter(resource_type__in=["Task", "ServiceRequest"]).exists()
+
+
+def test_a_conditional_reference_with_several_matches_fails_the_transaction(fhir):
+    patient = _interop("X-02-patient.json")
+    assert fhir.post("Patient", patient).status_code == 201
+    assert fhir.post("Patient", copy.deepcopy(patient)).status_code == 201
+    response = fhir.post("", _interop("X-02.json"))
+    assert response.status_code == 412
+    assert all(i["code"] == "multiple-matches" for i in json_of(response)["issue"])
+    assert Referral.objects.count() == 0
+
+
+def test_a_conditional_reference_inside_an_extension_is_rewritten(fhir):
+    patient_id = _x02_patient(fhir)
+    bundle = _interop("X-02.json")
+    bundle["entry"][0]["resource"]["extension"] = [{
+        "url": "http://example.org/fhir/StructureDefinition/seen-by",
+        "valueReference": {"reference": "Patient?identifier=urn:test:mrn|X02-0001"},
+    }]
+    response = fhir.post("", bundle)
+    assert response.status_code == 200, response.content
+    service_request = json_of(response)["entry"][0]["resource"]
+    assert service_request["extension"][0]["valueReference"]["reference"] == f"Patient/{patient_id}"
+
+
+def test_a_conditional_reference_on_an_unknown_parameter_fails_naming_the_entry(fhir):
+    _x02_patient(fhir)
+    bundle = _interop("X-02.json")
+    bundle["entry"][1]["resource"]["for"]["reference"] = "Patient?shoe-size=42"
+    response = fhir.post("", bundle)
+    assert response.status_code == 422
+    assert issue_paths(response) == ["Bundle.entry[1].resource"]
