@@ -67,13 +67,36 @@ def _version_headers(row: StoredResource | ResourceVersion, reference: str, vers
     }
 
 
-def _resource_response(request: FhirRequest, status: int, row: StoredResource) -> FhirResponse:
+def prefer_return(headers: dict[str, str]) -> str:
+    """What ``Prefer: return=`` asks a write to answer with: "minimal", "representation" (the default) or
+    "OperationOutcome" (R4 http.html#ops)."""
+    for part in headers.get("prefer", "").replace(";", ",").split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "return" and value.strip('"') in ("minimal", "representation", "OperationOutcome"):
+            return value.strip('"')
+    return "representation"
+
+
+def write_outcome(status: int, row: StoredResource, extra: list[dict] = ()) -> dict:
+    """The informational OperationOutcome a write answers with under ``Prefer: return=OperationOutcome``."""
+    done = {201: "created", 200: "already stored" if row.version_id == 1 else "updated"}.get(status, "stored")
+    issues = [{"severity": "information", "code": "informational",
+               "diagnostics": f"{row.reference} {done} (version {row.version_id})"}]
+    return {"resourceType": "OperationOutcome", "issue": issues + list(extra)}
+
+
+def _resource_response(request: FhirRequest, status: int, row: StoredResource, outcome: dict | None = None) -> FhirResponse:
+    """A write's or a read's answer: version headers, Location on a write, and the body ``Prefer: return=`` asks
+    for. ``outcome`` is an OperationOutcome whose issues join the one return=OperationOutcome gives."""
     headers = _version_headers(row, row.reference, row.version_id)
     if status == 201 or request.method in ("POST", "PUT"):
         headers["Location"] = f"{request.base_url}/{row.reference}/_history/{row.version_id}"
-    prefer = request.headers.get("prefer", "")
-    if "return=minimal" in prefer:
-        return FhirResponse(status, None, headers)
+    if request.method in ("POST", "PUT"):
+        answer = prefer_return(request.headers)
+        if answer == "minimal":
+            return FhirResponse(status, None, headers)
+        if answer == "OperationOutcome":
+            return FhirResponse(status, write_outcome(status, row, (outcome or {}).get("issue", [])), headers)
     return FhirResponse(status, row.content, headers)
 
 
@@ -113,9 +136,18 @@ def handle_transaction(request: FhirRequest) -> FhirResponse:
     outcome = intake.transaction_intake(
         request.caller, request.body, raw=request.raw_body, check_scope=request.check_scope
     )
-    if "return=minimal" in request.headers.get("prefer", ""):
-        for entry in outcome.resource["entry"]:
-            entry.pop("resource", None)
+    answer = prefer_return(request.headers)
+    for entry in outcome.resource["entry"] if answer != "representation" else ():
+        # Each entry answers as Prefer asks (R4 http.html#transaction-response): without its resource, or with an
+        # OperationOutcome in response.outcome.
+        resource = entry.pop("resource", None)
+        if answer == "OperationOutcome" and resource is not None:
+            response = entry["response"]
+            done = "created" if response["status"].startswith("201") else "already stored"
+            issue = {"severity": "information", "code": "informational",
+                     "diagnostics": f"{resource['resourceType']}/{resource['id']} {done} (version {resource['meta']['versionId']})"}
+            response["outcome"] = {"resourceType": "OperationOutcome",
+                                   "issue": [issue, *(response.get("outcome") or {}).get("issue", [])]}
     return FhirResponse(outcome.status, outcome.resource)
 
 
@@ -138,7 +170,17 @@ def handle_create(request: FhirRequest) -> FhirResponse:
         outcome = intake.service_request_intake(request.caller, body, raw=request.raw_body, if_none_exist=if_none_exist)
     else:
         outcome = intake.supporting_create(request.caller, body, resource_type, if_none_exist=if_none_exist)
-    return _resource_response(request, outcome.status, outcome.stored)  # a POST: it carries Location
+    row, told = outcome.stored, None
+    if resource_type == "ServiceRequest" and row.referral_id is not None:
+        # Location names the ServiceRequest, as a create must; the Task the hub opened for it is a Link
+        # (rel=related, README) and, under return=OperationOutcome, an informational issue.
+        task_row = StoredResource.objects.filter(referral_id=row.referral_id, resource_type="Task").first()
+        if task_row is not None:
+            told = intake.task_opened_outcome(request.caller, task_row)
+            response = _resource_response(request, outcome.status, row, told)
+            response.headers["Link"] = f'<{request.base_url}/{task_row.reference}>; rel="related"'
+            return response
+    return _resource_response(request, outcome.status, row, told)  # a POST: it carries Location
 
 
 def _network_response(request: FhirRequest, row) -> FhirResponse:

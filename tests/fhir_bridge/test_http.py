@@ -70,3 +70,77 @@ def test_smart_configuration_is_application_json_whatever_the_accept_header(acce
     assert response.status_code == 200
     assert response["Content-Type"].split(";")[0] == "application/json"
     assert json_of(response)["token_endpoint"] == "http://testserver/auth/token"
+
+
+# --- Prefer: return= on every write ------------------------------------------------------------------------------
+
+
+def _service_request():
+    from fhir_bridge.examples import scenario2_bundle
+
+    bundle = scenario2_bundle(identifier="prefer-sr")
+    return next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest"), bundle
+
+
+@pytest.mark.parametrize("prefer", ["return=minimal", "return=representation", "return=OperationOutcome", None])
+def test_prefer_return_on_create_and_update(fhir, prefer):
+    from fhir_bridge.examples import scenario2_bundle
+
+    headers = {"Prefer": prefer} if prefer else {}
+    created = fhir.post("Patient", {"resourceType": "Patient", "name": [{"family": "Prefer"}]}, headers=headers)
+    assert created.status_code == 201
+    assert created["Location"].startswith("http://testserver/fhir/Patient/")
+    body = json_of(created) if created.content else None
+    if prefer == "return=minimal":
+        assert body is None
+    elif prefer == "return=OperationOutcome":
+        assert body["resourceType"] == "OperationOutcome" and body["issue"][0]["severity"] == "information"
+    else:
+        assert body["resourceType"] == "Patient"
+
+    task = next(e["resource"] for e in json_of(fhir.post("", scenario2_bundle(identifier="prefer")))["entry"]
+                if e["resource"]["resourceType"] == "Task")
+    task["note"] = [{"authorReference": {"reference": "Organization/Scen2OrgGoodCardio"}, "text": "call first",
+                     "time": "2026-01-01T00:00:00Z"}]
+    updated = fhir.put(f"Task/{task['id']}", task, headers=headers)
+    assert updated.status_code == 200, updated.content
+    assert updated["ETag"] == 'W/"2"'
+    if prefer == "return=minimal":
+        assert updated.content == b""
+    elif prefer == "return=OperationOutcome":
+        assert "updated (version 2)" in json_of(updated)["issue"][0]["diagnostics"]
+    else:
+        assert json_of(updated)["meta"]["versionId"] == "2"
+
+
+@pytest.mark.parametrize("prefer", ["return=minimal", "return=OperationOutcome"])
+def test_prefer_return_on_each_transaction_entry(fhir, prefer):
+    from fhir_bridge.examples import scenario2_bundle
+
+    bundle = scenario2_bundle(identifier="prefer-tx")
+    body = json_of(fhir.post("", bundle, headers={"Prefer": prefer}))
+    assert len(body["entry"]) == len(bundle["entry"])
+    assert all("resource" not in e and e["response"]["location"] for e in body["entry"])
+    if prefer == "return=OperationOutcome":
+        assert all(e["response"]["outcome"]["issue"][0]["code"] == "informational" for e in body["entry"])
+    else:
+        assert all("outcome" not in e["response"] for e in body["entry"])
+
+
+def test_a_posted_service_request_answers_with_its_location_and_names_its_task(fhir):
+    from fhir_bridge.models import StoredResource
+
+    _, bundle = _service_request()
+    patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    patient_id = json_of(fhir.post("Patient", patient))["id"]
+    service_request = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
+    service_request["subject"] = {"reference": f"Patient/{patient_id}"}
+    response = fhir.post("ServiceRequest", service_request, headers={"Prefer": "return=OperationOutcome"})
+    assert response.status_code == 201, response.content
+    sr_id = response["Location"].split("/ServiceRequest/")[1].split("/")[0]
+    assert StoredResource.objects.filter(resource_type="ServiceRequest", fhir_id=sr_id).exists()
+    task = StoredResource.objects.get(resource_type="Task")
+    assert task.content["focus"]["reference"] == f"ServiceRequest/{sr_id}"
+    assert response["Link"] == f'<http://testserver/fhir/Task/{task.fhir_id}>; rel="related"'
+    issues = json_of(response)["issue"]
+    assert any(f"Task/{task.fhir_id}" in i["diagnostics"] for i in issues)
