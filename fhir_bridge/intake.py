@@ -18,7 +18,7 @@ from fhir_bridge.clinical_facts import clinical_facts, home_address
 from fhir_bridge.fhir import structural_issues
 from fhir_bridge.models import ConditionalCreateKey, EhrClient, InboundMessage, ResourceIdentifier, StoredResource
 from fhir_bridge.outcomes import FhirError, error
-from fhir_bridge.profiles import Issue, check_resource
+from fhir_bridge.profiles import Issue, check_resource, domain_resource_issues
 from fhir_bridge.projection import resources_sent, task_base, task_render
 from fhir_bridge.route_table import BUNDLE_TYPES
 from fhir_bridge.search import conditional_criteria, filtered, visible
@@ -77,6 +77,8 @@ def validate(
         for path, resource in resources:
             structural += structural_issues(resource, path=path)
         structural = structural or whole_issues or []  # what is wrong lies in the Bundle itself, not an entry
+    for path, resource in resources:
+        profile += domain_resource_issues(resource, path=path)  # on the resource as sent, contained ones in place
     for path, resource in resources if profiled is None else profiled:
         profile += check_resource(resource, path=path)
     errors = [issue for issue in profile if issue.severity == "error"]

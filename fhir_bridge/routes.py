@@ -12,8 +12,8 @@ from django.utils.http import http_date
 from fhir_bridge import capability, intake, network_fhir, route_table
 from fhir_bridge.codes import LOCATION_DISTANCE_EXTENSION, UCUM_SYSTEM
 from fhir_bridge.models import ResourceVersion, StoredResource
-from fhir_bridge.outcomes import FhirError, error, not_found
-from fhir_bridge.profiles import Issue
+from fhir_bridge.outcomes import FhirError, error, not_found, operation_outcome
+from fhir_bridge.profiles import Issue, domain_resource_issues
 from fhir_bridge.search_params import search_param
 from fhir_bridge.search import lenient, page_links, search, search_plan, subsetted, visible
 from fhir_bridge.smart_scopes import Grant, grant_allows
@@ -137,7 +137,8 @@ def handle_transaction(request: FhirRequest) -> FhirResponse:
         request.caller, request.body, raw=request.raw_body, check_scope=request.check_scope
     )
     answer = prefer_return(request.headers)
-    for entry in outcome.resource["entry"] if answer != "representation" else ():
+    sent = request.body.get("entry") if isinstance(request.body.get("entry"), list) else []
+    for i, entry in enumerate(outcome.resource["entry"] if answer != "representation" else ()):
         # Each entry answers as Prefer asks (R4 http.html#transaction-response): without its resource, or with an
         # OperationOutcome in response.outcome.
         resource = entry.pop("resource", None)
@@ -146,9 +147,17 @@ def handle_transaction(request: FhirRequest) -> FhirResponse:
             done = "created" if response["status"].startswith("201") else "already stored"
             issue = {"severity": "information", "code": "informational",
                      "diagnostics": f"{resource['resourceType']}/{resource['id']} {done} (version {resource['meta']['versionId']})"}
+            warned = _warnings_outcome((sent[i] if i < len(sent) else {}).get("resource"), f"Bundle.entry[{i}].resource")
             response["outcome"] = {"resourceType": "OperationOutcome",
-                                   "issue": [issue, *(response.get("outcome") or {}).get("issue", [])]}
+                                   "issue": [issue, *(response.get("outcome") or {}).get("issue", []), *warned["issue"]]}
     return FhirResponse(outcome.status, outcome.resource)
+
+
+def _warnings_outcome(resource: dict, path: str) -> dict:
+    """The warnings (dom-6, best practice) of what was sent, as issues for return=OperationOutcome: reported,
+    never refused for."""
+    warnings = [i for i in domain_resource_issues(resource, path=path) if i.severity == "warning"]
+    return operation_outcome(warnings)
 
 
 def handle_create(request: FhirRequest) -> FhirResponse:
@@ -170,13 +179,13 @@ def handle_create(request: FhirRequest) -> FhirResponse:
         outcome = intake.service_request_intake(request.caller, body, raw=request.raw_body, if_none_exist=if_none_exist)
     else:
         outcome = intake.supporting_create(request.caller, body, resource_type, if_none_exist=if_none_exist)
-    row, told = outcome.stored, None
+    row, told = outcome.stored, _warnings_outcome(body, resource_type)
     if resource_type == "ServiceRequest" and row.referral_id is not None:
         # Location names the ServiceRequest, as a create must; the Task the hub opened for it is a Link
         # (rel=related, README) and, under return=OperationOutcome, an informational issue.
         task_row = StoredResource.objects.filter(referral_id=row.referral_id, resource_type="Task").first()
         if task_row is not None:
-            told = intake.task_opened_outcome(request.caller, task_row)
+            told = {"issue": intake.task_opened_outcome(request.caller, task_row)["issue"] + told["issue"]}
             response = _resource_response(request, outcome.status, row, told)
             response.headers["Link"] = f'<{request.base_url}/{task_row.reference}>; rel="related"'
             return response
