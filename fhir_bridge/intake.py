@@ -710,6 +710,11 @@ def task_intake(caller: Caller, body: dict, *, raw: bytes, if_none_exist: str | 
                 "first, contain it in the Task, or send both in a transaction Bundle",
                 expression="Task.focus",
             )
+        if row.referral_id is not None:
+            # This ServiceRequest is already a referral (sent in a Bundle, alone, or with an earlier Task): the
+            # Task is a duplicate of that referral's Task, answered with it, never a second referral.
+            log.info("Task for %s answered with the referral it already has", row.reference)
+            return _existing_answer(_referral_task(row))
         service_request = row.content
     for_ref = (task.get("for") or {}).get("reference", "")
     patient = next((r for r in lifted if r["resourceType"] == "Patient" and f"Patient/{r['id']}" == for_ref), None)

@@ -105,3 +105,17 @@ def test_a_conditional_reference_on_an_unknown_parameter_fails_naming_the_entry(
     response = fhir.post("", bundle)
     assert response.status_code == 422
     assert issue_paths(response) == ["Bundle.entry[1].resource"]
+
+
+def test_a_task_for_a_service_request_that_is_already_a_referral_is_a_duplicate(fhir):
+    body = json_of(fhir.post("", scenario2_bundle(identifier="dup-sr")))
+    first = {e["resource"]["resourceType"]: e["resource"] for e in body["entry"]}
+    again = copy.deepcopy(first["Task"])
+    for name in ("id", "meta", "identifier", "businessStatus", "note"):
+        again.pop(name, None)
+    again["status"] = "requested"
+    response = fhir.post("Task", again)
+    assert response.status_code == 200, response.content
+    assert json_of(response)["id"] == first["Task"]["id"]
+    assert Referral.objects.count() == 1
+    assert StoredResource.objects.filter(resource_type="Task").count() == 1
