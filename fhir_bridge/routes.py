@@ -4,6 +4,7 @@ FhirRequest and returns a FhirResponse, or raises FhirError."""
 import re
 from dataclasses import dataclass, field
 from typing import Callable
+from urllib.parse import parse_qsl, urlencode
 
 from django.db import transaction
 from django.utils import timezone
@@ -173,6 +174,13 @@ def handle_create(request: FhirRequest) -> FhirResponse:
             expression=f"{resource_type}.resourceType",
         )
     if_none_exist = request.headers.get("if-none-exist")
+    if request.query:
+        # POST [type]?[search] is a conditional create as fhir-py and Aidbox send it (R4 itself has only
+        # If-None-Exist): the same query, never silently ignored.
+        query = urlencode(request.query)
+        if if_none_exist is not None and sorted(parse_qsl(if_none_exist)) != sorted(request.query):
+            raise error(400, "invalid", "If-None-Exist and the URL's search parameters differ: send one of them")
+        if_none_exist = query
     if resource_type == "Task":
         outcome = intake.task_intake(request.caller, body, raw=request.raw_body, if_none_exist=if_none_exist)
     elif resource_type == "ServiceRequest":

@@ -144,3 +144,14 @@ def test_a_posted_service_request_answers_with_its_location_and_names_its_task(f
     assert response["Link"] == f'<http://testserver/fhir/Task/{task.fhir_id}>; rel="related"'
     issues = json_of(response)["issue"]
     assert any(f"Task/{task.fhir_id}" in i["diagnostics"] for i in issues)
+
+
+def test_a_create_with_search_parameters_on_the_url_is_a_conditional_create(fhir):
+    patient = {"resourceType": "Patient", "identifier": [{"system": "urn:test:mrn", "value": "Q-1"}]}
+    first = fhir.post("Patient?identifier=urn:test:mrn%7CQ-1", patient)
+    second = fhir.post("Patient?identifier=urn:test:mrn%7CQ-1", patient)
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert json_of(first)["id"] == json_of(second)["id"]
+    assert fhir.post("Patient?shoe-size=9", patient).status_code == 400
+    clash = fhir.post("Patient?identifier=urn:test:mrn%7CQ-1", patient, headers={"If-None-Exist": "identifier=other"})
+    assert clash.status_code == 400
