@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.http import http_date
 
-from fhir_bridge import capability, intake, network_fhir, route_table
+from fhir_bridge import capability, intake, network_fhir, projection, route_table
 from fhir_bridge.codes import LOCATION_DISTANCE_EXTENSION, UCUM_SYSTEM
 from fhir_bridge.models import ResourceVersion, StoredResource
 from fhir_bridge.outcomes import FhirError, error, not_found, operation_outcome
@@ -408,13 +408,14 @@ def handle_update(request: FhirRequest) -> FhirResponse:
         known = {(n.get("time"), n.get("text")) for n in row.content.get("note") or []}
         new_notes = intake.note_facts([n for n in body.get("note") or [] if (n.get("time"), n.get("text")) not in known])
         try:
-            referral_update_by_clinic(
-                referral=referral,
-                status=status,
-                reason=(body.get("statusReason") or {}).get("text") or "",
-                notes=new_notes,
-                actor=request.caller.actor,
-            )
+            with projection.status_reason_sent(body.get("statusReason")):
+                referral_update_by_clinic(
+                    referral=referral,
+                    status=status,
+                    reason=projection.concept_text(body.get("statusReason")),
+                    notes=new_notes,
+                    actor=request.caller.actor,
+                )
         except ReferralRuleError as exc:
             raise error(422, exc.code, str(exc), expression=intake.fact_path(exc.field)) from None
         except ReferralConflict as exc:
