@@ -390,7 +390,15 @@ def _only(items: list[tuple[int, dict]], resource_type: str, *, required: bool) 
 
 def transaction_intake(caller: Caller, bundle: dict, *, raw: bytes, check_scope) -> Outcome:
     entries = _bundle_entries(bundle)
-    validate([(f"Bundle.entry[{i}].resource", e["resource"]) for i, e in enumerate(entries)], whole=bundle)
+    # The Bundle is judged whole: profile issues, unresolved references and business rules go out in one
+    # OperationOutcome. Only a resource that cannot be parsed (400) stops the reading at once.
+    found: list[FhirError] = []
+    try:
+        validate([(f"Bundle.entry[{i}].resource", e["resource"]) for i, e in enumerate(entries)], whole=bundle)
+    except FhirError as exc:
+        if exc.status == 400:
+            raise
+        found.append(exc)
     for i, entry in enumerate(entries):
         check_scope(entry["resource"]["resourceType"], "create", expression=f"Bundle.entry[{i}]")
 
@@ -457,18 +465,27 @@ def transaction_intake(caller: Caller, bundle: dict, *, raw: bytes, check_scope)
         _walk_references(resource, rewriter(f"Bundle.entry[{i}].resource"))
     if issues:
         multiple = any(issue.code == "multiple-matches" for issue in issues)
-        raise FhirError(412 if multiple else 422, issues)
-
-    by_type: dict[str, list[tuple[int, dict]]] = {}
-    for i, resource in enumerate(resources):
-        if i not in reused:
-            by_type.setdefault(resource["resourceType"], []).append((i, resource))
-    task_entry = _only(by_type.get("Task", []), "Task", required=False)
-    sr_index, service_request = _only(by_type.get("ServiceRequest", []), "ServiceRequest", required=True)
-    patient = _resolve_patient(caller, service_request, resources, reused, path=f"Bundle.entry[{sr_index}].resource")
-    task = task_entry[1] if task_entry else None
-    if task is not None:
-        _check_task_points_at(task, service_request, patient, path=f"Bundle.entry[{task_entry[0]}].resource")
+        found.append(FhirError(412 if multiple else 422, issues))
+    else:
+        # The business rules read the references, so they are judged only once every reference resolved.
+        by_type: dict[str, list[tuple[int, dict]]] = {}
+        for i, resource in enumerate(resources):
+            if i not in reused:
+                by_type.setdefault(resource["resourceType"], []).append((i, resource))
+        try:
+            task_entry = _only(by_type.get("Task", []), "Task", required=False)
+            sr_index, service_request = _only(by_type.get("ServiceRequest", []), "ServiceRequest", required=True)
+            patient = _resolve_patient(
+                caller, service_request, resources, reused, path=f"Bundle.entry[{sr_index}].resource"
+            )
+            task = task_entry[1] if task_entry else None
+            if task is not None:
+                _check_task_points_at(task, service_request, patient, path=f"Bundle.entry[{task_entry[0]}].resource")
+        except FhirError as exc:
+            found.append(exc)
+    if found:
+        status = 412 if any(exc.status == 412 for exc in found) else max(exc.status for exc in found)
+        raise FhirError(status, [issue for exc in found for issue in exc.issues])
 
     new_indexes = [i for i, r in enumerate(resources) if i not in reused and r is not task]
     position = {i: n for n, i in enumerate(new_indexes)}

@@ -119,3 +119,17 @@ def test_a_task_for_a_service_request_that_is_already_a_referral_is_a_duplicate(
     assert json_of(response)["id"] == first["Task"]["id"]
     assert Referral.objects.count() == 1
     assert StoredResource.objects.filter(resource_type="Task").count() == 1
+
+
+def test_profile_issues_and_business_rule_issues_come_in_one_outcome(fhir):
+    bundle = scenario2_bundle(identifier="all-issues")
+    task = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Task")
+    task["status"] = "cancelled"  # pa-taskrm-1: a cancelled Task needs a statusReason (a profile issue)
+    task["focus"] = {"reference": "ServiceRequest/elsewhere"}  # not the Bundle's ServiceRequest (a business rule)
+    response = fhir.post("", bundle)
+    assert response.status_code == 422
+    paths = issue_paths(response)
+    task_path = f"Bundle.entry[{bundle['entry'].index(next(e for e in bundle['entry'] if e['resource'] is task))}].resource"
+    assert f"{task_path}.statusReason" in paths
+    assert f"{task_path}.focus" in paths
+    assert Referral.objects.count() == 0
