@@ -16,7 +16,7 @@ from fhir_bridge.models import ResourceVersion, StoredResource
 from fhir_bridge.outcomes import FhirError, error, not_found, operation_outcome
 from fhir_bridge.profiles import Issue, domain_resource_issues
 from fhir_bridge.search_params import search_param
-from fhir_bridge.search import lenient, page_links, search, search_plan, subsetted, visible
+from fhir_bridge.search import custom_plans, lenient, page_links, search, search_plan, subsetted, visible
 from fhir_bridge.smart_scopes import Grant, grant_allows
 from fhir_bridge.smart_views import smart_configuration
 from referrals.models import Referral
@@ -302,9 +302,10 @@ def handle_search(request: FhirRequest) -> FhirResponse:
         request.check_scope(search_param(*value.split(":")).target, "read", expression="_include")
     for value in plan.revincludes:
         request.check_scope(value.split(":")[0], "read", expression="_revinclude")
-    if resource_type in network_fhir.NETWORK_TYPES:
-        return _network_search(request, plan)
-    page = search(clinic_id=request.clinic_id, plan=plan, base_url=request.base_url)
+    with custom_plans():
+        if resource_type in network_fhir.NETWORK_TYPES:
+            return _network_search(request, plan)
+        page = search(clinic_id=request.clinic_id, plan=plan, base_url=request.base_url)
     entries = [
         {"fullUrl": f"{request.base_url}/{r.reference}", "resource": subsetted(r.content, plan), "search": {"mode": "match"}}
         for r in page.matches

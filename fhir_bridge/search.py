@@ -8,13 +8,15 @@ the indexed ``SearchToken`` rows and ``last_updated``; network_fhir.py runs the 
 """
 
 import calendar
+import contextlib
 import datetime as dt
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from fhir_bridge.codes import SUBSETTED_TAG
@@ -35,6 +37,22 @@ _DATE = re.compile(
 )
 _ELEMENT = re.compile(r"[a-z][A-Za-z0-9]*(\[x\])?")
 _MANDATORY_ELEMENTS = ("resourceType", "id", "meta")
+
+
+@contextlib.contextmanager
+def custom_plans():
+    """Run a search's queries planned for their values. The hub prepares statements it repeats (settings,
+    DATABASE_PREPARE_THRESHOLD), and PostgreSQL may then reuse one generic plan for every value; for a search
+    that plan is blind to how many rows a value selects (``status=on-hold`` finds 1 %, ``code=system|`` them all)
+    and can be orders of magnitude slower. SET LOCAL keeps this to the search's own transaction, so routing keeps
+    its generic plans."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        yield
 
 
 def visible(clinic_id: int | None, resource_type: str) -> QuerySet:
@@ -288,14 +306,17 @@ def filtered(queryset: QuerySet, resource_type: str, criteria: list[Criterion], 
         elif name == "_lastUpdated":
             queryset = queryset.filter(date_filter("last_updated", name, raw))
         elif criterion.modifier == "missing":
-            has = SearchToken.objects.filter(resource_type=resource_type, param=name).values("resource_id")
-            queryset = queryset.exclude(pk__in=has) if raw == "true" else queryset.filter(pk__in=has)
+            # EXISTS, not IN: NOT IN cannot be planned as an anti-join, and hashes every token of the parameter.
+            has = Exists(SearchToken.objects.filter(resource_id=OuterRef("pk"), param=name))
+            queryset = queryset.filter(~has if raw == "true" else has)
         else:
             if criterion.type == "reference":
                 param = search_param(resource_type, name)
                 values = [form for v in values for form in _reference_values(v, param, base_url)]
             if criterion.modifier == "not":
-                queryset = queryset.exclude(pk__in=_tokens(resource_type, name, values))
+                queryset = queryset.filter(
+                    ~Exists(SearchToken.objects.filter(resource_id=OuterRef("pk"), param=name, value__in=values))
+                )
             else:
                 queryset = queryset.filter(pk__in=_tokens(resource_type, name, values))
     return queryset
