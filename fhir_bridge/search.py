@@ -129,6 +129,9 @@ def search_plan(resource_type: str, params: list[tuple[str, str]], *, lenient: b
             plan.count = min(_whole_number(name, raw), settings.HUB_SEARCH_MAX_COUNT)
         elif name == "_offset":
             plan.offset = _whole_number(name, raw)
+        elif name == "_pretty":
+            # R4 http.html's general parameter: how the JSON is laid out, which changes nothing found.
+            continue
         elif name in ("_include", "_revinclude"):
             answered = served.includes if name == "_include" else served.revincludes
             if raw not in answered:

@@ -324,6 +324,7 @@ def test_an_unknown_parameter_is_400_by_default_and_ignored_when_lenient(fhir):
     assert _self_params(bundle) == [("status", "requested"), ("_count", "20"), ("_offset", "0")]
     response = fhir.get("Task", headers={"Prefer": "handling=strict"}, colour="blue")
     assert response.status_code == 400
+    assert _search(fhir, _pretty="true")["total"] == 1  # a general parameter (R4 http.html), not a filter
 
 
 def test_the_self_link_lists_exactly_the_parameters_applied(fhir):
