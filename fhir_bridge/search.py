@@ -238,18 +238,25 @@ def date_range(name: str, raw: str) -> tuple[str, dt.datetime, dt.datetime]:
         )
     except ValueError:
         raise error(400, "invalid", f"{name}={raw!r} is not a FHIR date, dateTime or instant", expression=name) from None
-    if parts["f"]:
-        end = start + dt.timedelta(microseconds=10 ** (6 - (len(parts["f"]) - 1)))
-    elif parts["S"]:
-        end = start + dt.timedelta(seconds=1)
-    elif parts["M"]:
-        end = start + dt.timedelta(minutes=1)
-    elif parts["d"]:
-        end = start + dt.timedelta(days=1)
-    elif parts["m"]:
-        end = start + dt.timedelta(days=calendar.monthrange(year, start.month)[1])
-    else:
-        end = start.replace(year=year + 1)
+    try:
+        if parts["f"]:
+            end = start + dt.timedelta(microseconds=10 ** (6 - (len(parts["f"]) - 1)))
+        elif parts["S"]:
+            end = start + dt.timedelta(seconds=1)
+        elif parts["M"]:
+            end = start + dt.timedelta(minutes=1)
+        elif parts["d"]:
+            end = start + dt.timedelta(days=1)
+        elif parts["m"]:
+            end = start + dt.timedelta(days=calendar.monthrange(year, start.month)[1])
+        else:
+            end = start.replace(year=year + 1)
+        if prefix == "ap":
+            # ap: within 10% of the gap between now and the value, as R4 recommends
+            slack = abs(timezone.now() - start) / 10
+            start, end = start - slack, end + slack
+    except (ValueError, OverflowError):  # the range runs past year 9999 or before year 1
+        raise error(400, "invalid", f"{name}={raw!r} is out of the range of dates searched", expression=name) from None
     return prefix, start, end
 
 
@@ -271,9 +278,8 @@ def date_filter(column: str, name: str, raw: str) -> Q:
             this = Q(**{f"{column}__gte": start})
         elif prefix == "le":
             this = Q(**{f"{column}__lt": end})
-        else:  # ap: within 10% of the gap between now and the value, as R4 recommends
-            slack = abs(timezone.now() - start) / 10
-            this = Q(**{f"{column}__gte": start - slack, f"{column}__lt": end + slack})
+        else:  # ap: date_range widened the range
+            this = Q(**{f"{column}__gte": start, f"{column}__lt": end})
         condition |= this
     return condition
 

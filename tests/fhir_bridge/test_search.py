@@ -118,7 +118,9 @@ def test_date_range_spans_the_precision_given():
     assert (start.year, end.year) == (2026, 2027)
 
 
-@pytest.mark.parametrize("value", ["yesterday", "2026-13-01", "2026-11-31", "xx2026", "2026-11-29T25:00"])
+@pytest.mark.parametrize(
+    "value", ["yesterday", "2026-13-01", "2026-11-31", "xx2026", "2026-11-29T25:00", "9999", "ap0001", "0000", "ge"]
+)
 def test_a_malformed_date_is_400(fhir, value):
     response = fhir.get("Task", _lastUpdated=value)
     assert response.status_code == 400
