@@ -131,17 +131,83 @@ def handle_smart_configuration(request: FhirRequest) -> FhirResponse:
     return FhirResponse(200, smart_configuration(token_url=request.token_url))
 
 
+def _is_read(entry) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("request"), dict) and entry["request"].get("method") == "GET"
+
+
+def _entry_paths_renumbered(exc: FhirError, numbers: list[int]) -> FhirError:
+    """``exc`` with each ``Bundle.entry[k]`` of the Bundle intake saw renamed to the entry's place in the Bundle
+    sent."""
+
+    def renumber(expression: str) -> str:
+        return re.sub(r"^Bundle\.entry\[(\d+)\]", lambda m: f"Bundle.entry[{numbers[int(m.group(1))]}]", expression)
+
+    issues = [Issue(i.severity, i.code, renumber(i.expression), i.diagnostics) for i in exc.issues]
+    return FhirError(exc.status, issues, exc.headers)
+
+
+def _transaction_read(request: FhirRequest, entry: dict, number: int) -> dict:
+    """A GET entry of a transaction (a read, vread, history or search), answered as its own request would be;
+    a failure fails the transaction, naming the entry."""
+    url = entry["request"].get("url")
+    if not isinstance(url, str) or not url or url.startswith(("http://", "https://")) and not url.startswith(request.base_url + "/"):
+        raise error(400, "invalid", "request.url must be a relative URL on this server",
+                    expression=f"Bundle.entry[{number}].request.url")
+    path, _, query = url.removeprefix(request.base_url + "/").partition("?")
+    try:
+        route, params = resolve("GET", path)
+        if route.public:
+            raise error(400, "not-supported", f"{path} is not a read or search")
+        response = route.handler(FhirRequest(
+            method="GET", params=params, query=parse_qsl(query, keep_blank_values=True), headers=request.headers,
+            base_url=request.base_url, token_url=request.token_url, grant=request.grant,
+        ))
+    except FhirError as exc:
+        raise FhirError(exc.status, [
+            Issue(i.severity, i.code, f"Bundle.entry[{number}].request", f"{url}: {i.diagnostics}") for i in exc.issues
+        ]) from None
+    answer = {"resource": response.resource, "response": {"status": f"{response.status} OK"}}
+    if response.headers.get("ETag"):
+        answer["response"]["etag"] = response.headers["ETag"]
+    return answer
+
+
 def handle_transaction(request: FhirRequest) -> FhirResponse:
     if not isinstance(request.body, dict):
         raise error(400, "structure", "the body must be a FHIR Bundle (a JSON object)")
-    outcome = intake.transaction_intake(
-        request.caller, request.body, raw=request.raw_body, check_scope=request.check_scope
-    )
-    answer = prefer_return(request.headers)
     sent = request.body.get("entry") if isinstance(request.body.get("entry"), list) else []
-    for i, entry in enumerate(outcome.resource["entry"] if answer != "representation" else ()):
+    reads = [i for i, entry in enumerate(sent) if _is_read(entry)]
+    if not reads or request.body.get("type") != "transaction":
+        outcome = intake.transaction_intake(
+            request.caller, request.body, raw=request.raw_body, check_scope=request.check_scope
+        )
+        status, entries = outcome.status, outcome.resource["entry"]
+    else:
+        # R4 http.html#trules processes a transaction's writes before its reads (DELETE, POST, PUT/PATCH, then
+        # GET), all or nothing: the reads see what the writes made, and a read that fails undoes the writes.
+        writes = [i for i in range(len(sent)) if i not in reads]
+        answers: dict[int, dict] = {}
+        status = 200
+        with transaction.atomic():
+            if writes:
+                try:
+                    outcome = intake.transaction_intake(
+                        request.caller, dict(request.body, entry=[sent[i] for i in writes]), raw=request.raw_body,
+                        check_scope=request.check_scope,
+                    )
+                except FhirError as exc:
+                    raise _entry_paths_renumbered(exc, writes) from None
+                status = outcome.status
+                answers.update(zip(writes, outcome.resource["entry"]))
+            for i in reads:
+                answers[i] = _transaction_read(request, sent[i], i)
+        entries = [answers[i] for i in range(len(sent))]
+    answer = prefer_return(request.headers)
+    for i, entry in enumerate(entries if answer != "representation" else ()):
         # Each entry answers as Prefer asks (R4 http.html#transaction-response): without its resource, or with an
         # OperationOutcome in response.outcome.
+        if i in reads:
+            continue  # a read answers with what it read
         resource = entry.pop("resource", None)
         if answer == "OperationOutcome" and resource is not None:
             response = entry["response"]
@@ -151,7 +217,7 @@ def handle_transaction(request: FhirRequest) -> FhirResponse:
             warned = _warnings_outcome((sent[i] if i < len(sent) else {}).get("resource"), f"Bundle.entry[{i}].resource")
             response["outcome"] = {"resourceType": "OperationOutcome",
                                    "issue": [issue, *(response.get("outcome") or {}).get("issue", []), *warned["issue"]]}
-    return FhirResponse(outcome.status, outcome.resource)
+    return FhirResponse(status, {"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
 
 
 def _warnings_outcome(resource: dict, path: str) -> dict:

@@ -133,3 +133,35 @@ def test_profile_issues_and_business_rule_issues_come_in_one_outcome(fhir):
     assert f"{task_path}.statusReason" in paths
     assert f"{task_path}.focus" in paths
     assert Referral.objects.count() == 0
+
+
+def test_a_read_entry_runs_after_the_writes_and_answers_in_its_place(fhir):
+    bundle = scenario2_bundle(identifier="tx-get")
+    bundle["entry"].insert(0, {"request": {"method": "GET", "url": "Task?identifier=urn:ehr:task%7Ctx-get"}})
+    response = fhir.post("", bundle)
+    assert response.status_code == 200, response.content
+    body = json_of(response)
+    assert len(body["entry"]) == len(bundle["entry"])
+    found = body["entry"][0]
+    assert found["response"]["status"] == "200 OK" and found["resource"]["type"] == "searchset"
+    task = next(e for e in body["entry"][1:] if e["resource"]["resourceType"] == "Task")
+    assert [e["resource"]["id"] for e in found["resource"]["entry"]] == [task["resource"]["id"]]
+
+
+def test_a_read_entry_that_fails_undoes_the_writes_and_names_the_entry(fhir):
+    bundle = scenario2_bundle(identifier="tx-get-fail")
+    bundle["entry"].append({"request": {"method": "GET", "url": "Task/no-such-task"}})
+    response = fhir.post("", bundle)
+    assert response.status_code == 404
+    assert issue_paths(response) == [f"Bundle.entry[{len(bundle['entry']) - 1}].request"]
+    assert Referral.objects.count() == 0
+    assert not StoredResource.objects.filter(resource_type="Task").exists()
+
+
+def test_an_issue_of_a_write_names_its_place_in_the_bundle_sent(fhir):
+    bundle = scenario2_bundle(identifier="tx-get-path")
+    bundle["entry"].insert(0, {"request": {"method": "GET", "url": "Patient"}})
+    bundle["entry"][1]["resource"]["contained"] = [{"resourceType": "Organization", "id": "lost"}]
+    response = fhir.post("", bundle)
+    assert response.status_code == 422
+    assert issue_paths(response) == ["Bundle.entry[1].resource.contained[0]"]
