@@ -245,6 +245,20 @@ def _near(raw: str) -> tuple[float, float, float]:
     return lat, lon, distance * (1.609344 if units != "km" else 1.0)
 
 
+_STRING_LOOKUPS = {"": "istartswith", "contains": "icontains", "exact": "exact"}
+
+
+def _string_match(fields: tuple[str, ...], values: list[str], modifier: str) -> Q:
+    """A string parameter (R4 search.html#string): any value ORed, on any of ``fields``; from the start and case
+    aside by default, whole and as written with :exact, anywhere with :contains."""
+    lookup = _STRING_LOOKUPS[modifier]
+    match = Q(pk__in=[])
+    for value in values:
+        for name in fields:
+            match |= Q(**{f"{name}__{lookup}": value})
+    return match
+
+
 def network_search(resource_type: str, criteria) -> tuple[QuerySet | list, dict[int, float]]:
     """Matching rows for a checked plan's criteria (search.search_plan), as a queryset the caller counts and
     pages in SQL, and, for ``near``, the rows nearest first as a list with each row's distance in km by primary
@@ -259,21 +273,16 @@ def network_search(resource_type: str, criteria) -> tuple[QuerySet | list, dict[
         elif name == "active":
             queryset = queryset.filter(active=raw == "true")
         elif name == "name":
-            match = Q()
-            for value in values:
-                if resource_type == "Practitioner":
-                    match |= Q(family_name__icontains=value) | Q(given_name__icontains=value)
-                else:
-                    match |= Q(name__icontains=value)
-            queryset = queryset.filter(match)
+            fields = ("family_name", "given_name") if resource_type == "Practitioner" else ("name",)
+            queryset = queryset.filter(_string_match(fields, values, criterion.modifier))
         elif name == "type":
             queryset = queryset.filter(kind__in=[v.split("|")[-1] for v in values])
         elif name == "identifier":
             queryset = queryset.filter(npi__in=[v.split("|")[-1] for v in values])
         elif name == "address-postalcode":
-            queryset = queryset.filter(postal_code__in=values)
+            queryset = queryset.filter(_string_match(("postal_code",), values, criterion.modifier))
         elif name == "address-state":
-            queryset = queryset.filter(state__in=[v.upper() for v in values])
+            queryset = queryset.filter(_string_match(("state",), values, criterion.modifier))
         elif name == "organization":
             ids = [_reference_id(v, "Organization") for v in values]
             # A HealthcareService is its Organization's program (providedBy is the row itself).

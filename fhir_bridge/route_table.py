@@ -25,6 +25,9 @@ _STORED_PARAM_TYPES = {"token": "token", "reference": "reference", "identifier":
 # The modifiers search.py applies to a stored parameter of each FHIR type (R4 search.html#modifiers). :text is not
 # among them: it would need a case-insensitive prefix index over display text, which the hub does not keep.
 _STORED_MODIFIERS = {"token": ("missing", "not"), "reference": ("missing",), "date": ()}
+# The modifiers network_fhir.py applies to the network's parameters: a string matches from its start, whole
+# (:exact) or anywhere (:contains), case aside (R4 search.html#string).
+_NETWORK_MODIFIERS = {"string": ("exact", "contains")}
 # The _sort keys search.py orders stored resources by (each also descending with a leading "-").
 _STORED_SORTS = ("_lastUpdated", "_id")
 
@@ -82,7 +85,9 @@ def _stored(
 def _network(name: str, interactions: set[str], params: tuple[tuple[str, str], ...]) -> ServedType:
     # The network's parameters take no modifiers and it answers no _include, _revinclude or _sort: search refuses
     # them rather than ignore them.
-    return ServedType(name, frozenset(interactions), tuple(Param(n, t) for n, t in params), network=True)
+    return ServedType(
+        name, frozenset(interactions), tuple(Param(n, t, _NETWORK_MODIFIERS.get(t, ())) for n, t in params), network=True
+    )
 
 
 _STORE = {"create", "read", "vread", "history"}  # a resource an EHR sends and reads back, versioned

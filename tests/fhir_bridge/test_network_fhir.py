@@ -98,3 +98,17 @@ def test_what_the_capability_statement_declares_for_the_network_works(fhir, spri
         history = json_of(fhir.get(f"{resource_type}/{fhir_id}/_history"))
         assert history["type"] == "history"
         assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == [version]
+
+
+def test_string_parameters_match_from_the_start_whole_with_exact_or_anywhere_with_contains(fhir, springfield):
+    def names(**params):
+        return _ids(fhir.get("Organization", **params))
+
+    assert names(name="springfield") == ["ymca-springfield"]  # from the start, case aside
+    assert names(name="YMCA") == []
+    assert names(**{"name:contains": "ymca"}) == ["ymca-springfield"]
+    assert names(**{"name:exact": "Springfield YMCA"}) == ["ymca-springfield"]
+    assert names(**{"name:exact": "springfield ymca"}) == []
+    assert _ids(fhir.get("Location", **{"address-postalcode": "625"})) == ["ymca-decatur"]
+    assert _ids(fhir.get("Location", **{"address-state": "il"})) == ["ymca-downtown", "ymca-decatur"]
+    assert fhir.get("Organization", **{"name:missing": "true"}).status_code == 400
