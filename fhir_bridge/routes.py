@@ -131,8 +131,8 @@ def handle_smart_configuration(request: FhirRequest) -> FhirResponse:
     return FhirResponse(200, smart_configuration(token_url=request.token_url))
 
 
-def _is_read(entry) -> bool:
-    return isinstance(entry, dict) and isinstance(entry.get("request"), dict) and entry["request"].get("method") == "GET"
+def _method(entry) -> str | None:
+    return entry["request"].get("method") if isinstance(entry, dict) and isinstance(entry.get("request"), dict) else None
 
 
 def _entry_paths_renumbered(exc: FhirError, numbers: list[int]) -> FhirError:
@@ -146,29 +146,40 @@ def _entry_paths_renumbered(exc: FhirError, numbers: list[int]) -> FhirError:
     return FhirError(exc.status, issues, exc.headers)
 
 
-def _transaction_read(request: FhirRequest, entry: dict, number: int) -> dict:
-    """A GET entry of a transaction (a read, vread, history or search), answered as its own request would be;
-    a failure fails the transaction, naming the entry."""
-    url = entry["request"].get("url")
+def _transaction_routed(request: FhirRequest, entry: dict, number: int) -> dict:
+    """A PUT (an update, with request.ifMatch as If-Match) or GET (a read, vread, history or search) entry of a
+    transaction, answered as its own request would be; a failure fails the transaction, naming the entry."""
+    method, url = entry["request"].get("method"), entry["request"].get("url")
     if not isinstance(url, str) or not url or url.startswith(("http://", "https://")) and not url.startswith(request.base_url + "/"):
         raise error(400, "invalid", "request.url must be a relative URL on this server",
                     expression=f"Bundle.entry[{number}].request.url")
     path, _, query = url.removeprefix(request.base_url + "/").partition("?")
+    headers = dict(request.headers)
+    headers.pop("if-match", None)
+    if method == "PUT" and isinstance(entry["request"].get("ifMatch"), str):
+        headers["if-match"] = entry["request"]["ifMatch"]
     try:
-        route, params = resolve("GET", path)
+        route, params = resolve(method, path)
         if route.public:
             raise error(400, "not-supported", f"{path} is not a read or search")
         response = route.handler(FhirRequest(
-            method="GET", params=params, query=parse_qsl(query, keep_blank_values=True), headers=request.headers,
-            base_url=request.base_url, token_url=request.token_url, grant=request.grant,
+            method=method, params=params, query=parse_qsl(query, keep_blank_values=True), headers=headers,
+            base_url=request.base_url, token_url=request.token_url, grant=request.grant, body=entry.get("resource"),
         ))
     except FhirError as exc:
         raise FhirError(exc.status, [
-            Issue(i.severity, i.code, f"Bundle.entry[{number}].request", f"{url}: {i.diagnostics}") for i in exc.issues
+            Issue(i.severity, i.code, f"Bundle.entry[{number}].request", f"{method} {url}: {i.diagnostics}")
+            for i in exc.issues
         ]) from None
-    answer = {"resource": response.resource, "response": {"status": f"{response.status} OK"}}
+    answer = {"response": {"status": f"{response.status} OK"}}
+    if response.resource is not None and response.resource.get("resourceType") == "OperationOutcome":
+        answer["response"]["outcome"] = response.resource  # Prefer: return=OperationOutcome on an update
+    elif response.resource is not None:
+        answer["resource"] = response.resource
     if response.headers.get("ETag"):
         answer["response"]["etag"] = response.headers["ETag"]
+    if method == "PUT" and "Location" in response.headers:
+        answer["response"]["location"] = response.headers["Location"].removeprefix(request.base_url + "/")
     return answer
 
 
@@ -176,16 +187,18 @@ def handle_transaction(request: FhirRequest) -> FhirResponse:
     if not isinstance(request.body, dict):
         raise error(400, "structure", "the body must be a FHIR Bundle (a JSON object)")
     sent = request.body.get("entry") if isinstance(request.body.get("entry"), list) else []
-    reads = [i for i, entry in enumerate(sent) if _is_read(entry)]
-    if not reads or request.body.get("type") != "transaction":
+    # Processed after the POSTs that intake takes, in R4's order (http.html#trules): updates, then reads.
+    routed = [i for i, entry in enumerate(sent) if _method(entry) == "PUT"]
+    routed += [i for i, entry in enumerate(sent) if _method(entry) == "GET"]
+    if not routed or request.body.get("type") != "transaction":
         outcome = intake.transaction_intake(
             request.caller, request.body, raw=request.raw_body, check_scope=request.check_scope
         )
         status, entries = outcome.status, outcome.resource["entry"]
     else:
-        # R4 http.html#trules processes a transaction's writes before its reads (DELETE, POST, PUT/PATCH, then
-        # GET), all or nothing: the reads see what the writes made, and a read that fails undoes the writes.
-        writes = [i for i in range(len(sent)) if i not in reads]
+        # R4 http.html#trules processes a transaction in order DELETE, POST, PUT/PATCH, then GET, all or nothing:
+        # the reads see what the writes made, and any entry that fails undoes them all.
+        writes = [i for i in range(len(sent)) if i not in routed]
         answers: dict[int, dict] = {}
         status = 200
         with transaction.atomic():
@@ -199,15 +212,15 @@ def handle_transaction(request: FhirRequest) -> FhirResponse:
                     raise _entry_paths_renumbered(exc, writes) from None
                 status = outcome.status
                 answers.update(zip(writes, outcome.resource["entry"]))
-            for i in reads:
-                answers[i] = _transaction_read(request, sent[i], i)
+            for i in routed:
+                answers[i] = _transaction_routed(request, sent[i], i)
         entries = [answers[i] for i in range(len(sent))]
     answer = prefer_return(request.headers)
     for i, entry in enumerate(entries if answer != "representation" else ()):
         # Each entry answers as Prefer asks (R4 http.html#transaction-response): without its resource, or with an
         # OperationOutcome in response.outcome.
-        if i in reads:
-            continue  # a read answers with what it read
+        if i in routed:
+            continue  # answered by its own handler, which read Prefer already
         resource = entry.pop("resource", None)
         if answer == "OperationOutcome" and resource is not None:
             response = entry["response"]

@@ -165,3 +165,34 @@ def test_an_issue_of_a_write_names_its_place_in_the_bundle_sent(fhir):
     response = fhir.post("", bundle)
     assert response.status_code == 422
     assert issue_paths(response) == ["Bundle.entry[1].resource.contained[0]"]
+
+
+def _cancel_entry(task: dict, if_match: str) -> dict:
+    cancelled = dict(task, status="cancelled", statusReason={"text": "Patient moved away"})
+    return {"resource": cancelled, "request": {"method": "PUT", "url": f"Task/{task['id']}", "ifMatch": if_match}}
+
+
+def test_an_update_entry_with_if_match_runs_before_the_reads(fhir):
+    body = json_of(fhir.post("", scenario2_bundle(identifier="tx-put")))
+    task = next(e["resource"] for e in body["entry"] if e["resource"]["resourceType"] == "Task")
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "GET", "url": f"Task/{task['id']}"}},  # sent first, processed after the PUT
+        _cancel_entry(task, 'W/"1"'),
+    ]}
+    response = fhir.post("", bundle)
+    assert response.status_code == 200, response.content
+    read, update = json_of(response)["entry"]
+    assert update["response"]["status"] == "200 OK" and update["response"]["etag"] == 'W/"2"'
+    assert read["resource"]["status"] == "cancelled" and read["resource"]["meta"]["versionId"] == "2"
+    assert Referral.objects.get().status == "cancelled"
+
+
+def test_a_stale_if_match_fails_the_whole_transaction(fhir):
+    body = json_of(fhir.post("", scenario2_bundle(identifier="tx-put-stale")))
+    task = next(e["resource"] for e in body["entry"] if e["resource"]["resourceType"] == "Task")
+    new_referral = scenario2_bundle(identifier="tx-put-stale-2")
+    new_referral["entry"].append(_cancel_entry(task, 'W/"7"'))
+    response = fhir.post("", new_referral)
+    assert response.status_code == 412
+    assert issue_paths(response) == [f"Bundle.entry[{len(new_referral['entry']) - 1}].request"]
+    assert Referral.objects.count() == 1 and Referral.objects.get().status == "requested"
