@@ -196,3 +196,23 @@ def test_a_stale_if_match_fails_the_whole_transaction(fhir):
     assert response.status_code == 412
     assert issue_paths(response) == [f"Bundle.entry[{len(new_referral['entry']) - 1}].request"]
     assert Referral.objects.count() == 1 and Referral.objects.get().status == "requested"
+
+
+def test_full_urls_are_rewritten_inside_extensions_and_contained_resources(fhir):
+    bundle = scenario2_bundle(identifier="tx-rewrite")
+    patient_entry = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    service_request = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
+    service_request["extension"] = [{"url": "http://example.org/fhir/StructureDefinition/seen-with",
+                                     "valueReference": {"reference": patient_entry["fullUrl"]}}]
+    service_request["contained"] = [{"resourceType": "Provenance", "id": "prov",
+                                     "target": [{"reference": patient_entry["fullUrl"]}],
+                                     "recorded": "2026-11-01T00:00:00Z", "agent": [{"who": {"display": "EHR"}}]}]
+    service_request["relevantHistory"] = [{"reference": "#prov"}]
+    response = fhir.post("", bundle)
+    assert response.status_code == 200, response.content
+    body = json_of(response)
+    patient_id = next(e["resource"]["id"] for e in body["entry"] if e["resource"]["resourceType"] == "Patient")
+    stored = next(e["resource"] for e in body["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
+    assert stored["extension"][0]["valueReference"]["reference"] == f"Patient/{patient_id}"
+    assert stored["contained"][0]["target"][0]["reference"] == f"Patient/{patient_id}"
+    assert stored["relevantHistory"] == [{"reference": "#prov"}]
