@@ -14,7 +14,6 @@ See bench/README.md.
 import argparse
 import datetime as dt
 import http.client
-import io
 import json
 import random
 import sys
@@ -62,7 +61,6 @@ def fill(database_url: str, clinic_id: int, referrals: int, seed: int) -> int:
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     with psycopg.connect(database_url) as conn:
         next_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM fhir_bridge_storedresource").fetchone()[0]
-        resources = io.StringIO()
         rows, tokens = [], []
 
         def add(content: dict, moment: dt.datetime) -> None:
@@ -117,7 +115,6 @@ def fill(database_url: str, clinic_id: int, referrals: int, seed: int) -> int:
         conn.commit()
         conn.execute("ANALYZE fhir_bridge_storedresource")
         conn.execute("ANALYZE fhir_bridge_searchtoken")
-        del resources
         return len(rows)
 
 
