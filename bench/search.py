@@ -121,7 +121,8 @@ def fill(database_url: str, clinic_id: int, referrals: int, seed: int) -> int:
 def searches(rng: random.Random, referrals: int) -> dict[str, callable]:
     """Each search, as a function giving the next query (new values each time, so no two are the same)."""
     per_day = referrals / DAYS
-    window = max(1, round(1000 / (per_day * 1.5)))  # days whose Tasks (referrals and offers) number about 1,000
+    # days whose Tasks (referrals and offers) number about 1,000 (all of them but one day, on a small fill)
+    window = min(max(1, round(1000 / (per_day * 1.5))), DAYS - 1)
     today = dt.date.today()
 
     def day_range():
