@@ -77,3 +77,15 @@ def env_broker(name: str, default: str) -> str:
             f"{name} must be a redis://, amqp:// (RabbitMQ) or filesystem:// URL, not {scheme or url!r}"
         )
     return url
+
+
+def env_outbound_allow(name: str, default: list[str]) -> list[str]:
+    """A list of outbound-HTTP allow entries, each checked by the one parser of their syntax."""
+    from notifications.http import AllowList  # pure: no Django needed to import it
+
+    items = env_list(name, default)
+    try:
+        AllowList.parse(items)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+    return items

@@ -14,7 +14,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz),
     path("auth/token", token_view, name="smart-token"),
-    path("api/admin/", include("network.urls")),
+    path("api/admin/", include("referrals.urls")),
     re_path(r"^fhir/?$", FhirView.as_view(), name="fhir-base"),
     re_path(r"^fhir/(?P<path>.+)$", FhirView.as_view(), name="fhir"),
 ]

@@ -29,9 +29,8 @@ from fhir_bridge.codes import (
 from fhir_bridge.models import StoredResource
 from fhir_bridge.profiles import TASK_CODE_FULFILL
 from fhir_bridge.store import http_date_iso, new_id, resource_update, resources_create
-from network.models import Offer, OfferStatus
-from network.services import offer_changed
-from referrals.models import BusinessStatus, Referral
+from referrals.models import BusinessStatus, Offer, OfferStatus, Referral
+from referrals.offers import offer_changed
 from referrals.services import referral_changed, referral_created
 
 HUB_OWNED_ELEMENTS = ("status", "statusReason", "businessStatus", "note", "lastModified")

@@ -20,8 +20,7 @@ from fhir_bridge.search import custom_plans, lenient, page_links, search, search
 from fhir_bridge.smart_scopes import Grant, grant_allows
 from fhir_bridge.smart_views import smart_configuration
 from referrals.models import Referral
-from network.services import referral_update_by_clinic
-from referrals.services import ReferralConflict, ReferralRuleError
+from referrals.offers import referral_update_by_clinic
 
 @dataclass
 class FhirRequest:
@@ -487,19 +486,14 @@ def handle_update(request: FhirRequest) -> FhirResponse:
             raise FhirError(422, issues)
         known = {(n.get("time"), n.get("text")) for n in row.content.get("note") or []}
         new_notes = intake.note_facts([n for n in body.get("note") or [] if (n.get("time"), n.get("text")) not in known])
-        try:
-            with projection.status_reason_sent(body.get("statusReason")):
-                referral_update_by_clinic(
-                    referral=referral,
-                    status=status,
-                    reason=projection.concept_text(body.get("statusReason")),
-                    notes=new_notes,
-                    actor=request.caller.actor,
-                )
-        except ReferralRuleError as exc:
-            raise error(422, exc.code, str(exc), expression=intake.fact_path(exc.field)) from None
-        except ReferralConflict as exc:
-            raise error(409, "conflict", str(exc)) from None
+        with projection.status_reason_sent(body.get("statusReason")):
+            referral_update_by_clinic(
+                referral=referral,
+                status=status,
+                reason=projection.concept_text(body.get("statusReason")),
+                notes=new_notes,
+                actor=request.caller.actor,
+            )
         row.refresh_from_db()
     return _resource_response(request, 200, row)
 

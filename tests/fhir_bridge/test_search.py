@@ -12,7 +12,7 @@ from django.utils import timezone
 from fhir_bridge.examples import scenario2_bundle
 from fhir_bridge.models import StoredResource
 from fhir_bridge.search import date_range
-from fhir_bridge.tasks import route_referral
+from referrals.tasks import route_referral
 from referrals.models import Referral
 from tests.conftest import issue_paths, json_of
 from tests.network.factories import role_make
