@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from fhir_bridge.outcomes import FhirError, error, not_found
 from fhir_bridge.profiles import Issue
-from fhir_bridge.search import search_page_params
+from fhir_bridge.search import search_plan
 from fhir_bridge.store import http_date_iso
 from fhir_bridge.subscriptions import events_range, status_bundle, subscription_parse
 from notifications import bundles
@@ -79,6 +79,8 @@ def subscription_search(request) -> dict:
     params = list(request.query)
     for name, raw in params:
         values = [v for v in raw.split(",") if v]
+        if name in ("_count", "_offset"):
+            continue
         if name not in SEARCH_PARAMS:
             raise error(400, "not-supported", f"Subscription has no search parameter {name!r}; "
                         f"use {', '.join(SEARCH_PARAMS)}", expression=name)
@@ -88,7 +90,7 @@ def subscription_search(request) -> dict:
             rows = rows.filter(endpoint__in=[v.removeprefix("mailto:") for v in values])
         elif name == "status":
             rows = rows.filter(status__in=values)
-    page = search_page_params(params)
+    page = search_plan("Subscription", [(n, v) for n, v in params if n in ("_count", "_offset")])
     total = rows.count()
     window = rows[page.offset : page.offset + page.count]
     return {
