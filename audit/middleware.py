@@ -13,7 +13,7 @@ API_PREFIX = "/api/admin/"
 ADMIN_PHI_MODELS = frozenset({
     "referrals_referral", "referrals_referralnote", "referrals_clinicalfacts", "referrals_referralevent",
     "fhir_bridge_storedresource", "fhir_bridge_inboundmessage", "fhir_bridge_resourceversion",
-    "network_offer", "network_routingdecision",
+    "referrals_offer", "referrals_routingdecision",
 })
 _ADMIN_VIEWS = {"changelist": "search", "add": "create", "change": "read", "history": "history",
                 "delete": "delete"}

@@ -8,7 +8,7 @@ It drops and re-creates the database ``hub_bench_routing`` (``--database``; give
 on 127.0.0.1:5432 (user postgres; BENCH_PG_URL to change the server), migrates it, and for each size
 bulk-creates a network spread over US ZIP centroids, vacuums and analyzes it (as autovacuum keeps a live
 database: statistics for the planner, the visibility map for index-only scans), then routes the referrals one
-after another through network.services.referral_route. It times the whole service and, within it:
+after another through referrals.offers.referral_route. It times the whole service and, within it:
 
 - the decision: the referral's lock, the read-only plan (timed on its own too), the capacity claim under the
   chosen role's lock, and the stored RoutingDecision with every candidate, its exclusions and its score;
@@ -189,8 +189,7 @@ def history_build(roles: list, rng: random.Random) -> None:
     expiries elsewhere."""
     from django.utils import timezone
 
-    from network.models import Offer, RoutingDecision
-    from referrals.models import ClinicalFacts, Clinic, Referral
+    from referrals.models import Clinic, Offer, Referral, RoutingDecision
 
     now = timezone.now()
     clinic = Clinic.objects.create(name="Past clinic", slug="bench-past-clinic")
@@ -230,10 +229,10 @@ def history_build(roles: list, rng: random.Random) -> None:
 
 def referrals_build(count: int, rng: random.Random, zips: list):
     from django.utils import timezone
+    from referrals.risk import Screening
+    from referrals.routing import PatientFacts
 
     from fhir_bridge.models import StoredResource
-    from network.risk import Screening
-    from network.routing import PatientFacts
     from referrals.models import ClinicalFacts, Clinic, Referral
 
     clinics = [Clinic.objects.create(name=f"Clinic {i}", slug=f"bench-clinic-{i}") for i in range(20)]
@@ -346,9 +345,9 @@ def profiler_report(kind: str, profiler, size: int) -> None:
 
 
 def run_size(size: int, n_referrals: int, rng: random.Random, zips: list, profile: str = "") -> dict:
+    import referrals.offers as services
     from django.db import connection
 
-    import network.services as services
     from network.geo import zip_place
 
     reset()

@@ -82,6 +82,16 @@ def env_broker(name: str, default: str) -> str:
     return url
 
 
+def env_outbound_allow(name: str, default: list[str]) -> list[str]:
+    """A list of outbound-HTTP allow entries, each checked by the one parser of their syntax."""
+    from notifications.http import AllowList  # pure: no Django needed to import it
+
+    items = env_list(name, default)
+    try:
+        AllowList.parse(items)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+    return items
 def generated_secret(path: Path) -> str:
     """The secret kept in ``path``, made on first use: 50 random URL-safe bytes' worth, in a file only this user
     may read (0600). For the embedded run only (DEBUG on), so that no secret is ever a constant in the

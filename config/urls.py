@@ -17,7 +17,7 @@ urlpatterns = [
     path("healthz", healthz),
     path("openapi.json", openapi_view, name="openapi"),
     path("auth/token", token_rate_limited(token_view), name="smart-token"),
-    path("api/admin/", include("network.urls")),
+    path("api/admin/", include("referrals.urls")),
     re_path(r"^fhir/?$", FhirView.as_view(), name="fhir-base"),
     re_path(r"^fhir/(?P<path>.+)$", FhirView.as_view(), name="fhir"),
 ]

@@ -7,3 +7,8 @@ class FhirBridgeConfig(AppConfig):
 
     def ready(self):
         from fhir_bridge import projection  # noqa: F401 - connects the Task projection to referral changes
+        from fhir_bridge.network_import import rows_from_fhir_text
+        from network.importing import READERS, Reader
+
+        # The network's import takes FHIR Bundles too (the admin's import page, manage.py import_network).
+        READERS["fhir"] = Reader(label="FHIR Bundle (JSON)", suffix=".json", read=rows_from_fhir_text)

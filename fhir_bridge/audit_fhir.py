@@ -12,7 +12,7 @@ from urllib.parse import urlencode, urlsplit
 from audit.models import Access
 from audit.services import access_record, client_ip
 from fhir_bridge.outcomes import error, not_found
-from fhir_bridge.search import _parse_instant, page_links, search_page_params
+from fhir_bridge.search import date_filter, page_links, search_plan
 from fhir_bridge.store import http_date_iso
 
 _INTERACTIONS = {
@@ -165,16 +165,17 @@ def audit_read(*, clinic_id: int, fhir_id: str) -> dict:
 def audit_search(*, clinic_id: int, base_url: str, params: list[tuple[str, str]]) -> dict:
     """Search the trail: ``_id``, ``date`` (ge/le/gt/lt/eq prefixes), ``agent`` (a client_id), ``entity-type``,
     ``action``, ``outcome`` (0, 4, 8), paged by ``_count``/``_offset``; newest first."""
-    page = search_page_params(params)
+    # The route table's parameters, checked as every search's are (unknown ones refused); the rows are this
+    # app's own table, so the filters are applied here.
+    plan = search_plan("AuditEvent", params)
     rows = _visible(clinic_id)
-    for name, raw in params:
-        if name in ("_count", "_offset"):
+    for name, raw in plan.applied:
+        if name.startswith("_") and name != "_id":
             continue
         if name == "_id":
             rows = rows.filter(pk__in=[int(v) for v in raw.split(",") if _row_id(v)])
         elif name == "date":
-            lookup, moment = _parse_instant(name, raw)
-            rows = rows.filter(**{f"recorded_at__{lookup}": moment})
+            rows = rows.filter(date_filter("recorded_at", name, raw))
         elif name == "agent":
             rows = rows.filter(agent_client__in=raw.split(","))
         elif name == "entity-type":
@@ -189,13 +190,13 @@ def audit_search(*, clinic_id: int, base_url: str, params: list[tuple[str, str]]
         else:
             raise error(400, "not-supported", f"search parameter {name!r} is not supported for AuditEvent",
                         expression=name)
-    page.total = rows.count()
-    window = list(rows.order_by("-recorded_at", "-id")[page.offset: page.offset + page.count]) if page.count else []
+    total = rows.count()
+    window = list(rows.order_by("-recorded_at", "-id")[plan.offset: plan.offset + plan.count]) if plan.count else []
     return {
         "resourceType": "Bundle",
         "type": "searchset",
-        "total": page.total,
-        "link": page_links(base_url, "AuditEvent", params, page),
+        "total": total,
+        "link": page_links(base_url, "AuditEvent", plan, plan.offset + plan.count < total),
         "entry": [{"fullUrl": f"{base_url}/AuditEvent/{row.pk}", "resource": audit_event(row),
                    "search": {"mode": "match"}} for row in window],
     }

@@ -1,5 +1,4 @@
-"""The network in Django's admin: members, qualification data (admin-editable by design), and read-only views
-of offers and routing decisions."""
+"""The network in Django's admin: members and qualification data (admin-editable by design)."""
 
 from django.contrib import admin
 
@@ -9,12 +8,9 @@ from network.models import (
     ConditionGroup,
     Credential,
     CredentialType,
-    Offer,
-    OfferEvent,
     Organization,
     Professional,
     ProfessionalRole,
-    RoutingDecision,
     Site,
 )
 
@@ -98,35 +94,3 @@ class ConditionCodeMapAdmin(admin.ModelAdmin):
 class CredentialTypeAdmin(admin.ModelAdmin):
     list_display = ("slug", "name", "max_risk_tier")
     filter_horizontal = ("condition_groups",)
-
-
-class OfferEventInline(admin.TabularInline):
-    model = OfferEvent
-    extra = 0
-    can_delete = False
-    readonly_fields = ("from_status", "to_status", "actor", "detail", "at")
-
-
-# Offers and decisions change only through network.services (compare-and-set, events): read-only here.
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-@admin.register(Offer)
-class OfferAdmin(ReadOnlyAdmin):
-    list_display = ("id", "referral", "role", "status", "delivery", "created_at", "deadline", "responded_at")
-    list_filter = ("status", "delivery")
-    inlines = [OfferEventInline]
-
-
-@admin.register(RoutingDecision)
-class RoutingDecisionAdmin(ReadOnlyAdmin):
-    list_display = ("id", "referral", "trigger", "outcome", "chosen_role", "created_at", "gist")
-    list_filter = ("trigger", "outcome")

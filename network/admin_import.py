@@ -11,7 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from network.importing import format_of, network_import, rows_from_file
+from network.importing import READERS, format_of, network_import, rows_from_file
 
 MAX_UPLOAD_BYTES = 1_000_000
 SIGNING_SALT = "network.admin_import"
@@ -23,12 +23,17 @@ REQUIRED_PERMISSIONS = [
 ]
 
 
+def _format_choices() -> list[tuple[str, str]]:
+    # Read when the form is built: the FHIR reader is registered by another app's ready().
+    return [("", "from the file's extension"), *((fmt, reader.label) for fmt, reader in READERS.items())]
+
+
 class ImportForm(forms.Form):
     file = forms.FileField(
         help_text="A .csv (one row per professional role) or a .json FHIR Bundle, at most 1 MB."
     )
     format = forms.ChoiceField(
-        choices=[("", "from the file's extension"), ("csv", "CSV"), ("fhir", "FHIR Bundle (JSON)")],
+        choices=_format_choices,
         required=False,
     )
 

@@ -1,5 +1,5 @@
 """The demo network: about fifty exercise professionals across Springfield, IL (PA IG Scenario 2), for the
-embedded run (``manage.py load_network_demo``, and ``make run`` through referrals' load_demo).
+embedded run (``manage.py load_network_demo``, and ``make run`` through fhir_bridge's load_demo).
 
 Fit 4 Life, Get Fit and Springfield Cardiac Rehab are Scenario 2's organizations; as in the story, Get Fit is
 the nearer clinical choice for a cardiac patient downtown (ZIP 62701). Around them: a YMCA with two branches,

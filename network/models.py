@@ -1,5 +1,6 @@
-"""The community network: the organizations, sites and professionals that referrals are routed to, what
-qualifies each of them, and the offers and routing decisions made to them.
+"""The community network: the organizations, sites and professionals that referrals are routed to, and what
+qualifies each of them. The offers and routing decisions made to them are the referral workflow's
+(referrals/models.py).
 
 Each row that the hub serves over FHIR carries a stable ``fhir_id`` (the id in ``Organization/<fhir_id>`` and
 so on), so that an EHR can direct a referral to a member by reference.
@@ -17,7 +18,7 @@ from django.db.models import Q
 
 class RiskTier(models.IntegerChoices):
     """How closely a patient needs to be supervised, from ACSM's pre-participation screening (see
-    network/risk.py).
+    referrals/risk.py).
 
     A credential covers patients up to its tier; a patient needs a professional at or above theirs."""
 
@@ -64,7 +65,7 @@ class Site(models.Model):
 
     class Meta:
         indexes = [
-            # The routing engine's bounding box (network/routing.py::_pools): a range on latitude, then
+            # The routing engine's bounding box (referrals/routing.py::_pools): a range on latitude, then
             # longitude read from the same index.
             models.Index(fields=["latitude", "longitude"], name="site_lat_long"),
             # Virtual delivery is limited to the site's state (licensure); routing reads the state's virtual
@@ -246,7 +247,7 @@ class ProfessionalRole(models.Model):
     class Meta:
         indexes = [
             # Routing's virtual pool: the virtual roles of the sites in one state
-            # (network/routing.py::_pools).
+            # (referrals/routing.py::_pools).
             models.Index(fields=["site"], condition=Q(offers_virtual=True), name="role_virtual_site"),
         ]
         constraints = [
@@ -265,147 +266,3 @@ class ProfessionalRole(models.Model):
 
     def is_paused(self, today: dt.date) -> bool:
         return self.paused_until is not None and today < self.paused_until
-
-
-class OfferStatus(models.TextChoices):
-    """An offer of one referral to one role (rendered as a child Task of the referral Task)."""
-
-    REQUESTED = "requested"  # sent; waiting for the professional to answer before the deadline
-    ACCEPTED = "accepted"  # the professional took the case; final
-    REJECTED = "rejected"  # the professional declined; final, carries a reason
-    EXPIRED = "expired"  # no answer before the deadline; final
-    CANCELLED = "cancelled"  # withdrawn by the hub (the referral was routed by hand, or withdrawn); final
-
-
-# An offer that holds a slot of its role's capacity (an accepted one only while its referral is open).
-LIVE_OFFER_STATUSES = frozenset({OfferStatus.REQUESTED, OfferStatus.ACCEPTED})
-FINAL_OFFER_STATUSES = frozenset(set(OfferStatus) - {OfferStatus.REQUESTED})
-
-
-class RoutingDecision(models.Model):
-    """One routing run for one referral: who was considered, who was excluded by what, and the scores.
-
-    Written in the same transaction as the offer it led to (or the hand-over to manual routing)."""
-
-    class Trigger(models.TextChoices):
-        INITIAL = "initial"  # the referral came in
-        DECLINED = "declined"  # the previous offer was declined
-        EXPIRED = "expired"  # the previous offer timed out
-        MANUAL = "manual"  # an admin chose the role
-        RETRY = "retry"  # an admin asked for a new automatic run
-
-    class Outcome(models.TextChoices):
-        OFFERED = "offered"  # an offer went to the chosen role
-        MANUAL = "manual"  # nobody eligible is left: waiting for a coordinator
-        UNPLACED = "unplaced"  # the patient's address could not be placed: waiting for a coordinator
-
-    referral = models.ForeignKey(
-        "referrals.Referral", on_delete=models.CASCADE, related_name="routing_decisions"
-    )
-    trigger = models.CharField(max_length=10, choices=Trigger.choices)
-    outcome = models.CharField(max_length=10, choices=Outcome.choices)
-    chosen_role = models.ForeignKey(
-        ProfessionalRole, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    actor = models.CharField(max_length=200, default="hub")
-    # The plain facts the run used (network.routing.PatientFacts), so that a re-run after a decline uses them
-    # again.
-    patient_facts = models.JSONField(default=dict)
-    location_source = models.CharField(max_length=20, blank=True)  # "geolocation", "postal-code" or ""
-    condition_groups = models.JSONField(default=list)  # slugs
-    mapped_codes = models.JSONField(default=list)  # [{system, code, display, groups: [slug]}]
-    unmapped_codes = models.JSONField(default=list)  # [{system, code, display}]: kept, shown, flagged
-    risk = models.JSONField(default=dict)  # network.risk.RiskProfile.as_dict()
-    flags = models.JSONField(default=list)  # ["unmapped-condition-code", "address-not-placed", ...]
-    # [{role, name, directed, delivery, distance_km, excluded: [{constraint, detail}], score, components,
-    # rank}]
-    candidates = models.JSONField(default=list)
-    summary = models.JSONField(
-        default=dict
-    )  # counts: considered, eligible, excluded by constraint, pool bounds
-    overrides = models.JSONField(default=list)  # manual routing: the hard constraints an admin overrode
-    override_reason = models.TextField(blank=True)
-    gist = models.CharField(
-        max_length=500
-    )  # one line for the physician (Task.businessStatus.text, a Task note)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["id"]
-        indexes = [models.Index(fields=["referral", "-id"], name="routing_decision_latest")]
-
-    def __str__(self):
-        return f"Routing of referral {self.referral_id} ({self.trigger} → {self.outcome})"
-
-
-class Offer(models.Model):
-    """A referral offered to one role, with a deadline. At most one live offer per referral."""
-
-    class Delivery(models.TextChoices):
-        IN_PERSON = "in-person"
-        VIRTUAL = "virtual"
-
-    referral = models.ForeignKey("referrals.Referral", on_delete=models.PROTECT, related_name="offers")
-    role = models.ForeignKey(ProfessionalRole, on_delete=models.PROTECT, related_name="offers")
-    # The role's organization when the offer was made (a role may move on; the practice that took the case
-    # stays). Routing's continuity reads it: "this clinic's patients went to this practice before".
-    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
-    decision = models.ForeignKey(RoutingDecision, on_delete=models.PROTECT, related_name="offers")
-    status = models.CharField(max_length=10, choices=OfferStatus.choices, default=OfferStatus.REQUESTED)
-    delivery = models.CharField(max_length=10, choices=Delivery.choices, default=Delivery.IN_PERSON)
-    created_at = models.DateTimeField()
-    deadline = models.DateTimeField()
-    responded_at = models.DateTimeField(null=True, blank=True)
-    # responded_at - created_at, kept as a number so that routing can average it in plain SQL on any database.
-    response_seconds = models.PositiveIntegerField(null=True, blank=True)
-    decline_reason = models.CharField(max_length=500, blank=True)
-    cancel_reason = models.CharField(max_length=500, blank=True)
-
-    class Meta:
-        ordering = ["id"]
-        constraints = [
-            # The last line of defence against routing one referral twice at once.
-            models.UniqueConstraint(
-                fields=["referral"],
-                condition=Q(status__in=["requested", "accepted"]),
-                name="offer_one_live_per_referral",
-            ),
-            models.CheckConstraint(
-                name="offer_decline_reason_iff_rejected",
-                condition=Q(status="rejected", decline_reason__gt="")
-                | (~Q(status="rejected") & Q(decline_reason="")),
-            ),
-        ]
-        indexes = [
-            # Capacity: the live offers of one role (network/selectors.py::active_cases_sql).
-            models.Index(fields=["role", "status"], name="offer_role_status"),
-            # Continuity: the accepted offers of a practice (network/routing.py::_history).
-            models.Index(fields=["organization", "status"], name="offer_organization_status"),
-            # Consumer: network.services.offers_expire_due (Celery task network.expire_offers).
-            models.Index(
-                fields=["deadline"], condition=Q(status="requested"), name="offer_requested_deadline"
-            ),
-        ]
-
-    def __str__(self):
-        return f"Offer {self.pk} of referral {self.referral_id} to {self.role_id} ({self.status})"
-
-    def can_answer(self) -> bool:
-        return self.status == OfferStatus.REQUESTED
-
-    def is_due(self, now: dt.datetime) -> bool:
-        return self.status == OfferStatus.REQUESTED and self.deadline <= now
-
-
-class OfferEvent(models.Model):
-    """One change to an offer, written in the same transaction as the change."""
-
-    offer = models.ForeignKey(Offer, on_delete=models.CASCADE, related_name="events")
-    from_status = models.CharField(max_length=10, blank=True)
-    to_status = models.CharField(max_length=10)
-    actor = models.CharField(max_length=200)
-    detail = models.JSONField(default=dict, blank=True)
-    at = models.DateTimeField()
-
-    class Meta:
-        ordering = ["id"]

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from referrals.models import Clinic, Referral, ReferralEvent, ReferralNote
+from referrals.models import Clinic, Offer, OfferEvent, Referral, ReferralEvent, ReferralNote, RoutingDecision
 
 
 @admin.register(Clinic)
@@ -37,3 +37,35 @@ class ReferralAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+class OfferEventInline(admin.TabularInline):
+    model = OfferEvent
+    extra = 0
+    can_delete = False
+    readonly_fields = ("from_status", "to_status", "actor", "detail", "at")
+
+
+# Offers and decisions change only through referrals.offers (compare-and-set, events): read-only here.
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Offer)
+class OfferAdmin(ReadOnlyAdmin):
+    list_display = ("id", "referral", "role", "status", "delivery", "created_at", "deadline", "responded_at")
+    list_filter = ("status", "delivery")
+    inlines = [OfferEventInline]
+
+
+@admin.register(RoutingDecision)
+class RoutingDecisionAdmin(ReadOnlyAdmin):
+    list_display = ("id", "referral", "trigger", "outcome", "chosen_role", "created_at", "gist")
+    list_filter = ("trigger", "outcome")

@@ -1,4 +1,7 @@
-"""The referral and its lifecycle: the truth that the FHIR Task is rendered from."""
+"""The referral and its lifecycle: the truth that the FHIR Task is rendered from; the offers of it to the
+network's professionals, and the routing decisions behind them."""
+
+import datetime as dt
 
 from django.db import models
 from django.db.models import Q
@@ -226,9 +229,16 @@ class ReferralEvent(models.Model):
     actor = models.CharField(max_length=200)  # "ehr-client:<client_id>", "hub", "user:<username>"
     detail = models.JSONField(default=dict, blank=True)
     at = models.DateTimeField(auto_now_add=True)
+    # When the follow-up engine matched it to subscriptions (the outbox's fan-out); null until then.
+    notified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
+        indexes = [
+            # Consumer: notifications.outbox.events_fan_out (Celery tasks notifications.fan_out and .sweep). Only
+            # the events not yet fanned out are indexed: a handful at any time.
+            models.Index(fields=["id"], condition=Q(notified_at__isnull=True), name="referral_event_unnotified"),
+        ]
 
 
 class ReferralNote(models.Model):
@@ -242,3 +252,143 @@ class ReferralNote(models.Model):
 
     class Meta:
         ordering = ["time", "id"]
+
+
+class OfferStatus(models.TextChoices):
+    """An offer of one referral to one role (rendered as a child Task of the referral Task)."""
+
+    REQUESTED = "requested"  # sent; waiting for the professional to answer before the deadline
+    ACCEPTED = "accepted"  # the professional took the case; final
+    REJECTED = "rejected"  # the professional declined; final, carries a reason
+    EXPIRED = "expired"  # no answer before the deadline; final
+    CANCELLED = "cancelled"  # withdrawn by the hub (the referral was routed by hand, or withdrawn); final
+
+
+# An offer that holds a slot of its role's capacity (an accepted one only while its referral is open).
+LIVE_OFFER_STATUSES = frozenset({OfferStatus.REQUESTED, OfferStatus.ACCEPTED})
+FINAL_OFFER_STATUSES = frozenset(set(OfferStatus) - {OfferStatus.REQUESTED})
+
+
+class RoutingDecision(models.Model):
+    """One routing run for one referral: who was considered, who was excluded by what, and the scores.
+
+    Written in the same transaction as the offer it led to (or the hand-over to manual routing)."""
+
+    class Trigger(models.TextChoices):
+        INITIAL = "initial"  # the referral came in
+        DECLINED = "declined"  # the previous offer was declined
+        EXPIRED = "expired"  # the previous offer timed out
+        MANUAL = "manual"  # an admin chose the role
+        RETRY = "retry"  # an admin asked for a new automatic run
+
+    class Outcome(models.TextChoices):
+        OFFERED = "offered"  # an offer went to the chosen role
+        MANUAL = "manual"  # nobody eligible is left: waiting for a coordinator
+        UNPLACED = "unplaced"  # the patient's address could not be placed: waiting for a coordinator
+
+    referral = models.ForeignKey(
+        Referral, on_delete=models.CASCADE, related_name="routing_decisions"
+    )
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    chosen_role = models.ForeignKey(
+        "network.ProfessionalRole", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor = models.CharField(max_length=200, default="hub")
+    # The plain facts the run used (referrals.routing.PatientFacts), so that a re-run after a decline uses them
+    # again.
+    patient_facts = models.JSONField(default=dict)
+    location_source = models.CharField(max_length=20, blank=True)  # "geolocation", "postal-code" or ""
+    condition_groups = models.JSONField(default=list)  # slugs
+    mapped_codes = models.JSONField(default=list)  # [{system, code, display, groups: [slug]}]
+    unmapped_codes = models.JSONField(default=list)  # [{system, code, display}]: kept, shown, flagged
+    risk = models.JSONField(default=dict)  # referrals.risk.RiskProfile.as_dict()
+    flags = models.JSONField(default=list)  # ["unmapped-condition-code", "address-not-placed", ...]
+    # [{role, name, directed, delivery, distance_km, excluded: [{constraint, detail}], score, components,
+    # rank}]
+    candidates = models.JSONField(default=list)
+    summary = models.JSONField(
+        default=dict
+    )  # counts: considered, eligible, excluded by constraint, pool bounds
+    overrides = models.JSONField(default=list)  # manual routing: the hard constraints an admin overrode
+    override_reason = models.TextField(blank=True)
+    gist = models.CharField(
+        max_length=500
+    )  # one line for the physician (Task.businessStatus.text, a Task note)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["referral", "-id"], name="routing_decision_latest")]
+
+    def __str__(self):
+        return f"Routing of referral {self.referral_id} ({self.trigger} → {self.outcome})"
+
+
+class Offer(models.Model):
+    """A referral offered to one role, with a deadline. At most one live offer per referral."""
+
+    class Delivery(models.TextChoices):
+        IN_PERSON = "in-person"
+        VIRTUAL = "virtual"
+
+    referral = models.ForeignKey(Referral, on_delete=models.PROTECT, related_name="offers")
+    role = models.ForeignKey("network.ProfessionalRole", on_delete=models.PROTECT, related_name="offers")
+    # The role's organization when the offer was made (a role may move on; the practice that took the case
+    # stays). Routing's continuity reads it: "this clinic's patients went to this practice before".
+    organization = models.ForeignKey("network.Organization", on_delete=models.PROTECT, related_name="+")
+    decision = models.ForeignKey(RoutingDecision, on_delete=models.PROTECT, related_name="offers")
+    status = models.CharField(max_length=10, choices=OfferStatus.choices, default=OfferStatus.REQUESTED)
+    delivery = models.CharField(max_length=10, choices=Delivery.choices, default=Delivery.IN_PERSON)
+    created_at = models.DateTimeField()
+    deadline = models.DateTimeField()
+    responded_at = models.DateTimeField(null=True, blank=True)
+    # responded_at - created_at, kept as a number so that routing can average it in plain SQL on any database.
+    response_seconds = models.PositiveIntegerField(null=True, blank=True)
+    decline_reason = models.CharField(max_length=500, blank=True)
+    cancel_reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # The last line of defence against routing one referral twice at once.
+            models.UniqueConstraint(
+                fields=["referral"],
+                condition=Q(status__in=["requested", "accepted"]),
+                name="offer_one_live_per_referral",
+            ),
+            models.CheckConstraint(
+                name="offer_decline_reason_iff_rejected",
+                condition=Q(status="rejected", decline_reason__gt="")
+                | (~Q(status="rejected") & Q(decline_reason="")),
+            ),
+        ]
+        indexes = [
+            # Capacity: the live offers of one role (referrals/selectors.py::active_cases_sql).
+            models.Index(fields=["role", "status"], name="offer_role_status"),
+            # Continuity: the accepted offers of a practice (referrals/routing.py::_history).
+            models.Index(fields=["organization", "status"], name="offer_organization_status"),
+        ]
+
+    def __str__(self):
+        return f"Offer {self.pk} of referral {self.referral_id} to {self.role_id} ({self.status})"
+
+    def can_answer(self) -> bool:
+        return self.status == OfferStatus.REQUESTED
+
+    def is_due(self, now: dt.datetime) -> bool:
+        return self.status == OfferStatus.REQUESTED and self.deadline <= now
+
+
+class OfferEvent(models.Model):
+    """One change to an offer, written in the same transaction as the change."""
+
+    offer = models.ForeignKey(Offer, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=10, blank=True)
+    to_status = models.CharField(max_length=10)
+    actor = models.CharField(max_length=200)
+    detail = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]

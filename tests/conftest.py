@@ -10,6 +10,7 @@ from django.test import Client
 
 from fhir_bridge.smart_tokens import access_token_encode
 from tests.factories import ALL_SCOPES, ClinicFactory, EhrClientFactory
+from tests.receivers import http_receiver, smtp_backend, smtp_server  # noqa: F401 - real peers on 127.0.0.1
 
 FHIR_JSON = "application/fhir+json"
 

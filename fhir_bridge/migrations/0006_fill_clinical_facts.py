@@ -1,4 +1,4 @@
-"""The clinical facts of the referrals stored before the domain kept them (referrals 0003-0004), read once from
+"""The clinical facts of the referrals stored before the domain kept them (referrals 0006-0007), read once from
 their stored FHIR, as intake now maps them: the ServiceRequest's orderDetail, the Patient's address and
 communication, the supporting PAVS Observations and Goals."""
 
@@ -76,6 +76,6 @@ def fill(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("fhir_bridge", "0005_ehr_client_default_scopes"), ("referrals", "0004_fill_clinical_facts")]
+    dependencies = [("fhir_bridge", "0005_ehr_client_default_scopes"), ("referrals", "0007_fill_clinical_facts")]
 
     operations = [migrations.RunPython(fill, migrations.RunPython.noop, elidable=True)]

@@ -32,7 +32,8 @@ def _example_path(route, resource_type: str, fhir_id: str) -> str:
     """A concrete path for one of the router's patterns."""
     pattern = route.pattern.pattern.strip("^$")
     path = (pattern.replace("(?P<type>[A-Z][A-Za-z]+)", resource_type)
-            .replace(r"(?P<id>[A-Za-z0-9\-\.]{1,64})", fhir_id).replace("(?P<vid>[0-9]+)", "1"))
+            .replace(r"(?P<id>[A-Za-z0-9\-\.]{1,64})", fhir_id).replace("(?P<vid>[0-9]+)", "1")
+            .replace(r"\$", "$"))
     return path
 
 

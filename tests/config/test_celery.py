@@ -5,7 +5,7 @@ from django.conf import settings
 from django.db import OperationalError
 
 from config.celery import app
-from fhir_bridge import tasks as fhir_tasks
+from referrals import tasks as routing_tasks
 
 app.loader.import_default_modules()  # the apps' tasks modules, as a worker imports them at start
 HUB_TASKS = [name for name in app.tasks if name.startswith(("fhir_bridge.", "network.", "referrals.",
@@ -23,7 +23,7 @@ def test_every_task_has_a_time_limit_below_the_brokers_visibility_timeout():
 
 
 def test_tasks_retry_a_lock_or_a_lost_connection_on_their_own():
-    for name in ("fhir_bridge.route_referral", "network.expire_offers", "fhir_bridge.purge_spent_jtis"):
+    for name in ("referrals.route_referral", "fhir_bridge.purge_spent_jtis"):
         task = app.tasks[name]
         assert OperationalError in task.autoretry_for and task.max_retries, name
 
@@ -36,8 +36,8 @@ def test_a_transient_error_is_retried_until_it_passes(monkeypatch):
         if len(calls) < 3:
             raise OperationalError("database is locked")
 
-    monkeypatch.setattr(fhir_tasks, "referral_route_first", flaky)
-    result = fhir_tasks.route_referral.apply(args=[7])
+    monkeypatch.setattr(routing_tasks, "referral_route_first", flaky)
+    result = routing_tasks.route_referral.apply(args=[7])
 
     assert result.successful()
     assert calls == [7, 7, 7]
@@ -50,7 +50,7 @@ def test_a_bug_is_not_retried(monkeypatch):
         calls.append(referral_id)
         raise KeyError("a bug")
 
-    monkeypatch.setattr(fhir_tasks, "referral_route_first", broken)
-    result = fhir_tasks.route_referral.apply(args=[7])
+    monkeypatch.setattr(routing_tasks, "referral_route_first", broken)
+    result = routing_tasks.route_referral.apply(args=[7])
 
     assert result.failed() and calls == [7]

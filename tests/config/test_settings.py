@@ -25,6 +25,8 @@ def _settings(env: dict[str, str], expr: str = "") -> subprocess.CompletedProces
         ({"DEBUG": "true", "DATABASE_URL": "mysql://x@y/z"}, "DATABASE_URL must be a postgres://"),
         ({"DEBUG": "true", "CELERY_BROKER_URL": "kafka://x"}, "CELERY_BROKER_URL must be a redis://"),
         ({"DEBUG": "true", "ALLOWED_HOSTS": " , "}, "ALLOWED_HOSTS is set but names nothing"),
+        ({"DEBUG": "true", "HUB_OUTBOUND_ALLOW": "10.0.0.0/33"}, "HUB_OUTBOUND_ALLOW: '10.0.0.0/33' is not a valid"),
+        ({"DEBUG": "true", "HUB_OUTBOUND_ALLOW": "receiver:99999"}, "HUB_OUTBOUND_ALLOW: 'receiver:99999' has no"),
     ],
 )
 def test_a_bad_value_is_a_clear_error_at_start(env, message):
@@ -50,6 +52,18 @@ def test_production_urls_are_read_from_the_environment():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["django.db.backends.postgresql", "db.internal", "amqp://guest:guest@mq:5672//"]
+
+
+def test_the_outbound_allow_list_allows_the_loopback_only_in_the_embedded_run():
+    debug = _settings({"DEBUG": "true"}, "settings.HUB_OUTBOUND_ALLOW")
+    production = _settings({"DEBUG": "false", "SECRET_KEY": "x" * 50}, "settings.HUB_OUTBOUND_ALLOW")
+    chosen = _settings(
+        {"DEBUG": "false", "SECRET_KEY": "x" * 50, "HUB_OUTBOUND_ALLOW": "10.1.0.0/16, hooks.internal:8443"},
+        "settings.HUB_OUTBOUND_ALLOW",
+    )
+    assert debug.stdout.strip() == "['http://127.0.0.1', 'http://[::1]']", debug.stderr
+    assert production.stdout.strip() == "[]", production.stderr
+    assert chosen.stdout.strip() == "['10.1.0.0/16', 'hooks.internal:8443']", chosen.stderr
 
 
 def test_the_embedded_run_makes_its_own_secret_key_once_and_keeps_it_private(tmp_path):

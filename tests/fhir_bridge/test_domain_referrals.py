@@ -6,8 +6,7 @@ import pytest
 
 from fhir_bridge.models import StoredResource
 from fhir_bridge.profiles import check_resource
-from fhir_bridge.referral_routing import referral_route_first
-from network.services import offer_accept, offer_decline
+from referrals.offers import offer_accept, offer_decline, referral_route_first
 from referrals.models import ReferralStatus
 from referrals.services import ReferralFacts, referral_create
 from tests.network.factories import CARDIAC, ZIP_10001, km_north, role_make

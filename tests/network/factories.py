@@ -7,8 +7,8 @@ import factory
 from django.utils import timezone
 
 from network.models import Credential, CredentialType, Organization, Professional, ProfessionalRole, Site
-from network.risk import Screening
-from network.routing import PatientFacts
+from referrals.risk import Screening
+from referrals.routing import PatientFacts
 from referrals.models import Referral
 from referrals.services import ReferralFacts, referral_create
 

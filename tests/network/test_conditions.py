@@ -5,9 +5,9 @@ import pytest
 
 from network.models import ConditionCodeMap, ConditionGroup, CredentialType
 from network.selectors import condition_codes_map
-from network.services import referral_route
-from tests.network.conftest import CARDIAC_PATIENT
+from referrals.offers import referral_route
 from tests.network.factories import ICD, SCT, referral_make, role_make
+from tests.referrals.conftest import CARDIAC_PATIENT
 
 pytestmark = pytest.mark.django_db
 

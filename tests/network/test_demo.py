@@ -12,9 +12,9 @@ from django.utils import timezone
 from network.demo import demo_network_load, demo_network_spec
 from network.geo import zip_place
 from network.models import Credential, Organization, Professional, ProfessionalRole, Site
-from network.routing import PatientFacts
 from network.selectors import role_scope
-from network.services import referral_route
+from referrals.offers import referral_route
+from referrals.routing import PatientFacts
 from tests.network.factories import ICD, referral_make
 
 pytestmark = pytest.mark.django_db

@@ -1,7 +1,7 @@
-"""Importing the network from CSV and from a FHIR Bundle: idempotent upserts keyed on fhir_id, dry runs that
-write nothing, and one error per bad row (with its line and column) while the good rows are applied."""
+"""Importing the network from CSV: idempotent upserts keyed on fhir_id, dry runs that write nothing, and one
+error per bad row (with its line and column) while the good rows are applied. The FHIR Bundle reader's tests are
+in tests/fhir_bridge/test_network_import.py."""
 
-import copy
 import csv
 import datetime as dt
 import io
@@ -13,17 +13,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from fhir_bridge.network_fhir import RENDER, _querysets
-from network.demo import demo_network_load
-from network.importing import (
-    EXT_MAX_ACTIVE_CASES,
-    network_import,
-    npi_is_valid,
-    rows_from_csv,
-    rows_from_fhir_bundle,
-)
+from network.importing import network_import, npi_is_valid, rows_from_csv
 from network.models import Credential, CredentialType, Organization, Professional, ProfessionalRole, Site
-from tests.network.factories import RoleFactory, SiteFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -54,22 +45,6 @@ def snapshot() -> dict[str, list[dict]]:
         model.__name__: list(model.objects.order_by("pk").values())
         for model in (Organization, Site, Professional, Credential, ProfessionalRole)
     }
-
-
-def hub_bundle() -> dict:
-    """The whole network as the hub renders it, in a searchset Bundle like the FHIR API's."""
-    entries = []
-    for resource_type, queryset in _querysets().items():
-        for row in queryset.order_by("pk"):
-            resource = RENDER[resource_type](row)
-            entries.append(
-                {
-                    "fullUrl": f"https://hub.example.org/fhir/{resource_type}/{row.fhir_id}",
-                    "resource": resource,
-                    "search": {"mode": "match"},
-                }
-            )
-    return {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
 
 
 # --- CSV --------------------------------------------------------------------------------------------------
@@ -340,169 +315,6 @@ def test_an_invalid_npi_is_a_row_error():
     report = import_csv(csv_of([row]))
 
     assert [(e.line, e.column) for e in report.errors] == [(2, "professional_npi")]
-
-
-# --- FHIR -------------------------------------------------------------------------------------------------
-
-
-def test_the_fhir_sample_bundle_imports_the_same_network_as_the_csv_sample():
-    report = network_import(rows=rows_from_fhir_bundle(SAMPLE_BUNDLE), dry_run=False, actor="test")
-
-    assert report.errors == []
-    assert (report.created, report.updated, report.unchanged) == (5, 0, 0)
-    role = ProfessionalRole.objects.get(fhir_id="lincoln-wellness-santos")
-    assert (role.languages, role.offers_virtual, role.payers) == (["en", "es"], True, ["medicare", "bcbs-il"])
-    assert role.site.latitude == 39.7622  # no position in the Bundle: the ZIP centroid
-    assert Credential.objects.get(professional__fhir_id="santos").verified_by == "network-admin"
-    assert Organization.objects.get(fhir_id="lincoln-wellness").kind == Organization.Kind.WELLNESS
-
-    same = import_csv(SAMPLE_CSV)
-    assert (same.created, same.updated, same.unchanged, same.failed) == (0, 0, 5, 0)
-
-
-def test_reimporting_the_hubs_own_fhir_rendering_changes_nothing():
-    demo_network_load()
-    import_csv(SAMPLE_CSV)
-    RoleFactory(
-        site=None, organization=Organization.objects.get(fhir_id="capital-pt"), fhir_id="virtual-only"
-    )
-    SiteFactory(
-        organization=Organization.objects.get(fhir_id="get-fit"),
-        fhir_id="get-fit-annex",
-        latitude=None,
-        longitude=None,
-        postal_code="62701",
-        state="IL",
-    )  # a site no role uses yet
-    before = snapshot()
-    bundle = hub_bundle()
-
-    report = network_import(rows=rows_from_fhir_bundle(bundle), dry_run=False, actor="test")
-
-    assert report.errors == []
-    assert report.created == report.updated == 0
-    assert report.unchanged == ProfessionalRole.objects.count() + 1  # every role, and the unused site
-    assert snapshot() == before
-
-
-def test_a_change_in_the_rendering_is_imported_as_an_update():
-    import_csv(SAMPLE_CSV)
-    bundle = hub_bundle()
-    for entry in bundle["entry"]:
-        resource = entry["resource"]
-        if resource["resourceType"] == "PractitionerRole" and resource["id"] == "prairie-ymca-okafor":
-            resource["extension"] = [{"url": EXT_MAX_ACTIVE_CASES, "valueUnsignedInt": 3}]
-            resource["active"] = False
-
-    report = network_import(rows=rows_from_fhir_bundle(bundle), dry_run=False, actor="test")
-
-    (row,) = [r for r in report.results if r.outcome != "unchanged"]
-    assert row.changes[0].fields == {"active": (True, False), "max_active_cases": (20, 3)}
-    okafor = ProfessionalRole.objects.get(fhir_id="prairie-ymca-okafor")
-    assert (okafor.active, okafor.max_active_cases) == (False, 3)
-
-
-def test_a_transaction_bundle_resolves_references_by_full_url():
-    bundle = copy.deepcopy(SAMPLE_BUNDLE)
-    bundle["type"] = "transaction"
-    urls = {}
-    for n, entry in enumerate(bundle["entry"]):
-        resource = entry["resource"]
-        if resource["resourceType"] in ("Organization", "Location"):
-            urls[f"{resource['resourceType']}/{resource['id']}"] = (
-                f"urn:uuid:00000000-0000-4000-8000-{n:012d}"
-            )
-            entry["fullUrl"] = urls[f"{resource['resourceType']}/{resource['id']}"]
-            entry["request"] = {"method": "POST", "url": resource["resourceType"]}
-            del resource["id"]
-
-    def point(ref):
-        ref["reference"] = urls.get(ref["reference"], ref["reference"])
-
-    for entry in bundle["entry"]:
-        resource = entry["resource"]
-        for key in ("organization", "managingOrganization", "providedBy"):
-            if key in resource:
-                point(resource[key])
-        for ref in resource.get("location", []):
-            point(ref)
-
-    report = network_import(rows=rows_from_fhir_bundle(bundle), dry_run=False, actor="test")
-
-    assert report.errors == [] and report.created == 5
-    ymca = Organization.objects.get(name="Prairie Capital YMCA")
-    assert ymca.fhir_id == "00000000-0000-4000-8000-000000000000"
-    assert ProfessionalRole.objects.get(fhir_id="prairie-ymca-hughes").organization == ymca
-
-
-def test_fhir_errors_name_the_entry_and_element_and_the_other_roles_are_applied():
-    bundle = copy.deepcopy(SAMPLE_BUNDLE)
-    for entry in bundle["entry"]:
-        resource = entry["resource"]
-        if resource["resourceType"] == "Practitioner" and resource["id"] == "kim":
-            resource["qualification"][0]["code"]["coding"][0]["code"] = "made-up"
-        if resource["resourceType"] == "PractitionerRole" and resource["id"] == "prairie-ymca-okafor":
-            resource["organization"] = {"reference": "Organization/not-in-the-hub"}
-
-    report = network_import(rows=rows_from_fhir_bundle(bundle), dry_run=False, actor="test")
-
-    assert (report.created, report.failed) == (3, 2)
-    messages = [str(e) for e in report.errors]
-    assert any(
-        "PractitionerRole/prairie-ymca-okafor" in m
-        and "'not-in-the-hub' is neither in the file nor in the hub" in m
-        for m in messages
-    )
-    assert any(
-        "PractitionerRole/lincoln-wellness-kim" in m and ".qualification[0]" in m and "'made-up'" in m
-        for m in messages
-    )
-    assert not ProfessionalRole.objects.filter(
-        fhir_id__in=["prairie-ymca-okafor", "lincoln-wellness-kim"]
-    ).exists()
-    assert not Professional.objects.filter(fhir_id="kim").exists()
-
-
-def test_a_bundle_role_may_reference_members_already_in_the_hub():
-    import_csv(SAMPLE_CSV)
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "batch",
-        "entry": [
-            {
-                "resource": {
-                    "resourceType": "PractitionerRole",
-                    "id": "capital-pt-okafor",
-                    "practitioner": {"reference": "Practitioner/okafor"},
-                    "organization": {"reference": "Organization/capital-pt"},
-                    "location": [{"reference": "Location/capital-pt-west"}],
-                }
-            }
-        ],
-    }
-
-    report = network_import(rows=rows_from_fhir_bundle(bundle), dry_run=False, actor="test")
-
-    assert report.errors == [] and report.created == 1
-    role = ProfessionalRole.objects.get(fhir_id="capital-pt-okafor")
-    assert (role.professional.fhir_id, role.site.fhir_id, role.max_active_cases) == (
-        "okafor",
-        "capital-pt-west",
-        10,
-    )
-
-
-def test_a_structurally_invalid_resource_is_reported_and_not_imported():
-    bundle = copy.deepcopy(SAMPLE_BUNDLE)
-    for entry in bundle["entry"]:
-        if entry["resource"]["resourceType"] == "Location" and entry["resource"]["id"] == "capital-pt-west":
-            entry["resource"]["position"]["latitude"] = "north"
-
-    report = network_import(rows=rows_from_fhir_bundle(bundle), dry_run=False, actor="test")
-
-    assert report.failed == 1
-    assert any(".position.latitude" in e.column for e in report.errors)
-    assert not Site.objects.filter(fhir_id="capital-pt-west").exists()
 
 
 # --- the command ------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from network.importing import format_of, network_import, rows_from_file
+from network.importing import READERS, format_of, network_import, rows_from_file
 
 
 class Command(BaseCommand):
@@ -16,7 +16,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("path", help="the .csv or .json file")
         parser.add_argument(
-            "--format", dest="fmt", choices=["csv", "fhir"], help="csv or fhir (default: from the extension)"
+            "--format", dest="fmt", choices=sorted(READERS), help="csv or fhir (default: from the extension)"
         )
         parser.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
         parser.add_argument(
