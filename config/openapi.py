@@ -77,7 +77,7 @@ def _api_op(summary: str, *, ok: str = "200", id_name: str | None = None, body: 
     operation = {"summary": summary, "security": [{"session": []}], "responses": {ok: _JSON_OBJECT, **_API_ERRORS}}
     if id_name:
         operation["parameters"] = [{"name": id_name, "in": "path", "required": True,
-                                    "schema": {"type": "integer", "format": "int64"}}]
+                                    "schema": {"type": "integer", "format": "int64", "minimum": 1}}]
     if body:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     return operation
@@ -107,11 +107,18 @@ def openapi_document() -> dict:
         "openapi": "3.0.3",
         "info": {"title": "Exercise-referral hub", "version": "0.1.0",
                  "description": "The FHIR R4 endpoint (SMART Backend Services bearer tokens from /auth/token) and "
-                                "the coordinators' JSON API (the Django admin's session)."},
+                                "the coordinators' JSON API under /api/admin/ (staff only). Signing in to the "
+                                "coordinators' API: POST the Django admin's login form (/admin/login/, with its "
+                                "csrftoken cookie) and send the sessionid cookie it sets; a write (POST) also "
+                                "sends that csrftoken as the X-CSRFToken header. Scripts sign in the same way with "
+                                "a staff account's password (the README shows it with curl); there is no separate "
+                                "API token yet."},
         "paths": {**_fhir_paths(), **_api_paths()},
         "components": {"securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-            "session": {"type": "apiKey", "in": "cookie", "name": "sessionid"},
+            "session": {"type": "apiKey", "in": "cookie", "name": "sessionid",
+                        "description": "The Django admin's session: sign in at /admin/login/ as a staff user; "
+                                       "writes also send the csrftoken cookie's value as X-CSRFToken."},
         }},
         "security": [{"bearer": []}],
     }

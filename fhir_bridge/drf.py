@@ -205,6 +205,10 @@ class FhirView(APIView):
     def finalize_response(self, request, response, *args, **kwargs):
         # Every answer, a refusal included, leaves its one audit row: after the handler's transaction has ended.
         response = super().finalize_response(request, response, *args, **kwargs)
+        if response.status_code == 405:  # a type the route table does not give this interaction, too
+            allowed = routes.allowed_methods(self.kwargs.get("path", ""))
+            if allowed:
+                response["Allow"] = ", ".join(allowed)
         if not self._audited:  # a refusal: its own row, after the handler's transaction rolled back
             fhir_access_record(request=request, status=response.status_code, headers=response.headers,
                                data=getattr(response, "data", None), route=self._route, params=self._params,
@@ -237,4 +241,15 @@ class FhirView(APIView):
                 self._audited = False
                 raise
 
-    get = post = put = handle_fhir
+    # DELETE, PATCH and OPTIONS too, so that the route table answers them (405 with this URL's Allow, or 404),
+    # not DRF (whose OPTIONS answers 200 with every method of this class).
+    get = post = put = delete = patch = options = handle_fhir
+
+    @property
+    def default_response_headers(self):
+        # DRF puts every method of this class in an Allow header on every answer; a FHIR URL's Allow is what its
+        # routes answer, sent with a 405 (finalize_response).
+        headers = super().default_response_headers
+        headers.pop("Allow", None)
+        return headers
+

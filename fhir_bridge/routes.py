@@ -567,15 +567,42 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+# The type-level interaction each generic route serves, for the route table's say on a type.
+_TYPE_INTERACTIONS = {
+    handle_search: "search", handle_create: "create", handle_read: "read", handle_update: "update",
+    handle_history: "history", handle_vread: "vread",
+}
+
+
+def _refused_for_type(route: Route, match: re.Match) -> bool:
+    """Whether the route table refuses ``route``'s interaction for a type it serves (PUT on a read-only type).
+    A type it does not serve is the handler's 404, not a 405."""
+    interaction, resource_type = _TYPE_INTERACTIONS.get(route.handler), match.groupdict().get("type")
+    return bool(interaction and resource_type in route_table.SERVED
+                and not route_table.answers(resource_type, interaction))
+
+
+def allowed_methods(path: str) -> list[str]:
+    """The methods answered at ``path`` (relative to /fhir), sorted: an ``Allow`` header's list."""
+    allowed = set()
+    for route in ROUTES:
+        match = route.pattern.match(path)
+        if match and not _refused_for_type(route, match):
+            allowed.add(route.method)
+    return sorted(allowed)
+
+
 def resolve(method: str, path: str) -> tuple[Route, dict[str, str]]:
     allowed = []
     for route in ROUTES:
         match = route.pattern.match(path)
         if match:
-            if route.method == method:
+            # A method the type does not answer is a 405 before anything else is looked at (its body's type).
+            if route.method == method and not _refused_for_type(route, match):
                 return route, match.groupdict()
             allowed.append(route.method)
     if allowed:
-        raise error(405, "not-supported", f"{method} is not supported here (allowed: {', '.join(sorted(set(allowed)))})",
-                    headers={"Allow": ", ".join(sorted(set(allowed)))})
+        allowed = allowed_methods(path) or sorted(set(allowed))
+        raise error(405, "not-supported", f"{method} is not supported here (allowed: {', '.join(allowed)})",
+                    headers={"Allow": ", ".join(allowed)})
     raise error(404, "not-found", f"no FHIR interaction at /{path}")
