@@ -5,6 +5,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from django.db import transaction
+from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -42,7 +43,13 @@ class ReferralRuleError(Exception):
 
 
 class ReferralConflict(Exception):
-    """Someone else changed the referral first (a compare-and-set found another status)."""
+    """Someone else changed the referral first (a compare-and-set found another status). ``code`` is "stale" when
+    the caller's form was built from an older version of the case (nothing was written; reload and redo)."""
+
+    def __init__(self, message: str, *, code: str = "conflict", field: str = ""):
+        super().__init__(message)
+        self.code = code
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -243,11 +250,17 @@ def referral_update(
     business_status: str | None = None,
     business_status_text: str | None = None,
     actor: str,
+    expected_version: int | None = None,
+    detail: dict | None = None,
 ) -> Referral:
     """Move a referral to ``status`` and add ``notes``, as one change: one Task version, one event per fact.
 
     ``business_status_text`` is what the physician reads for the business status ("" for its label); None
     keeps the current text while the business status stays, and clears it when the status moves.
+
+    ``expected_version``: the case's version (Referral.version) the caller's form was built from; the change is
+    refused with ReferralConflict (code "stale") when the case has moved on since. ``detail`` is added to the
+    status event's detail (what the change was: {"case": "first-contact"}).
 
     Raises ReferralRuleError for a move the state machine forbids, and ReferralConflict when someone else moved
     the referral first.
@@ -270,11 +283,21 @@ def referral_update(
     if business_changes:
         changes["business_status_text"] = business_status_text
     from_status = referral.status
-    won = Referral.objects.filter(pk=referral.pk, status=from_status).update(**changes)
+    guard = {} if expected_version is None else {"version": expected_version}
+    won = Referral.objects.filter(pk=referral.pk, status=from_status, **guard).update(
+        version=F("version") + 1, **changes
+    )
     if not won:
+        if expected_version is not None:
+            raise ReferralConflict(
+                f"the case changed since version {expected_version} was read (someone else recorded or moved it); "
+                "reload it and apply the change again",
+                code="stale",
+            )
         raise ReferralConflict(f"referral {referral.pk} changed while this request was being handled")
     for name, value in changes.items():
         setattr(referral, name, value)
+    referral.version = (referral.version if expected_version is None else expected_version) + 1
 
     events = []
     if status_changes or business_changes:
@@ -285,7 +308,8 @@ def referral_update(
                 from_status=from_status,
                 to_status=status,
                 actor=actor,
-                detail={k: v for k, v in (("reason", reason), ("business_status", business_status)) if v},
+                detail={k: v for k, v in (("reason", reason), ("business_status", business_status)) if v}
+                | (detail or {}),
             )
         )
     if notes:
