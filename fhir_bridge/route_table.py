@@ -21,7 +21,7 @@ READS = frozenset({"read", "vread", "history", "search"})
 WRITES = frozenset({"create", "update"})
 
 # How a stored parameter's kind (search_params.SearchParam.kind) is typed in the CapabilityStatement.
-_STORED_PARAM_TYPES = {"token": "token", "reference": "reference", "identifier": "token"}
+_STORED_PARAM_TYPES = {"token": "token", "reference": "reference", "identifier": "token", "date": "date"}
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,8 @@ TABLE: tuple[ServedType, ...] = (
     _stored("ServiceRequest", _STORE | {"search"}, includes=("ServiceRequest:patient",)),
     _stored("Patient", _STORE | {"search"}),
     _stored("Condition", _STORE),
-    _stored("Observation", _STORE),
+    # An EHR's own (the PAVS it sent) and the case records the hub renders from the domain (records_fhir.py).
+    _stored("Observation", _STORE | {"search"}),
     _stored("Goal", _STORE),
     # The network's types an EHR may also send (its own practitioners, the requester's role and organization):
     # create, read and history work on what it sent, search lists the network.
@@ -90,6 +91,8 @@ TABLE: tuple[ServedType, ...] = (
     _stored("Consent", _STORE),
     _stored("CarePlan", _STORE),
     _stored("RelatedPerson", _STORE),
+    # Rendered by the hub from the case's adverse events (records_fhir.py); the EHR reads them.
+    _stored("AdverseEvent", {"read", "vread", "history", "search"}),
 )
 
 SERVED: dict[str, ServedType] = {served.name: served for served in TABLE}

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.http import http_date
 
-from fhir_bridge import capability, intake, network_fhir, route_table
+from fhir_bridge import capability, intake, network_fhir, records_fhir, route_table
 from fhir_bridge.codes import LOCATION_DISTANCE_EXTENSION, UCUM_SYSTEM
 from fhir_bridge.models import ResourceVersion, StoredResource
 from fhir_bridge.outcomes import FhirError, error, not_found
@@ -324,6 +324,10 @@ def handle_update(request: FhirRequest) -> FhirResponse:
                 reason=(body.get("statusReason") or {}).get("text") or "",
                 notes=new_notes,
                 actor=request.caller.actor,
+            )
+            # The physician acknowledges an adverse event with a note on the Task.
+            records_fhir.adverse_events_acknowledge_by_notes(
+                referral=referral, notes=new_notes, actor=request.caller.actor
             )
         except ReferralRuleError as exc:
             raise error(422, exc.code, str(exc), expression=intake.fact_path(exc.field)) from None

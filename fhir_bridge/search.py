@@ -11,7 +11,7 @@ from fhir_bridge.models import SearchToken, StoredResource
 from fhir_bridge.outcomes import FhirError, error
 from fhir_bridge.profiles import Issue
 from fhir_bridge.route_table import SERVED
-from fhir_bridge.search_params import search_param
+from fhir_bridge.search_params import date_token, search_param
 
 _PREFIXES = {"eq": "exact", "gt": "gt", "ge": "gte", "lt": "lt", "le": "lte"}
 # Parameters that shape the result rather than filter it.
@@ -39,6 +39,24 @@ def _parse_instant(name: str, raw: str) -> tuple[str, dt.datetime]:
     return _PREFIXES[prefix], moment
 
 
+def _date_tokens(resource_type: str, name: str, param: str, values: list[str]) -> QuerySet:
+    """The ids of resources whose ``param`` date matches any of ``values`` (eq, gt, ge, lt, le prefixes). A date
+    without a time means its whole UTC day for eq, and that day's start otherwise."""
+    either = Q(pk__in=[])
+    for raw in values:
+        lookup, moment = _parse_instant(name, raw)
+        start = date_token(moment.isoformat())
+        if lookup == "exact":
+            if len(raw.removeprefix("eq")) == 10:  # a day: the whole day
+                end = date_token((moment + dt.timedelta(days=1)).isoformat())
+                either |= Q(value__gte=start, value__lt=end)
+            else:
+                either |= Q(value=start)
+        else:
+            either |= Q(**{f"value__{lookup}": start})
+    return SearchToken.objects.filter(either, resource_type=resource_type, param=param).values("resource_id")
+
+
 def _normalise_reference(value: str) -> str:
     # An absolute reference to this server or another one is searched by its relative tail.
     if value.startswith(("http://", "https://")):
@@ -63,6 +81,9 @@ def filtered(queryset: QuerySet, resource_type: str, criteria: list[tuple[str, s
             if modifier == "missing":
                 has = SearchToken.objects.filter(resource_type=resource_type, param=base).values("resource_id")
                 queryset = queryset.exclude(pk__in=has) if raw == "true" else queryset.filter(pk__in=has)
+                continue
+            if param.kind == "date":
+                queryset = queryset.filter(pk__in=_date_tokens(resource_type, name, param.name, values))
                 continue
             if param.kind == "reference":
                 values = [_normalise_reference(v) for v in values]
