@@ -2,9 +2,9 @@
 discharge and fail.
 
 Each is keyword-only, takes ``expected_version`` (the case's version the form was built from; a stale one is
-refused with ReferralConflict, code "stale") and goes through referrals.services.referral_update: one Task
+refused with DomainError STALE) and goes through referrals.services.referral_update: one Task
 version and one ReferralEvent per change (its detail names the step: {"case": "hold"}). The PA state machine's
-rules (referrals.models.ALLOWED_TRANSITIONS, a reason exactly for on-hold and failed) raise ReferralRuleError.
+rules (referrals.models.ALLOWED_TRANSITIONS, a reason exactly for on-hold and failed) raise DomainError (TRANSITION, REASON_REQUIRED, REASON_NOT_ALLOWED).
 """
 
 import datetime as dt
@@ -12,12 +12,14 @@ import datetime as dt
 from django.db import transaction
 
 from referrals.models import Referral, ReferralStatus
-from referrals.services import ReferralRuleError, referral_update
+from referrals.errors import DomainError, ErrorCode
+from referrals.services import referral_update
 
 
 def _require(referral: Referral, *statuses: str, step: str) -> None:
     if referral.status not in statuses:
-        raise ReferralRuleError(
+        raise DomainError(
+            ErrorCode.TRANSITION,
             f"{step} needs a case that is {' or '.join(statuses)}; this one is {referral.status!r}", field="status"
         )
 

@@ -4,12 +4,12 @@ assessments, the exercise program, PAVS check-ins, adverse events).
 Every write is keyword-only and takes the ``referral``, the values, the ``actor`` ("user:<username>",
 "provider-client:<client_id>") and ``expected_version``: the case's version (Referral.version) the caller's form
 was built from. The write claims the case with a compare-and-set on that version, so a stale form is refused
-(ReferralConflict, code "stale") and never silently overwrites what someone else recorded. Each write leaves one
+(DomainError STALE) and never silently overwrites what someone else recorded. Each write leaves one
 ReferralEvent and sends ``record_changed`` inside its transaction (the FHIR bridge renders the record's
 Observations or AdverseEvent on it). A record that moves the case (the first attended session, an adverse event
 that puts the case on hold) does so through referrals.services.referral_update: one Task version per change.
 
-Values are checked here, whoever sends them (a web form, a provider's FHIR client): ReferralRuleError names the
+Values are checked here, whoever sends them (a web form, a provider's FHIR client): DomainError INVALID names the
 offending field.
 """
 
@@ -41,7 +41,8 @@ from referrals.models import (
     Session,
     SessionComponent,
 )
-from referrals.services import ReferralConflict, ReferralRuleError, referral_update
+from referrals.errors import DomainError, ErrorCode
+from referrals.services import referral_update
 
 # Sent inside the transaction of every record written or changed. kwargs: referral, record (the row: Session,
 # Assessment, ExerciseProgram, PavsCheckIn or AdverseEvent), event (its ReferralEvent).
@@ -112,31 +113,31 @@ def _number(value, name: str, low: float, high: float, *, whole: bool = False, o
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and value != int(value)):
         kind = "a whole number" if whole else "a number"
-        raise ReferralRuleError(f"{name} must be {kind}, not {value!r}", field=name)
+        raise DomainError(ErrorCode.INVALID, f"{name} must be {kind}, not {value!r}", field=name)
     if not low <= value <= high:
-        raise ReferralRuleError(f"{name} must be between {low:g} and {high:g}, not {value:g}", field=name)
+        raise DomainError(ErrorCode.INVALID, f"{name} must be between {low:g} and {high:g}, not {value:g}", field=name)
     return int(value) if whole else float(value)
 
 
 def _moment(value, name: str, *, not_after: dt.datetime | None = None) -> dt.datetime:
     if not isinstance(value, dt.datetime) or timezone.is_naive(value):
-        raise ReferralRuleError(f"{name} must be a date and time with its time zone", field=name)
+        raise DomainError(ErrorCode.INVALID, f"{name} must be a date and time with its time zone", field=name)
     if not_after is not None and value > not_after:
-        raise ReferralRuleError(f"{name} ({value.isoformat()}) is in the future", field=name)
+        raise DomainError(ErrorCode.INVALID, f"{name} ({value.isoformat()}) is in the future", field=name)
     return value
 
 
 def _day(value, name: str, *, not_after: dt.date | None = None) -> dt.date:
     if not isinstance(value, dt.date) or isinstance(value, dt.datetime):
-        raise ReferralRuleError(f"{name} must be a date", field=name)
+        raise DomainError(ErrorCode.INVALID, f"{name} must be a date", field=name)
     if not_after is not None and value > not_after:
-        raise ReferralRuleError(f"{name} ({value.isoformat()}) is in the future", field=name)
+        raise DomainError(ErrorCode.INVALID, f"{name} ({value.isoformat()}) is in the future", field=name)
     return value
 
 
 def _choice(value, name: str, choices) -> str:
     if value not in choices.values:
-        raise ReferralRuleError(f"{name} must be one of {', '.join(choices.values)}, not {value!r}", field=name)
+        raise DomainError(ErrorCode.INVALID, f"{name} must be one of {', '.join(choices.values)}, not {value!r}", field=name)
     return value
 
 
@@ -146,25 +147,25 @@ _CLOCK_SLACK = dt.timedelta(minutes=10)
 
 def _case_claim(*, referral: Referral, expected_version: int, now: dt.datetime) -> None:
     """Claim the case for one write: compare-and-set its version from ``expected_version``. Raises
-    ReferralRuleError when the case takes no records, ReferralConflict (code "stale") when it moved on."""
+    DomainError NOT_OPEN when the case takes no records, STALE when it moved on."""
     if referral.status not in RECORDABLE_STATUSES:
-        raise ReferralRuleError(
+        raise DomainError(
+            ErrorCode.NOT_OPEN,
             f"a referral that is {referral.status!r} takes no case records: only an accepted, in-progress or "
             "on-hold case does",
             field="status",
-            code="not-a-case",
         )
     if isinstance(expected_version, bool) or not isinstance(expected_version, int):
-        raise ReferralRuleError("expected_version (the case's version the form was built from) is required",
+        raise DomainError(ErrorCode.INVALID, "expected_version (the case's version the form was built from) is required",
                                 field="expected_version")
     won = Referral.objects.filter(
         pk=referral.pk, version=expected_version, status__in=sorted(RECORDABLE_STATUSES)
     ).update(version=F("version") + 1, updated_at=now)
     if not won:
-        raise ReferralConflict(
+        raise DomainError(
+            ErrorCode.STALE,
             f"the case changed since version {expected_version} was read (someone else recorded or moved it); "
             "reload it and record again",
-            code="stale",
             field="expected_version",
         )
     referral.version, referral.updated_at = expected_version + 1, now
@@ -203,7 +204,8 @@ def _session_values(
 ) -> dict:
     if attendance != Attendance.ATTENDED:
         if any(v is not None for v in (duration_minutes, hr_average, hr_peak, rpe)) or components:
-            raise ReferralRuleError(
+            raise DomainError(
+                ErrorCode.INVALID,
                 f"a session that was {attendance} has no duration, heart rate, RPE or work done",
                 field="attendance",
             )
@@ -215,10 +217,10 @@ def _session_values(
         "rpe": _number(rpe, "rpe", 0, 10, whole=True, optional=True),
     }
     if values["hr_average"] is not None and values["hr_peak"] is not None and values["hr_peak"] < values["hr_average"]:
-        raise ReferralRuleError("hr_peak cannot be below hr_average", field="hr_peak")
+        raise DomainError(ErrorCode.INVALID, "hr_peak cannot be below hr_average", field="hr_peak")
     for i, work in enumerate(components):
         if not isinstance(work, SessionWork):
-            raise ReferralRuleError(f"components[{i}] must be a SessionWork", field="components")
+            raise DomainError(ErrorCode.INVALID, f"components[{i}] must be a SessionWork", field="components")
         _choice(work.kind, f"components[{i}].kind", ComponentKind)
         _number(work.minutes, f"components[{i}].minutes", 0, 600, whole=True, optional=True)
         _number(work.sets, f"components[{i}].sets", 0, 100, whole=True, optional=True)
@@ -251,16 +253,16 @@ def session_record(
     first-session-attended). An on-hold case takes no attended session: resume it first."""
     attendance = _choice(attendance, "attendance", Attendance)
     if attendance == Attendance.SCHEDULED:
-        raise ReferralRuleError("use session_schedule to book a session", field="attendance")
+        raise DomainError(ErrorCode.INVALID, "use session_schedule to book a session", field="attendance")
     if session is not None and session.referral_id != referral.pk:
-        raise ReferralRuleError(f"session {session.pk} is not one of this case's", field="session")
+        raise DomainError(ErrorCode.NOT_FOUND, f"session {session.pk} is not one of this case's", field="session")
     now = timezone.now()
     if starts_at is None and session is None:
-        raise ReferralRuleError("starts_at is required for a session that was not booked", field="starts_at")
+        raise DomainError(ErrorCode.INVALID, "starts_at is required for a session that was not booked", field="starts_at")
     starts_at = _moment(starts_at if starts_at is not None else session.starts_at, "starts_at",
                         not_after=now + _CLOCK_SLACK if attendance == Attendance.ATTENDED else None)
     if attendance == Attendance.ATTENDED and referral.status == ReferralStatus.ON_HOLD:
-        raise ReferralRuleError("the case is on hold: resume it before recording an attended session",
+        raise DomainError(ErrorCode.NOT_OPEN, "the case is on hold: resume it before recording an attended session",
                                 field="attendance")
     values = _session_values(attendance=attendance, duration_minutes=duration_minutes, hr_average=hr_average,
                              hr_peak=hr_peak, rpe=rpe, components=components)
@@ -314,21 +316,22 @@ def assessment_record(
     now = timezone.now()
     assessed_at = _moment(assessed_at, "assessed_at", not_after=now + _CLOCK_SLACK)
     if not measurements:
-        raise ReferralRuleError("an assessment records at least one measure", field="measurements")
+        raise DomainError(ErrorCode.INVALID, "an assessment records at least one measure", field="measurements")
     seen, rows = set(), []
     for i, m in enumerate(measurements):
         where = f"measurements[{i}]"
         if not isinstance(m, MeasureValue):
-            raise ReferralRuleError(f"{where} must be a MeasureValue", field="measurements")
+            raise DomainError(ErrorCode.INVALID, f"{where} must be a MeasureValue", field="measurements")
         code = _choice(m.code, f"{where}.code", Measure)
         if code not in ASSESSMENT_MEASURES[kind]:
-            raise ReferralRuleError(f"{code} is not part of a {kind} assessment", field=f"{where}.code")
+            raise DomainError(ErrorCode.INVALID, f"{code} is not part of a {kind} assessment", field=f"{where}.code")
         if code in seen:
-            raise ReferralRuleError(f"{code} is given twice", field=f"{where}.code")
+            raise DomainError(ErrorCode.INVALID, f"{code} is given twice", field=f"{where}.code")
         seen.add(code)
         unit = m.unit or MEASURE_UNITS[code]
         if unit != MEASURE_UNITS[code]:
-            raise ReferralRuleError(
+            raise DomainError(
+                ErrorCode.INVALID,
                 f"{code} is recorded in {MEASURE_UNITS[code]!r} (UCUM), not {unit!r}", field=f"{where}.unit"
             )
         low, high = MEASURE_RANGES[code]
@@ -337,7 +340,7 @@ def assessment_record(
         rows.append(Measurement(referral=referral, code=code, value=value, unit=unit, measured_at=measured_at,
                                 recorded_by=actor, recorded_at=now))
     if (Measure.BP_SYSTOLIC in seen) != (Measure.BP_DIASTOLIC in seen):
-        raise ReferralRuleError("blood pressure needs both the systolic and the diastolic value",
+        raise DomainError(ErrorCode.INVALID, "blood pressure needs both the systolic and the diastolic value",
                                 field="measurements")
     _case_claim(referral=referral, expected_version=expected_version, now=now)
     assessment = Assessment.objects.create(
@@ -357,7 +360,7 @@ def assessment_record(
 def _component_check(i: int, c: ComponentPlan) -> None:
     where = f"components[{i}]"
     if not isinstance(c, ComponentPlan):
-        raise ReferralRuleError(f"{where} must be a ComponentPlan", field="components")
+        raise DomainError(ErrorCode.INVALID, f"{where} must be a ComponentPlan", field="components")
     _choice(c.kind, f"{where}.kind", ComponentKind)
     _number(c.frequency_per_week, f"{where}.frequency_per_week", 1, 14, whole=True)
     _number(c.minutes, f"{where}.minutes", 1, 300, whole=True)
@@ -367,9 +370,9 @@ def _component_check(i: int, c: ComponentPlan) -> None:
         lo = _number(c.intensity_low, f"{where}.intensity_low", low, high)
         hi = _number(c.intensity_high, f"{where}.intensity_high", low, high)
         if lo > hi:
-            raise ReferralRuleError(f"{where}: intensity_low is above intensity_high", field=f"{where}.intensity_low")
+            raise DomainError(ErrorCode.INVALID, f"{where}: intensity_low is above intensity_high", field=f"{where}.intensity_low")
     elif c.intensity_low is not None or c.intensity_high is not None:
-        raise ReferralRuleError(f"{where}: an intensity needs its kind (hr-range, rpe or pct-1rm)",
+        raise DomainError(ErrorCode.INVALID, f"{where}: an intensity needs its kind (hr-range, rpe or pct-1rm)",
                                 field=f"{where}.intensity_kind")
     for j, step in enumerate(c.progressions):
         try:
@@ -378,7 +381,7 @@ def _component_check(i: int, c: ComponentPlan) -> None:
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
-            raise ReferralRuleError(f"{where}.progressions[{j}] must be {{'date': 'YYYY-MM-DD', 'note': text}}",
+            raise DomainError(ErrorCode.INVALID, f"{where}.progressions[{j}] must be {{'date': 'YYYY-MM-DD', 'note': text}}",
                                     field=f"{where}.progressions")
 
 
@@ -396,9 +399,9 @@ def program_set(
     """Write the case's exercise program as a new version and make it the current one (the old versions stay)."""
     starts_on = _day(starts_on, "starts_on")
     if ends_on is not None and _day(ends_on, "ends_on") < starts_on:
-        raise ReferralRuleError("ends_on is before starts_on", field="ends_on")
+        raise DomainError(ErrorCode.INVALID, "ends_on is before starts_on", field="ends_on")
     if not components:
-        raise ReferralRuleError("a program has at least one component", field="components")
+        raise DomainError(ErrorCode.INVALID, "a program has at least one component", field="components")
     for i, c in enumerate(components):
         _component_check(i, c)
     now = timezone.now()
@@ -476,12 +479,12 @@ def adverse_event_record(
     kind = _choice(kind, "kind", AdverseEvent.Kind)
     severity = _choice(severity, "severity", AdverseEvent.Severity)
     if not isinstance(serious, bool) or not isinstance(put_on_hold, bool):
-        raise ReferralRuleError("serious and put_on_hold are yes or no", field="serious")
+        raise DomainError(ErrorCode.INVALID, "serious and put_on_hold are yes or no", field="serious")
     now = timezone.now()
     occurred_at = _moment(occurred_at, "occurred_at", not_after=now + _CLOCK_SLACK)
     hold = put_on_hold and referral.status == ReferralStatus.IN_PROGRESS
     if put_on_hold and referral.status == ReferralStatus.ACCEPTED:
-        raise ReferralRuleError("an accepted case that has not started cannot be put on hold", field="put_on_hold")
+        raise DomainError(ErrorCode.TRANSITION, "an accepted case that has not started cannot be put on hold", field="put_on_hold")
     _case_claim(referral=referral, expected_version=expected_version, now=now)
     event = AdverseEvent.objects.create(
         referral=referral, occurred_at=occurred_at, kind=kind, severity=severity, serious=serious,
