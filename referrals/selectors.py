@@ -219,7 +219,7 @@ class CaseRecord:
 
 
 def case_record(referral: Referral) -> CaseRecord:
-    """The case's whole record in a fixed number of queries (nine), whatever its size."""
+    """The case's whole record in a fixed number of queries (eleven), whatever its size."""
     referral = Referral.objects.select_related("facts", "clinic").get(pk=referral.pk)
     offer = (
         Offer.objects.filter(referral=referral, status=OfferStatus.ACCEPTED)
