@@ -10,6 +10,7 @@ rules (referrals.models.ALLOWED_TRANSITIONS, a reason exactly for on-hold and fa
 import datetime as dt
 
 from django.db import transaction
+from django.utils import timezone
 
 from referrals.models import Referral, ReferralStatus
 from referrals.errors import DomainError, ErrorCode
@@ -30,6 +31,9 @@ def case_first_contact(
 ) -> Referral:
     """The professional reached the patient. The physician reads it in businessStatus.text."""
     _require(referral, ReferralStatus.ACCEPTED, ReferralStatus.IN_PROGRESS, step="first contact")
+    if not isinstance(contacted_at, dt.datetime) or timezone.is_naive(contacted_at):
+        raise DomainError(ErrorCode.INVALID, "contacted_at must be a date and time with its time zone",
+                          field="contacted_at")
     return referral_update(
         referral=referral, status=referral.status,
         business_status_text=f"Patient contacted on {contacted_at.date().isoformat()}",
@@ -48,7 +52,7 @@ def case_start(*, referral: Referral, actor: str, expected_version: int) -> Refe
 @transaction.atomic
 def case_hold(*, referral: Referral, reason: str, actor: str, expected_version: int) -> Referral:
     """In-progress → on-hold, with the reason (injury, holiday) the physician reads in statusReason."""
-    return referral_update(referral=referral, status=ReferralStatus.ON_HOLD, reason=(reason or "").strip(),
+    return referral_update(referral=referral, status=ReferralStatus.ON_HOLD, reason=reason.strip() if isinstance(reason, str) else "",
                            actor=actor, expected_version=expected_version, detail={"case": "hold"})
 
 
@@ -71,5 +75,5 @@ def case_discharge(*, referral: Referral, actor: str, expected_version: int) -> 
 @transaction.atomic
 def case_fail(*, referral: Referral, reason: str, actor: str, expected_version: int) -> Referral:
     """The case started but cannot be finished (the patient withdrew, moved away): failed, with the reason."""
-    return referral_update(referral=referral, status=ReferralStatus.FAILED, reason=(reason or "").strip(),
+    return referral_update(referral=referral, status=ReferralStatus.FAILED, reason=reason.strip() if isinstance(reason, str) else "",
                            actor=actor, expected_version=expected_version, detail={"case": "fail"})

@@ -259,3 +259,20 @@ def test_the_capability_statement_serves_and_publishes_the_records(fhir):
     assert "search-type" in {i["code"] for i in resources["AdverseEvent"]["interaction"]}
     assert MEASURE_SYSTEM in statement["description"] and "grip-strength" in statement["description"]
     assert AdverseEvent.Kind.SYNCOPE in statement["description"]
+
+
+@pytest.mark.parametrize("minutes, acknowledged", [(5, True), (-60, False)])
+def test_any_later_note_acknowledges_an_adverse_event_and_an_earlier_one_does_not(fhir, case, minutes, acknowledged):
+    event = adverse_event_record(referral=case, occurred_at=aware(2026, 11, 21, 15), kind="fall", severity="mild",
+                                 actor=THERAPIST, expected_version=case.version)
+    path = f"Task/{_task(case)['id']}"
+    current = fhir.get(path)
+    task = json_of(current)
+    when = event.recorded_at + dt.timedelta(minutes=minutes)
+    task["note"] = [*task.get("note", []), {"authorReference": {"reference": "Practitioner/dr-lopez"}, "text": "Noted",
+                                            "time": when.isoformat(timespec="seconds").replace("+00:00", "Z")}]
+
+    assert fhir.put(path, task, headers={"If-Match": current["ETag"]}).status_code == 200
+
+    event.refresh_from_db()
+    assert (event.acknowledged_at is not None) is acknowledged

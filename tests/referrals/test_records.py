@@ -278,3 +278,9 @@ def test_a_hold_needs_a_reason_and_a_finished_case_is_final(case):
     with pytest.raises(DomainError) as refused:
         case_resume(referral=case, actor=THERAPIST, expected_version=case.version)
     assert refused.value.code == ErrorCode.TRANSITION
+
+
+def test_a_first_contact_needs_a_real_moment(case):
+    with pytest.raises(DomainError) as refused:
+        case_first_contact(referral=case, contacted_at="yesterday", actor=THERAPIST, expected_version=case.version)
+    assert (refused.value.code, refused.value.field) == (ErrorCode.INVALID, "contacted_at")
