@@ -276,7 +276,7 @@ def _monday(day: dt.date) -> dt.date:
 
 def case_dose(referral: Referral, tz: zoneinfo.ZoneInfo | str) -> CaseDose:
     """Supervised minutes and strength sessions per week, and adherence against the current program's FITT dose,
-    with weeks counted in ``tz`` (the site's: case_time_zone). Four queries."""
+    with weeks counted in ``tz`` (the site's: case_time_zone). Five queries, whatever the number of sessions."""
     tz = zoneinfo.ZoneInfo(tz) if isinstance(tz, str) else tz
     sessions = list(
         Session.objects.filter(referral=referral, attendance__in=[Attendance.ATTENDED, Attendance.NO_SHOW])

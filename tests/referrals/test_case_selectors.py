@@ -5,6 +5,8 @@ import datetime as dt
 import zoneinfo
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from referrals.models import Offer, OfferStatus
 from referrals.records import (
@@ -63,7 +65,10 @@ def test_weeks_are_counted_in_the_sites_time_zone_across_the_dst_change(clinic):
     session_record(referral=case, attendance="no-show", starts_at=_local(2026, 11, 4, 9), actor=THERAPIST,
                    expected_version=case.version)
 
-    dose = case_dose(case, case_time_zone(case))
+    tz = case_time_zone(case)
+    with CaptureQueriesContext(connection) as queries:
+        dose = case_dose(case, tz)
+    assert len(queries) == 5
 
     assert [(w.starts_on, w.supervised_minutes, w.strength_sessions, w.attended, w.missed) for w in dose.weeks] == [
         (dt.date(2026, 10, 26), 70, 1, 2, 0),
