@@ -1,4 +1,4 @@
-"""fhir_bridge 0007 indexes the Observations stored before Observation search existed."""
+"""fhir_bridge 0008 indexes the Observations stored before Observation search existed."""
 
 import importlib
 
@@ -12,7 +12,7 @@ from fhir_bridge.search_params import search_values
 from fhir_bridge.store import resources_create
 
 pytestmark = pytest.mark.django_db
-fill = importlib.import_module("fhir_bridge.migrations.0007_fill_observation_search_tokens").fill
+fill = importlib.import_module("fhir_bridge.migrations.0008_fill_observation_search_tokens").fill
 
 
 def test_old_observations_get_their_search_tokens(clinic):

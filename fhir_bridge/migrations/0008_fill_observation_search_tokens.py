@@ -22,6 +22,6 @@ def fill(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("fhir_bridge", "0006_fill_clinical_facts")]
+    dependencies = [("fhir_bridge", "0007_fill_token_forms")]
 
     operations = [migrations.RunPython(fill, migrations.RunPython.noop, elidable=True)]
