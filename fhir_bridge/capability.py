@@ -1,5 +1,6 @@
 """The CapabilityStatement: what this server really does, built from the same tables the router uses."""
 
+from fhir_bridge.limits import limits_described
 from fhir_bridge.codes import (
     ADVERSE_EVENT_KIND_SYSTEM,
     BUSINESS_STATUS_SYSTEM,
@@ -31,6 +32,7 @@ PROFILES = {
     ],
     "Condition": [f"{PA_STRUCTURE_DEFINITION}/pa-condition-low-pa"],
     "Goal": [f"{PA_STRUCTURE_DEFINITION}/pa-goal"],
+    "Subscription": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"],
 }
 
 # The systems and codes are clinical_facts' own, so that what is documented is what routing reads.
@@ -89,11 +91,13 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
             "type": resource_type,
             "interaction": [{"code": "search-type" if i == "search" else "history-instance" if i == "history" else i}
                             for i in sorted(interactions)],
-            "versioning": "versioned",
-            "readHistory": True,
+            "versioning": "versioned" if "vread" in interactions else "no-version",
+            "readHistory": "history" in interactions,
             "updateCreate": False,
-            "conditionalCreate": "create" in interactions,
+            "conditionalCreate": "create" in interactions and not served.own,
         }
+        if served.operations:
+            entry["operation"] = [{"name": name, "definition": url} for name, url, _ in served.operations]
         if resource_type in PROFILES:
             entry["supportedProfile"] = PROFILES[resource_type]
         if resource_type == "ServiceRequest":
@@ -152,6 +156,8 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
                     ],
                     "description": "A bearer token from the token endpoint; SMART v1 and v2 system scopes.",
                 },
+                "documentation": "Limits on what one request may carry: "
+                + "; ".join(text for _, text in limits_described()) + ".",
                 "resource": resources,
                 "interaction": [{"code": "transaction"}],
             }
