@@ -182,6 +182,10 @@ class FhirView(APIView):
                 fhir_request.grant = self._grant = authenticate_bearer(request.headers.get("Authorization"))
             except AuthError as exc:
                 raise error(401, "login", str(exc), headers={"WWW-Authenticate": 'Bearer realm="fhir"'}) from None
+        allowed = routes.allowed_methods(path)
+        if request.method not in allowed:  # PUT on a read-only type: a 405 before its body is looked at (415)
+            raise error(405, "not-supported", f"{request.method} is not supported here (allowed: {', '.join(allowed)})",
+                        headers={"Allow": ", ".join(allowed)})
         if request.method in ("POST", "PUT"):
             if not request.content_type.split(";")[0].strip():
                 raise error(415, "not-supported", "send the body as application/fhir+json")
