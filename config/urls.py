@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.http import JsonResponse
 from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 
 from config.openapi import openapi_view
 from fhir_bridge.drf import FhirView
@@ -12,12 +13,19 @@ def healthz(request):
     return JsonResponse({"status": "ok"})
 
 
+@csrf_exempt  # it changes nothing; without this a POST gets the CSRF check's HTML 403 instead
+def api_not_found(request, rest: str = ""):
+    # The coordinators' API answers JSON, an id that is not a number too (Django's own 404 is an HTML page).
+    return JsonResponse({"detail": "no such coordinators' API URL"}, status=404)
+
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz),
     path("openapi.json", openapi_view, name="openapi"),
     path("auth/token", token_rate_limited(token_view), name="smart-token"),
     path("api/admin/", include("referrals.urls")),
+    re_path(r"^api/(?P<rest>.*)$", api_not_found),
     re_path(r"^fhir/?$", FhirView.as_view(), name="fhir-base"),
     re_path(r"^fhir/(?P<path>.+)$", FhirView.as_view(), name="fhir"),
 ]

@@ -94,6 +94,13 @@ def test_the_published_description_lists_every_route(client):
     assert "X-CSRFToken" in document["info"]["description"]
 
 
+def test_a_coordinators_api_url_with_an_id_that_is_no_number_is_a_json_404(admin_client):
+    response = admin_client.get("/api/admin/referrals/null%2Cnull/routing")
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"
+    response = admin_client.post("/api/admin/offers/null/answer", {"answer": "accept"}, content_type="application/json")
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"  # not the CSRF 403 page
+
+
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES < 10,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
