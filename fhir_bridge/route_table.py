@@ -24,8 +24,8 @@ WRITES = frozenset({"create", "update"})
 
 # How a stored parameter's kind (search_params.SearchParam.kind) is typed in the CapabilityStatement.
 _STORED_PARAM_TYPES = {"token": "token", "reference": "reference", "identifier": "token"}
-# The modifiers search.py applies to a stored parameter of each FHIR type (R4 search.html#modifiers). :text is not
-# among them: it would need a case-insensitive prefix index over display text, which the hub does not keep.
+# The modifiers search.py applies to a stored parameter of each FHIR type (R4 search.html#modifiers). :text is added
+# on the CodeableConcept tokens whose text search_params.py indexes (SearchParam.text).
 _STORED_MODIFIERS = {"token": ("missing", "not"), "reference": ("missing",), "date": ()}
 # The modifiers network_fhir.py applies to the network's parameters: a string matches from its start, whole
 # (:exact) or anywhere (:contains), case aside (R4 search.html#string).
@@ -85,7 +85,10 @@ def _stored(
     params, sorts = (), ()
     if "search" in interactions:
         params = (Param("_id", "token"), Param("_lastUpdated", "date")) + tuple(
-            Param(p.name, _STORED_PARAM_TYPES[p.kind], _STORED_MODIFIERS[_STORED_PARAM_TYPES[p.kind]])
+            Param(
+                p.name, _STORED_PARAM_TYPES[p.kind],
+                _STORED_MODIFIERS[_STORED_PARAM_TYPES[p.kind]] + (("text",) if p.text else ()),
+            )
             for p in SEARCH_PARAMS.get(name, ())
         )
         sorts = _STORED_SORTS

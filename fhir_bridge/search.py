@@ -24,7 +24,7 @@ from fhir_bridge.models import SearchToken, StoredResource
 from fhir_bridge.outcomes import FhirError, error
 from fhir_bridge.profiles import Issue
 from fhir_bridge.route_table import SERVED
-from fhir_bridge.search_params import search_param
+from fhir_bridge.search_params import search_param, text_key
 
 _DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _SUMMARIES = ("count", "data", "false")
@@ -308,6 +308,23 @@ def _tokens(resource_type: str, name: str, values: list[str]) -> QuerySet:
     return SearchToken.objects.filter(resource_type=resource_type, param=name, value__in=values).values("resource_id")
 
 
+def _text_tokens(resource_type: str, name: str, values: list[str]) -> QuerySet:
+    """``name:text``: the indexed word-start forms (search_params._texts) that begin with any value, case aside.
+    Each value is a range ``>= 'ther' AND < 'thes'`` on search_token_lookup, which a b-tree serves as it is. The
+    range is exact in code-point order (SQLite's BINARY, PostgreSQL's C and C.UTF-8 collations); the LIKE beside
+    it keeps the match exact under any other collation, at no cost to the index scan."""
+    match = Q(pk__in=[])
+    for value in values:
+        key = text_key(value)
+        if not key:
+            continue  # only whitespace: no words to start with
+        this = Q(value__gte=key, value__startswith=key)
+        if ord(key[-1]) < 0x10FFFF:
+            this &= Q(value__lt=key[:-1] + chr(ord(key[-1]) + 1))
+        match |= this
+    return SearchToken.objects.filter(match, resource_type=resource_type, param=f"{name}:text").values("resource_id")
+
+
 def filtered(queryset: QuerySet, resource_type: str, criteria: list[Criterion], *, base_url: str = "") -> QuerySet:
     """Apply a plan's criteria (repeated parameters ANDed, comma-separated values ORed), each as an indexed
     subquery on SearchToken or a range on last_updated."""
@@ -318,6 +335,8 @@ def filtered(queryset: QuerySet, resource_type: str, criteria: list[Criterion], 
             queryset = queryset.filter(fhir_id__in=values)
         elif name == "_lastUpdated":
             queryset = queryset.filter(date_filter("last_updated", name, raw))
+        elif criterion.modifier == "text":
+            queryset = queryset.filter(pk__in=_text_tokens(resource_type, name, values))
         elif criterion.modifier == "missing":
             # EXISTS, not IN: NOT IN cannot be planned as an anti-join, and hashes every token of the parameter.
             has = Exists(SearchToken.objects.filter(resource_id=OuterRef("pk"), param=name))
