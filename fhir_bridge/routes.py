@@ -419,10 +419,8 @@ def _searchset(request: FhirRequest, plan, total: int | None, entries: list[dict
 
 def _network_search(request: FhirRequest, plan) -> FhirResponse:
     resource_type = plan.resource_type
-    rows, distances = network_fhir.network_search(resource_type, plan.criteria)
-    total = None
-    if plan.wants_total:
-        total = len(rows) if isinstance(rows, list) else rows.count()
+    rows = network_fhir.network_search(resource_type, plan.criteria)
+    total = rows.count() if plan.wants_total else None
     window = rows[plan.offset : plan.offset + plan.count] if plan.wants_entries else []
     entries = []
     for row in window:
@@ -431,12 +429,13 @@ def _network_search(request: FhirRequest, plan) -> FhirResponse:
             "resource": subsetted(network_fhir.RENDER[resource_type](row), plan),
             "search": {"mode": "match"},
         }
-        if row.pk in distances:  # a Location found by near
+        distance_km = getattr(row, "distance_km", None)
+        if distance_km is not None:  # a Location found by near
             # The distance in metres, as FHIR's location-distance extension carries it.
             entry["search"]["extension"] = [{
                 "url": LOCATION_DISTANCE_EXTENSION,
                 "valueDistance": {
-                    "value": round(distances[row.pk] * 1000), "unit": "m", "system": UCUM_SYSTEM,
+                    "value": round(distance_km * 1000), "unit": "m", "system": UCUM_SYSTEM,
                     "code": "m",
                 },
             }]
