@@ -686,3 +686,17 @@ def test_the_purge_task_is_named_for_the_beat_schedule_and_purges(ec_client, set
     assert settings.CELERY_BEAT_SCHEDULE["purge-spent-assertion-ids"]["task"] == purge_spent_jtis.name
     assert purge_spent_jtis() == 1
     assert SpentAssertion.objects.count() == 0
+
+
+def test_the_register_command_hints_the_scopes_a_narrow_client_must_ask_for(clinic, ec_key, tmp_path):
+    # Following the hint for a client registered with --scope used to ask for every default scope: invalid_scope.
+    jwks_path = tmp_path / "jwks.json"
+    jwks_path.write_text(json.dumps(public_jwks(ec_key)))
+    narrow, default = StringIO(), StringIO()
+
+    call_command("register_ehr_client", name="Narrow", clinic="riverside", jwks=str(jwks_path),
+                 scope=["system/Task.rs"], stdout=narrow)
+    call_command("register_ehr_client", name="Wide", clinic="riverside", jwks=str(jwks_path), stdout=default)
+
+    assert "--request --scope 'system/Task.rs'" in narrow.getvalue()
+    assert "--scope" not in default.getvalue()

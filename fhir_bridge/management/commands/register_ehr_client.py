@@ -75,10 +75,13 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"  keys:      {kids}")
         self.stdout.write(f"  scopes:    {client.scopes}")
+        # ehr_client_token asks for DEFAULT_SCOPES unless told otherwise; a client registered with fewer would be
+        # refused invalid_scope, so the hint names the scopes it may have.
+        scope_option = "" if scopes is None else f" --scope '{' '.join(scope_list)}'"
         self.stdout.write(
             "Get an access token with:\n"
             f"  python manage.py ehr_client_token --client-id {client.client_id} --key PRIVATE_KEY.pem "
-            "--request"
+            f"--request{scope_option}"
         )
 
 
