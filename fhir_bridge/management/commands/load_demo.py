@@ -101,8 +101,8 @@ class Command(BaseCommand):
   Get a token (in another terminal, once the server is up):
     .venv/bin/python manage.py ehr_client_token --client-id {client.client_id} \\
         --key {key_path} --token-url {base_url}/auth/token --request
-  Then:
-    curl -H "Authorization: Bearer $TOKEN" '{base_url}/fhir/Task?status=requested&_include=Task:patient'
+  Then, the referral Tasks still waiting (not their offers), each with its Patient:
+    curl -H "Authorization: Bearer $TOKEN" '{base_url}/fhir/Task?part-of:missing=true&status=requested&_include=Task:patient'
 """)
 
     def _demo_admin(self) -> str:
