@@ -16,6 +16,7 @@ Nothing is ever scheduled as a far-future ETA or countdown in the broker: the ro
 import datetime as dt
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -87,6 +88,7 @@ def followup_schedule(*, plans: Iterable[Planned], now: dt.datetime | None = Non
         if plan.kind not in kinds:
             raise ValueError(f"unknown follow-up kind {plan.kind!r}")
     keys = [p.key for p in plans]
+
     # No savepoint: nothing here can fail half-way (a key inserted meanwhile is dropped, not an error).
     existing = set(FollowUp.objects.filter(key__in=keys).values_list("key", flat=True))
     rows = [
@@ -182,38 +184,105 @@ def _claim_postgresql(*, now: dt.datetime, limit: int, until: dt.datetime) -> li
 def followup_run(*, followup_id: int, now: dt.datetime | None = None) -> str:
     """Run one follow-up if it is still pending and due, and record its outcome in the same transaction.
 
-    Safe to call any number of times: the row is locked first, and one already done (or failed, or gone) is
-    left alone. A handler that raises has its writes rolled back; the row is retried with backoff, and marked
-    failed after HUB_FOLLOWUP_MAX_ATTEMPTS. Returns what happened, for the log."""
+    Safe to call any number of times: the row is locked first (waiting for a worker that holds it), and one
+    already done (or failed, or gone) is left alone. A handler that raises has its writes rolled back; the row
+    is retried with backoff, and marked failed after HUB_FOLLOWUP_MAX_ATTEMPTS. Returns what happened, for the
+    log."""
     now = now or timezone.now()
     with transaction.atomic():
         row = FollowUp.objects.select_for_update().filter(pk=followup_id, state=FollowUp.State.PENDING).first()
         if row is None:
             return "not pending"
-        if row.due_at > now:
-            return "not due"
-        kind = _kinds().get(row.kind)
-        row.attempts += 1
-        row.claimed_until = None
-        try:
-            if kind is None:
-                raise LookupError(f"no handler for follow-up kind {row.kind!r}")
-            with transaction.atomic():  # a savepoint: a failing handler leaves no half-done writes
-                outcome = kind.handler(row, now) or "done"
-        except Exception as exc:  # noqa: BLE001 - any handler error is retried, then parked
-            log.warning("follow-up %s (%s) failed: %s", row.pk, row.kind, exc, exc_info=True)
-            row.outcome = f"error: {exc}"[:200]
-            if row.attempts >= settings.HUB_FOLLOWUP_MAX_ATTEMPTS:
-                row.state = FollowUp.State.FAILED
-                row.done_at = now
-            else:
-                row.due_at = now + backoff(
-                    row.attempts, base=settings.HUB_RETRY_BASE_SECONDS, cap=settings.HUB_RETRY_MAX_SECONDS
+        outcome = _run_locked(row, now)
+        if outcome is not None:
+            FollowUp.objects.bulk_update([row], _RUN_FIELDS)
+        return outcome or "not due"
+
+
+# What running a row may change: written for a whole chunk in one UPDATE.
+_RUN_FIELDS = ["attempts", "claimed_until", "outcome", "state", "done_at", "due_at"]
+
+
+def followups_run(
+    *,
+    followup_ids: Iterable[int],
+    now: dt.datetime | None = None,
+    budget_seconds: float = 5.0,
+    stop_after_seconds: float | None = None,
+) -> list[tuple[int, str]]:
+    """Run several follow-ups (a sweep's chunk), each as ``followup_run`` would, but sharing transactions:
+    the rows are locked in one statement, each handler runs in its own savepoint, and the rows' outcomes are
+    written in one UPDATE and committed together. A transaction is committed once it has run for
+    ``budget_seconds`` (a slow receiver must not hold a chunk's locks for long), and the rest go on in the next.
+
+    Rows another worker holds locked are skipped, not waited for: it is running them (a duplicate message), or
+    their lease ends and the sweep hands them over again. Returns ``(id, outcome)`` for each id it took; past
+    ``stop_after_seconds`` it takes no more (the caller hands the rest on).
+
+    A handler's side effect outside the database (an HTTP POST) is at least once, as with one row: a worker
+    killed before the commit leaves the rows pending, and they are run again with the same content."""
+    left = list(dict.fromkeys(followup_ids))
+    results: list[tuple[int, str]] = []
+    begun = time.monotonic()
+    while left:
+        started = time.monotonic()
+        if results and stop_after_seconds is not None and started - begun > stop_after_seconds:
+            break
+        with transaction.atomic():
+            at = now or timezone.now()
+            rows = {
+                row.pk: row
+                for row in FollowUp.objects.select_for_update(skip_locked=True).filter(
+                    pk__in=left, state=FollowUp.State.PENDING
                 )
-            row.save(update_fields=["attempts", "claimed_until", "outcome", "state", "done_at", "due_at"])
-            return row.outcome
-        row.state = FollowUp.State.DONE
-        row.done_at = now
-        row.outcome = outcome[:200]
-        row.save(update_fields=["attempts", "claimed_until", "outcome", "state", "done_at"])
+            }
+            ran = []
+            taken = 0
+            for followup_id in left:
+                if taken and time.monotonic() - started > budget_seconds:
+                    break
+                taken += 1
+                row = rows.get(followup_id)
+                if row is None:
+                    results.append((followup_id, "not pending, or being run by another worker"))
+                    continue
+                outcome = _run_locked(row, at)
+                if outcome is None:
+                    results.append((followup_id, "not due"))
+                    continue
+                ran.append(row)
+                results.append((followup_id, outcome))
+            if ran:
+                FollowUp.objects.bulk_update(ran, _RUN_FIELDS)
+        left = left[taken:]
+    return results
+
+
+def _run_locked(row: FollowUp, now: dt.datetime) -> str | None:
+    """Run ``row``'s handler (the caller holds its lock, in a transaction) and set the row's new state on it,
+    unsaved; None when it is not due yet."""
+    if row.due_at > now:
+        return None
+    kind = _kinds().get(row.kind)
+    row.attempts += 1
+    row.claimed_until = None
+    try:
+        if kind is None:
+            raise LookupError(f"no handler for follow-up kind {row.kind!r}")
+        with transaction.atomic():  # a savepoint: a failing handler leaves no half-done writes
+            outcome = kind.handler(row, now) or "done"
+    except Exception as exc:  # noqa: BLE001 - any handler error is retried, then parked
+        log.warning("follow-up %s (%s) failed: %s", row.pk, row.kind, exc, exc_info=True)
+        row.outcome = f"error: {exc}"[:200]
+        if row.attempts >= settings.HUB_FOLLOWUP_MAX_ATTEMPTS:
+            row.state = FollowUp.State.FAILED
+            row.done_at = now
+        else:
+            row.due_at = now + backoff(
+                row.attempts, base=settings.HUB_RETRY_BASE_SECONDS, cap=settings.HUB_RETRY_MAX_SECONDS
+            )
         return row.outcome
+    row.state = FollowUp.State.DONE
+    row.done_at = now
+    row.outcome = outcome[:200]
+    return row.outcome
