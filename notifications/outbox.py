@@ -12,6 +12,7 @@ E-mails (to therapists and coordinators) are Delivery rows too, written by ``ema
 import datetime as dt
 import json
 import logging
+import time
 from collections import defaultdict
 
 from django.conf import settings
@@ -23,7 +24,7 @@ from notifications.delivery import deliver
 from fhir_bridge.models import StoredResource
 from notifications.followups import Planned, backoff, followup_schedule
 from referrals.models import Referral, ReferralEvent
-from notifications.models import NOTIFIED_SUBSCRIPTION_STATUSES, Delivery, Subscription
+from notifications.models import NOTIFIED_SUBSCRIPTION_STATUSES, Delivery, FollowUp, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -198,16 +199,134 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
 # --- Attempts, dead letters, replays ------------------------------------------------------------------------
 
 
+# A delivery that finds its subscription's earlier ones delivered sends the pending ones after it too, in order,
+# in the same run: after an outage, or under load, the backlog goes out at the receiver's pace, not one task (or
+# one sweep) per notification.
+DRAIN_AT_MOST = 500
+DRAIN_SECONDS = 2.0
+# A delivery waiting for an earlier one of its subscription looks again this long after that one's next attempt.
+WAIT_RECHECK_SECONDS = 30
+
+
 def delivery_attempt(*, delivery_id: int, now: dt.datetime) -> str:
     """Attempt one delivery: the handler of the delivery-attempt follow-up, run in that row's transaction.
 
     Delivered: done. Failed: the next attempt is scheduled with backoff and jitter, or, at
-    HUB_DELIVERY_MAX_ATTEMPTS, the row is dead-lettered. A delivery already delivered or dead is not sent."""
+    HUB_DELIVERY_MAX_ATTEMPTS, the row is dead-lettered. A delivery already delivered or dead is not sent.
+
+    A subscription's notifications arrive in event-number order. Only its earliest pending one is sent (under
+    that row's lock, so by one worker at a time); a later one waits, without spending an attempt, until shortly
+    after the earlier one's next attempt. One that is delivered sends the next pending ones straight away (up to
+    DRAIN_AT_MOST, or DRAIN_SECONDS, then hands on to a new attempt of the next)."""
     delivery = (
         Delivery.objects.select_for_update(of=("self",)).select_related("subscription").filter(pk=delivery_id).first()
     )
     if delivery is None or delivery.state != Delivery.State.PENDING:
         return f"delivery {delivery_id} is {delivery.state if delivery else 'gone'}"
+    if delivery.subscription_id is not None:
+        earlier = (
+            Delivery.objects.filter(
+                subscription_id=delivery.subscription_id,
+                state=Delivery.State.PENDING,
+                event_number__lt=delivery.event_number,
+            )
+            .order_by("event_number")
+            .values_list("event_number", "next_attempt_at")
+            .first()
+        )
+        if earlier is not None:
+            # Whoever delivers the earlier one sends this one after it (_drain), or hands on to it. The re-check
+            # is only a safety net (an earlier one being delivered by a transaction that had not yet seen this
+            # one), so it is far enough out not to churn while a long backlog drains.
+            number, next_at = earlier
+            due = max(next_at or now, now) + dt.timedelta(seconds=WAIT_RECHECK_SECONDS)
+            return _recheck_later(delivery.pk, delivery.subscription_id, due, why=f"after:{number}", now=now)
+    outcome = _attempt(delivery, now)
+    if delivery.subscription_id is not None:
+        if delivery.state == Delivery.State.DELIVERED:
+            sent, number = _drain(delivery, now)
+            if sent:
+                outcome += f"; then {sent} after it"
+        elif delivery.state == Delivery.State.DEAD:
+            _hand_on(delivery, delivery.event_number, now)  # a dead letter holds nothing up
+    return outcome
+
+
+def _recheck_later(delivery_id: int, subscription_id: int, due: dt.datetime, *, why: str, now: dt.datetime) -> str:
+    # One INSERT, not followup_schedule: the key is new (it carries the time), and a row due later is not handed
+    # to a worker now. A long backlog has every later delivery waiting, so this is kept cheap.
+    FollowUp.objects.create(
+        kind=DELIVERY_ATTEMPT,
+        key=f"delivery:{delivery_id}:recheck:{why}:{due.timestamp():.6f}",
+        due_at=due,
+        delivery_id=delivery_id,
+        subscription_id=subscription_id,
+    )
+    return f"waits for #{why.removeprefix('after:')}; re-checked at {due:%H:%M:%S}"
+
+
+def _drain(head: Delivery, now: dt.datetime) -> tuple[int, int]:
+    """Send the pending deliveries after ``head`` (just delivered) in event-number order, each under its lock,
+    until one fails, is locked by another transaction, or the budget is spent; in the last two cases the next one
+    gets an attempt at once. Returns how many were delivered, and the last event number delivered."""
+    started = time.monotonic()
+    sent = 0
+    number = head.event_number
+    while True:
+        following = (
+            Delivery.objects.select_for_update(of=("self",), skip_locked=True)
+            .select_related("subscription")
+            .filter(subscription_id=head.subscription_id, state=Delivery.State.PENDING, event_number__gt=number)
+            .order_by("event_number")
+            .first()
+        )
+        if following is None or following.event_number != number + 1 and _pending_between(head, number, following):
+            break  # none left, or the next one is locked (its own attempt is looking at it): hand on
+        if sent >= DRAIN_AT_MOST or time.monotonic() - started > DRAIN_SECONDS:
+            break
+        _attempt(following, now)  # in the caller's savepoint: a raise rolls back every row of this run (sent again later)
+        if following.state != Delivery.State.DELIVERED:
+            return sent, number  # its retry is scheduled; the rest wait for it
+        sent += 1
+        number = following.event_number
+    _hand_on(head, number, now)
+    return sent, number
+
+
+def _hand_on(head: Delivery, number: int, now: dt.datetime) -> None:
+    """Give the subscription's next pending delivery after ``number`` an attempt as soon as this commits."""
+    nxt = (
+        Delivery.objects.filter(subscription_id=head.subscription_id, state=Delivery.State.PENDING, event_number__gt=number)
+        .order_by("event_number")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if nxt is not None:
+        followup_schedule(
+            plans=[
+                Planned(
+                    kind=DELIVERY_ATTEMPT,
+                    key=f"delivery:{nxt}:after:{number}:{now.timestamp():.6f}",
+                    due_at=now,
+                    delivery_id=nxt,
+                    subscription_id=head.subscription_id,
+                )
+            ],
+            now=now,
+        )
+
+
+def _pending_between(head: Delivery, after: int, following: Delivery) -> bool:
+    return Delivery.objects.filter(
+        subscription_id=head.subscription_id,
+        state=Delivery.State.PENDING,
+        event_number__gt=after,
+        event_number__lt=following.event_number,
+    ).exists()
+
+
+def _attempt(delivery: Delivery, now: dt.datetime) -> str:
+    """Send ``delivery`` (locked by the caller) once and record the result on it and its subscription."""
     result = deliver(delivery)
     delivery.attempts += 1
     sub = delivery.subscription
@@ -216,10 +335,11 @@ def delivery_attempt(*, delivery_id: int, now: dt.datetime) -> str:
         delivery.delivered_at = now
         delivery.next_attempt_at = None
         delivery.last_error = ""
-        if sub is not None:
+        if sub is not None and (sub.status != Subscription.Status.ACTIVE or sub.error_count):
             Subscription.objects.filter(pk=sub.pk).exclude(status=Subscription.Status.OFF).update(
                 error_count=0, status=Subscription.Status.ACTIVE
             )
+            sub.status, sub.error_count = Subscription.Status.ACTIVE, 0
     else:
         delivery.last_error = result.detail[:500]
         if sub is not None:
@@ -227,6 +347,7 @@ def delivery_attempt(*, delivery_id: int, now: dt.datetime) -> str:
             Subscription.objects.filter(
                 pk=sub.pk, status=Subscription.Status.ACTIVE, error_count__gte=SUBSCRIPTION_ERROR_AFTER
             ).update(status=Subscription.Status.ERROR)
+            sub.error_count += 1
         if delivery.attempts >= settings.HUB_DELIVERY_MAX_ATTEMPTS:
             delivery.state = Delivery.State.DEAD
             delivery.next_attempt_at = None
