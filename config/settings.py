@@ -188,6 +188,9 @@ CELERY_TASK_ROUTES = {
 }
 # The follow-up schedule (notifications/followups.py). Offer deadlines are follow-ups too: there is no other
 # sweep over Offer.deadline.
+# Notify and pull: the hub's own key as a SMART backend client of EHRs (fhir_bridge/hub_client.py), made there
+# (mode 0600) when the file does not exist.
+HUB_CLIENT_KEY_FILE = Path(env_str("HUB_CLIENT_KEY_FILE", str(VAR_DIR / "hub-client-key.pem")))
 HUB_SWEEP_SECONDS = env_int("HUB_SWEEP_SECONDS", 60, minimum=1)
 HUB_FOLLOWUP_BATCH = env_int("HUB_FOLLOWUP_BATCH", 500, minimum=1)
 HUB_SWEEP_MAX_BATCHES = 20  # per sweep run; what is left waits for the next one

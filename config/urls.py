@@ -3,6 +3,7 @@ from django.http import JsonResponse
 from django.urls import include, path, re_path
 
 from fhir_bridge.drf import FhirView
+from fhir_bridge.hub_client import jwks_view
 from fhir_bridge.smart_views import token_view
 
 
@@ -14,6 +15,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz),
     path("auth/token", token_view, name="smart-token"),
+    path(".well-known/jwks.json", jwks_view, name="hub-jwks"),  # the hub's key as a SMART client of EHRs
     path("api/admin/", include("referrals.urls")),
     re_path(r"^fhir/?$", FhirView.as_view(), name="fhir-base"),
     re_path(r"^fhir/(?P<path>.+)$", FhirView.as_view(), name="fhir"),

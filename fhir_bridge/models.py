@@ -39,6 +39,11 @@ class EhrClient(models.Model):
         default=default_ehr_scopes, help_text="The system scopes this client may be granted, space-separated."
     )
     is_active = models.BooleanField(default=True)
+    # Notify and pull (a Task whose focus is a URL on the EHR's FHIR server): the only base the hub reads from for
+    # this client, and the token endpoint where it authenticates as a SMART backend client (fhir_bridge.hub_client).
+    # Both blank: the EHR only pushes.
+    fhir_base_url = models.URLField(max_length=500, blank=True)
+    token_url = models.URLField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):

@@ -48,13 +48,27 @@ class Command(BaseCommand):
             + " ".join(DEFAULT_SCOPES),
         )
         parser.add_argument(
+            "--fhir-base",
+            default="",
+            metavar="URL",
+            help="notify and pull: the EHR's FHIR base URL, the only place the hub fetches a referral's resources from",
+        )
+        parser.add_argument(
+            "--token-url",
+            default="",
+            metavar="URL",
+            help="notify and pull: the EHR's token endpoint, where the hub authenticates as a SMART backend client "
+            "with the key published at /.well-known/jwks.json",
+        )
+        parser.add_argument(
             "--create-clinic", action="store_true", help="create the clinic if no clinic has SLUG"
         )
         parser.add_argument(
             "--clinic-name", help="the new clinic's name with --create-clinic (default: from SLUG)"
         )
 
-    def handle(self, *args, name, clinic, jwks, scopes, create_clinic, clinic_name, **options):
+    def handle(self, *args, name, clinic, jwks, scopes, create_clinic, clinic_name, fhir_base="", token_url="",
+               **options):
         document = _jwks_read(Path(jwks))  # Path() again: call_command(jwks="...") skips argparse's type
         scope_list = [scope for argument in scopes or DEFAULT_SCOPES for scope in argument.split()]
 
@@ -62,7 +76,10 @@ class Command(BaseCommand):
         with transaction.atomic():
             clinic_row, created = _clinic_find(clinic, create=create_clinic, name=clinic_name)
             try:
-                client = ehr_client_register(name=name, clinic=clinic_row, jwks=document, scopes=scope_list)
+                client = ehr_client_register(
+                    name=name, clinic=clinic_row, jwks=document, scopes=scope_list, fhir_base_url=fhir_base,
+                    token_url=token_url,
+                )
             except ValidationError as exc:
                 raise CommandError(" ".join(exc.messages)) from None
 
@@ -75,6 +92,8 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"  keys:      {kids}")
         self.stdout.write(f"  scopes:    {client.scopes}")
+        if client.fhir_base_url:
+            self.stdout.write(f"  pulls from {client.fhir_base_url} (token: {client.token_url})")
         self.stdout.write(
             "Get an access token with:\n"
             f"  python manage.py ehr_client_token --client-id {client.client_id} --key PRIVATE_KEY.pem "
