@@ -235,9 +235,9 @@ def delivery_attempt(*, delivery_id: int, now: dt.datetime) -> str:
             .first()
         )
         if earlier is not None:
-            # Whoever delivers the earlier one sends this one after it (_drain), or hands on to it. The re-check
-            # is only a safety net (an earlier one being delivered by a transaction that had not yet seen this
-            # one), so it is far enough out not to churn while a long backlog drains.
+            # Whoever delivers the earlier one sends this one after it (_drain), or, once committed, hands on to
+            # it (_hand_on). The re-check is only a safety net, so it is far enough out not to churn while a long
+            # backlog drains.
             number, next_at = earlier
             due = max(next_at or now, now) + dt.timedelta(seconds=WAIT_RECHECK_SECONDS)
             return _recheck_later(delivery.pk, delivery.subscription_id, due, why=f"after:{number}", now=now)
@@ -248,7 +248,7 @@ def delivery_attempt(*, delivery_id: int, now: dt.datetime) -> str:
             if sent:
                 outcome += f"; then {sent} after it"
         elif delivery.state == Delivery.State.DEAD:
-            _hand_on(delivery, delivery.event_number, now)  # a dead letter holds nothing up
+            _hand_on(delivery.subscription_id, delivery.event_number)  # a dead letter holds nothing up
     return outcome
 
 
@@ -281,7 +281,7 @@ def _drain(head: Delivery, now: dt.datetime) -> tuple[int, int]:
             .first()
         )
         if following is None or following.event_number != number + 1 and _pending_between(head, number, following):
-            break  # none left, or the next one is locked (its own attempt is looking at it): hand on
+            break  # none left, or the next one is locked (its own attempt is looking at it)
         if sent >= DRAIN_AT_MOST or time.monotonic() - started > DRAIN_SECONDS:
             break
         _attempt(following, now)  # in the caller's savepoint: a raise rolls back every row of this run (sent again later)
@@ -289,31 +289,42 @@ def _drain(head: Delivery, now: dt.datetime) -> tuple[int, int]:
             return sent, number  # its retry is scheduled; the rest wait for it
         sent += 1
         number = following.event_number
-    _hand_on(head, number, now)
+    _hand_on(head.subscription_id, number)
     return sent, number
 
 
-def _hand_on(head: Delivery, number: int, now: dt.datetime) -> None:
-    """Give the subscription's next pending delivery after ``number`` an attempt as soon as this commits."""
-    nxt = (
-        Delivery.objects.filter(subscription_id=head.subscription_id, state=Delivery.State.PENDING, event_number__gt=number)
-        .order_by("event_number")
-        .values_list("pk", flat=True)
-        .first()
-    )
-    if nxt is not None:
-        followup_schedule(
-            plans=[
-                Planned(
-                    kind=DELIVERY_ATTEMPT,
-                    key=f"delivery:{nxt}:after:{number}:{now.timestamp():.6f}",
-                    due_at=now,
-                    delivery_id=nxt,
-                    subscription_id=head.subscription_id,
-                )
-            ],
-            now=now,
+def _hand_on(subscription_id: int, number: int) -> None:
+    """Once this transaction commits, give the subscription's earliest pending delivery after ``number`` an
+    attempt at once. After the commit, not before: a later delivery whose attempt ran while this transaction was
+    still sending saw an earlier one pending and went to wait; this is what wakes it."""
+
+    def wake() -> None:
+        nxt = (
+            Delivery.objects.filter(
+                subscription_id=subscription_id, state=Delivery.State.PENDING, event_number__gt=number
+            )
+            .order_by("event_number")
+            .values_list("pk", flat=True)
+            .first()
         )
+        if nxt is None:
+            return
+        now = timezone.now()
+        with transaction.atomic():
+            followup_schedule(
+                plans=[
+                    Planned(
+                        kind=DELIVERY_ATTEMPT,
+                        key=f"delivery:{nxt}:after:{number}:{now.timestamp():.6f}",
+                        due_at=now,
+                        delivery_id=nxt,
+                        subscription_id=subscription_id,
+                    )
+                ],
+                now=now,
+            )
+
+    transaction.on_commit(wake)
 
 
 def _pending_between(head: Delivery, after: int, following: Delivery) -> bool:
