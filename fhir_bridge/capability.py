@@ -26,6 +26,7 @@ PROFILES = {
     ],
     "Condition": [f"{PA_STRUCTURE_DEFINITION}/pa-condition-low-pa"],
     "Goal": [f"{PA_STRUCTURE_DEFINITION}/pa-goal"],
+    "Subscription": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"],
 }
 
 # The systems and codes are clinical_facts' own, so that what is documented is what routing reads.
@@ -48,6 +49,23 @@ ROUTING_FACTS_DOCUMENTATION = (
 )
 
 
+# R4's CapabilityStatement has no element for _sort keys or result parameters: the resource's documentation says
+# them, from the same table search.py applies.
+_SEARCH_DOCUMENTATION = (
+    "Search answers _count (0 gives the total only), _offset, _total (none | estimate | accurate), _summary "
+    "(count | data | false), _elements (the result is tagged SUBSETTED) and _sort on: {sorts} (a leading - sorts "
+    "descending). An unknown or unsupported parameter, modifier or _include is a 400 OperationOutcome, or is "
+    "ignored (and left out of the self link) under Prefer: handling=lenient."
+)
+
+
+def _search_param(param) -> dict:
+    entry = {"name": param.name, "type": param.type}
+    if param.modifiers:
+        entry["documentation"] = "Modifiers: " + ", ".join(f":{m}" for m in param.modifiers) + "."
+    return entry
+
+
 def capability_statement(*, base_url: str, token_url: str) -> dict:
     resources = []
     # The router's own table (route_table.py), so the statement cannot drift from what is served.
@@ -57,21 +75,26 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
             "type": resource_type,
             "interaction": [{"code": "search-type" if i == "search" else "history-instance" if i == "history" else i}
                             for i in sorted(interactions)],
-            "versioning": "versioned",
-            "readHistory": True,
+            "versioning": "versioned" if "vread" in interactions else "no-version",
+            "readHistory": "history" in interactions,
             "updateCreate": False,
-            "conditionalCreate": "create" in interactions,
+            "conditionalCreate": "create" in interactions and not served.own,
         }
+        if served.operations:
+            entry["operation"] = [{"name": name, "definition": url} for name, url, _ in served.operations]
         if resource_type in PROFILES:
             entry["supportedProfile"] = PROFILES[resource_type]
         if resource_type == "ServiceRequest":
             entry["documentation"] = ROUTING_FACTS_DOCUMENTATION
         if "search" in interactions:
-            entry["searchParam"] = [{"name": name, "type": kind} for name, kind in served.search_params]
+            entry["searchParam"] = [_search_param(param) for param in served.search_params]
+            entry["searchInclude"] = list(served.includes)
+            entry["searchRevInclude"] = list(served.revincludes)
         if served.network:
             entry["documentation"] = "Read-only view of the hub's community network (search lists the network)."
-        elif "search" in interactions:
-            entry["searchInclude"] = list(served.includes)
+        if "search" in interactions:
+            sorts = ", ".join(served.sorts) or "none"
+            entry["documentation"] = (entry.get("documentation", "") + " " + _SEARCH_DOCUMENTATION.format(sorts=sorts)).strip()
         resources.append(entry)
     return {
         "resourceType": "CapabilityStatement",

@@ -237,13 +237,13 @@ def followups_run(
             rows = {row.pk: row for row in locked}
             try:
                 with transaction.atomic():  # one savepoint for all: handlers that succeed pay none of their own
-                    ran, taken, outcomes = _handlers_run(left, rows, at, started, budget_seconds, each_apart=False)
+                    ran, rest, outcomes = _handlers_run(left, rows, at, started, budget_seconds, each_apart=False)
             except _HandlerFailed:
                 rows = {row.pk: row for row in FollowUp.objects.filter(pk__in=list(rows))}  # still locked by us
-                ran, taken, outcomes = _handlers_run(left, rows, at, started, budget_seconds, each_apart=True)
+                ran, rest, outcomes = _handlers_run(left, rows, at, started, budget_seconds, each_apart=True)
             _outcomes_write(ran)
         results += outcomes
-        left = left[taken:]
+        left = rest
     return results
 
 
@@ -253,6 +253,11 @@ class _HandlerFailed(Exception):
 
 def _handlers_run(left, rows, at, started, budget_seconds, *, each_apart: bool):
     ran, outcomes, taken = [], [], 0
+    # In subscription order (a stable sort: each subscription's rows keep theirs): a delivery attempt takes its
+    # subscription's turn (an advisory lock held to the commit), and two chunks that took two subscriptions' turns
+    # in opposite orders would deadlock.
+    order = {i: n for n, i in enumerate(left)}
+    left = sorted(left, key=lambda i: (getattr(rows.get(i), "subscription_id", None) or 0, order[i]))
     for followup_id in left:
         if taken and time.monotonic() - started > budget_seconds:
             break
@@ -267,7 +272,7 @@ def _handlers_run(left, rows, at, started, budget_seconds, *, each_apart: bool):
             continue
         ran.append(row)
         outcomes.append((followup_id, outcome))
-    return ran, taken, outcomes
+    return ran, left[taken:], outcomes
 
 
 def _outcomes_write(rows: list[FollowUp]) -> None:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('fhir_bridge', '0006_fill_clinical_facts'),
+        ('fhir_bridge', '0007_fill_token_forms'),
     ]
 
     operations = [
