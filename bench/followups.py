@@ -17,7 +17,8 @@
    first due to the last done: a sweep interval longer than the load itself), and the lag from due to done
    (p50, p99, max); it keeps up when all are done and none lags more than the sweep interval and 5 s.
 
-3. **Notifications.** ``--clinics`` clinics, each with a referral and a rest-hook subscription to the local
+3. **Notifications** (out of date: main's fan-out notifies once per Task version, and these changes write
+   none; see bench/README.md). ``--clinics`` clinics, each with a referral and a rest-hook subscription to the local
    receiver; Task changes at ``--notify-rate`` per second for ``--notify-seconds`` s, as the domain makes them
    (event rows written in the change's transaction, the outbox's fan-out enqueued on its commit; the Task's
    re-rendering is left out: the intake and routing benchmarks time it), and the sweep every 10 s as beat would.
