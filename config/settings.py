@@ -42,6 +42,10 @@ INSTALLED_APPS = [
     "referrals",
     "fhir_bridge",
     "notifications",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_htmx",
+    "portal",
 ]
 
 MIDDLEWARE = [
@@ -50,6 +54,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): the portal's second factor
+    "django_htmx.middleware.HtmxMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -125,6 +131,25 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+
+# --- The portal: sign-in, password reset by e-mail, the optional TOTP second factor -------------------------------
+LOGIN_URL = "portal:login"
+LOGIN_REDIRECT_URL = "portal:offers"
+LOGOUT_REDIRECT_URL = "portal:login"
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3600, minimum=300)  # a reset link lives an hour
+OTP_TOTP_ISSUER = "Exercise-referral hub"
+# E-mail (password resets): SMTP in production; the embedded run (DEBUG) prints them on the console instead.
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "hub@localhost")
 
 # --- DRF: an adapter for the FHIR handlers, nothing more ------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -15,6 +15,7 @@ urlpatterns = [
     path("healthz", healthz),
     path("auth/token", token_view, name="smart-token"),
     path("api/admin/", include("referrals.urls")),
+    path("portal/", include("portal.urls")),
     re_path(r"^fhir/?$", FhirView.as_view(), name="fhir-base"),
     re_path(r"^fhir/(?P<path>.+)$", FhirView.as_view(), name="fhir"),
 ]

@@ -1,0 +1,277 @@
+"""The therapists' web app: each view parses, calls one domain service (or selector) and renders.
+
+Who may see what is decided once, in ``portal_view``: a signed-in user with a portal Account, past the second
+factor when they enrolled one. Everything an account reaches is scoped in portal/selectors.py; an id that is
+not theirs is a 404.
+"""
+
+import functools
+import logging
+
+import segno
+from django.contrib.auth import views as auth_views
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponseNotAllowed
+from django.shortcuts import redirect, render
+from django.urls import reverse, reverse_lazy
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
+from django_otp import login as otp_login
+from django_otp import user_has_device
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from portal import selectors
+from portal.forms import DeclineForm, ReasonForm, TokenForm, VersionForm
+from referrals.offers import OfferConflict, OfferRuleError, offer_accept, offer_decline
+from referrals.services import ReferralConflict, ReferralRuleError
+
+try:  # the records engineer's case transitions (issue 9's contract); the case page offers them once they exist
+    from referrals import cases as case_services
+except ImportError:  # pragma: no cover - until referrals/cases.py lands on main
+    case_services = None
+
+logger = logging.getLogger(__name__)
+
+
+def _safe_next(request, fallback: str) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return target
+    return fallback
+
+
+def portal_view(view):
+    """Sign-in, then the portal account, then (when the user enrolled one) the second factor."""
+
+    @functools.wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect(f"{reverse('portal:login')}?next={request.path}")
+        if user_has_device(request.user) and not request.user.is_verified():
+            return redirect(f"{reverse('portal:verify')}?next={request.path}")
+        account = selectors.account_get(user=request.user)
+        if account is None:
+            return render(request, "portal/no_account.html", status=403)
+        request.account = account
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+# --- Sign-in ----------------------------------------------------------------------------------------------------
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "portal/login.html"
+    redirect_authenticated_user = True
+
+
+def verify(request):
+    """The second factor, after the password, for a user who enrolled a TOTP device."""
+    if not request.user.is_authenticated:
+        return redirect("portal:login")
+    device = TOTPDevice.objects.devices_for_user(request.user, confirmed=True).first()
+    if device is None or request.user.is_verified():
+        return redirect(_safe_next(request, reverse("portal:offers")))
+    form = TokenForm(request.POST or None, device=device)
+    if request.method == "POST" and form.is_valid():
+        otp_login(request, device)
+        return redirect(_safe_next(request, reverse("portal:offers")))
+    return render(request, "portal/verify.html", {"form": form, "next": _safe_next(request, "")})
+
+
+password_reset = auth_views.PasswordResetView.as_view(
+    template_name="registration/password_reset_form.html",
+    email_template_name="registration/password_reset_email.txt",
+    subject_template_name="registration/password_reset_subject.txt",
+    success_url=reverse_lazy("portal:password_reset_done"),
+)
+password_reset_done = auth_views.PasswordResetDoneView.as_view(template_name="registration/password_reset_done.html")
+password_reset_confirm = auth_views.PasswordResetConfirmView.as_view(
+    template_name="registration/password_reset_confirm.html", success_url=reverse_lazy("portal:password_reset_complete")
+)
+password_reset_complete = auth_views.PasswordResetCompleteView.as_view(
+    template_name="registration/password_reset_complete.html"
+)
+
+
+@portal_view
+def account(request):
+    """The account page: who this is, whom they act for, and the second factor (enrol, confirm, turn off)."""
+    user = request.user
+    confirmed = TOTPDevice.objects.devices_for_user(user, confirmed=True).first()
+    pending = TOTPDevice.objects.devices_for_user(user, confirmed=False).first()
+    form = None
+    if request.method == "POST":
+        action = request.POST.get("action")
+        if action == "enrol" and confirmed is None:
+            TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+            TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
+            return redirect("portal:account")
+        if action == "confirm" and pending is not None:
+            form = TokenForm(request.POST, device=pending)
+            if form.is_valid():
+                pending.confirmed = True
+                pending.save(update_fields=["confirmed"])
+                otp_login(request, pending)  # this session has just proved the factor
+                return redirect("portal:account")
+        elif action == "disable" and confirmed is not None:
+            form = TokenForm(request.POST, device=confirmed)
+            if form.is_valid():
+                TOTPDevice.objects.filter(user=user).delete()
+                return redirect("portal:account")
+    qr = None
+    if pending is not None:
+        qr = segno.make(pending.config_url, error="m").svg_inline(scale=4, dark="#111", light="#fff")
+    return render(
+        request,
+        "portal/account.html",
+        {
+            "account": request.account,
+            "confirmed": confirmed,
+            "pending": pending,
+            "qr_svg": qr,
+            "secret": pending and _base32(pending.bin_key),
+            "form": form or TokenForm(device=None),
+        },
+    )
+
+
+def _base32(key: bytes) -> str:
+    import base64
+
+    return base64.b32encode(key).decode().rstrip("=")
+
+
+# --- Offers -----------------------------------------------------------------------------------------------------
+
+
+@portal_view
+def offers(request):
+    return render(request, "portal/offers.html", {"cards": selectors.offers_for_account(account=request.account)})
+
+
+def _answered(request, offer, *, status=409):
+    answer = selectors.offer_answer_get(offer=offer)
+    template = "portal/_offer_answered.html" if request.htmx else "portal/offer_answered.html"
+    # htmx swaps only 2xx answers into the page; a plain form post gets the honest status.
+    return render(request, template, {"offer": offer, "answer": answer}, status=200 if request.htmx else status)
+
+
+@portal_view
+@require_POST
+def offer_accept_view(request, offer_id: int):
+    offer = selectors.offer_for_account(account=request.account, offer_id=offer_id)
+    if offer is None:
+        raise Http404("No such offer")
+    try:
+        offer_accept(offer=offer, actor=request.account.actor)
+    except (OfferConflict, OfferRuleError, ReferralConflict, ReferralRuleError):
+        # Someone answered first (their manager, or the deadline): say who and when, change nothing.
+        return _answered(request, offer)
+    target = reverse("portal:case", args=[offer.referral_id])
+    return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
+
+
+@portal_view
+def offer_decline_view(request, offer_id: int):
+    offer = selectors.offer_for_account(account=request.account, offer_id=offer_id)
+    if offer is None:
+        raise Http404("No such offer")
+    if request.method not in ("GET", "POST"):
+        return HttpResponseNotAllowed(["GET", "POST"])
+    form = DeclineForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            offer_decline(offer=offer, reason=form.reason_text(), actor=request.account.actor)
+        except (OfferConflict, OfferRuleError, ReferralConflict, ReferralRuleError):
+            return _answered(request, offer)
+        target = reverse("portal:offers")
+        return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
+    card = selectors.offer_card(account=request.account, offer_id=offer_id)
+    if card.status != "requested":
+        return _answered(request, offer)
+    template = "portal/_decline_form.html" if request.htmx else "portal/offer_decline.html"
+    status = 400 if form.errors and not request.htmx else 200  # htmx swaps only 2xx answers
+    return render(request, template, {"card": card, "form": form}, status=status)
+
+
+# --- Cases ------------------------------------------------------------------------------------------------------
+
+
+@portal_view
+def cases(request):
+    show_closed = request.GET.get("closed") == "1"
+    paginator = Paginator(selectors.cases_for_account(account=request.account, open_only=not show_closed), selectors.CASES_PER_PAGE)
+    page = paginator.get_page(request.GET.get("page"))
+    return render(request, "portal/cases.html", {"page": page, "show_closed": show_closed})
+
+
+# What the case page may do, through the records engineer's services (referrals/cases.py): the form each needs.
+CASE_ACTIONS = {
+    "first-contact": ("case_first_contact", VersionForm, "Record first contact"),
+    "start": ("case_start", VersionForm, "Mark in progress"),
+    "hold": ("case_hold", ReasonForm, "Put on hold"),
+    "resume": ("case_resume", VersionForm, "Resume"),
+    "discharge": ("case_discharge", VersionForm, "Discharge (completed)"),
+    "fail": ("case_fail", ReasonForm, "Close as failed"),
+}
+
+
+def _case_version(view) -> int | None:
+    """The version a case form is built from: the referral's own counter once the records services add one,
+    else the referral Task's version (one per change, as the contract says)."""
+    version = getattr(view.referral, "version", None)
+    return version if version is not None else view.task_version
+
+
+def _case_page(request, offer, *, action_errors=None, status=200):
+    view = selectors.case_view(offer=offer)
+    version = _case_version(view)
+    actions = []
+    if case_services is not None:
+        for key, (name, form_class, label) in CASE_ACTIONS.items():
+            if hasattr(case_services, name):
+                form = (action_errors or {}).get(key) or form_class(initial={"expected_version": version})
+                actions.append({"key": key, "label": label, "form": form})
+    return render(request, "portal/case.html", {"case": view, "actions": actions, "version": version}, status=status)
+
+
+@portal_view
+def case(request, referral_id: int):
+    offer = selectors.case_for_account(account=request.account, referral_id=referral_id)
+    if offer is None:
+        raise Http404("No such case")
+    return _case_page(request, offer)
+
+
+@portal_view
+@require_POST
+def case_action(request, referral_id: int, action: str):
+    offer = selectors.case_for_account(account=request.account, referral_id=referral_id)
+    if offer is None or action not in CASE_ACTIONS or case_services is None:
+        raise Http404("No such case or action")
+    name, form_class, _ = CASE_ACTIONS[action]
+    service = getattr(case_services, name, None)
+    if service is None:
+        raise Http404("No such action")
+    form = form_class(request.POST)
+    if form.is_valid():
+        values = dict(form.cleaned_data)
+        try:
+            service(referral=offer.referral, actor=request.account.actor, **values)
+        except ReferralConflict:
+            form.add_error(None, "Someone changed this case while you had it open. Here it is as it is now; "
+                                 "check it and try again.")
+        except ReferralRuleError as error:
+            if getattr(error, "code", "") == "stale":
+                form.add_error(None, "Someone changed this case while you had it open. Here it is as it is "
+                                     "now; check it and try again.")
+            else:
+                form.add_error(getattr(error, "field", "") if getattr(error, "field", "") in form.fields else None, str(error))
+        else:
+            return redirect("portal:case", referral_id=referral_id)
+    # Refused: the page as it is now, with the form's errors in place (a stale form gets the new version).
+    offer = selectors.case_for_account(account=request.account, referral_id=referral_id)
+    return _case_page(request, offer, action_errors={action: form}, status=409 if form.non_field_errors() else 400)
