@@ -5,9 +5,9 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from network.models import Account
+from network.models import Account, ConditionCodeMap, ConditionGroup, CredentialType
 from referrals.offers import referral_route
-from tests.network.factories import OrganizationFactory, RoleFactory, SiteFactory, credential_give, km_north, referral_make
+from tests.network.factories import ICD, OrganizationFactory, RoleFactory, SiteFactory, credential_give, km_north, referral_make
 from tests.referrals.conftest import CARDIAC_PATIENT
 
 PASSWORD = "correct horse battery staple"  # noqa: S105 - a test user's
@@ -61,3 +61,13 @@ def offer(clinic, practice):
     practice.roles[1].accepting = False
     practice.roles[1].save(update_fields=["accepting"])
     return offer_make(clinic, practice.roles[0])
+
+
+def qualification_data():
+    """The rows the fill migration seeds, again: a transactional test may find them flushed by an earlier one."""
+    group, _ = ConditionGroup.objects.get_or_create(
+        slug="cardiovascular", defaults={"name": "Cardiovascular", "cardiometabolic_renal": True, "min_risk_tier": 2}
+    )
+    ConditionCodeMap.objects.get_or_create(system=ICD, code="I25", match="prefix", group=group)
+    cep, _ = CredentialType.objects.get_or_create(slug="acsm-cep", defaults={"name": "ACSM-CEP", "max_risk_tier": 3})
+    cep.condition_groups.add(group)

@@ -4,11 +4,9 @@ import pytest
 from django.conf import settings
 from django.urls import reverse
 
-from network.models import ConditionCodeMap, ConditionGroup, CredentialType
 from referrals.models import Clinic, Offer, OfferEvent, OfferStatus, Referral, ReferralStatus
 from tests.conftest import fire_at_once
-from tests.portal.conftest import offer_make, signed_in
-from tests.network.factories import ICD
+from tests.portal.conftest import offer_make, qualification_data, signed_in
 
 pytestmark = [
     pytest.mark.postgres,
@@ -20,19 +18,9 @@ pytestmark = [
 ]
 
 
-def _qualification_data():
-    # A transactional test may find the tables that the fill migration seeded flushed by an earlier one.
-    group, _ = ConditionGroup.objects.get_or_create(
-        slug="cardiovascular", defaults={"name": "Cardiovascular", "cardiometabolic_renal": True, "min_risk_tier": 2}
-    )
-    ConditionCodeMap.objects.get_or_create(system=ICD, code="I25", match="prefix", group=group)
-    cep, _ = CredentialType.objects.get_or_create(slug="acsm-cep", defaults={"name": "ACSM-CEP", "max_risk_tier": 3})
-    cep.condition_groups.add(group)
-
-
 @pytest.mark.parametrize("rounds", [5])
 def test_therapist_and_manager_at_once_exactly_one_wins(request, rounds):
-    _qualification_data()
+    qualification_data()
     practice = request.getfixturevalue("practice")
     practice.roles[1].accepting = False
     practice.roles[1].save(update_fields=["accepting"])
