@@ -23,8 +23,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from portal import selectors
 from portal.forms import DeclineForm, ReasonForm, TokenForm, VersionForm
-from referrals.offers import OfferConflict, OfferRuleError, offer_accept, offer_decline
-from referrals.services import ReferralConflict, ReferralRuleError
+from referrals.errors import DomainError, ErrorCode
+from referrals.offers import offer_accept, offer_decline
 
 try:  # the records engineer's case transitions (issue 9's contract); the case page offers them once they exist
     from referrals import cases as case_services
@@ -167,7 +167,7 @@ def offer_accept_view(request, offer_id: int):
         raise Http404("No such offer")
     try:
         offer_accept(offer=offer, actor=request.account.actor)
-    except (OfferConflict, OfferRuleError, ReferralConflict, ReferralRuleError):
+    except DomainError:
         # Someone answered first (their manager, or the deadline): say who and when, change nothing.
         return _answered(request, offer)
     target = reverse("portal:case", args=[offer.referral_id])
@@ -185,7 +185,7 @@ def offer_decline_view(request, offer_id: int):
     if request.method == "POST" and form.is_valid():
         try:
             offer_decline(offer=offer, reason=form.reason_text(), actor=request.account.actor)
-        except (OfferConflict, OfferRuleError, ReferralConflict, ReferralRuleError):
+        except DomainError:
             return _answered(request, offer)
         target = reverse("portal:offers")
         return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
@@ -261,15 +261,12 @@ def case_action(request, referral_id: int, action: str):
         values = dict(form.cleaned_data)
         try:
             service(referral=offer.referral, actor=request.account.actor, **values)
-        except ReferralConflict:
-            form.add_error(None, "Someone changed this case while you had it open. Here it is as it is now; "
-                                 "check it and try again.")
-        except ReferralRuleError as error:
-            if getattr(error, "code", "") == "stale":
+        except DomainError as error:
+            if error.code in (ErrorCode.STALE, ErrorCode.CONFLICT):
                 form.add_error(None, "Someone changed this case while you had it open. Here it is as it is "
                                      "now; check it and try again.")
             else:
-                form.add_error(getattr(error, "field", "") if getattr(error, "field", "") in form.fields else None, str(error))
+                form.add_error(error.field if error.field in form.fields else None, str(error))
         else:
             return redirect("portal:case", referral_id=referral_id)
     # Refused: the page as it is now, with the form's errors in place (a stale form gets the new version).
