@@ -56,14 +56,114 @@ class TokenForm(forms.Form):
         return token
 
 
-class ReasonForm(forms.Form):
+# --- Case records (the records engineer's referrals/records.py and referrals/cases.py) ------------------------
+
+ATTENDANCE = [("attended", "Attended"), ("no-show", "No-show"), ("cancelled", "Cancelled")]
+COMPONENTS = ["aerobic", "resistance", "flexibility", "balance"]
+
+
+class LocalMoment(forms.DateTimeField):
+    """A date and time as a phone's picker gives it (no zone), read in the site's time zone."""
+
+    widget = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("input_formats", ["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"])
+        super().__init__(*args, **kwargs)
+
+
+class CaseForm(forms.Form):
+    """Every case form carries the case's version it was built from; the service refuses a stale one."""
+
+    expected_version = forms.IntegerField(widget=forms.HiddenInput, min_value=1)
+
+    def __init__(self, *args, tz=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tz = tz
+
+    def _aware(self, moment):
+        import datetime as dt
+
+        if moment is None or self.tz is None:
+            return moment
+        return moment.replace(tzinfo=None).replace(tzinfo=self.tz) if isinstance(moment, dt.datetime) else moment
+
+    def values(self) -> dict:
+        """The cleaned values as the service takes them (moments in the site's time zone)."""
+        return {k: self._aware(v) for k, v in self.cleaned_data.items()}
+
+
+class VersionForm(CaseForm):
+    """A case change without values: only the version of the case the page was built from."""
+
+
+class ReasonForm(CaseForm):
     """A case change that needs a reason (on hold, failed): the PA Task's statusReason."""
 
     reason = forms.CharField(max_length=500, widget=forms.Textarea(attrs={"rows": 2}))
-    expected_version = forms.IntegerField(widget=forms.HiddenInput)
 
 
-class VersionForm(forms.Form):
-    """A case change without values: only the version of the case the page was built from."""
+class FirstContactForm(CaseForm):
+    contacted_at = LocalMoment(label="Contacted at")
 
-    expected_version = forms.IntegerField(widget=forms.HiddenInput)
+
+class ScheduleForm(CaseForm):
+    starts_at = LocalMoment(label="Session at")
+
+
+class CheckinForm(CaseForm):
+    """PAVS as it asks: days a week of moderate or greater activity, times minutes a day; strength days a week."""
+
+    date = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), label="Reported on")
+    days_per_week = forms.IntegerField(min_value=0, max_value=7, label="Days a week")
+    minutes_per_day = forms.IntegerField(min_value=0, max_value=1440, label="Minutes a day")
+    strength_days_per_week = forms.IntegerField(min_value=0, max_value=7, required=False, label="Strength days a week")
+
+
+class SessionForm(CaseForm):
+    """One form records a session: how it went and, when attended, the work done. Prefilled from the program,
+    so that an ordinary session is: open the case, tap Attended (the default), tap Record."""
+
+    attendance = forms.ChoiceField(choices=ATTENDANCE, widget=forms.RadioSelect, initial="attended")
+    starts_at = LocalMoment(label="When")
+    duration_minutes = forms.IntegerField(min_value=1, max_value=600, required=False, label="Minutes")
+    hr_average = forms.IntegerField(min_value=20, max_value=250, required=False, label="Average heart rate")
+    hr_peak = forms.IntegerField(min_value=20, max_value=250, required=False, label="Peak heart rate")
+    rpe = forms.IntegerField(min_value=0, max_value=10, required=False, label="RPE (0-10)")
+    notes = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for kind in COMPONENTS:
+            self.fields[f"{kind}_minutes"] = forms.IntegerField(min_value=0, max_value=600, required=False, label="Minutes")
+            self.fields[f"{kind}_sets"] = forms.IntegerField(min_value=0, max_value=100, required=False, label="Sets")
+            self.fields[f"{kind}_reps"] = forms.IntegerField(min_value=0, max_value=1000, required=False, label="Reps")
+            self.fields[f"{kind}_load_kg"] = forms.FloatField(min_value=0, max_value=1000, required=False, label="Load kg")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("attendance") == "attended" and data.get("duration_minutes") is None:
+            self.add_error("duration_minutes", "How many minutes did the session last?")
+        return data
+
+    def component_rows(self):
+        """The per-component fields, grouped for the template."""
+        return [
+            (kind, [self[f"{kind}_{part}"] for part in ("minutes", "sets", "reps", "load_kg")]) for kind in COMPONENTS
+        ]
+
+    def values(self) -> dict:
+        from referrals.records import SessionWork
+
+        data = super().values()
+        work = []
+        for kind in COMPONENTS:
+            parts = {part: data.pop(f"{kind}_{part}", None) for part in ("minutes", "sets", "reps", "load_kg")}
+            if any(v is not None for v in parts.values()):
+                work.append(SessionWork(kind=kind, **parts))
+        if data["attendance"] != "attended":  # a missed session carries no work: the service refuses any
+            for name in ("duration_minutes", "hr_average", "hr_peak", "rpe"):
+                data[name] = None
+            work = []
+        data["components"] = work
+        return data

@@ -12,13 +12,16 @@ Each page costs a fixed number of queries, whatever the number of offers or case
 """
 
 import datetime as dt
+import zoneinfo
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from fhir_bridge.models import StoredResource
 from network.models import Account, ConditionGroup
+from referrals import selectors as referral_selectors
 from referrals.models import OPEN_STATUSES, Offer, OfferEvent, OfferStatus, Referral, ReferralEvent
 
 CASES_PER_PAGE = 50
@@ -202,6 +205,26 @@ class CaseView:
     contact: dict  # from the EHR's Patient: {"phone": [...], "email": [...], "address": [...]}
     task_version: int | None
     events: list[ReferralEvent]
+    time_zone: zoneinfo.ZoneInfo = zoneinfo.ZoneInfo("UTC")
+    # The records (referrals.selectors.case_record and case_dose), where the domain has them: None before.
+    record: object | None = None
+    dose: object | None = None
+
+    @property
+    def program(self):
+        return getattr(self.record, "program", None)
+
+    @property
+    def recent_sessions(self) -> list:
+        return list(reversed(self.record.sessions[-10:])) if self.record else []
+
+    @property
+    def recent_checkins(self) -> list:
+        return list(reversed(self.record.checkins[-5:])) if self.record else []
+
+    @property
+    def recent_weeks(self) -> list:
+        return list(reversed(self.dose.weeks[-6:])) if self.dose else []
 
 
 def case_for_account(*, account: Account, referral_id: int) -> Offer | None:
@@ -241,6 +264,11 @@ def case_view(*, offer: Offer) -> CaseView:
     patient = resources.get("Patient")
     task = resources.get("Task")
     groups = _group_names()
+    time_zone = case_time_zone(referral=referral)
+    record = dose = None
+    if hasattr(referral_selectors, "case_record"):
+        record = referral_selectors.case_record(referral)
+        dose = referral_selectors.case_dose(referral, time_zone)
     return CaseView(
         offer=offer,
         referral=referral,
@@ -249,4 +277,15 @@ def case_view(*, offer: Offer) -> CaseView:
         contact=_contact(patient.content if patient else None),
         task_version=task.version_id if task else None,
         events=list(ReferralEvent.objects.filter(referral_id=referral.pk).order_by("-id")[:20]),
+        time_zone=time_zone,
+        record=record,
+        dose=dose,
     )
+
+
+def case_time_zone(*, referral: Referral) -> zoneinfo.ZoneInfo:
+    """The zone a case's times are read and shown in: its site's (referrals.selectors.case_time_zone, once the
+    records add Site.time_zone), else the hub's default, else UTC."""
+    if hasattr(referral_selectors, "case_time_zone"):
+        return referral_selectors.case_time_zone(referral)
+    return zoneinfo.ZoneInfo(getattr(settings, "HUB_DEFAULT_TIME_ZONE", "UTC"))

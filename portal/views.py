@@ -14,6 +14,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
@@ -22,14 +23,24 @@ from django_otp import user_has_device
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from portal import selectors
-from portal.forms import DeclineForm, ReasonForm, TokenForm, VersionForm
+from portal.forms import (
+    CheckinForm,
+    DeclineForm,
+    FirstContactForm,
+    ReasonForm,
+    ScheduleForm,
+    SessionForm,
+    TokenForm,
+    VersionForm,
+)
 from referrals.errors import DomainError, ErrorCode
 from referrals.offers import offer_accept, offer_decline
 
-try:  # the records engineer's case transitions (issue 9's contract); the case page offers them once they exist
+try:  # the records engineer's case transitions and records (issue 9's contract); offered once they exist
     from referrals import cases as case_services
-except ImportError:  # pragma: no cover - until referrals/cases.py lands on main
-    case_services = None
+    from referrals import records as record_services
+except ImportError:  # pragma: no cover - until referrals/cases.py and records.py land on main
+    case_services = record_services = None
 
 logger = logging.getLogger(__name__)
 
@@ -208,20 +219,50 @@ def cases(request):
     return render(request, "portal/cases.html", {"page": page, "show_closed": show_closed})
 
 
-# What the case page may do, through the records engineer's services (referrals/cases.py): the form each needs.
+# What the case page may do: (the domain module, its service, the form, the button). Recording a session comes
+# first: on a phone at the gym it is the form a therapist opens most.
 CASE_ACTIONS = {
-    "first-contact": ("case_first_contact", VersionForm, "Record first contact"),
-    "start": ("case_start", VersionForm, "Mark in progress"),
-    "hold": ("case_hold", ReasonForm, "Put on hold"),
-    "resume": ("case_resume", VersionForm, "Resume"),
-    "discharge": ("case_discharge", VersionForm, "Discharge (completed)"),
-    "fail": ("case_fail", ReasonForm, "Close as failed"),
+    "session": ("records", "session_record", SessionForm, "Record session"),
+    "checkin": ("records", "checkin_record", CheckinForm, "Record PAVS check-in"),
+    "schedule": ("records", "session_schedule", ScheduleForm, "Book a session"),
+    "first-contact": ("cases", "case_first_contact", FirstContactForm, "Record first contact"),
+    "start": ("cases", "case_start", VersionForm, "Mark in progress"),
+    "hold": ("cases", "case_hold", ReasonForm, "Put on hold"),
+    "resume": ("cases", "case_resume", VersionForm, "Resume"),
+    "discharge": ("cases", "case_discharge", VersionForm, "Discharge (completed)"),
+    "fail": ("cases", "case_fail", ReasonForm, "Close as failed"),
+}
+# Which of them a case in each status offers (the PA state machine, as referrals/cases.py enforces it).
+ACTIONS_BY_STATUS = {
+    "accepted": ["session", "schedule", "first-contact", "checkin", "start", "discharge", "fail"],
+    "in-progress": ["session", "checkin", "schedule", "hold", "discharge", "fail"],
+    "on-hold": ["resume", "checkin", "fail"],
 }
 
 
+def _service(action: str):
+    module_name, name, _, _ = CASE_ACTIONS[action]
+    module = {"cases": case_services, "records": record_services}[module_name]
+    return getattr(module, name, None) if module is not None else None
+
+
+def _initial(action: str, view, version) -> dict:
+    """What a fresh form shows: the version, now (in the site's time zone), and the program's usual dose."""
+    initial = {"expected_version": version}
+    now = timezone.now().astimezone(view.time_zone).replace(tzinfo=None, second=0, microsecond=0)
+    initial.update(starts_at=now, contacted_at=now, date=now.date())
+    if action == "session" and view.program is not None:
+        minutes = 0
+        for component in view.program.components.all():
+            minutes += component.minutes or 0
+            initial[f"{component.kind}_minutes"] = component.minutes
+        initial["duration_minutes"] = minutes or None
+    return initial
+
+
 def _case_version(view) -> int | None:
-    """The version a case form is built from: the referral's own counter once the records services add one,
-    else the referral Task's version (one per change, as the contract says)."""
+    """The version a case form is built from: the referral's own counter (the records' Referral.version), else
+    the referral Task's version."""
     version = getattr(view.referral, "version", None)
     return version if version is not None else view.task_version
 
@@ -230,11 +271,12 @@ def _case_page(request, offer, *, action_errors=None, status=200):
     view = selectors.case_view(offer=offer)
     version = _case_version(view)
     actions = []
-    if case_services is not None:
-        for key, (name, form_class, label) in CASE_ACTIONS.items():
-            if hasattr(case_services, name):
-                form = (action_errors or {}).get(key) or form_class(initial={"expected_version": version})
-                actions.append({"key": key, "label": label, "form": form})
+    for key in ACTIONS_BY_STATUS.get(view.referral.status, []):
+        if _service(key) is None:
+            continue
+        _, _, form_class, label = CASE_ACTIONS[key]
+        form = (action_errors or {}).get(key) or form_class(initial=_initial(key, view, version), tz=view.time_zone)
+        actions.append({"key": key, "label": label, "form": form, "open": key in (action_errors or {})})
     return render(request, "portal/case.html", {"case": view, "actions": actions, "version": version}, status=status)
 
 
@@ -250,25 +292,30 @@ def case(request, referral_id: int):
 @require_POST
 def case_action(request, referral_id: int, action: str):
     offer = selectors.case_for_account(account=request.account, referral_id=referral_id)
-    if offer is None or action not in CASE_ACTIONS or case_services is None:
+    if offer is None or action not in CASE_ACTIONS:
         raise Http404("No such case or action")
-    name, form_class, _ = CASE_ACTIONS[action]
-    service = getattr(case_services, name, None)
+    service = _service(action)
     if service is None:
         raise Http404("No such action")
-    form = form_class(request.POST)
+    form = CASE_ACTIONS[action][2](request.POST, tz=selectors.case_time_zone(referral=offer.referral))
     if form.is_valid():
-        values = dict(form.cleaned_data)
         try:
-            service(referral=offer.referral, actor=request.account.actor, **values)
+            service(referral=offer.referral, actor=request.account.actor, **form.values())
         except DomainError as error:
             if error.code in (ErrorCode.STALE, ErrorCode.CONFLICT):
-                form.add_error(None, "Someone changed this case while you had it open. Here it is as it is "
-                                     "now; check it and try again.")
+                form.add_error(None, "Someone changed this case while you had it open, so nothing was saved. "
+                                     "Here it is as it is now: check it, then send your form again.")
+                # the form again, on the current version, with what was typed
+                data = request.POST.copy()
+                data["expected_version"] = str(_case_version(selectors.case_view(offer=offer)) or "")
+                errors = form.errors
+                form = CASE_ACTIONS[action][2](data, tz=form.tz)
+                form.is_valid()
+                form._errors = errors
             else:
                 form.add_error(error.field if error.field in form.fields else None, str(error))
         else:
-            return redirect("portal:case", referral_id=referral_id)
-    # Refused: the page as it is now, with the form's errors in place (a stale form gets the new version).
+            return redirect(f"{reverse('portal:case', args=[referral_id])}#case-actions")
+    # Refused: the page as it is now, with the form's errors in place.
     offer = selectors.case_for_account(account=request.account, referral_id=referral_id)
     return _case_page(request, offer, action_errors={action: form}, status=409 if form.non_field_errors() else 400)
