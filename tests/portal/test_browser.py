@@ -140,6 +140,8 @@ def test_a_therapist_signs_in_declines_one_offer_accepts_another_and_opens_the_c
     shown = int(browser.find_element(By.ID, "task-version").text)
     assert shown == referral_task.version_id > 1
     assert PATIENT["patient_name"] in browser.find_element(By.TAG_NAME, "h1").text
+    if browser.find_elements(By.ID, "action-session"):  # the case records are on this branch
+        _session_and_checkin(browser, offer.referral_id, shown)
     _screenshots(browser, "case", screenshots)
 
     browser.find_element(By.LINK_TEXT, "Cases").click()
@@ -152,3 +154,32 @@ def test_a_therapist_signs_in_declines_one_offer_accepts_another_and_opens_the_c
     browser.find_element(By.CSS_SELECTOR, "#two-factor button[type=submit]").click()  # start TOTP enrolment
     _wait(browser, lambda d: d.find_elements(By.ID, "totp-key"))
     _screenshots(browser, "account", screenshots)
+
+
+def _session_and_checkin(browser, referral_id: int, version_before: int) -> None:
+    """Record the first session from the case page (its form is open, Attended chosen: the minutes and one tap),
+    then a PAVS check-in; the referral Task moves to in-progress with a new version each time."""
+    from selenium.webdriver.common.by import By
+
+    session = browser.find_element(By.ID, "action-session")
+    assert session.get_attribute("open") is not None
+    assert session.find_element(By.CSS_SELECTOR, "input[value=attended]").is_selected()
+    minutes = session.find_element(By.NAME, "duration_minutes")
+    minutes.clear()
+    minutes.send_keys("40")
+    session.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    _wait(browser, lambda d: int(d.find_element(By.ID, "task-version").text) > version_before)
+    referral = Referral.objects.get(pk=referral_id)
+    assert referral.status == ReferralStatus.IN_PROGRESS
+    task = StoredResource.objects.get(referral_id=referral_id, resource_type="Task")
+    assert task.content["status"] == "in-progress"
+    assert "40 min/week on average" in browser.find_element(By.ID, "dose").text
+    after_session = int(browser.find_element(By.ID, "task-version").text)
+
+    checkin = browser.find_element(By.ID, "action-checkin")
+    checkin.find_element(By.TAG_NAME, "summary").click()
+    checkin.find_element(By.NAME, "days_per_week").send_keys("3")
+    checkin.find_element(By.NAME, "minutes_per_day").send_keys("30")
+    checkin.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    _wait(browser, lambda d: "90 min/week" in d.find_element(By.ID, "latest-checkin").text)
+    assert int(browser.find_element(By.ID, "task-version").text) >= after_session
