@@ -167,3 +167,117 @@ class SessionForm(CaseForm):
             work = []
         data["components"] = work
         return data
+
+
+class AdverseEventForm(CaseForm):
+    """A red flag or adverse event: the physician is alerted at once (the follow-up engine reads its event)."""
+
+    KINDS = [("chest-pain", "Chest pain"), ("syncope", "Syncope (fainting)"), ("fall", "A fall"),
+             ("abnormal-bp", "Abnormal blood pressure"), ("abnormal-hr", "Abnormal heart rate"), ("other", "Other")]
+    occurred_at = LocalMoment(label="When")
+    kind = forms.ChoiceField(choices=KINDS, label="What happened")
+    severity = forms.ChoiceField(choices=[("mild", "Mild"), ("moderate", "Moderate"), ("severe", "Severe")])
+    serious = forms.BooleanField(required=False, label="Serious (hospital, life-threatening, disabling)")
+    description = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+    action_taken = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}),
+                                   label="What was done")
+    put_on_hold = forms.BooleanField(required=False, label="Put the case on hold")
+
+
+class AssessmentForm(CaseForm):
+    """One visit's assessment of one kind (static, dynamic or PROMs): a field per measure of that kind, in its
+    UCUM unit; the ones left empty were not measured."""
+
+    kind = ""  # set by the subclasses below
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from referrals.models import Measure
+        from referrals.records import ASSESSMENT_MEASURES, MEASURE_UNITS
+
+        self.fields["assessed_at"] = LocalMoment(label="When")
+        for code in [m for m in Measure if m in ASSESSMENT_MEASURES[self.kind]]:
+            self.fields[f"m_{code}"] = forms.FloatField(required=False, label=f"{code.label} ({MEASURE_UNITS[code]})")
+        self.fields["notes"] = forms.CharField(required=False, max_length=2000,
+                                               widget=forms.Textarea(attrs={"rows": 2}))
+
+    def clean(self):
+        data = super().clean()
+        if not any(data.get(name) is not None for name in self.fields if name.startswith("m_")):
+            raise forms.ValidationError("Give at least one measure.")
+        return data
+
+    def values(self) -> dict:
+        from referrals.records import MeasureValue
+
+        data = super().values()
+        measures = [MeasureValue(code=name[2:], value=data.pop(name)) for name in list(data)
+                    if name.startswith("m_") and data[name] is not None]
+        for name in [n for n in data if n.startswith("m_")]:
+            data.pop(name)
+        return {**data, "kind": self.kind, "measurements": measures}
+
+
+class StaticAssessmentForm(AssessmentForm):
+    kind = "static"
+
+
+class DynamicAssessmentForm(AssessmentForm):
+    kind = "dynamic"
+
+
+class PromAssessmentForm(AssessmentForm):
+    kind = "prom"
+
+
+class ProgramForm(CaseForm):
+    """The exercise program as FITT per component: frequency a week, intensity (a heart-rate range, RPE or a
+    percentage of 1RM, low to high), time in minutes, type. A component left without a frequency is not in the
+    program. Saving writes a new version of the program."""
+
+    INTENSITY = [("", "—"), ("hr-range", "Heart rate (beats/min)"), ("rpe", "RPE (0-10)"), ("pct-1rm", "% of 1RM")]
+    starts_on = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), label="Starts on")
+    ends_on = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), required=False, label="Ends on")
+    notes = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}),
+                            label="Progression notes")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for kind in COMPONENTS:
+            self.fields[f"{kind}_frequency"] = forms.IntegerField(min_value=1, max_value=14, required=False, label="Times a week")
+            self.fields[f"{kind}_minutes"] = forms.IntegerField(min_value=1, max_value=600, required=False, label="Minutes")
+            self.fields[f"{kind}_intensity_kind"] = forms.ChoiceField(choices=self.INTENSITY, required=False, label="Intensity")
+            self.fields[f"{kind}_intensity_low"] = forms.FloatField(required=False, label="From")
+            self.fields[f"{kind}_intensity_high"] = forms.FloatField(required=False, label="To")
+            self.fields[f"{kind}_type"] = forms.CharField(required=False, max_length=200, label="Type")
+
+    def component_rows(self):
+        parts = ("frequency", "minutes", "intensity_kind", "intensity_low", "intensity_high", "type")
+        return [(kind, [self[f"{kind}_{p}"] for p in parts]) for kind in COMPONENTS]
+
+    def clean(self):
+        data = super().clean()
+        chosen = [k for k in COMPONENTS if data.get(f"{k}_frequency") is not None]
+        if not chosen:
+            raise forms.ValidationError("Give at least one component a frequency.")
+        for kind in chosen:
+            if data.get(f"{kind}_minutes") is None:
+                self.add_error(f"{kind}_minutes", "How many minutes each time?")
+        return data
+
+    def values(self) -> dict:
+        from referrals.records import ComponentPlan
+
+        data = super().values()
+        components = []
+        for kind in COMPONENTS:
+            parts = {p: data.pop(f"{kind}_{p}", None)
+                     for p in ("frequency", "minutes", "intensity_kind", "intensity_low", "intensity_high", "type")}
+            if parts["frequency"] is None:
+                continue
+            components.append(ComponentPlan(
+                kind=kind, frequency_per_week=parts["frequency"], minutes=parts["minutes"],
+                intensity_kind=parts["intensity_kind"] or "", intensity_low=parts["intensity_low"],
+                intensity_high=parts["intensity_high"], type=parts["type"] or "",
+            ))
+        return {**data, "components": components}

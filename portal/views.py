@@ -24,7 +24,12 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from portal import selectors
 from portal.forms import (
+    AdverseEventForm,
     CheckinForm,
+    DynamicAssessmentForm,
+    ProgramForm,
+    PromAssessmentForm,
+    StaticAssessmentForm,
     DeclineForm,
     FirstContactForm,
     ReasonForm,
@@ -225,6 +230,11 @@ CASE_ACTIONS = {
     "session": ("records", "session_record", SessionForm, "Record session"),
     "checkin": ("records", "checkin_record", CheckinForm, "Record PAVS check-in"),
     "schedule": ("records", "session_schedule", ScheduleForm, "Book a session"),
+    "adverse-event": ("records", "adverse_event_record", AdverseEventForm, "Report an adverse event or red flag"),
+    "assess-static": ("records", "assessment_record", StaticAssessmentForm, "Assessment: static (vitals, body)"),
+    "assess-dynamic": ("records", "assessment_record", DynamicAssessmentForm, "Assessment: dynamic (function)"),
+    "assess-prom": ("records", "assessment_record", PromAssessmentForm, "Assessment: PROMs"),
+    "program": ("records", "program_set", ProgramForm, "Set the exercise program (FITT)"),
     "first-contact": ("cases", "case_first_contact", FirstContactForm, "Record first contact"),
     "start": ("cases", "case_start", VersionForm, "Mark in progress"),
     "hold": ("cases", "case_hold", ReasonForm, "Put on hold"),
@@ -233,10 +243,11 @@ CASE_ACTIONS = {
     "fail": ("cases", "case_fail", ReasonForm, "Close as failed"),
 }
 # Which of them a case in each status offers (the PA state machine, as referrals/cases.py enforces it).
+_RECORDS = ["assess-static", "assess-dynamic", "assess-prom", "program", "adverse-event"]
 ACTIONS_BY_STATUS = {
-    "accepted": ["session", "schedule", "first-contact", "checkin", "start", "discharge", "fail"],
-    "in-progress": ["session", "checkin", "schedule", "hold", "discharge", "fail"],
-    "on-hold": ["resume", "checkin", "fail"],
+    "accepted": ["session", "schedule", "first-contact", "checkin", *_RECORDS, "start", "discharge", "fail"],
+    "in-progress": ["session", "checkin", "schedule", *_RECORDS, "hold", "discharge", "fail"],
+    "on-hold": ["resume", "checkin", "assess-static", "assess-dynamic", "assess-prom", "adverse-event", "fail"],
 }
 
 
@@ -250,7 +261,13 @@ def _initial(action: str, view, version) -> dict:
     """What a fresh form shows: the version, now (in the site's time zone), and the program's usual dose."""
     initial = {"expected_version": version}
     now = timezone.now().astimezone(view.time_zone).replace(tzinfo=None, second=0, microsecond=0)
-    initial.update(starts_at=now, contacted_at=now, date=now.date())
+    initial.update(starts_at=now, contacted_at=now, occurred_at=now, assessed_at=now, date=now.date(),
+                   starts_on=now.date())
+    if action == "program" and view.program is not None:  # a new version starts from the current one
+        for c in view.program.components.all():
+            initial.update({f"{c.kind}_frequency": c.frequency_per_week, f"{c.kind}_minutes": c.minutes,
+                            f"{c.kind}_intensity_kind": c.intensity_kind, f"{c.kind}_intensity_low": c.intensity_low,
+                            f"{c.kind}_intensity_high": c.intensity_high, f"{c.kind}_type": c.type})
     if action == "session" and view.program is not None:
         minutes = 0
         for component in view.program.components.all():
@@ -298,11 +315,13 @@ def case_action(request, referral_id: int, action: str):
     if service is None:
         raise Http404("No such action")
     form = CASE_ACTIONS[action][2](request.POST, tz=selectors.case_time_zone(referral=offer.referral))
+    stale = False
     if form.is_valid():
         try:
             service(referral=offer.referral, actor=request.account.actor, **form.values())
         except DomainError as error:
             if error.code in (ErrorCode.STALE, ErrorCode.CONFLICT):
+                stale = True
                 form.add_error(None, "Someone changed this case while you had it open, so nothing was saved. "
                                      "Here it is as it is now: check it, then send your form again.")
                 # the form again, on the current version, with what was typed
@@ -318,4 +337,4 @@ def case_action(request, referral_id: int, action: str):
             return redirect(f"{reverse('portal:case', args=[referral_id])}#case-actions")
     # Refused: the page as it is now, with the form's errors in place.
     offer = selectors.case_for_account(account=request.account, referral_id=referral_id)
-    return _case_page(request, offer, action_errors={action: form}, status=409 if form.non_field_errors() else 400)
+    return _case_page(request, offer, action_errors={action: form}, status=409 if stale else 400)

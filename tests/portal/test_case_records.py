@@ -166,3 +166,53 @@ def test_the_case_page_costs_the_same_queries_with_more_records(case, practice):
         record(minutes)
     assert Session.objects.filter(referral=case).count() == 4
     assert count() == first
+
+
+def test_an_assessment_a_program_and_an_adverse_event(case, practice):
+    from referrals.models import AdverseEvent, Assessment, ExerciseProgram
+
+    client = signed_in(practice.therapist)
+    response = client.post(
+        reverse("portal:case_action", args=[case.pk, "assess-static"]),
+        {"expected_version": case.version, "assessed_at": _now_local(), "m_resting-heart-rate": "72",
+         "m_bp-systolic": "128", "m_bp-diastolic": "82", "m_weight": "81.5"},
+    )
+    assert response.status_code == 302
+    assessment = Assessment.objects.get(referral=case)
+    assert assessment.kind == "static"
+    assert sorted((m.code, m.value, m.unit) for m in assessment.measurements.all()) == [
+        ("bp-diastolic", 82.0, "mm[Hg]"), ("bp-systolic", 128.0, "mm[Hg]"), ("resting-heart-rate", 72.0, "/min"),
+        ("weight", 81.5, "kg"),
+    ]
+    # the domain's refusal (systolic without diastolic) is a form error in place
+    response = client.post(
+        reverse("portal:case_action", args=[case.pk, "assess-static"]),
+        {"expected_version": _version(case.pk), "assessed_at": _now_local(), "m_bp-systolic": "128"},
+    )
+    assert response.status_code == 400 and "blood pressure needs both" in response.content.decode()
+
+    response = client.post(
+        reverse("portal:case_action", args=[case.pk, "program"]),
+        {"expected_version": _version(case.pk), "starts_on": _now_local()[:10],
+         "aerobic_frequency": "3", "aerobic_minutes": "30", "aerobic_intensity_kind": "hr-range",
+         "aerobic_intensity_low": "100", "aerobic_intensity_high": "120", "aerobic_type": "treadmill walking",
+         "resistance_frequency": "2", "resistance_minutes": "20", "resistance_intensity_kind": "rpe",
+         "resistance_intensity_low": "4", "resistance_intensity_high": "6"},
+    )
+    assert response.status_code == 302
+    program = ExerciseProgram.objects.get(referral=case, is_current=True)
+    assert sorted((c.kind, c.frequency_per_week, c.minutes) for c in program.components.all()) == [
+        ("aerobic", 3, 30), ("resistance", 2, 20)]
+    page = client.get(reverse("portal:case", args=[case.pk])).content.decode()
+    assert "130 min/week" in page  # the prescribed dose: 3 x 30 + 2 x 20
+    assert 'name="aerobic_minutes" value="30"' in page  # the session form starts from the program
+
+    response = client.post(
+        reverse("portal:case_action", args=[case.pk, "adverse-event"]),
+        {"expected_version": _version(case.pk), "occurred_at": _now_local(), "kind": "chest-pain",
+         "severity": "moderate", "action_taken": "Stopped the session, called the physician"},
+    )
+    assert response.status_code == 302
+    event = AdverseEvent.objects.get(referral=case)
+    assert (event.kind, event.severity, event.serious) == ("chest-pain", "moderate", False)
+    assert "physician alerted" in client.get(reverse("portal:case", args=[case.pk])).content.decode()
