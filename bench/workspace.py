@@ -163,7 +163,8 @@ def _sessions_build(referrals, count: int, rng: random.Random) -> int:
     rows = []
     for i in range(count):
         values = {"referral": referrals[i % len(referrals)], "starts_at": now - dt.timedelta(days=rng.randint(0, 180))}
-        for name, value in (("attendance", "attended"), ("duration_minutes", 45), ("recorded_by", "bench")):
+        for name, value in (("attendance", "attended"), ("duration_minutes", 45), ("recorded_by", "bench"),
+                            ("recorded_at", now)):
             if name in fields:
                 values[name] = value
         rows.append(Session(**values))

@@ -285,6 +285,8 @@ def _case_version(view) -> int | None:
 
 
 def _case_page(request, offer, *, action_errors=None, status=200):
+    """The case page. Only its first form (recording a session, when the case takes one) is built with it: the
+    others come when opened (htmx), or on a page of their own, so that the page stays fast on a phone."""
     view = selectors.case_view(offer=offer)
     version = _case_version(view)
     actions = []
@@ -292,9 +294,12 @@ def _case_page(request, offer, *, action_errors=None, status=200):
         if _service(key) is None:
             continue
         _, _, form_class, label = CASE_ACTIONS[key]
-        form = (action_errors or {}).get(key) or form_class(initial=_initial(key, view, version), tz=view.time_zone)
-        actions.append({"key": key, "label": label, "form": form, "open": key in (action_errors or {})})
-    return render(request, "portal/case.html", {"case": view, "actions": actions, "version": version}, status=status)
+        form = (action_errors or {}).get(key)
+        if form is None and not actions:
+            form = form_class(initial=_initial(key, view, version), tz=view.time_zone)
+        actions.append({"key": key, "label": label, "form": form})
+    context = {"case": view, "actions": actions, "version": version, "referral_id": view.referral.pk}
+    return render(request, "portal/case.html", context, status=status)
 
 
 @portal_view
@@ -306,14 +311,22 @@ def case(request, referral_id: int):
 
 
 @portal_view
-@require_POST
 def case_action(request, referral_id: int, action: str):
+    """GET: the form alone (the fragment for htmx, else a page); POST: the change, then back to the case."""
+    if request.method not in ("GET", "POST"):
+        return HttpResponseNotAllowed(["GET", "POST"])
     offer = selectors.case_for_account(account=request.account, referral_id=referral_id)
     if offer is None or action not in CASE_ACTIONS:
         raise Http404("No such case or action")
     service = _service(action)
     if service is None:
         raise Http404("No such action")
+    if request.method == "GET":
+        view = selectors.case_view(offer=offer)
+        _, _, form_class, label = CASE_ACTIONS[action]
+        form = form_class(initial=_initial(action, view, _case_version(view)), tz=view.time_zone)
+        context = {"action": {"key": action, "label": label, "form": form}, "referral_id": referral_id}
+        return render(request, "portal/_case_form.html" if request.htmx else "portal/case_form.html", context)
     form = CASE_ACTIONS[action][2](request.POST, tz=selectors.case_time_zone(referral=offer.referral))
     stale = False
     if form.is_valid():

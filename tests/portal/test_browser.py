@@ -177,7 +177,9 @@ def _session_and_checkin(browser, referral_id: int, version_before: int) -> None
     after_session = int(browser.find_element(By.ID, "task-version").text)
 
     checkin = browser.find_element(By.ID, "action-checkin")
-    checkin.find_element(By.TAG_NAME, "summary").click()
+    checkin.find_element(By.TAG_NAME, "summary").click()  # htmx brings the form in when it opens
+    _wait(browser, lambda d: d.find_element(By.ID, "action-checkin").find_elements(By.NAME, "days_per_week"))
+    checkin = browser.find_element(By.ID, "action-checkin")
     checkin.find_element(By.NAME, "days_per_week").send_keys("3")
     checkin.find_element(By.NAME, "minutes_per_day").send_keys("30")
     checkin.find_element(By.CSS_SELECTOR, "button[type=submit]").click()

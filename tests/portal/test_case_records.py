@@ -216,3 +216,16 @@ def test_an_assessment_a_program_and_an_adverse_event(case, practice):
     event = AdverseEvent.objects.get(referral=case)
     assert (event.kind, event.severity, event.serious) == ("chest-pain", "moderate", False)
     assert "physician alerted" in client.get(reverse("portal:case", args=[case.pk])).content.decode()
+
+
+def test_the_other_forms_come_when_opened_or_on_their_own_page(case, practice):
+    client = signed_in(practice.therapist)
+    page = client.get(reverse("portal:case", args=[case.pk])).content.decode()
+    url = reverse("portal:case_action", args=[case.pk, "checkin"])
+    assert f'hx-get="{url}"' in page and 'name="days_per_week"' not in page
+    fragment = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert 'name="days_per_week"' in fragment and "<html" not in fragment
+    alone = client.get(url)
+    assert alone.status_code == 200 and "<html" in alone.content.decode()
+    assert f'name="expected_version" value="{case.version}"' in alone.content.decode()
+    assert signed_in(practice.colleague).get(url).status_code == 404
