@@ -36,6 +36,7 @@ def _therapist_pages(client, offer) -> dict[str, object]:
         "closed cases": reverse("portal:cases") + "?closed=1",
         "case": reverse("portal:case", args=[offer.referral_id]),
         "account": reverse("portal:account"),
+        "case form": reverse("portal:case_action", args=[offer.referral_id, "session"]),
     }
     pages = {name: client.get(url) for name, url in urls.items()}
     pages["decline fragment"] = client.get(urls["decline form"], HTTP_HX_REQUEST="true")
