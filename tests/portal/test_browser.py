@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from django.test.utils import override_settings
 
 from fhir_bridge.models import StoredResource
 from referrals.models import Offer, OfferStatus, Referral, ReferralStatus
@@ -29,19 +28,6 @@ pytestmark = [
     ),
     pytest.mark.django_db(transaction=True),
 ]
-
-
-@pytest.fixture(scope="session")
-def plain_live_server(request):
-    """The live server over plain HTTP on the loopback: the suite runs with DEBUG off, whose HTTPS redirect and
-    Secure cookies a plain-HTTP server cannot serve. Set before the (session-wide) server builds its middleware,
-    and kept for it; only the browser tests use it."""
-    plain = override_settings(SECURE_SSL_REDIRECT=False, SESSION_COOKIE_SECURE=False, CSRF_COOKIE_SECURE=False)
-    plain.enable()
-    try:
-        yield request.getfixturevalue("live_server")
-    finally:
-        plain.disable()
 
 
 @pytest.fixture
@@ -92,7 +78,7 @@ def _screenshots(driver, name: str, folder: Path) -> None:
 
 
 def test_a_therapist_signs_in_declines_one_offer_accepts_another_and_opens_the_case(
-    plain_live_server, browser, screenshots, clinic, practice
+    live_server, browser, screenshots, clinic, practice
 ):
     from selenium.webdriver.common.by import By
 
@@ -101,7 +87,7 @@ def test_a_therapist_signs_in_declines_one_offer_accepts_another_and_opens_the_c
     practice.roles[1].save(update_fields=["accepting"])
     declined = offer_make(clinic, practice.roles[0])
     offer = offer_make(clinic, practice.roles[0])
-    base = plain_live_server.url
+    base = live_server.url  # plain HTTP: the test settings leave the HTTPS redirect and Secure cookies off
 
     browser.get(f"{base}/portal/login")
     _screenshots(browser, "login", screenshots)
