@@ -32,6 +32,7 @@ def signed_in(account: Account) -> Client:
 @pytest.fixture
 def practice(db):
     """An organization with one site 1 km north of the patient, two therapists' roles there and a manager."""
+    qualification_data()
     organization = OrganizationFactory(name="Fit Heart Practice")
     at = km_north(1)
     site = SiteFactory(organization=organization, latitude=at[0], longitude=at[1])
