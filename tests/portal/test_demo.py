@@ -24,7 +24,8 @@ def test_the_demo_has_a_therapist_and_a_manager_who_see_its_offer(settings, tmp_
     assert Account.objects.get(user__username="manager").organization == offer.organization
 
     client = Client()
-    assert client.login(username="therapist", password="therapist")
+    signed = client.post(reverse("portal:login"), {"username": "therapist", "password": "therapist"})
+    assert signed.status_code == 302
     page = client.get(reverse("portal:offers")).content.decode()
     assert f'id="offer-{offer.pk}"' in page and "Johansson" not in page
 

@@ -44,6 +44,15 @@ def test_a_wrong_password_is_a_form_error(therapist):
     assert "correct username and password" in response.content.decode()
 
 
+def test_repeated_wrong_passwords_lock_the_portal_sign_in_too(therapist, settings):
+    client = Client()
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        client.post(reverse("portal:login"), {"username": "therapist", "password": "nope"})
+    response = client.post(reverse("portal:login"), {"username": "therapist", "password": PASSWORD})
+    assert response.status_code == 429  # django-axes, as for the admin: even the right password waits
+    assert client.get(reverse("portal:offers")).status_code == 302
+
+
 def test_a_user_without_an_account_is_told_why(db):
     client = Client()
     client.force_login(User.objects.create_user("staffer", password=PASSWORD))
@@ -65,7 +74,8 @@ def test_a_password_reset_goes_by_email_and_sets_a_new_password(therapist, smtp_
     assert form.status_code == 200
     response = client.post(form.redirect_chain[-1][0], {"new_password1": "a new long pass 1", "new_password2": "a new long pass 1"})
     assert response.status_code == 302
-    assert Client().login(username="therapist", password="a new long pass 1")
+    signed = Client().post(reverse("portal:login"), {"username": "therapist", "password": "a new long pass 1"})
+    assert signed.status_code == 302 and signed["Location"] == reverse("portal:offers")
 
 
 def test_an_unknown_address_gets_no_mail_and_the_same_answer(therapist, smtp_backend):
