@@ -7,13 +7,15 @@ from fhir_bridge.codes import (
     PA_SERVICE_PROVIDER_FULL,
     PA_STRUCTURE_DEFINITION,
     PRECAUTION_SYSTEM,
+    REPORT_KIND_SYSTEM,
     RESTFUL_SECURITY_SERVICE_SYSTEM,
     SMART_OAUTH_URIS_EXTENSION,
 )
 from fhir_bridge.fhir import FHIR_VERSION
 from fhir_bridge.clinical_facts import DAYS_PER_WEEK, MINUTES_PER_DAY, MINUTES_PER_WEEK
 from fhir_bridge.route_table import TABLE
-from referrals.models import BusinessStatus
+from fhir_bridge.reports_fhir import PA_INTERVENTION_REPORT_PROFILE
+from referrals.models import BusinessStatus, ReportKind
 
 PROFILES = {
     "Task": [f"{PA_STRUCTURE_DEFINITION}/pa-task-for-referral-management"],
@@ -26,7 +28,17 @@ PROFILES = {
     ],
     "Condition": [f"{PA_STRUCTURE_DEFINITION}/pa-condition-low-pa"],
     "Goal": [f"{PA_STRUCTURE_DEFINITION}/pa-goal"],
+    "DiagnosticReport": [PA_INTERVENTION_REPORT_PROFILE],
 }
+
+REPORTS_DOCUMENTATION = (
+    "Reports to the physician (PA Intervention Report): every few weeks a progress report, and a discharge report "
+    "at the end. DiagnosticReport.code carries LOINC 11488-4 and the report's kind in " + REPORT_KIND_SYSTEM + ": "
+    + ", ".join(f"{k.value} ({k.label})" for k in ReportKind)
+    + ". status is final when the therapist signed it, preliminary when it went out unreviewed (signing it later "
+    "sends it again as final). presentedForm.url is the PDF as a Binary; result lists the period's Observations; "
+    "the referral Task lists each report in output (type resulting-activity)."
+)
 
 # The systems and codes are clinical_facts' own, so that what is documented is what routing reads.
 ROUTING_FACTS_DOCUMENTATION = (
@@ -66,6 +78,8 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
             entry["supportedProfile"] = PROFILES[resource_type]
         if resource_type == "ServiceRequest":
             entry["documentation"] = ROUTING_FACTS_DOCUMENTATION
+        if resource_type == "DiagnosticReport":
+            entry["documentation"] = REPORTS_DOCUMENTATION
         if "search" in interactions:
             entry["searchParam"] = [{"name": name, "type": kind} for name, kind in served.search_params]
         if served.network:

@@ -24,6 +24,9 @@ DELIVERY_SYSTEM = f"{HUB_CODES}/exercise-delivery"
 CONDITION_GROUP_SYSTEM = f"{HUB_CODES}/condition-group"
 CREDENTIAL_TYPE_SYSTEM = f"{HUB_CODES}/credential-type"
 ORGANIZATION_KIND_SYSTEM = f"{HUB_CODES}/network-organization-kind"
+# What a report to the physician is (DiagnosticReport.code, beside LOINC 11488-4): progress | discharge |
+# did-not-start | no-update (referrals.models.ReportKind). Published in the CapabilityStatement.
+REPORT_KIND_SYSTEM = f"{HUB_CODES}/report-kind"
 # An offer's child Task.identifier
 OFFER_IDENTIFIER_SYSTEM = "http://exercise-referral-hub.org/fhir/sid/offer"
 

@@ -28,12 +28,15 @@ from fhir_bridge.codes import (
 )
 from fhir_bridge.models import StoredResource
 from fhir_bridge.profiles import TASK_CODE_FULFILL
+from fhir_bridge.reports_fhir import task_outputs
 from fhir_bridge.store import http_date_iso, new_id, resource_update, resources_create
 from referrals.models import BusinessStatus, Offer, OfferStatus, Referral
 from referrals.offers import offer_changed
 from referrals.services import referral_changed, referral_created
 
 HUB_OWNED_ELEMENTS = ("status", "statusReason", "businessStatus", "note", "lastModified")
+# The steps on which the Task's output gains the report just sent.
+REPORT_SENT_STEPS = frozenset({BusinessStatus.PROGRESS_REPORT_SENT, BusinessStatus.DISCHARGE_REPORT_SENT})
 
 
 def business_status_concept(code: str) -> dict:
@@ -64,6 +67,13 @@ def task_render(*, referral: Referral, base: dict, notes=None) -> dict:
     notes = list(referral.notes.all()) if notes is None else notes
     if notes:
         task["note"] = [_note(n) for n in notes]
+    if referral.business_status in REPORT_SENT_STEPS:
+        # A report was just sent: list it (and every earlier one) in output. Other versions keep the outputs
+        # they had, as part of the base.
+        outputs = task.get("output") or []
+        known = {(o.get("valueReference") or {}).get("reference") for o in outputs}
+        outputs += [o for o in task_outputs(referral_id=referral.pk) if o["valueReference"]["reference"] not in known]
+        task["output"] = outputs
     task["lastModified"] = http_date_iso(referral.updated_at or timezone.now())
     return task
 

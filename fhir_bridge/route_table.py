@@ -90,6 +90,10 @@ TABLE: tuple[ServedType, ...] = (
     _stored("Consent", _STORE),
     _stored("CarePlan", _STORE),
     _stored("RelatedPerson", _STORE),
+    # The reports to the physician (reports_fhir.py): rendered by the hub when sent; the EHR reads and searches
+    # them, and reads each one's PDF as a Binary.
+    _stored("DiagnosticReport", {"read", "vread", "history", "search"}, includes=("DiagnosticReport:result",)),
+    _stored("Binary", {"read", "vread", "history"}),
 )
 
 SERVED: dict[str, ServedType] = {served.name: served for served in TABLE}

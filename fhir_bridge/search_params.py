@@ -44,6 +44,15 @@ SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
     "Condition": (SearchParam("identifier", "identifier", "identifier"),),
     "Observation": (SearchParam("identifier", "identifier", "identifier"),),
     "Goal": (SearchParam("identifier", "identifier", "identifier"),),
+    # The reports the hub sends (reports_fhir.py): the PA Full Service Provider's DiagnosticReport search.
+    "DiagnosticReport": (
+        SearchParam("based-on", "reference", "basedOn", "ServiceRequest"),
+        SearchParam("patient", "reference", "subject", "Patient"),
+        SearchParam("category", "token", "category"),
+        SearchParam("code", "token", "code"),
+        SearchParam("status", "token", "status"),
+        SearchParam("result", "reference", "result", "Observation"),
+    ),
     "Practitioner": (SearchParam("identifier", "identifier", "identifier"),),
     "PractitionerRole": (SearchParam("identifier", "identifier", "identifier"),),
 }
