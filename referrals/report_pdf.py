@@ -90,7 +90,9 @@ def pavs_chart(draft: ReportDraft, width: float = 6.8 * inch, height: float = 1.
     line = draft.measure("pavs-minutes")
     baseline, goal = (line.baseline, line.goal) if line else (None, None)
     values = [w.minutes_per_week for w in draft.pavs_weeks]
-    top = max([v for v in values if v is not None] + [baseline or 0, goal or 0, 30]) * 1.15
+    highest = max([v for v in values if v is not None] + [baseline or 0, goal or 0, 30])
+    step = next(s for s in (10, 20, 25, 50, 100, 200, 250, 500, 1000, 10**9) if highest / s <= 4)
+    top = highest * 1.15
     left, bottom, right, plot_top = 34, 16, width - 4, height - 14
     drawing = Drawing(width, height)
     scale = (plot_top - bottom) / top
@@ -101,10 +103,10 @@ def pavs_chart(draft: ReportDraft, width: float = 6.8 * inch, height: float = 1.
                          strokeDashArray=(3, 2) if dashed else None))
         drawing.add(String(legend_x + 18, height - 9, label, fontName=FONT, fontSize=8, fillColor=MUTED))
         legend_x += 30 + pdfmetrics.stringWidth(label, FONT, 8)
-    for tick in (0, top / 2, top / 1.15):
+    for tick in range(0, int(highest) + 1, step):
         y = bottom + tick * scale
         drawing.add(Line(left, y, right, y, strokeColor=colors.HexColor("#e2e2e2"), strokeWidth=0.5))
-        drawing.add(String(left - 4, y - 3, fmt(round(tick)), fontName=FONT, fontSize=7, fillColor=MUTED,
+        drawing.add(String(left - 4, y - 3, fmt(tick), fontName=FONT, fontSize=7, fillColor=MUTED,
                            textAnchor="end"))
     n = max(len(values), 1)
     slot = (right - left) / n
@@ -156,10 +158,13 @@ def _measures_table(draft: ReportDraft) -> Table:
 def _goals_table(draft: ReportDraft) -> Table | None:
     if not draft.goals:
         return None
-    rows = [[_p(g.text), _p(g.target), _p(f"{fmt(g.baseline, g.unit)} to {fmt(g.latest, g.unit)}"),
-             _p(GOAL_STATUS.get(g.status, g.status))] for g in draft.goals]
+    head = ParagraphStyle("goal-head", parent=SMALL, fontName=BOLD)
+    rows = [[_p(h, head) for h in ("Goal", "Target", "Baseline to latest", "Status")]]
+    rows += [[_p(g.text), _p(g.target), _p(f"{fmt(g.baseline, g.unit)} to {fmt(g.latest, g.unit)}"),
+              _p(GOAL_STATUS.get(g.status, g.status))] for g in draft.goals]
     table = Table(rows, colWidths=[2.6 * inch, 1.5 * inch, 1.6 * inch, 1.05 * inch])
     table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 2),
+                               ("LINEBELOW", (0, 0), (-1, 0), 0.5, MUTED),
                                ("TOPPADDING", (0, 0), (-1, -1), 1), ("BOTTOMPADDING", (0, 0), (-1, -1), 1)]))
     return table
 
