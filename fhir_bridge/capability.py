@@ -31,6 +31,17 @@ PROFILES = {
     "DiagnosticReport": [PA_INTERVENTION_REPORT_PROFILE],
 }
 
+# The hub's own operations: where they are defined, and what they do.
+OPERATION_DEFINITIONS = "http://exercise-referral-hub.org/fhir/OperationDefinition"
+OPERATION_DOCUMENTATION = {
+    "report": (
+        "POST Task/[id]/$report on a referral Task: a progress report now, covering the days since the last report "
+        "(before a visit). Body: a Parameters resource, with send-now (valueBoolean) or without parameters. Without send-now the report is "
+        "drafted for the therapist to sign (202, an OperationOutcome); with it, it is sent at once as preliminary "
+        "and the DiagnosticReport is returned (200). Needs Task update scope."
+    ),
+}
+
 REPORTS_DOCUMENTATION = (
     "Reports to the physician (PA Intervention Report): every few weeks a progress report, and a discharge report "
     "at the end. DiagnosticReport.code carries LOINC 11488-4 and the report's kind in " + REPORT_KIND_SYSTEM + ": "
@@ -80,6 +91,12 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
             entry["documentation"] = ROUTING_FACTS_DOCUMENTATION
         if resource_type == "DiagnosticReport":
             entry["documentation"] = REPORTS_DOCUMENTATION
+        if served.operations:
+            entry["operation"] = [
+                {"name": name, "definition": f"{OPERATION_DEFINITIONS}/{resource_type}-{name}",
+                 "documentation": OPERATION_DOCUMENTATION[name]}
+                for name in served.operations
+            ]
         if "search" in interactions:
             entry["searchParam"] = [{"name": name, "type": kind} for name, kind in served.search_params]
         if served.network:

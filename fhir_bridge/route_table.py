@@ -38,20 +38,23 @@ class ServedType:
     search_params: tuple[tuple[str, str], ...] = ()
     includes: tuple[str, ...] = ()  # the _include values search answers, as "Type:param"
     network: bool = False
+    operations: tuple[str, ...] = ()  # instance operations, POST [type]/[id]/$[name] (routes.py answers each)
 
     @property
     def search_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.search_params)
 
 
-def _stored(name: str, interactions: set[str], includes: tuple[str, ...] = ()) -> ServedType:
+def _stored(
+    name: str, interactions: set[str], includes: tuple[str, ...] = (), operations: tuple[str, ...] = ()
+) -> ServedType:
     """A type served from stored resources; its search parameters are the ones search_params.py indexes."""
     params = ()
     if "search" in interactions:
         params = (("_id", "token"), ("_lastUpdated", "date")) + tuple(
             (p.name, _STORED_PARAM_TYPES[p.kind]) for p in SEARCH_PARAMS.get(name, ())
         )
-    return ServedType(name, frozenset(interactions), params, includes)
+    return ServedType(name, frozenset(interactions), params, includes, operations=operations)
 
 
 def _network(name: str, interactions: set[str], params: tuple[tuple[str, str], ...]) -> ServedType:
@@ -65,7 +68,9 @@ _SPECIALTY = ("specialty", "token")  # a condition group (codes.CONDITION_GROUP_
 
 # In the order the SMART configuration lists them: the referral first, then what comes with it, then the network.
 TABLE: tuple[ServedType, ...] = (
-    _stored("Task", _STORE | {"update", "search"}, includes=("Task:focus", "Task:patient", "Task:part-of")),
+    # $report: a progress report now (an EHR before a visit), see routes.handle_task_report.
+    _stored("Task", _STORE | {"update", "search"}, includes=("Task:focus", "Task:patient", "Task:part-of"),
+            operations=("report",)),
     _stored("ServiceRequest", _STORE | {"search"}, includes=("ServiceRequest:patient",)),
     _stored("Patient", _STORE | {"search"}),
     _stored("Condition", _STORE),

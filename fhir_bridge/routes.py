@@ -12,12 +12,13 @@ from django.utils.http import http_date
 from fhir_bridge import capability, intake, network_fhir, route_table
 from fhir_bridge.codes import LOCATION_DISTANCE_EXTENSION, UCUM_SYSTEM
 from fhir_bridge.models import ResourceVersion, StoredResource
-from fhir_bridge.outcomes import FhirError, error, not_found
+from fhir_bridge.outcomes import FhirError, error, information, not_found
 from fhir_bridge.profiles import Issue
 from fhir_bridge.search import page_links, search, search_page_params, visible
 from fhir_bridge.smart_scopes import Grant, grant_allows
 from fhir_bridge.smart_views import smart_configuration
 from referrals.models import Referral
+from referrals.reports import report_request
 from referrals.offers import referral_update_by_clinic
 
 @dataclass
@@ -327,6 +328,47 @@ def handle_update(request: FhirRequest) -> FhirResponse:
     return _resource_response(request, 200, row)
 
 
+def _send_now(body) -> bool:
+    """The $report operation's one parameter: send-now (boolean, default false), in a Parameters body."""
+    if body in (None, {}, b"", ""):
+        return False
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise error(400, "structure", "the body of $report is a Parameters resource (or empty)",
+                    expression="Parameters")
+    send_now = False
+    for i, parameter in enumerate(body.get("parameter") or []):
+        if not isinstance(parameter, dict) or parameter.get("name") != "send-now" or not isinstance(
+            parameter.get("valueBoolean"), bool
+        ):
+            raise error(400, "invalid", "$report takes one parameter: send-now, a valueBoolean",
+                        expression=f"Parameters.parameter[{i}]")
+        send_now = parameter["valueBoolean"]
+    return send_now
+
+
+def handle_task_report(request: FhirRequest) -> FhirResponse:
+    """``POST Task/<id>/$report``: the referral's progress report now, for the period since the last one. Drafted
+    for the therapist to sign: 202 with an OperationOutcome saying so; with ``send-now``, sent at once as
+    preliminary: 200 with the DiagnosticReport (also in the Task's output). Needs Task update."""
+    request.params["type"] = "Task"
+    request.check_scope("Task", "update")
+    send_now = _send_now(request.body)
+    with transaction.atomic():
+        row = _get(request)
+        if row.referral_id is None or row.content.get("partOf"):
+            raise error(422, "business-rule", "$report works on a referral Task, not on an offer's Task",
+                        expression="Task")
+        referral = Referral.objects.get(pk=row.referral_id)
+        report = report_request(referral=referral, actor=request.caller.actor, send_now=send_now)
+    period = f"{report.period_start.isoformat()} to {report.period_end.isoformat()}"
+    if not report.is_sent:
+        return FhirResponse(202, information(
+            f"A progress report for {period} is drafted; the therapist is asked to review and sign it, and it "
+            "appears in this Task's output when sent. Send send-now=true to have it sent at once, unreviewed."))
+    dr = StoredResource.objects.get(resource_type="DiagnosticReport", fhir_id=str(report.public_id))
+    return _resource_response(request, 200, dr)
+
+
 # --- the table -----------------------------------------------------------------------------------------------------
 
 _TYPE = r"(?P<type>[A-Z][A-Za-z]+)"
@@ -356,6 +398,7 @@ ROUTES: tuple[Route, ...] = (
     _route("PUT", f"{_TYPE}/{_ID}", handle_update),
     _route("GET", f"{_TYPE}/{_ID}/_history", handle_history),
     _route("GET", rf"{_TYPE}/{_ID}/_history/(?P<vid>[0-9]+)", handle_vread),
+    _route("POST", rf"Task/{_ID}/\$report", handle_task_report),
 )
 
 

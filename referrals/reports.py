@@ -38,6 +38,7 @@ from referrals.models import (
     Report,
     ReportKind,
     ReportStatus,
+    SENT_REPORT_STATUSES,
 )
 from referrals.services import NoteFacts, referral_update
 
@@ -502,6 +503,36 @@ def reports_of(*, referral: Referral) -> list[Report]:
     return list(Report.objects.filter(referral=referral).order_by("period_start", "id"))
 
 
+def report_case_start(*, referral: Referral) -> dt.date:
+    """The day the case's reporting starts: its first attended session, else the day a professional accepted
+    it, else the day the referral came in."""
+    first = report_recorded(referral=referral, until=timezone.localdate()).first_attended
+    if first is not None:
+        return first
+    accepted = (
+        Offer.objects.filter(referral=referral, status=OfferStatus.ACCEPTED).values_list("responded_at", flat=True)
+        .first()
+    )
+    return timezone.localdate(accepted) if accepted else timezone.localdate(referral.created_at)
+
+
+def report_period_next(*, referral: Referral, until: dt.date) -> tuple[dt.date, dt.date]:
+    """The period a report asked for now covers: from the day after the last report sent, else from the case's
+    start, to ``until``. Raises DomainError NOT_OPEN when a report sent already covers ``until``."""
+    last = (
+        Report.objects.filter(referral=referral, status__in=sorted(SENT_REPORT_STATUSES))
+        .order_by("-period_end").values_list("period_end", flat=True).first()
+    )
+    start = last + dt.timedelta(days=1) if last else report_case_start(referral=referral)
+    if start > until:
+        raise DomainError(
+            ErrorCode.NOT_OPEN,
+            f"the last report already covers the case up to {last.isoformat()}; read it as the referral Task's "
+            "latest output", field="period_start",
+        )
+    return start, until
+
+
 # --- Services --------------------------------------------------------------------------------------------------
 
 # A report's kind -> the kinds a second request for the same period finds (a redelivered schedule task).
@@ -669,6 +700,24 @@ def report_sign(*, report: Report, actor: str, expected_version: int, answers: d
     report = _claim(report, to_status=ReportStatus.SIGNED, expected_version=expected_version,
                     changes=_checked_answers(answers) | {"signed_by": actor, "signed_at": now, "sent_at": now})
     return _send(report, actor=actor)
+
+
+@transaction.atomic
+def report_request(*, referral: Referral, actor: str, send_now: bool = False) -> Report:
+    """A progress report asked for now (an EHR before a visit): the period since the last report, to today.
+    Drafted for the therapist to review and sign; with ``send_now``, sent at once as preliminary ("not reviewed
+    by the therapist"); the therapist's signature later sends it again as final. A referral already closed gets
+    no progress report (its discharge report says it all): DomainError NOT_OPEN."""
+    if referral.status in TERMINAL_STATUSES:
+        raise DomainError(ErrorCode.NOT_OPEN, f"the referral is {referral.status}; its discharge report is its last",
+                          field="status")
+    start, end = report_period_next(referral=referral, until=timezone.localdate())
+    # A draft of the same start still waiting for the therapist is drafted afresh up to today (and superseded).
+    report = report_draft(referral=referral, period_start=start, period_end=end, kind=ReportKind.PROGRESS,
+                          redraft=True)
+    if send_now and report.status == ReportStatus.DRAFT:
+        report = report_send_unsigned(report=report, actor=actor)
+    return report
 
 
 @transaction.atomic

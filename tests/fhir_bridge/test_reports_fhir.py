@@ -15,12 +15,13 @@ from fhir_bridge.store import resources_create
 from referrals import reports
 from referrals.models import ReportKind
 from referrals.reports import report_draft, report_send_unsigned, report_sign
-from tests.conftest import json_of
+from tests.conftest import fhir_client_for, json_of
 from tests.referrals.report_cases import START, accepted_referral, four_weeks
 
 pytestmark = pytest.mark.django_db
 
 PERIOD_END = START + dt.timedelta(days=27)
+PARAMETERS = {"resourceType": "Parameters"}  # $report without send-now
 
 
 @pytest.fixture
@@ -146,3 +147,38 @@ def test_the_capability_statement_publishes_the_report_kinds_and_the_served_type
     assert REPORT_KIND_SYSTEM in report["documentation"]
     assert all(k.value in report["documentation"] for k in ReportKind)
     assert {i["code"] for i in resources["Binary"]["interaction"]} == {"read", "vread", "history-instance"}
+
+
+def test_an_ehr_asks_for_a_report_now_drafted_then_sent_at_once(referral, fhir):
+    task = _task(referral)
+    drafted = fhir.post(f"Task/{task.fhir_id}/$report", PARAMETERS)
+    assert drafted.status_code == 202, drafted.content
+    assert "drafted" in json_of(drafted)["issue"][0]["diagnostics"]
+    (draft,) = referral.reports.all()
+    assert (draft.status, draft.kind, draft.period_start) == ("draft", "progress", START)
+
+    sent = fhir.post(f"Task/{task.fhir_id}/$report",
+                     {"resourceType": "Parameters", "parameter": [{"name": "send-now", "valueBoolean": True}]})
+    assert sent.status_code == 200, sent.content
+    dr = json_of(sent)
+    assert dr["resourceType"] == "DiagnosticReport" and dr["status"] == "preliminary"
+    assert _errors(dr) == []
+    assert sorted(referral.reports.values_list("status", flat=True)) == ["sent-unsigned", "superseded"]
+    task.refresh_from_db()
+    assert task.content["output"][-1]["valueReference"]["reference"] == f"DiagnosticReport/{dr['id']}"
+
+    # The report sent covers the case up to today: nothing new to report.
+    again = fhir.post(f"Task/{task.fhir_id}/$report", PARAMETERS)
+    assert again.status_code == 422 and "already covers" in json_of(again)["issue"][0]["diagnostics"]
+
+
+def test_report_requests_that_make_no_sense_are_refused_without_a_500(referral, fhir, other_fhir):
+    task = _task(referral)
+    assert other_fhir.post(f"Task/{task.fhir_id}/$report", PARAMETERS).status_code == 404
+    bad = fhir.post(f"Task/{task.fhir_id}/$report", {"resourceType": "Parameters",
+                                                     "parameter": [{"name": "when", "valueString": "now"}]})
+    assert bad.status_code == 400
+    assert fhir.post(f"Task/{task.fhir_id}/$report", [1, 2]).status_code == 400
+    assert fhir.get(f"Task/{task.fhir_id}/$report").status_code == 405
+    read_only = fhir_client_for(referral.clinic.ehr_clients.first(), scopes="system/Task.rs")
+    assert read_only.post(f"Task/{task.fhir_id}/$report", PARAMETERS).status_code == 403
