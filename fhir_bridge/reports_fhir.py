@@ -142,14 +142,21 @@ def binary_render(report: Report) -> dict:
     }
 
 
-def _store(*, referral, content: dict, clinic_id: int, now) -> None:
-    row = StoredResource.objects.select_for_update().filter(
-        resource_type=content["resourceType"], fhir_id=content["id"]
-    ).first()
-    if row is None:
-        resources_create(contents=[content], clinic_id=clinic_id, referral_id=referral.pk, now=now)
-    else:
-        resource_update(resource=row, content=content, now=now)
+def _store(*, referral_id: int, contents: list[dict], clinic_id: int, now) -> None:
+    """Store ``contents`` (of one referral): new ones as version 1 together, known ones as their next version."""
+    rows = {
+        (row.resource_type, row.fhir_id): row
+        for row in StoredResource.objects.select_for_update().filter(
+            fhir_id__in=[c["id"] for c in contents], referral_id=referral_id
+        )
+    }
+    new = [c for c in contents if (c["resourceType"], c["id"]) not in rows]
+    if new:
+        resources_create(contents=new, clinic_id=clinic_id, referral_id=referral_id, now=now)
+    for content in contents:
+        row = rows.get((content["resourceType"], content["id"]))
+        if row is not None:
+            resource_update(resource=row, content=content, now=now)
 
 
 @receiver(report_sent, dispatch_uid="fhir_bridge.report_projection")
@@ -158,9 +165,6 @@ def report_project(sender, *, report: Report, **kwargs) -> None:
     transaction."""
     task = StoredResource.objects.only("content", "clinic_id").get(referral_id=report.referral_id,
                                                                    resource_type="Task")
-    now = timezone.now()
-    referral = report.referral
-    _store(referral=referral, content=binary_render(report), clinic_id=task.clinic_id, now=now)
-    _store(referral=referral,
-           content=diagnostic_report_render(report=report, task=task.content, results=report_results(report=report)),
-           clinic_id=task.clinic_id, now=now)
+    dr = diagnostic_report_render(report=report, task=task.content, results=report_results(report=report))
+    _store(referral_id=report.referral_id, contents=[binary_render(report), dr], clinic_id=task.clinic_id,
+           now=timezone.now())

@@ -21,7 +21,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass, field
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -590,27 +590,22 @@ def report_draft(*, referral: Referral, period_start: dt.date, period_end: dt.da
         )
     draft = report_facts(referral=referral, period_start=period_start, period_end=period_end, kind=kind)
     outcome_status, outcome_reason = _discharge_outcome(referral, draft.kind)
-    try:
-        with transaction.atomic():
-            return Report.objects.create(
-                referral=referral,
-                kind=draft.kind,
-                period_start=period_start,
-                period_end=period_end,
-                due_at=due_at or timezone.now(),
-                draft=draft.as_json(),
-                answer_goals=draft.answer_goals,
-                answer_barriers=draft.answer_barriers,
-                answer_participation=draft.answer_participation,
-                answer_plan=draft.answer_plan,
-                outcome_status=outcome_status,
-                outcome_reason=outcome_reason,
-            )
-    except IntegrityError:
-        # Someone drafted the same period at the same moment (the row lock above makes this rare): theirs stands.
-        return Report.objects.exclude(status=ReportStatus.SUPERSEDED).get(
-            referral=referral, period_start=period_start, kind=draft.kind
-        )
+    # No race with another draft of the period: the referral's row lock above serialises them, and the second
+    # finds the first. The unique constraint stays as the last line of defence.
+    return Report.objects.create(
+        referral=referral,
+        kind=draft.kind,
+        period_start=period_start,
+        period_end=period_end,
+        due_at=due_at or timezone.now(),
+        draft=draft.as_json(),
+        answer_goals=draft.answer_goals,
+        answer_barriers=draft.answer_barriers,
+        answer_participation=draft.answer_participation,
+        answer_plan=draft.answer_plan,
+        outcome_status=outcome_status,
+        outcome_reason=outcome_reason,
+    )
 
 
 ANSWER_FIELDS = ("answer_goals", "answer_barriers", "answer_participation", "answer_plan")
@@ -630,9 +625,11 @@ def _checked_answers(answers: dict | None) -> dict:
     return out
 
 
-def _claim(report: Report, *, to_status: str | None, expected_version: int | None, changes: dict) -> Report:
+def _claim(report: Report, *, to_status: str | None, expected_version: int | None, changes: dict,
+           sending: bool = False) -> Report:
     """Compare-and-set on the report's status and version: raises STALE (a form from an older version) or
-    CONFLICT (someone else moved it), and TRANSITION for a move the report's states forbid."""
+    CONFLICT (someone else moved it), and TRANSITION for a move the report's states forbid. ``sending``: the
+    PDF is rendered from the report as it becomes and written with the same update."""
     current = Report.objects.select_for_update().get(pk=report.pk)
     if expected_version is not None and current.version != expected_version:
         raise DomainError(
@@ -646,10 +643,17 @@ def _claim(report: Report, *, to_status: str | None, expected_version: int | Non
     if to_status is None and current.status not in (ReportStatus.DRAFT, ReportStatus.SENT_UNSIGNED):
         raise DomainError(ErrorCode.NOT_OPEN, f"a {current.status!r} report can no longer be edited",
                           field="status")
+    old_version, old_status = current.version, current.status
     values = dict(changes, version=current.version + 1)
     if to_status is not None:
         values["status"] = to_status
-    won = Report.objects.filter(pk=current.pk, version=current.version, status=current.status).update(**values)
+    if sending:
+        from referrals.report_pdf import report_pdf  # ReportLab loads only where reports are sent
+
+        for name, value in values.items():
+            setattr(current, name, value)
+        values["pdf"] = report_pdf(report=current)
+    won = Report.objects.filter(pk=current.pk, version=old_version, status=old_status).update(**values)
     if not won:
         raise DomainError(ErrorCode.CONFLICT, f"report {report.pk} changed while this request was being handled")
     for name, value in values.items():
@@ -665,10 +669,7 @@ def report_edit(*, report: Report, answers: dict, actor: str, expected_version: 
 
 
 def _send(report: Report, *, actor: str) -> Report:
-    from referrals.report_pdf import report_pdf  # ReportLab loads only where reports are sent
-
-    report.pdf = report_pdf(report=report)
-    Report.objects.filter(pk=report.pk).update(pdf=report.pdf)
+    """Call with ``report`` just claimed as sent (its PDF written): the FHIR, then the referral."""
     report_sent.send(sender=Report, report=report)
     referral = Referral.objects.select_for_update().get(pk=report.referral_id)
     discharge = report.kind in (ReportKind.DISCHARGE, ReportKind.DID_NOT_START)
@@ -698,7 +699,8 @@ def report_sign(*, report: Report, actor: str, expected_version: int, answers: d
     INVALID (answers)."""
     now = timezone.now()
     report = _claim(report, to_status=ReportStatus.SIGNED, expected_version=expected_version,
-                    changes=_checked_answers(answers) | {"signed_by": actor, "signed_at": now, "sent_at": now})
+                    changes=_checked_answers(answers) | {"signed_by": actor, "signed_at": now, "sent_at": now},
+                    sending=True)
     return _send(report, actor=actor)
 
 
@@ -725,5 +727,5 @@ def report_send_unsigned(*, report: Report, actor: str = "hub") -> Report:
     """Send a draft nobody signed in time as preliminary ("not reviewed by the therapist"). Raises DomainError
     TRANSITION unless it is a draft (a redelivered task finds it sent, and the caller logs that)."""
     report = _claim(report, to_status=ReportStatus.SENT_UNSIGNED, expected_version=None,
-                    changes={"sent_at": timezone.now()})
+                    changes={"sent_at": timezone.now()}, sending=True)
     return _send(report, actor=actor)
