@@ -34,13 +34,14 @@ from referrals.models import (
     Offer,
     OfferStatus,
     Referral,
+    ReferralNote,
     ReferralStatus,
     Report,
     ReportKind,
     ReportStatus,
     SENT_REPORT_STATUSES,
 )
-from referrals.services import NoteFacts, referral_update
+from referrals.services import referral_update
 
 # Sent inside the transaction that sends a report (preliminary, or final when signed), before the referral moves:
 # the FHIR bridge stores the DiagnosticReport and its PDF on it, so that the Task's new version can point at them.
@@ -680,13 +681,20 @@ def _send(report: Report, *, actor: str) -> Report:
     label = ReportKind(report.kind).label
     state = "signed by the therapist" if report.status == ReportStatus.SIGNED else "not reviewed by the therapist"
     text = f"{label} for {report.period_start.isoformat()} to {report.period_end.isoformat()} sent ({state})."
+    business_status = BusinessStatus.DISCHARGE_REPORT_SENT if discharge else BusinessStatus.PROGRESS_REPORT_SENT
+    if not discharge and referral.business_status == BusinessStatus.DISCHARGE_REPORT_SENT:
+        business_status = None  # a progress report signed after the discharge: the Task still says discharged
+    # The note is written here rather than handed to referral_update, which would record it as an event of its
+    # own: one report sent is one change of the Task and one event (the business status text names the report),
+    # so the physician is notified once. The note is on the Task version that change renders.
+    ReferralNote.objects.create(referral=referral, author_reference=HUB_ORGANIZATION_REFERENCE,
+                                author_display="Exercise referral hub", text=text, time=report.sent_at)
     referral_update(
         referral=referral,
         status=status,
         reason=reason,
-        business_status=BusinessStatus.DISCHARGE_REPORT_SENT if discharge else BusinessStatus.PROGRESS_REPORT_SENT,
-        notes=[NoteFacts(author_reference=HUB_ORGANIZATION_REFERENCE, author_display="Exercise referral hub",
-                         text=text, time=report.sent_at)],
+        business_status=business_status,
+        business_status_text=text,
         actor=actor,
     )
     return report

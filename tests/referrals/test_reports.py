@@ -189,3 +189,14 @@ def test_the_discharge_report_closes_the_referral_as_the_case_stands(referral, m
     assert referral.business_status == BusinessStatus.DISCHARGE_REPORT_SENT
     text, pages = _text(bytes(report.pdf))
     assert pages <= 2 and ReportKind(report.kind).label in text
+def test_a_name_beyond_latin_1_is_printed_with_the_embedded_font(clinic, recorded):
+    referral = accepted_referral(clinic, patient_name="Đặng Văn Bình")
+    report = report_draft(referral=referral, period_start=START, period_end=PERIOD_END, kind=ReportKind.PROGRESS)
+    pdf = bytes(report_send_unsigned(report=report).pdf)
+    assert "Đặng Văn Bình" in _text(pdf)[0]
+    assert b"DejaVuSans" in pdf
+    # A Latin-1 report embeds no font at all.
+    latin = report_draft(referral=accepted_referral(clinic, patient_name="Zoë Müller"), period_start=START,
+                         period_end=PERIOD_END, kind=ReportKind.PROGRESS)
+    latin_pdf = bytes(report_send_unsigned(report=latin).pdf)
+    assert "Zoë Müller" in _text(latin_pdf)[0] and b"DejaVuSans" not in latin_pdf
