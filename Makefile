@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
-.PHONY: run test setup bench clean
+.PHONY: run test setup bench assure clean
 
 # A virtualenv with the hub and its test tools, rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -19,7 +19,9 @@ setup: $(VENV)/.installed
 # with a demo clinic, EHR client and sample referrals. Ctrl-C stops all of it.
 run: setup
 	@test -f .env || printf '# written by make run: this checkout is the embedded demo\nDEBUG=true\n' > .env
-	@$(PY) manage.py migrate --noinput -v 0 && \
+	@# The links in the demo's e-mails and notifications name the port it really runs on.
+	@export HUB_PUBLIC_BASE_URL="$${HUB_PUBLIC_BASE_URL:-http://$(HOST):$(PORT)}"; \
+	$(PY) manage.py migrate --noinput -v 0 && \
 	$(PY) manage.py load_demo --base-url http://$(HOST):$(PORT) && \
 	{ $(VENV)/bin/celery -A config worker --beat -Q routing,delivery,sweeps --loglevel WARNING --concurrency 2 \
 	      --schedule .var/celerybeat-schedule & worker=$$!; \
@@ -30,6 +32,13 @@ run: setup
 # the embedded SQLite and filesystem broker.
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The robustness runs at full size (the suite runs them small): Hypothesis's mutated PA fixtures, 1,000 examples
+# per property, and schemathesis against /openapi.json, 1,000 examples per operation. Set DATABASE_URL and
+# CELERY_BROKER_URL to run them on PostgreSQL and Redis. Prints each property's examples and answers.
+assure: setup
+	HUB_PROPERTY_EXAMPLES=1000 HUB_FUZZ_EXAMPLES=1000 $(PY) -m pytest -p no:cacheprovider -q \
+	    --hypothesis-show-statistics tests/fhir_bridge/test_properties.py tests/config/test_openapi_fuzz.py
 
 bench: setup
 	$(PY) -m bench.intake

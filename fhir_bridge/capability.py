@@ -1,5 +1,6 @@
 """The CapabilityStatement: what this server really does, built from the same tables the router uses."""
 
+from fhir_bridge.limits import limits_described
 from fhir_bridge.codes import (
     BUSINESS_STATUS_SYSTEM,
     CLEARANCE_SYSTEM,
@@ -29,10 +30,10 @@ PROFILES = {
     "Condition": [f"{PA_STRUCTURE_DEFINITION}/pa-condition-low-pa"],
     "Goal": [f"{PA_STRUCTURE_DEFINITION}/pa-goal"],
     "DiagnosticReport": [PA_INTERVENTION_REPORT_PROFILE],
+    "Subscription": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"],
 }
 
-# The hub's own operations: where they are defined, and what they do.
-OPERATION_DEFINITIONS = "http://exercise-referral-hub.org/fhir/OperationDefinition"
+# What the hub's own operations do (route_table.py lists them with their definitions).
 OPERATION_DOCUMENTATION = {
     "report": (
         "POST Task/[id]/$report on a referral Task: a progress report now, covering the days since the last report "
@@ -97,23 +98,23 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
             "type": resource_type,
             "interaction": [{"code": "search-type" if i == "search" else "history-instance" if i == "history" else i}
                             for i in sorted(interactions)],
-            "versioning": "versioned",
-            "readHistory": True,
+            "versioning": "versioned" if "vread" in interactions else "no-version",
+            "readHistory": "history" in interactions,
             "updateCreate": False,
-            "conditionalCreate": "create" in interactions,
+            "conditionalCreate": "create" in interactions and not served.own,
         }
+        if served.operations:
+            entry["operation"] = [
+                {"name": name, "definition": url}
+                | ({"documentation": OPERATION_DOCUMENTATION[name]} if name in OPERATION_DOCUMENTATION else {})
+                for name, url, _ in served.operations
+            ]
         if resource_type in PROFILES:
             entry["supportedProfile"] = PROFILES[resource_type]
         if resource_type == "ServiceRequest":
             entry["documentation"] = ROUTING_FACTS_DOCUMENTATION
         if resource_type == "DiagnosticReport":
             entry["documentation"] = REPORTS_DOCUMENTATION
-        if served.operations:
-            entry["operation"] = [
-                {"name": name, "definition": f"{OPERATION_DEFINITIONS}/{resource_type}-{name}",
-                 "documentation": OPERATION_DOCUMENTATION[name]}
-                for name in served.operations
-            ]
         if "search" in interactions:
             entry["searchParam"] = [_search_param(param) for param in served.search_params]
             entry["searchInclude"] = list(served.includes)
@@ -167,6 +168,8 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
                     ],
                     "description": "A bearer token from the token endpoint; SMART v1 and v2 system scopes.",
                 },
+                "documentation": "Limits on what one request may carry: "
+                + "; ".join(text for _, text in limits_described()) + ".",
                 "resource": resources,
                 "interaction": [{"code": "transaction"}],
             }

@@ -6,6 +6,8 @@ parameters. This is the one list; everything that names served types derives fro
 - the SMART scopes the hub accepts, grants by default and advertises (smart_scopes.py);
 - the CapabilityStatement's resources, interactions and search parameters (capability.py);
 - what a referral Bundle may carry and intake stores (``BUNDLE_TYPES``, intake.py);
+- the operations each type answers (``$status``, ``$events`` on Subscription), in the router and the
+  CapabilityStatement;
 - the network's search parameters (network_fhir.py) and the ``_include`` values search answers (search.py).
 
 It imports nothing of the bridge but search_params.py, so that each of those can import it without a cycle
@@ -59,7 +61,14 @@ class ServedType:
     network: bool = False
     revincludes: tuple[str, ...] = ()
     sorts: tuple[str, ...] = ()
-    operations: tuple[str, ...] = ()  # instance operations, POST [type]/[id]/$[name] (routes.py answers each)
+    # (name, OperationDefinition canonical, the interaction whose scope it needs) of each operation on the type.
+    operations: tuple[tuple[str, str, str], ...] = ()
+    # Served from its own table (the handlers in subscription_routes.py), not from stored resources: not versioned,
+    # and never part of a referral Bundle.
+    own: bool = False
+    # Granted to a client registered without --scope, and covered by system/*.x. AuditEvent is not: reading the
+    # trail of who read what needs its own scope, given on purpose.
+    by_default: bool = True
 
     @property
     def search_names(self) -> tuple[str, ...]:
@@ -71,7 +80,7 @@ class ServedType:
 
 def _stored(
     name: str, interactions: set[str], includes: tuple[str, ...] = (), revincludes: tuple[str, ...] = (),
-    operations: tuple[str, ...] = (),
+    operations: tuple[tuple[str, str, str], ...] = (),
 ) -> ServedType:
     """A type served from stored resources; its search parameters are the ones search_params.py indexes."""
     params, sorts = (), ()
@@ -93,6 +102,10 @@ def _network(name: str, interactions: set[str], params: tuple[tuple[str, str], .
     )
 
 
+_BACKPORT_OPERATIONS = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition"
+
+# The hub's own operations' OperationDefinition canonicals.
+_HUB_OPERATIONS = "http://exercise-referral-hub.org/fhir/OperationDefinition"
 _STORE = {"create", "read", "vread", "history"}  # a resource an EHR sends and reads back, versioned
 _NAME, _ID, _ACTIVE = ("name", "string"), ("_id", "token"), ("active", "token")
 _ORGANIZATION, _LOCATION = ("organization", "reference"), ("location", "reference")
@@ -104,7 +117,7 @@ TABLE: tuple[ServedType, ...] = (
     _stored(
         "Task", _STORE | {"update", "search"}, includes=("Task:focus", "Task:patient", "Task:part-of"),
         revincludes=("Task:part-of",),  # a referral with its offers
-        operations=("report",),
+        operations=(("report", f"{_HUB_OPERATIONS}/Task-report", "update"),),
     ),
     _stored(
         "ServiceRequest", _STORE | {"search"}, includes=("ServiceRequest:patient",), revincludes=("Task:focus",)
@@ -136,12 +149,32 @@ TABLE: tuple[ServedType, ...] = (
     # them, and reads each one's PDF as a Binary.
     _stored("DiagnosticReport", {"read", "vread", "history", "search"}, includes=("DiagnosticReport:result",)),
     _stored("Binary", {"read", "vread", "history"}),
+    # The audit trail (audit/, served by audit_fhir.py): the client's own clinic's rows, as IHE BALP AuditEvents.
+    ServedType(
+        "AuditEvent", frozenset({"read", "search"}),
+        (Param("_id", "token"), Param("date", "date"), Param("agent", "token"), Param("entity-type", "token"),
+         Param("action", "token"), Param("outcome", "token")),
+        by_default=False,
+        own=True,
+    ),
+    # The clinic's standing requests to be told of its referrals' changes (R4 Subscriptions Backport 1.1.0, the
+    # Task topic): rows of notifications.Subscription, each clinic seeing only its own.
+    ServedType(
+        "Subscription",
+        frozenset({"create", "read", "search"}),
+        (Param("_id", "token"), Param("url", "uri"), Param("status", "token")),
+        operations=(
+            ("status", f"{_BACKPORT_OPERATIONS}/backport-subscription-status", "read"),
+            ("events", f"{_BACKPORT_OPERATIONS}/backport-subscription-events", "read"),
+        ),
+        own=True,
+    ),
 )
 
 SERVED: dict[str, ServedType] = {served.name: served for served in TABLE}
 # What a referral's transaction Bundle may carry and intake stores, as POST [type] takes it: the referral (Task,
 # ServiceRequest) and everything an EHR may send beside it.
-BUNDLE_TYPES = frozenset(served.name for served in TABLE if "create" in served.interactions)
+BUNDLE_TYPES = frozenset(served.name for served in TABLE if "create" in served.interactions and not served.own)
 
 
 def answers(resource_type: str, interaction: str) -> bool:

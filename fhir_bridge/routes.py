@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.http import http_date
 
-from fhir_bridge import capability, intake, network_fhir, projection, route_table
+from fhir_bridge import audit_fhir, capability, intake, network_fhir, projection, route_table, subscription_routes
 from fhir_bridge.codes import LOCATION_DISTANCE_EXTENSION, UCUM_SYSTEM
 from fhir_bridge.models import ResourceVersion, StoredResource
 from fhir_bridge.outcomes import FhirError, error, information, not_found, operation_outcome
@@ -252,6 +252,9 @@ def handle_create(request: FhirRequest) -> FhirResponse:
             400, "structure", f"the body is a {body.get('resourceType')!r}, not a {resource_type}",
             expression=f"{resource_type}.resourceType",
         )
+    if resource_type == "Subscription":
+        status, resource, headers = subscription_routes.subscription_post(request)
+        return FhirResponse(status, resource, headers)
     if_none_exist = request.headers.get("if-none-exist")
     if request.query:
         # POST [type]?[search] is a conditional create as fhir-py and Aidbox send it (R4 itself has only
@@ -294,6 +297,10 @@ def handle_read(request: FhirRequest) -> FhirResponse:
     resource_type = request.params["type"]
     _supported(resource_type, "read")
     request.check_scope(resource_type, "read")
+    if resource_type == "AuditEvent":
+        return FhirResponse(200, audit_fhir.audit_read(clinic_id=request.clinic_id, fhir_id=request.params["id"]))
+    if resource_type == "Subscription":
+        return FhirResponse(200, subscription_routes.subscription_read(request))
     if resource_type in network_fhir.NETWORK_TYPES:
         member = network_fhir.network_read(resource_type, request.params["id"])
         if member is not None:
@@ -375,6 +382,11 @@ def handle_search(request: FhirRequest) -> FhirResponse:
     params = list(request.query)
     if request.method == "POST" and isinstance(request.body, list):
         params += request.body  # form-encoded _search
+    if resource_type == "AuditEvent":
+        return FhirResponse(200, audit_fhir.audit_search(clinic_id=request.clinic_id, base_url=request.base_url,
+                                                         params=params))
+    if resource_type == "Subscription":
+        return FhirResponse(200, subscription_routes.subscription_search(request))
     plan = search_plan(resource_type, params, lenient=lenient(request.headers))
     # _include and _revinclude bring in resources of other types: the token must allow reading them too.
     for value in plan.includes:
@@ -538,6 +550,19 @@ def handle_task_report(request: FhirRequest) -> FhirResponse:
             "appears in this Task's output when sent. Send send-now=true to have it sent at once, unreviewed."))
     dr = StoredResource.objects.get(resource_type="DiagnosticReport", fhir_id=str(report.public_id))
     return _resource_response(request, 200, dr)
+def _operation(name: str, handler: Callable[[FhirRequest], dict]) -> Callable[[FhirRequest], FhirResponse]:
+    """A route table operation (route_table.ServedType.operations) on the request's type, behind its scope."""
+
+    def handle(request: FhirRequest) -> FhirResponse:
+        resource_type = request.params["type"]
+        served = route_table.SERVED.get(resource_type)
+        found = [op for op in (served.operations if served else ()) if op[0] == name]
+        if not found:
+            raise error(404, "not-supported", f"${name} is not an operation on {resource_type}")
+        request.check_scope(resource_type, found[0][2])
+        return FhirResponse(200, handler(request))
+
+    return handle
 
 
 # --- the table -----------------------------------------------------------------------------------------------------
@@ -560,6 +585,17 @@ def _route(method: str, path: str, handler, public: bool = False) -> Route:
 
 ROUTES: tuple[Route, ...] = (
     _route("GET", "metadata", handle_metadata, public=True),
+    _route("POST", rf"Task/{_ID}/\$report", handle_task_report),  # answers 202 or 200 itself
+    # Operations first: "$" is not an id character, but a type-level operation would otherwise read as a search.
+    *(
+        _route(method, path, _operation(name, handler))
+        for name, handler, paths in (
+            ("status", subscription_routes.subscription_status, (rf"{_TYPE}/\$status", rf"{_TYPE}/{_ID}/\$status")),
+            ("events", subscription_routes.subscription_events_operation, (rf"{_TYPE}/{_ID}/\$events",)),
+        )
+        for path in paths
+        for method in ("GET", "POST")
+    ),
     _route("GET", r"\.well-known/smart-configuration", handle_smart_configuration, public=True),
     _route("POST", "", handle_transaction),
     _route("GET", _TYPE, handle_search),
@@ -569,7 +605,6 @@ ROUTES: tuple[Route, ...] = (
     _route("PUT", f"{_TYPE}/{_ID}", handle_update),
     _route("GET", f"{_TYPE}/{_ID}/_history", handle_history),
     _route("GET", rf"{_TYPE}/{_ID}/_history/(?P<vid>[0-9]+)", handle_vread),
-    _route("POST", rf"Task/{_ID}/\$report", handle_task_report),
 )
 
 

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('referrals', '0011_offer_deadline_is_a_follow_up'),
+        ('referrals', '0012_fhir_strings_unbounded'),
     ]
 
     operations = [
