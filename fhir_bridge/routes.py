@@ -533,7 +533,8 @@ def handle_task_report(request: FhirRequest) -> FhirResponse:
     """``POST Task/<id>/$report``: the referral's progress report now, for the period since the last one. Drafted
     for the therapist to sign: 202 with an OperationOutcome saying so; with ``send-now``, sent at once as
     preliminary: 200 with the DiagnosticReport (also in the Task's output). Needs Task update."""
-    request.params["type"] = "Task"
+    if request.params["type"] != "Task":
+        raise error(404, "not-supported", f"$report is not an operation on {request.params['type']}")
     request.check_scope("Task", "update")
     send_now = _send_now(request.body)
     with transaction.atomic():
@@ -585,7 +586,7 @@ def _route(method: str, path: str, handler, public: bool = False) -> Route:
 
 ROUTES: tuple[Route, ...] = (
     _route("GET", "metadata", handle_metadata, public=True),
-    _route("POST", rf"Task/{_ID}/\$report", handle_task_report),  # answers 202 or 200 itself
+    _route("POST", rf"{_TYPE}/{_ID}/\$report", handle_task_report),  # answers 202 or 200 itself
     # Operations first: "$" is not an id character, but a type-level operation would otherwise read as a search.
     *(
         _route(method, path, _operation(name, handler))

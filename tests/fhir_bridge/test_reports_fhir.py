@@ -182,3 +182,8 @@ def test_report_requests_that_make_no_sense_are_refused_without_a_500(referral, 
     assert fhir.get(f"Task/{task.fhir_id}/$report").status_code == 405
     read_only = fhir_client_for(referral.clinic.ehr_clients.first(), scopes="system/Task.rs")
     assert read_only.post(f"Task/{task.fhir_id}/$report", PARAMETERS).status_code == 403
+
+
+def test_report_is_an_operation_on_task_only(fhir):
+    response = fhir.post("ServiceRequest/some-id/$report", {"resourceType": "Parameters"})
+    assert response.status_code == 404 and "not an operation on ServiceRequest" in json_of(response)["issue"][0]["diagnostics"]
