@@ -1,6 +1,7 @@
 """Search over stored resources: the parameters of search_params.py, _lastUpdated, _id, _include and paging."""
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -106,7 +107,16 @@ def search_page_params(params: list[tuple[str, str]]) -> SearchPage:
     return page
 
 
-def search(*, clinic_id: int, resource_type: str, params: list[tuple[str, str]]) -> SearchPage:
+def search(
+    *,
+    clinic_id: int | None,
+    resource_type: str,
+    params: list[tuple[str, str]],
+    rows: Callable[[str], QuerySet] | None = None,
+) -> SearchPage:
+    """One page of ``resource_type`` matching ``params``. ``rows`` gives, per type, what the caller may see (the
+    matches and _include both come from it); by default a clinic's and the shared resources (``visible``)."""
+    rows = rows or (lambda type_name: visible(clinic_id, type_name))
     page = search_page_params(params)
     count, offset = page.count, page.offset
     includes = []
@@ -117,13 +127,13 @@ def search(*, clinic_id: int, resource_type: str, params: list[tuple[str, str]])
                 supported = ", ".join(answered) or "none"
                 raise error(400, "not-supported", f"_include={raw} is not supported (supported: {supported})", "_include")
             includes.append(raw)
-    queryset = filtered(visible(clinic_id, resource_type), resource_type, params)
+    queryset = filtered(rows(resource_type), resource_type, params)
     total = queryset.count()
     matches = list(queryset.order_by("-last_updated", "-id")[offset : offset + count]) if count else []
-    return SearchPage(matches, _included(clinic_id, matches, includes), total, offset, count)
+    return SearchPage(matches, _included(rows, matches, includes), total, offset, count)
 
 
-def _included(clinic_id: int, matches: list[StoredResource], includes: list[str]) -> list[StoredResource]:
+def _included(rows: Callable[[str], QuerySet], matches: list[StoredResource], includes: list[str]) -> list[StoredResource]:
     if not includes or not matches:
         return []
     wanted: dict[str, set[str]] = {}
@@ -139,7 +149,7 @@ def _included(clinic_id: int, matches: list[StoredResource], includes: list[str]
                     wanted.setdefault(target_type, set()).add(target_id)
     included = []
     for target_type, ids in wanted.items():
-        included.extend(visible(clinic_id, target_type).filter(fhir_id__in=ids))
+        included.extend(rows(target_type).filter(fhir_id__in=ids))
     return included
 
 
