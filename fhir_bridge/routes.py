@@ -338,6 +338,11 @@ def handle_update(request: FhirRequest) -> FhirResponse:
         )
         return _resource_response(request, 200, row)
     with transaction.atomic():
+        # The referral's lock before the Task's, the order the domain's services take them in (referrals/offers.py),
+        # so that a clinic's cancel and a provider's answer never wait on each other in a cycle.
+        referral_id = _get(request).referral_id
+        if referral_id is not None:
+            Referral.objects.select_for_update().filter(pk=referral_id).first()
         row = _get(request, lock=True)
         if expected is not None and expected != row.version_id:
             raise error(
