@@ -405,3 +405,28 @@ def test_an_observation_for_someone_elses_case_is_refused(provider, other_provid
     observation["subject"] = {"reference": "Patient/someone-else"}
     response = provider.post("Observation", observation)
     assert response.status_code == 422 and "Observation.subject" in str(json_of(response))
+
+
+def test_notes_on_the_case_need_an_author_and_a_time(provider, offered):
+    """IG 6.7: a note without authorReference or time is refused; a whole one is added, in a version of its own."""
+    _accept(provider, offered)
+    task, etag = _read(provider, f"Task/{offered['task']['id']}")
+    notes = task.get("note", [])
+    response = _put(provider, task, etag, note=notes + [{"text": "First call made", "time": "2026-11-29T10:00:00Z"}])
+    assert response.status_code == 422
+    note = {"text": "First call made", "time": "2026-11-29T10:00:00Z", "authorReference": {"reference": "PractitionerRole/lopez"}}
+    response = _put(provider, task, etag, note=notes + [note])
+    assert response.status_code == 200, response.content
+    assert "First call made" in [n["text"] for n in json_of(response)["note"]]
+    assert offered["referral"].notes.filter(text="First call made", author_reference="PractitionerRole/lopez").exists()
+    response = _put(provider, json_of(response), response["ETag"], status="in-progress", note=notes + [note, dict(note, text="Again")])
+    assert response.status_code == 422  # a status change and a note: one at a time
+
+
+def test_a_case_entered_in_error_is_still_found(provider, fhir, offered):
+    """IG 6.13: the clinic marks the referral entered-in-error; the provider's search still returns it."""
+    _accept(provider, offered)
+    referral_task, etag = _read(fhir, f"Task/{offered['task']['id']}")
+    assert _put(fhir, referral_task, etag, status="entered-in-error").status_code == 200
+    found = json_of(provider.get("Task?status=entered-in-error"))["entry"]
+    assert [e["resource"]["id"] for e in found] == [offered["task"]["id"]]
