@@ -13,9 +13,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from fhir_bridge import routes
-from fhir_bridge.outcomes import FhirError, error, operation_outcome
+from fhir_bridge.outcomes import FhirError, domain_error, error, operation_outcome
 from fhir_bridge.profiles import Issue
 from fhir_bridge.smart_tokens import AuthError, authenticate_bearer
+from referrals.errors import DomainError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class PlainJsonRenderer(FhirJsonRenderer):
 
 
 def fhir_exception_handler(exc, context):
+    if isinstance(exc, DomainError):
+        exc = domain_error(exc)
     if isinstance(exc, FhirError):
         return Response(operation_outcome(exc.issues), status=exc.status, headers=exc.headers)
     if isinstance(exc, drf_exceptions.UnsupportedMediaType):

@@ -25,15 +25,13 @@ from fhir_bridge.search import filtered, visible
 from fhir_bridge.search_params import business_identifiers
 from fhir_bridge.store import IDENTIFIED_TYPES, DuplicateResource, new_id, resources_create
 from referrals.models import HUB_ORGANIZATION_REFERENCE, Referral
-from referrals.services import NoteFacts, ReferralFacts, ReferralRuleError, referral_create
+from referrals.services import NoteFacts, ReferralFacts, referral_create
 from referrals.tasks import route_referral
 
 log = logging.getLogger(__name__)
 
 HUB_OWNER = {"reference": HUB_ORGANIZATION_REFERENCE, "display": "Exercise referral hub"}
 
-# Which ReferralFacts field a FHIRPath names, to point a domain rule's error at the element that caused it.
-_FACT_PATHS = {"status": "Task.status", "owner_reference": "Task.owner", "status_reason": "Task.statusReason"}
 
 
 @dataclass
@@ -206,10 +204,6 @@ def note_facts(notes: list[dict]) -> list[NoteFacts]:
     ]
 
 
-def fact_path(field_name: str) -> str:
-    return _FACT_PATHS.get(field_name, "")
-
-
 # --- idempotency -----------------------------------------------------------------------------------------------
 
 
@@ -278,32 +272,29 @@ class ReferralParts:
 
 def _referral_open(caller: Caller, parts: ReferralParts) -> tuple[Referral, StoredResource, list[StoredResource]]:
     """Create the referral and store its resources in one transaction. Raises DuplicateResource when the
-    referral is already here (the transaction is rolled back)."""
+    referral is already here, and DomainError when it breaks a rule (either way the transaction is rolled back)."""
     now = timezone.now()
     task = parts.task or task_base(service_request=parts.service_request, owner=HUB_OWNER, now=now)
     facts = referral_facts(
         task=task, service_request=parts.service_request, patient=parts.patient, conditions=parts.conditions,
         observations=parts.observations, goal_resources=parts.goals,
     )
-    try:
-        with transaction.atomic():
-            with resources_sent():
-                referral = referral_create(clinic=caller.client.clinic, facts=facts, actor=caller.actor)
-            task_content = task_render(referral=referral, base=task, notes=facts.notes)
-            rows = resources_create(
-                contents=[*parts.new_resources, task_content],
-                clinic_id=caller.clinic_id,
-                referral_id=referral.pk,
-                client=caller.client,
-                conditional_keys=parts.conditional_keys,
-                now=now,
-            )
-            InboundMessage.objects.create(
-                client=caller.client, interaction=parts.interaction, body=_text(parts.raw), referral=referral
-            )
-            enqueue_on_commit(route_referral, referral.pk)
-    except ReferralRuleError as exc:
-        raise error(422, exc.code, str(exc), expression=fact_path(exc.field)) from None
+    with transaction.atomic():
+        with resources_sent():
+            referral = referral_create(clinic=caller.client.clinic, facts=facts, actor=caller.actor)
+        task_content = task_render(referral=referral, base=task, notes=facts.notes)
+        rows = resources_create(
+            contents=[*parts.new_resources, task_content],
+            clinic_id=caller.clinic_id,
+            referral_id=referral.pk,
+            client=caller.client,
+            conditional_keys=parts.conditional_keys,
+            now=now,
+        )
+        InboundMessage.objects.create(
+            client=caller.client, interaction=parts.interaction, body=_text(parts.raw), referral=referral
+        )
+        enqueue_on_commit(route_referral, referral.pk)
     return referral, rows[-1], rows
 
 

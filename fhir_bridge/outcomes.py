@@ -1,6 +1,7 @@
 """OperationOutcome: the one shape every FHIR error takes (after medplum's ``outcomes.ts``)."""
 
 from fhir_bridge.profiles import Issue
+from referrals.errors import DomainError, ErrorCode
 
 
 class FhirError(Exception):
@@ -36,3 +37,24 @@ def information(diagnostics: str) -> dict:
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "information", "code": "informational", "diagnostics": diagnostics}],
     }
+
+
+# The domain's refusals on the wire: the HTTP status and FHIR issue type for each ErrorCode (any other: 422
+# business-rule), and the FHIRPath of each domain field a refusal may name.
+_DOMAIN_STATUS = {
+    ErrorCode.CONFLICT: (409, "conflict"),
+    ErrorCode.STALE: (409, "conflict"),
+    ErrorCode.NOT_FOUND: (404, "not-found"),
+}
+_DOMAIN_FIELD_PATHS = {
+    "status": "Task.status",
+    "status_reason": "Task.statusReason",
+    "owner_reference": "Task.owner",
+    "decline_reason": "Task.statusReason",
+}
+
+
+def domain_error(exc: DomainError) -> FhirError:
+    """The OperationOutcome a domain refusal answers with (the one place the FHIR edge maps DomainError)."""
+    status, code = _DOMAIN_STATUS.get(exc.code, (422, "business-rule"))
+    return error(status, code, str(exc), expression=_DOMAIN_FIELD_PATHS.get(exc.field, ""))

@@ -19,7 +19,6 @@ from fhir_bridge.smart_scopes import Grant, grant_allows
 from fhir_bridge.smart_views import smart_configuration
 from referrals.models import Referral
 from referrals.offers import referral_update_by_clinic
-from referrals.services import ReferralConflict, ReferralRuleError
 
 @dataclass
 class FhirRequest:
@@ -368,18 +367,13 @@ def handle_update(request: FhirRequest) -> FhirResponse:
             raise FhirError(422, issues)
         known = {(n.get("time"), n.get("text")) for n in row.content.get("note") or []}
         new_notes = intake.note_facts([n for n in body.get("note") or [] if (n.get("time"), n.get("text")) not in known])
-        try:
-            referral_update_by_clinic(
-                referral=referral,
-                status=status,
-                reason=(body.get("statusReason") or {}).get("text") or "",
-                notes=new_notes,
-                actor=request.caller.actor,
-            )
-        except ReferralRuleError as exc:
-            raise error(422, exc.code, str(exc), expression=intake.fact_path(exc.field)) from None
-        except ReferralConflict as exc:
-            raise error(409, "conflict", str(exc)) from None
+        referral_update_by_clinic(
+            referral=referral,
+            status=status,
+            reason=(body.get("statusReason") or {}).get("text") or "",
+            notes=new_notes,
+            actor=request.caller.actor,
+        )
         row.refresh_from_db()
     return _resource_response(request, 200, row)
 

@@ -11,10 +11,8 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from network.models import ProfessionalRole
 from referrals.models import BusinessStatus, Offer, Referral
+from referrals.errors import DomainError, ErrorCode
 from referrals.offers import (
-    OfferConflict,
-    OfferRuleError,
-    RoutingConstraintError,
     RoutingOutcome,
     offer_accept,
     offer_decline,
@@ -23,7 +21,6 @@ from referrals.offers import (
 )
 from referrals.routing import referral_patient_facts
 from referrals.selectors import referrals_with_routing, routing_explain
-from referrals.services import ReferralConflict, ReferralRuleError
 
 
 def problem(status_code: int, detail: str, **extra) -> Response:
@@ -38,14 +35,20 @@ class StaffView(APIView):
         return drf_exception_handler  # plain JSON errors here; the FHIR handler is for /fhir
 
     def handle_exception(self, exc):
-        # The domain's refusals are answers, not crashes: 422 with the reason (409 when someone else won a race).
-        if isinstance(exc, RoutingConstraintError):
-            return problem(422, str(exc), constraints=[{"constraint": c, "detail": d} for c, d in exc.constraints])
-        if isinstance(exc, (ReferralRuleError, OfferRuleError)):
-            return problem(422, str(exc))
-        if isinstance(exc, (ReferralConflict, OfferConflict)):
-            return problem(409, str(exc))
+        if isinstance(exc, DomainError):
+            return domain_problem(exc)
         return super().handle_exception(exc)
+
+
+# The domain's refusals are answers, not crashes: 409 when someone else won a race or the form was stale, 404 for
+# what is not there, 422 for a rule (the one place this API maps DomainError). The body carries the stable code and
+# the field, so a script can branch on them.
+_DOMAIN_STATUS = {ErrorCode.CONFLICT: 409, ErrorCode.STALE: 409, ErrorCode.NOT_FOUND: 404}
+
+
+def domain_problem(exc: DomainError) -> Response:
+    extra = {"code": exc.code.value, **({"field": exc.field} if exc.field else {}), **exc.detail}
+    return problem(_DOMAIN_STATUS.get(exc.code, 422), str(exc), **extra)
 
 
 def _referral_summary(referral: Referral) -> dict:

@@ -23,6 +23,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from network.models import ProfessionalRole
+from referrals.errors import DomainError, ErrorCode
 from referrals.models import (
     HUB_ORGANIZATION_REFERENCE,
     LIVE_OFFER_STATUSES,
@@ -49,7 +50,7 @@ from referrals.selectors import (
     role_for_update,
     routing_decision_latest,
 )
-from referrals.services import NoteFacts, ReferralConflict, ReferralRuleError, referral_update
+from referrals.services import NoteFacts, referral_update
 
 logger = logging.getLogger(__name__)
 
@@ -61,22 +62,6 @@ OFFER_DEADLINE = dt.timedelta(hours=settings.HUB_OFFER_DEADLINE_HOURS)
 # from_status, actor. The FHIR bridge renders the child Task (partOf the referral Task, owner = the role) from
 # it.
 offer_changed = Signal()
-
-
-class OfferRuleError(Exception):
-    """An offer change that the offer's state forbids (answering a final offer, expiring one not yet due)."""
-
-
-class OfferConflict(Exception):
-    """Someone else changed the offer first (a compare-and-set found another status)."""
-
-
-class RoutingConstraintError(Exception):
-    """Manual routing to a role that breaks hard constraints, without a recorded reason to override them."""
-
-    def __init__(self, message: str, *, constraints: list[tuple[str, str]]):
-        super().__init__(message)
-        self.constraints = constraints
 
 
 @dataclass(frozen=True)
@@ -114,8 +99,8 @@ def _offer_move(
     if not won:
         current = Offer.objects.filter(pk=offer.pk).values_list("status", flat=True).first()
         if current is None or current != from_status:
-            raise OfferConflict(f"offer {offer.pk} is {current or 'gone'}, no longer {from_status}")
-        raise OfferRuleError(f"offer {offer.pk} cannot become {to_status} now")
+            raise DomainError(ErrorCode.CONFLICT, f"offer {offer.pk} is {current or 'gone'}, no longer {from_status}")
+        raise DomainError(ErrorCode.NOT_OPEN, f"offer {offer.pk} cannot become {to_status} now")
     offer.status = to_status
     for name, value in changes.items():
         setattr(offer, name, value)
@@ -320,21 +305,18 @@ def _sync(target: Referral, source: Referral) -> None:
 
 def _check_requested(referral: Referral) -> None:
     if referral.status != ReferralStatus.REQUESTED:
-        raise ReferralRuleError(
-            f"only a requested referral is routed; this one is {referral.status!r}",
-            field="status",
-            code="not-routable",
+        raise DomainError(
+            ErrorCode.NOT_ROUTABLE, f"only a requested referral is routed; this one is {referral.status!r}", field="status"
         )
 
 
 def check_referral_routable(*, referral: Referral) -> None:
-    """Raise ReferralRuleError unless the hub may route ``referral`` now: requested, and no live offer."""
+    """Raise DomainError (NOT_ROUTABLE) unless the hub may route ``referral`` now: requested, and no live offer."""
     _check_requested(referral)
     live = offer_live_get(referral_id=referral.pk)
     if live is not None:
-        raise ReferralRuleError(
-            f"the referral is already {live.status} by {live.role.fhir_id} (offer {live.pk})",
-            code="already-offered",
+        raise DomainError(
+            ErrorCode.NOT_ROUTABLE, f"the referral is already {live.status} by {live.role.fhir_id} (offer {live.pk})"
         )
 
 
@@ -345,7 +327,7 @@ def referral_route(
     """Route a requested referral: store the decision and make the first offer, or hand it to manual routing.
 
     The first run for a referral is trigger "initial"; a later call (an admin asking again) is "retry".
-    ``first_only`` refuses a referral routed before (ReferralRuleError "already-routed"), decided under the
+    ``first_only`` refuses a referral routed before (DomainError ALREADY_ROUTED), decided under the
     lock: two deliveries of intake's route task never both route."""
     locked = _referral_lock(referral.pk)
     # One read, after the lock, for both facts; the full check (with its message) only when it will refuse.
@@ -363,7 +345,7 @@ def referral_route(
     if live or locked.status != ReferralStatus.REQUESTED:
         check_referral_routable(referral=locked)
     if routed and first_only:
-        raise ReferralRuleError(f"referral {locked.pk} was routed already", code="already-routed")
+        raise DomainError(ErrorCode.ALREADY_ROUTED, f"referral {locked.pk} was routed already")
     trigger = RoutingDecision.Trigger.RETRY if routed else RoutingDecision.Trigger.INITIAL
     outcome = _route(referral=locked, patient=patient, trigger=trigger, actor=actor, now=timezone.now())
     _sync(referral, locked)
@@ -378,7 +360,7 @@ def offer_accept(*, offer: Offer, actor: str = "") -> Offer:
     referral = _referral_lock(offer.referral_id)
     actor = actor or f"practitioner-role:{offer.role.fhir_id}"
     if referral.status != ReferralStatus.REQUESTED:
-        raise OfferRuleError(f"offer {offer.pk} cannot be accepted: the referral is {referral.status}")
+        raise DomainError(ErrorCode.NOT_OPEN, f"offer {offer.pk} cannot be accepted: the referral is {referral.status}")
     _offer_answer(offer=offer, to_status=OfferStatus.ACCEPTED, actor=actor, now=timezone.now())
     referral_update(
         referral=referral,
@@ -398,7 +380,7 @@ def offer_decline(*, offer: Offer, reason: str, actor: str = "") -> RoutingOutco
     routed."""
     reason = (reason or "").strip()
     if not reason:
-        raise OfferRuleError("a decline needs a reason")
+        raise DomainError(ErrorCode.REASON_REQUIRED, "a decline needs a reason", field="decline_reason")
     referral = _referral_lock(offer.referral_id)
     actor = actor or f"practitioner-role:{offer.role.fhir_id}"
     now = timezone.now()
@@ -414,7 +396,7 @@ def offer_expire(
 ) -> RoutingOutcome | None:
     """The deadline passed without an answer: the offer expires and the next candidate gets an offer.
 
-    Raises OfferRuleError when the offer is not yet due and OfferConflict when it was answered first."""
+    Raises DomainError: NOT_OPEN when the offer is not yet due, CONFLICT when it was answered first."""
     now = now or timezone.now()
     referral = _referral_lock(offer.referral_id)
     _offer_move(
@@ -448,7 +430,7 @@ def offers_expire_due(*, now: dt.datetime) -> int:
             continue
         try:
             offer_expire(offer=offers[offer_id], now=now)
-        except (OfferConflict, OfferRuleError, ReferralConflict) as lost:
+        except DomainError as lost:  # answered, withdrawn or moved on meanwhile: nothing to expire
             logger.info("offer %s not expired: %s", offer_id, lost)
             continue
         expired += 1
@@ -483,7 +465,7 @@ def referral_route_manually(
     *, referral: Referral, role: ProfessionalRole, admin, override_reason: str = ""
 ) -> RoutingOutcome:
     """An admin offers the referral to ``role``. Every hard constraint is checked as in automatic routing; any
-    that fails stops it (RoutingConstraintError) unless ``override_reason`` records why it is overridden. A
+    that fails stops it (DomainError CONSTRAINT, with the constraints in ``detail``) unless ``override_reason`` records why it is overridden. A
     live requested offer to someone else is withdrawn. An admin may offer again to a role that declined
     before."""
     actor = _actor_of(admin)
@@ -496,25 +478,29 @@ def referral_route_manually(
     candidate = plan.candidates[0]
     failures = list(candidate.excluded)
     if failures and not override_reason:
-        raise RoutingConstraintError(
+        raise DomainError(
+            ErrorCode.CONSTRAINT,
             f"{role.fhir_id} fails hard constraints: "
             + "; ".join(f"{c} ({d})" for c, d in failures)
             + ". Record a reason to override them.",
-            constraints=failures,
+            field="override_reason",
+            detail={"constraints": [{"constraint": c, "detail": d} for c, d in failures]},
         )
 
     live = offer_live_get(referral_id=locked.pk)
     if live is not None and live.role_id == role.pk:
-        raise OfferRuleError(f"the referral is already offered to {role.fhir_id} (offer {live.pk})")
+        raise DomainError(ErrorCode.NOT_ROUTABLE, f"the referral is already offered to {role.fhir_id} (offer {live.pk})")
     if live is not None:
         offer_cancel(offer=live, reason=f"routed by hand to {role.fhir_id} by {actor}", actor=actor)
 
     overridden = frozenset(c for c, _ in failures)
     claimed, stopped = _slot_claim(role_id=role.pk, today=now.date(), ignore=overridden)
     if stopped:
-        raise RoutingConstraintError(
+        raise DomainError(
+            ErrorCode.CONSTRAINT,
             f"{role.fhir_id} is {stopped} now. Record a reason to override it.",
-            constraints=[(stopped, "now")],
+            field="override_reason",
+            detail={"constraints": [{"constraint": stopped, "detail": "now"}]},
         )
     candidate.excluded = []  # offered despite them: the overrides are stored beside
     candidate.chosen = True
@@ -549,7 +535,7 @@ def referral_route_first(*, referral_id: int) -> RoutingOutcome | None:
         return None
     try:
         outcome = referral_route(referral=referral, patient=referral_patient_facts(referral=referral), first_only=True)
-    except ReferralRuleError as exc:  # routed already (a redelivery), or answered or cancelled meanwhile
+    except DomainError as exc:  # routed already (a redelivery), or answered or cancelled meanwhile
         logger.info("referral %s not routed: %s", referral_id, exc)
         return None
     logger.info("referral %s routed: %s", referral_id, outcome.gist)

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from network.geo import patient_place
 from network.selectors import network_member_get
+from referrals.errors import DomainError, ErrorCode
 from referrals.models import (
     HUB_ORGANIZATION_REFERENCE,
     REASON_REQUIRED_STATUSES,
@@ -30,19 +31,6 @@ referral_changed = Signal()  # kwargs: referral, events
 # Sent inside the transaction that creates a referral, after its facts and its first event are written. The FHIR
 # bridge stores the referral's resources on it when they did not come from an EHR.
 referral_created = Signal()  # kwargs: referral
-
-
-class ReferralRuleError(Exception):
-    """A referral that breaks a business rule. ``field`` names the offending fact (a ReferralFacts field name)."""
-
-    def __init__(self, message: str, *, field: str = "", code: str = "business-rule"):
-        super().__init__(message)
-        self.field = field
-        self.code = code
-
-
-class ReferralConflict(Exception):
-    """Someone else changed the referral first (a compare-and-set found another status)."""
 
 
 @dataclass(frozen=True)
@@ -96,9 +84,10 @@ class ReferralFacts:
 
 
 def check_referral_create(*, facts: ReferralFacts) -> str:
-    """Raise ReferralRuleError unless a clinic may open this referral; return the owner's display name."""
+    """Raise DomainError unless a clinic may open this referral; return the owner's display name."""
     if facts.status not in (ReferralStatus.REQUESTED, ReferralStatus.DRAFT):
-        raise ReferralRuleError(
+        raise DomainError(
+            ErrorCode.TRANSITION,
             f"a new referral starts as 'requested' (or 'draft'), not {facts.status!r}; the hub and the exercise "
             "professional move it on from there",
             field="status",
@@ -107,14 +96,16 @@ def check_referral_create(*, facts: ReferralFacts) -> str:
         return facts.owner_display or "Exercise referral hub"
     member = network_member_get(reference=facts.owner_reference)
     if member is None:
-        raise ReferralRuleError(
+        raise DomainError(
+            ErrorCode.OWNER,
             f"owner {facts.owner_reference!r} is neither the hub ({HUB_ORGANIZATION_REFERENCE}, which routes the "
             "referral) nor a member of the hub's network (a directed referral); search Organization, "
             "Practitioner and PractitionerRole to find members",
             field="owner_reference",
         )
     if not member.active:
-        raise ReferralRuleError(
+        raise DomainError(
+            ErrorCode.OWNER,
             f"owner {facts.owner_reference!r} ({member.display}) is not taking referrals now; send it to "
             f"{HUB_ORGANIZATION_REFERENCE} to have it routed",
             field="owner_reference",
@@ -139,7 +130,7 @@ def _notes_add(*, referral: Referral, notes: list[NoteFacts]) -> None:
 @transaction.atomic
 def referral_create(*, clinic: Clinic, facts: ReferralFacts, actor: str) -> Referral:
     """Open a referral for ``clinic``: the Referral, its ClinicalFacts, its notes and a CREATED event, then
-    ``referral_created``. Raises ReferralRuleError when ``facts`` break a rule (check_referral_create)."""
+    ``referral_created``. Raises DomainError when ``facts`` break a rule (check_referral_create)."""
     owner_display = check_referral_create(facts=facts)
     referral = Referral.objects.create(
         clinic=clinic,
@@ -224,13 +215,18 @@ def clinical_facts_create(*, referral: Referral, facts: ReferralFacts) -> Clinic
 def check_referral_transition(*, referral: Referral, to_status: str, reason: str) -> None:
     if to_status != referral.status and not referral.can_move_to(to_status):
         final = "; it is final, so a new referral is needed" if referral.status in TERMINAL_STATUSES else ""
-        raise ReferralRuleError(
-            f"a referral that is {referral.status!r} cannot become {to_status!r}{final}", field="status"
+        raise DomainError(
+            ErrorCode.TRANSITION, f"a referral that is {referral.status!r} cannot become {to_status!r}{final}",
+            field="status",
         )
     if to_status in REASON_REQUIRED_STATUSES and not reason:
-        raise ReferralRuleError(f"a reason is required to make a referral {to_status!r}", field="status_reason")
+        raise DomainError(
+            ErrorCode.REASON_REQUIRED, f"a reason is required to make a referral {to_status!r}", field="status_reason"
+        )
     if to_status not in REASON_REQUIRED_STATUSES and reason:
-        raise ReferralRuleError(f"a {to_status!r} referral carries no status reason", field="status_reason")
+        raise DomainError(
+            ErrorCode.REASON_NOT_ALLOWED, f"a {to_status!r} referral carries no status reason", field="status_reason"
+        )
 
 
 @transaction.atomic
@@ -249,7 +245,8 @@ def referral_update(
     ``business_status_text`` is what the physician reads for the business status ("" for its label); None
     keeps the current text while the business status stays, and clears it when the status moves.
 
-    Raises ReferralRuleError for a move the state machine forbids, and ReferralConflict when someone else moved
+    Raises DomainError: TRANSITION, REASON_REQUIRED or REASON_NOT_ALLOWED for a move the state machine forbids,
+    and CONFLICT when someone else moved
     the referral first.
     """
     check_referral_transition(referral=referral, to_status=status, reason=reason)
@@ -272,7 +269,7 @@ def referral_update(
     from_status = referral.status
     won = Referral.objects.filter(pk=referral.pk, status=from_status).update(**changes)
     if not won:
-        raise ReferralConflict(f"referral {referral.pk} changed while this request was being handled")
+        raise DomainError(ErrorCode.CONFLICT, f"referral {referral.pk} changed while this request was being handled")
     for name, value in changes.items():
         setattr(referral, name, value)
 

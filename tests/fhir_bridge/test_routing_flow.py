@@ -135,6 +135,7 @@ def test_a_decline_then_an_expiry_lead_to_the_manual_queue_and_an_override(
     refused = coordinator.post(f"/api/admin/referrals/{referral.pk}/route", {"role": "trainer-next-door"},
                                content_type="application/json")
     assert refused.status_code == 422
+    assert (json_of(refused)["code"], json_of(refused)["field"]) == ("constraint", "override_reason")
     assert "not-qualified" in [c["constraint"] for c in json_of(refused)["constraints"]]
     overridden = coordinator.post(
         f"/api/admin/referrals/{referral.pk}/route",

@@ -19,9 +19,6 @@ from referrals.models import (
 )
 from referrals.offers import (
     OFFER_DEADLINE,
-    OfferConflict,
-    OfferRuleError,
-    RoutingConstraintError,
     offer_accept,
     offer_changed,
     offer_decline,
@@ -31,9 +28,9 @@ from referrals.offers import (
     referral_route,
     referral_route_manually,
 )
+from referrals.errors import DomainError, ErrorCode
 from referrals.routing import referral_patient_facts
 from referrals.selectors import role_active_case_count, routing_explain
-from referrals.services import ReferralRuleError
 from referrals.tasks import expire_offers
 from tests.network.factories import km_north, referral_make, role_make
 from tests.referrals.conftest import CARDIAC_PATIENT
@@ -103,8 +100,9 @@ def test_an_expiry_goes_to_the_next_candidate(referral, three_roles):
 
 def test_an_offer_does_not_expire_before_its_deadline(referral, three_roles):
     offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
-    with pytest.raises(OfferRuleError):
+    with pytest.raises(DomainError) as early:
         offer_expire(offer=offer, now=offer.deadline - dt.timedelta(minutes=1))
+    assert early.value.code == ErrorCode.NOT_OPEN
     assert Offer.objects.get(pk=offer.pk).status == OfferStatus.REQUESTED
 
 
@@ -155,10 +153,12 @@ def test_an_answered_offer_cannot_be_answered_again(referral, three_roles):
     stale = Offer.objects.get(pk=offer.pk)
     offer_decline(offer=offer, reason="No room")
 
-    with pytest.raises(OfferConflict):
+    with pytest.raises(DomainError) as twice:
         offer_decline(offer=stale, reason="Twice")
-    with pytest.raises(OfferConflict):
+    assert twice.value.code == ErrorCode.CONFLICT
+    with pytest.raises(DomainError) as late:
         offer_expire(offer=stale, now=stale.deadline + dt.timedelta(hours=1))
+    assert late.value.code == ErrorCode.CONFLICT
     assert OfferEvent.objects.filter(offer=offer).count() == 2
 
 
@@ -171,22 +171,25 @@ def test_an_offer_of_a_cancelled_referral_cannot_be_accepted(referral, three_rol
         referral=Referral.objects.get(pk=referral.pk), status="cancelled", reason="moved", actor="hub"
     )
 
-    with pytest.raises(OfferRuleError):
+    with pytest.raises(DomainError) as refused:
         offer_accept(offer=Offer.objects.get(pk=offer.pk))
+    assert refused.value.code == ErrorCode.NOT_OPEN
     assert Offer.objects.get(pk=offer.pk).status == OfferStatus.CANCELLED
 
 
 def test_a_decline_needs_a_reason(referral, three_roles):
     offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
-    with pytest.raises(OfferRuleError):
+    with pytest.raises(DomainError) as refused:
         offer_decline(offer=offer, reason="  ")
+    assert (refused.value.code, refused.value.field) == (ErrorCode.REASON_REQUIRED, "decline_reason")
     assert Offer.objects.get(pk=offer.pk).status == OfferStatus.REQUESTED
 
 
 def test_a_referral_with_a_live_offer_is_not_routed_twice(referral, three_roles):
     referral_route(referral=referral, patient=CARDIAC_PATIENT)
-    with pytest.raises(ReferralRuleError):
+    with pytest.raises(DomainError) as refused:
         referral_route(referral=referral, patient=CARDIAC_PATIENT)
+    assert refused.value.code == ErrorCode.NOT_ROUTABLE
     assert Offer.objects.count() == 1
 
 
@@ -216,10 +219,11 @@ def test_manual_routing_refuses_a_role_that_breaks_hard_constraints_without_a_re
     referral_route(referral=referral, patient=CARDIAC_PATIENT)
     unqualified = role_make(credentials=["acsm-cpt"])
 
-    with pytest.raises(RoutingConstraintError) as refused:
+    with pytest.raises(DomainError) as refused:
         referral_route_manually(referral=referral, role=unqualified, admin="coordinator")
 
-    assert [c for c, _ in refused.value.constraints] == ["not-qualified"]
+    assert refused.value.code == ErrorCode.CONSTRAINT
+    assert [c["constraint"] for c in refused.value.detail["constraints"]] == ["not-qualified"]
     assert Offer.objects.filter(role=unqualified).count() == 0
 
 
@@ -264,8 +268,9 @@ def test_manual_routing_keeps_capacity_unless_overridden(clinic):
     referral = referral_make(clinic)
     referral_route(referral=referral, patient=CARDIAC_PATIENT)  # nobody left: manual
 
-    with pytest.raises(RoutingConstraintError):
+    with pytest.raises(DomainError) as refused:
         referral_route_manually(referral=referral, role=full, admin="coordinator")
+    assert refused.value.code == ErrorCode.CONSTRAINT
     outcome = referral_route_manually(
         referral=referral, role=full, admin="coordinator", override_reason="Extra slot"
     )
