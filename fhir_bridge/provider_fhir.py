@@ -67,8 +67,9 @@ from referrals.models import (
     Referral,
     ReferralStatus,
 )
-from referrals.offers import OfferConflict, OfferRuleError, offer_accept, offer_decline
-from referrals.services import ReferralConflict, ReferralRuleError, referral_update
+from referrals.errors import DomainError, ErrorCode
+from referrals.offers import offer_accept, offer_decline
+from referrals.services import referral_update
 
 log = logging.getLogger(__name__)
 
@@ -425,7 +426,10 @@ def _offer_answer(*, offer: Offer, referral: Referral, status: str, reason: str,
             raise _transition_refused(
                 "offer", current, status, "an offer is answered with accepted, or rejected with a statusReason"
             )
-    except (OfferRuleError, OfferConflict, ReferralConflict) as exc:
+    except DomainError as exc:
+        if exc.code not in (ErrorCode.CONFLICT, ErrorCode.NOT_OPEN, ErrorCode.STALE):
+            raise  # the adapter maps it (outcomes.domain_error)
+        # Someone answered or withdrew the offer, or the referral moved on, while this request was on its way.
         raise error(409, "conflict", f"offer Task: {current!r} → {status!r} was not made: {exc}",
                     expression="Task.status") from None
     log.info("offer %s %s by %s", offer.pk, status, actor)
@@ -454,12 +458,8 @@ def _case_move(*, referral: Referral, status: str, reason: str, notes: list[dict
         )
     if not referral.can_move_to(status):
         raise _transition_refused("referral", current, status, "the PA Task state machine has no such step")
-    try:
-        referral_update(referral=referral, status=status, reason=reason, actor=actor)
-    except ReferralRuleError as exc:
-        raise error(422, exc.code, str(exc), expression=intake.fact_path(exc.field)) from None
-    except ReferralConflict as exc:
-        raise error(409, "conflict", str(exc), expression="Task.status") from None
+    # A DomainError from here on (a race lost, a reason the profile let through) is mapped by the adapter.
+    referral_update(referral=referral, status=status, reason=reason, actor=actor)
     log.info("referral %s %s → %s by %s", referral.pk, current, status, actor)
 
 
