@@ -430,3 +430,58 @@ def test_a_case_entered_in_error_is_still_found(provider, fhir, offered):
     assert _put(fhir, referral_task, etag, status="entered-in-error").status_code == 200
     found = json_of(provider.get("Task?status=entered-in-error"))["entry"]
     assert [e["resource"]["id"] for e in found] == [offered["task"]["id"]]
+
+
+def test_a_provider_system_gets_a_token_with_its_key_and_reads_its_offers(fit4life, offered, ec_key, post_token, client):
+    from fhir_bridge.smart_keys import client_assertion
+    from tests.fhir_bridge.conftest import TEST_TOKEN_URL
+
+    registered = ehr_client_register(
+        name="Fit 4 Life system", organization=fit4life, jwks={"keys": [public_jwk(ec_key, "ec-1")]},
+        scopes=list(PROVIDER_SCOPES),
+    )
+    assertion = client_assertion(key=ec_key, kid="ec-1", client_id=registered.client_id, token_url=TEST_TOKEN_URL)
+    response = post_token(assertion, scope="system/Task.rus system/Task.c system/Patient.rs")
+    assert response.status_code == 200, response.content
+    assert response.json()["scope"] == "system/Task.rus system/Patient.rs"  # never Task create
+    token = response.json()["access_token"]
+    response = client.get("/fhir/Task", HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_ACCEPT="application/fhir+json")
+    assert [e["resource"]["id"] for e in json_of(response)["entry"]] == [offered["offer_task"]]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"status": None},
+        {"status": 7},
+        {"statusReason": "busy"},
+        {"note": "hello"},
+        {"for": "Patient/x"},
+        {"identifier": [{"system": 1}]},
+        {"status": "rejected", "statusReason": {"text": ""}},
+        {"status": "rejected", "statusReason": {"text": "   "}},
+    ],
+)
+def test_bad_updates_from_a_provider_are_4xx(provider, offered, change):
+    task, etag = _read(provider, f"Task/{offered['offer_task']}")
+    response = _put(provider, task, etag, **{k: v for k, v in change.items()})
+    assert 400 <= response.status_code < 500, response.content
+    assert json_of(response)["resourceType"] == "OperationOutcome"
+    assert Offer.objects.get(pk=offered["offer"].pk).status == OfferStatus.REQUESTED
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"resourceType": "Observation"},
+        {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "basedOn": "ServiceRequest/1"},
+        {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient"}},
+        {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": 5}},
+        {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "basedOn": [{"reference": "Task/offer-99999999999999999999"}]},
+    ],
+)
+def test_bad_observations_from_a_provider_are_4xx(provider, offered, body):
+    _accept(provider, offered)
+    response = provider.post("Observation", body)
+    assert 400 <= response.status_code < 500, response.content
+    assert json_of(response)["resourceType"] == "OperationOutcome"
