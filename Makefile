@@ -21,7 +21,7 @@ run: setup
 	@test -f .env || printf '# written by make run: this checkout is the embedded demo\nDEBUG=true\n' > .env
 	@$(PY) manage.py migrate --noinput -v 0 && \
 	$(PY) manage.py load_demo --base-url http://$(HOST):$(PORT) && \
-	{ $(VENV)/bin/celery -A config worker --beat --loglevel WARNING --concurrency 2 \
+	{ $(VENV)/bin/celery -A config worker --beat -Q routing,delivery,sweeps --loglevel WARNING --concurrency 2 \
 	      --schedule .var/celerybeat-schedule & worker=$$!; \
 	  trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	  $(PY) manage.py runserver $(HOST):$(PORT) --noreload; }

@@ -174,11 +174,53 @@ CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_SOFT_TIME_LIMIT = 100
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
+# Three queues, so that a flood of deliveries cannot starve routing: `make run`'s worker consumes all three; at
+# scale, run workers apart (`celery -A config worker -Q routing`, `-Q delivery`, `-Q sweeps`).
+CELERY_TASK_DEFAULT_QUEUE = "sweeps"
+CELERY_TASK_ROUTES = {
+    "fhir_bridge.route_referral": {"queue": "routing"},
+    "notifications.followup_routing": {"queue": "routing"},
+    "notifications.followup_delivery": {"queue": "delivery"},
+    "notifications.fan_out": {"queue": "delivery"},
+    "notifications.followup": {"queue": "sweeps"},
+    "notifications.sweep": {"queue": "sweeps"},
+    "fhir_bridge.purge_spent_jtis": {"queue": "sweeps"},
+}
+# The follow-up schedule (notifications/followups.py). Offer deadlines are follow-ups too: there is no other
+# sweep over Offer.deadline.
+HUB_SWEEP_SECONDS = env_int("HUB_SWEEP_SECONDS", 60, minimum=1)
+HUB_FOLLOWUP_BATCH = env_int("HUB_FOLLOWUP_BATCH", 500, minimum=1)
+HUB_SWEEP_MAX_BATCHES = 20  # per sweep run; what is left waits for the next one
+# Follow-ups per Celery message when the sweep hands them over (each still runs in its own transaction).
+HUB_FOLLOWUP_CHUNK = env_int("HUB_FOLLOWUP_CHUNK", 20, minimum=1)
+# How long a claimed follow-up is left to its worker before the sweep claims it again (the worker died).
+HUB_FOLLOWUP_LEASE_SECONDS = env_int("HUB_FOLLOWUP_LEASE_SECONDS", 300, minimum=10)
+HUB_FOLLOWUP_MAX_ATTEMPTS = env_int("HUB_FOLLOWUP_MAX_ATTEMPTS", 8, minimum=1)
+# Deliveries (notifications and e-mails): retried with exponential backoff and jitter from the base up to the
+# cap, dead-lettered after the maximum number of attempts (the admin and `manage.py replay_deliveries` replay).
+HUB_DELIVERY_MAX_ATTEMPTS = env_int("HUB_DELIVERY_MAX_ATTEMPTS", 10, minimum=1)
+HUB_RETRY_BASE_SECONDS = env_int("HUB_RETRY_BASE_SECONDS", 30, minimum=1)
+HUB_RETRY_MAX_SECONDS = env_int("HUB_RETRY_MAX_SECONDS", 6 * 3600, minimum=1)
+HUB_DELIVERY_TIMEOUT_SECONDS = env_int("HUB_DELIVERY_TIMEOUT_SECONDS", 10, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "purge-spent-assertion-ids": {"task": "fhir_bridge.purge_spent_jtis", "schedule": 3600.0},
-    # Offers past their deadline go to the next candidate (48 h by default, HUB_OFFER_DEADLINE_HOURS).
-    "expire-offers": {"task": "referrals.expire_offers", "schedule": 60.0},
+    # Claims due follow-ups (offer deadlines, nudges, alerts, delivery attempts) and fans out missed events.
+    "sweep-follow-ups": {"task": "notifications.sweep", "schedule": float(HUB_SWEEP_SECONDS)},
 }
+
+# --- E-mail --------------------------------------------------------------------------------------------------------
+# The embedded run prints e-mails on the worker's console; production sends them through SMTP.
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "hub@localhost")
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,139 @@
+"""The follow-up schedule, the subscriptions and the outbox. Rows in the database are the truth; Celery only
+carries ids (DESIGN.md §6, STYLE.md 20).
+
+What a row concerns is kept as plain ids, not foreign keys: the domain's offers are moving between apps, and a
+follow-up must outlive nothing it points at (a handler that finds its row gone logs and finishes)."""
+
+from django.db import models
+from django.db.models import Q
+
+
+class FollowUp(models.Model):
+    """One thing to do at a time: expire an offer, nudge a therapist, attempt a delivery.
+
+    ``key`` makes scheduling idempotent: the same follow-up (kind and what it concerns) is inserted once however
+    often the change that schedules it is replayed. ``claimed_until`` is the sweep's lease: a row whose worker
+    died is claimed again once it passes."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"  # waiting for its due time, or claimed and being worked (see claimed_until)
+        DONE = "done"  # its handler ran and recorded an outcome; final
+        FAILED = "failed"  # its handler raised on every attempt up to the limit; final, visible in the admin
+
+    kind = models.CharField(max_length=40)  # a key of notifications.followups.KINDS
+    key = models.CharField(max_length=200, unique=True)
+    due_at = models.DateTimeField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    referral_id = models.BigIntegerField(null=True, blank=True)
+    offer_id = models.BigIntegerField(null=True, blank=True)
+    subscription_id = models.BigIntegerField(null=True, blank=True)
+    delivery_id = models.BigIntegerField(null=True, blank=True)
+    outcome = models.CharField(max_length=200, blank=True)  # what the handler did, or the last error
+    created_at = models.DateTimeField(auto_now_add=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["due_at", "id"]
+        indexes = [
+            # Consumer: notifications.followups.followups_claim (Celery task notifications.sweep). Only pending
+            # rows are indexed, so done ones (the vast majority, in time) cost the sweep nothing.
+            models.Index(fields=["due_at"], condition=Q(state="pending"), name="followup_due_pending"),
+            # What a referral still has scheduled (the admin, and handlers that look for siblings).
+            models.Index(fields=["referral_id"], condition=Q(referral_id__isnull=False), name="followup_referral"),
+        ]
+        permissions = [
+            ("coordinator", "Is a coordinator: e-mailed when a referral needs manual routing"),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} due {self.due_at:%Y-%m-%d %H:%M} ({self.state})"
+
+
+class Subscription(models.Model):
+    """A clinic's standing request to be told of changes to its referrals (an R4 Subscriptions Backport
+    Subscription on the Task topic, or the e-mail channel for clinics without a FHIR endpoint)."""
+
+    class Channel(models.TextChoices):
+        REST_HOOK = "rest-hook"  # POST of the notification Bundle to ``endpoint``
+        EMAIL = "email"  # a PHI-free message with a link, to ``endpoint`` (an address)
+
+    class Payload(models.TextChoices):
+        EMPTY = "empty"
+        ID_ONLY = "id-only"
+        FULL_RESOURCE = "full-resource"
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested"  # created; the handshake has not answered yet
+        ACTIVE = "active"  # notifications flow
+        ERROR = "error"  # deliveries keep failing; still numbered and attempted, back to active on a success
+        OFF = "off"  # stopped by the clinic or an admin: nothing is numbered for it
+
+    clinic = models.ForeignKey("referrals.Clinic", on_delete=models.CASCADE, related_name="subscriptions")
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    endpoint = models.CharField(max_length=500)
+    headers = models.JSONField(default=list, blank=True)  # ["Authorization: Bearer ...", ...] as FHIR has them
+    payload = models.CharField(max_length=20, choices=Payload.choices, default=Payload.ID_ONLY)
+    # Parsed filters of the Task topic: {"status": ["accepted"], "requester": ["Practitioner/x"]}; a key's values
+    # are alternatives, keys must all match. Empty: every change to the clinic's referrals.
+    filter_criteria = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.REQUESTED)
+    heartbeat_seconds = models.PositiveIntegerField(null=True, blank=True)
+    # The last event number given out (events-since-subscription-start); written only under this row's lock.
+    events_since_start = models.PositiveBigIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.channel} subscription {self.pk} of {self.clinic_id} ({self.status})"
+
+
+# Subscriptions that get notifications numbered and attempted.
+NOTIFIED_SUBSCRIPTION_STATUSES = frozenset({Subscription.Status.ACTIVE, Subscription.Status.ERROR})
+
+
+class Delivery(models.Model):
+    """One message to one receiver: a numbered notification of a subscription, or an e-mail. Its content is
+    fixed when the row is written, so that every attempt (and a replay) sends the same bytes."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"  # an attempt is scheduled (a delivery-attempt follow-up)
+        DELIVERED = "delivered"  # the receiver took it; final
+        DEAD = "dead"  # every attempt up to the limit failed; an admin may replay it
+
+    channel = models.CharField(max_length=10, choices=Subscription.Channel.choices)
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, null=True, blank=True, related_name="deliveries"
+    )
+    event_number = models.PositiveBigIntegerField(null=True, blank=True)  # per subscription, gap-free
+    referral_event_id = models.BigIntegerField(null=True, blank=True)
+    endpoint = models.CharField(max_length=500)  # the URL, or the e-mail address
+    subject = models.CharField(max_length=200, blank=True)  # e-mail only
+    content = models.TextField()  # the body sent: JSON for rest-hook, plain text for e-mail
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)  # in this round
+    round = models.PositiveIntegerField(default=1)  # 1, then one more per replay
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "event_number"],
+                condition=Q(subscription__isnull=False),
+                name="delivery_subscription_event_number",
+            )
+        ]
+        indexes = [
+            # Consumer: the admin's dead letters and manage.py replay_deliveries.
+            models.Index(fields=["created_at"], condition=Q(state="dead"), name="delivery_dead"),
+        ]
+
+    def __str__(self):
+        number = f" #{self.event_number}" if self.event_number else ""
+        return f"{self.channel} delivery {self.pk}{number} ({self.state})"

@@ -227,9 +227,16 @@ class ReferralEvent(models.Model):
     actor = models.CharField(max_length=200)  # "ehr-client:<client_id>", "hub", "user:<username>"
     detail = models.JSONField(default=dict, blank=True)
     at = models.DateTimeField(auto_now_add=True)
+    # When the follow-up engine matched it to subscriptions (the outbox's fan-out); null until then.
+    notified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
+        indexes = [
+            # Consumer: notifications.outbox.events_fan_out (Celery tasks notifications.fan_out and .sweep). Only
+            # the events not yet fanned out are indexed: a handful at any time.
+            models.Index(fields=["id"], condition=Q(notified_at__isnull=True), name="referral_event_unnotified"),
+        ]
 
 
 class ReferralNote(models.Model):
@@ -359,10 +366,6 @@ class Offer(models.Model):
             models.Index(fields=["role", "status"], name="offer_role_status"),
             # Continuity: the accepted offers of a practice (referrals/routing.py::_history).
             models.Index(fields=["organization", "status"], name="offer_organization_status"),
-            # Consumer: referrals.offers.offers_expire_due (Celery task referrals.expire_offers).
-            models.Index(
-                fields=["deadline"], condition=Q(status="requested"), name="offer_requested_deadline"
-            ),
         ]
 
     def __str__(self):

@@ -45,7 +45,6 @@ from referrals.routing import (
 )
 from referrals.selectors import (
     offer_live_get,
-    offers_due,
     role_active_case_count,
     role_for_update,
     routing_decision_latest,
@@ -356,7 +355,7 @@ def referral_route(
 def offer_accept(*, offer: Offer, actor: str = "") -> Offer:
     """The professional takes the case: the offer is accepted and the referral with it.
 
-    The sweep, not the clock, ends an offer: an answer that beats offers_expire_due to the row wins."""
+    The offer-deadline follow-up, not the clock, ends an offer: an answer that beats it to the row wins."""
     referral = _referral_lock(offer.referral_id)
     actor = actor or f"practitioner-role:{offer.role.fhir_id}"
     if referral.status != ReferralStatus.REQUESTED:
@@ -413,28 +412,6 @@ def _route_next(*, referral: Referral, trigger: str, now: dt.datetime) -> Routin
         return None  # cancelled or answered meanwhile: nothing to route
     patient = referral_patient_facts(referral=referral)
     return _route(referral=referral, patient=patient, trigger=trigger, actor=HUB_ACTOR, now=now)
-
-
-def offers_expire_due(*, now: dt.datetime) -> int:
-    """Expire every requested offer past its deadline and route each referral on; return how many expired.
-
-    Each offer is its own transaction: one that someone answered meanwhile is skipped, and a failure on one
-    referral does not hold up the others. Running it twice, or at once on two workers, is harmless."""
-    expired = 0
-    due = offers_due(now=now)
-    # One read for the batch (the role is for the offer's Task). A row may be stale by its turn: the
-    # compare-and-set in offer_expire settles that, as it would for a row read just before.
-    offers = Offer.objects.select_related("role").in_bulk(due)
-    for offer_id in due:
-        if offer_id not in offers:
-            continue
-        try:
-            offer_expire(offer=offers[offer_id], now=now)
-        except DomainError as lost:  # answered, withdrawn or moved on meanwhile: nothing to expire
-            logger.info("offer %s not expired: %s", offer_id, lost)
-            continue
-        expired += 1
-    return expired
 
 
 @transaction.atomic

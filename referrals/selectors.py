@@ -89,15 +89,6 @@ def offer_live_get(*, referral_id: int) -> Offer | None:
     )
 
 
-def offers_due(*, now: dt.datetime, limit: int = 500) -> list[int]:
-    """Ids of requested offers past their deadline, oldest first (reads the partial index on deadline)."""
-    return list(
-        Offer.objects.filter(status=OfferStatus.REQUESTED, deadline__lte=now)
-        .order_by("deadline")
-        .values_list("id", flat=True)[:limit]
-    )
-
-
 def routing_decision_latest(*, referral_id: int) -> RoutingDecision | None:
     return RoutingDecision.objects.filter(referral_id=referral_id).order_by("-id").first()
 

@@ -10,8 +10,8 @@ from django.test import Client
 from django.utils import timezone
 
 from fhir_bridge.examples import scenario2_bundle
+from notifications.followups import followup_run, followups_claim
 from referrals.models import Offer, Referral, RoutingDecision
-from referrals.offers import offers_expire_due
 from referrals.tasks import route_referral
 from tests.conftest import json_of
 from tests.network.factories import role_make
@@ -54,7 +54,7 @@ def _send_cardiac_referral(fhir, django_capture_on_commit_callbacks) -> tuple[Re
     with django_capture_on_commit_callbacks() as callbacks:
         response = fhir.post("", bundle)
     assert response.status_code == 200
-    assert len(callbacks) == 1  # the route task, enqueued only once the referral is committed
+    assert len(callbacks) == 2  # the route task and the outbox's fan-out, enqueued only once it is committed
     referral = Referral.objects.get()
     assert route_referral.name == "referrals.route_referral"  # the name a worker knows it by
     route_referral(*json.loads(json.dumps([referral.pk])))  # what the worker would run, arguments as JSON
@@ -120,7 +120,9 @@ def test_a_decline_then_an_expiry_lead_to_the_manual_queue_and_an_override(
         ("PractitionerRole/cep-near", "rejected"), ("PractitionerRole/cep-far", "requested")]
     assert offers[0]["statusReason"]["text"] == "Full until March"
 
-    assert offers_expire_due(now=timezone.now() + dt.timedelta(hours=49)) == 1
+    later = timezone.now() + dt.timedelta(hours=49)  # the offer-deadline follow-up falls due
+    outcomes = [followup_run(followup_id=f, now=later) for f in followups_claim(now=later)]
+    assert sum(o.startswith("expired") for o in outcomes) == 1, outcomes
     offers = _offers(fhir, task["id"])
     assert offers[1]["status"] == "cancelled" and "No answer" in offers[1]["statusReason"]["text"]
     referral.refresh_from_db()

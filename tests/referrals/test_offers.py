@@ -2,10 +2,8 @@
 routing keeps the hard constraints unless a reason is recorded."""
 
 import datetime as dt
-import json
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from referrals.models import (
@@ -23,7 +21,6 @@ from referrals.offers import (
     offer_changed,
     offer_decline,
     offer_expire,
-    offers_expire_due,
     referral_offers_cancel,
     referral_route,
     referral_route_manually,
@@ -31,7 +28,6 @@ from referrals.offers import (
 from referrals.errors import DomainError, ErrorCode
 from referrals.routing import referral_patient_facts
 from referrals.selectors import role_active_case_count, routing_explain
-from referrals.tasks import expire_offers
 from tests.network.factories import km_north, referral_make, role_make
 from tests.referrals.conftest import CARDIAC_PATIENT
 
@@ -120,32 +116,6 @@ def test_an_exhausted_list_goes_to_the_manual_queue(referral, three_roles):
     assert outcome.decision.summary["excluded"] == {"already-offered": 3}
     assert "a coordinator will route" in outcome.gist
     assert len(routing_explain(referral_id=referral.pk)) == 4
-
-
-def test_the_sweep_expires_only_due_offers_and_routes_on(clinic, three_roles):
-    due = referral_route(referral=referral_make(clinic), patient=CARDIAC_PATIENT).offer
-    fresh = referral_route(referral=referral_make(clinic), patient=CARDIAC_PATIENT).offer
-    Offer.objects.filter(pk=due.pk).update(deadline=timezone.now() - dt.timedelta(minutes=1))
-
-    assert offers_expire_due(now=timezone.now()) == 1
-    assert offers_expire_due(now=timezone.now()) == 0  # running it again is harmless
-
-    assert Offer.objects.get(pk=due.pk).status == OfferStatus.EXPIRED
-    assert Offer.objects.get(pk=fresh.pk).status == OfferStatus.REQUESTED
-    assert Offer.objects.filter(referral_id=due.referral_id, status=OfferStatus.REQUESTED).count() == 1
-
-
-def test_the_celery_task_runs_the_sweep(referral, three_roles):
-    offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
-    Offer.objects.filter(pk=offer.pk).update(deadline=timezone.now() - dt.timedelta(seconds=1))
-    assert expire_offers.name == "referrals.expire_offers"
-    assert json.loads(json.dumps(expire_offers.apply().get())) == 1
-    assert Offer.objects.get(pk=offer.pk).status == OfferStatus.EXPIRED
-
-
-def test_beat_runs_the_sweep_by_the_task_name():
-    # A renamed task that beat still names would never run again.
-    assert settings.CELERY_BEAT_SCHEDULE["expire-offers"]["task"] == expire_offers.name
 
 
 def test_an_answered_offer_cannot_be_answered_again(referral, three_roles):

@@ -1,0 +1,252 @@
+"""Follow-up engine benchmark (issue 8 §7), on PostgreSQL and Redis.
+
+    .venv/bin/python bench/followups.py [--pending 1000000] [--rate 300] [--seconds 120] [--sweep 10]
+    .venv/bin/python bench/followups.py --quick      # 100k pending, 100/s for 20 s: a smoke run
+
+1. **Claim.** Fills ``FollowUp`` with ``--pending`` pending rows (a mix of kinds, due over the next 30 days, with
+   ``--due`` of them already due), vacuums and analyzes, then times ``followups_claim`` for ``--batches``
+   batches of 500 (the sweep's SELECT ... FOR UPDATE SKIP LOCKED and the lease's UPDATE, one transaction; the
+   hand-over to Celery is left out: it is the broker's cost). Between batches, untimed, the claimed rows are
+   marked done, as workers would. Prints each batch's milliseconds, then p50, p99 and max.
+2. **Steady load.** Starts ``--workers`` Celery worker processes (prefork) on the three queues and a local HTTP
+   receiver; inserts follow-ups that fall due at ``--rate`` per second for ``--seconds`` seconds, half of them
+   nudges (first-session-nudge of a referral that is not accepted: the handler reads and decides) and half
+   notifications (a delivery-attempt posting 300 bytes to the receiver); and runs the sweep (the
+   ``notifications.sweep`` task, as beat would) every ``--sweep`` seconds. Nothing is enqueued on commit here:
+   every follow-up goes through the sweep, the worst case. Prints follow-ups done per second (done / from the
+   first due to the last done: a sweep interval longer than the load itself), and the lag from due to done
+   (p50, p99, max); it keeps up when all are done and none lags more than the sweep interval and 5 s.
+
+It drops and re-creates the database ``hub_bench_followups`` (``--database``) on 127.0.0.1:5432 (user postgres;
+BENCH_PG_URL to change the server) and uses Redis ``--broker`` (default db 3), whose three queues it empties
+after the run.
+
+Targets: claim < 50 ms per 500 with 1 M pending; keeps up with 300 follow-ups/s; lag p99 < sweep + 5 s.
+"""
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SERVER = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
+DATABASE = "hub_bench_followups"
+QUEUES = ("routing", "delivery", "sweeps")
+
+
+def database_fresh(database: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{database}"')
+
+
+def environment(database: str, broker: str, var_dir: str) -> dict:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=f"{SERVER}/{database}",
+        CELERY_BROKER_URL=broker,
+        DEBUG="false",
+        SECRET_KEY="bench-followups-not-a-secret-" + "x" * 32,
+        LOG_LEVEL="WARNING",
+        HUB_VAR_DIR=var_dir,
+        DJANGO_SETTINGS_MODULE="config.settings",
+    )
+    return env
+
+
+def django_start(env: dict) -> None:
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def fill(pending: int, due: int) -> None:
+    """``pending`` rows in one INSERT ... SELECT: ``due`` of them due in the last hour, the rest over 30 days."""
+    from django.db import connection
+
+    t0 = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO notifications_followup
+                (kind, key, due_at, state, attempts, claimed_until, referral_id, offer_id, subscription_id,
+                 delivery_id, outcome, created_at, done_at)
+            SELECT (ARRAY['offer-deadline','first-session-nudge','first-session-admin','delivery-attempt'])[1 + i %% 4],
+                   'bench:' || i,
+                   CASE WHEN i <= %s THEN now() - (i %% 3600) * interval '1 second'
+                        ELSE now() + interval '1 minute' + (i %% 2592000) * interval '1 second' END,
+                   'pending', 0, NULL, i, NULL, NULL, NULL, '', now(), NULL
+            FROM generate_series(1, %s) AS i
+            """,
+            [due, pending],
+        )
+        cursor.execute("VACUUM ANALYZE notifications_followup")
+    print(f"filled {pending:,} pending follow-ups ({due:,} due) in {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def claim_part(batches: int) -> list[float]:
+    from django.utils import timezone
+
+    import notifications.followups as followups
+    from notifications.models import FollowUp
+
+    followups._enqueue = lambda task, *args: None  # the broker's cost is not the claim's
+    times = []
+    for n in range(batches):
+        now = timezone.now()
+        t0 = time.perf_counter()
+        claimed = followups.followups_claim(now=now, limit=500)
+        times.append((time.perf_counter() - t0) * 1000)
+        assert len(claimed) == 500, f"batch {n}: only {len(claimed)} due rows left (raise --due)"
+        FollowUp.objects.filter(pk__in=claimed).update(state="done", done_at=now, claimed_until=None)
+        print(f"  batch {n + 1:3d}: {times[-1]:6.1f} ms", flush=True)
+    return times
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    count = 0
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        _Receiver.count += 1
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def steady_part(*, env: dict, rate: int, seconds: int, sweep_every: int, workers: int) -> dict:
+    from django.utils import timezone
+
+    from notifications.models import Delivery, FollowUp
+    from notifications.tasks import sweep
+
+    FollowUp.objects.filter(state="pending").delete()  # the claim part's rows would only be noise here
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+
+    total = rate * seconds
+    start = timezone.now() + dt.timedelta(seconds=5)
+    deliveries = Delivery.objects.bulk_create(
+        Delivery(channel="rest-hook", endpoint=url, content='{"bench": "' + "x" * 280 + '"}') for _ in range(total // 2)
+    )
+    rows = []
+    for i in range(total):
+        due = start + dt.timedelta(seconds=i / rate)
+        if i % 2:
+            rows.append(FollowUp(kind="delivery-attempt", key=f"steady:{i}", due_at=due, delivery_id=deliveries[i // 2].pk))
+        else:
+            rows.append(FollowUp(kind="first-session-nudge", key=f"steady:{i}", due_at=due, referral_id=10**9 + i))
+    FollowUp.objects.bulk_create(rows, batch_size=5000)
+    print(f"scheduled {total:,} follow-ups due from {start:%H:%M:%S} at {rate}/s", flush=True)
+
+    worker = subprocess.Popen(
+        [str(ROOT / ".venv/bin/celery"), "-A", "config", "worker", "-Q", ",".join(QUEUES), "--pool", "prefork",
+         "--concurrency", str(workers), "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
+        cwd=ROOT, env=env, start_new_session=True,
+    )
+    try:
+        end = start + dt.timedelta(seconds=seconds)
+        while timezone.now() < end + dt.timedelta(seconds=sweep_every):
+            sweep.apply_async(queue="sweeps")
+            time.sleep(sweep_every)
+        deadline = time.monotonic() + 60
+        while FollowUp.objects.filter(key__startswith="steady:", state="pending").exists() and time.monotonic() < deadline:
+            sweep.apply_async(queue="sweeps")
+            time.sleep(sweep_every)
+    finally:
+        worker.terminate()  # the main process only: a warm shutdown lets its children finish their task
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, 9)
+            worker.wait()
+        server.shutdown()
+
+    done = list(FollowUp.objects.filter(key__startswith="steady:", state="done").values_list("due_at", "done_at"))
+    lags = [(d - due).total_seconds() for due, d in done]
+    span = (max(d for _, d in done) - min(due for due, _ in done)).total_seconds() if done else 1
+    return {
+        "total": total,
+        "done": len(done),
+        "per_second": len(done) / span,
+        "lag_p50": percentile(lags, 50) if lags else None,
+        "lag_p99": percentile(lags, 99) if lags else None,
+        "lag_max": max(lags) if lags else None,
+        "received": _Receiver.count,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pending", type=int, default=1_000_000)
+    parser.add_argument("--due", type=int, default=50_000, help="of the pending rows, how many are due already")
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--rate", type=int, default=300, help="follow-ups falling due per second")
+    parser.add_argument("--seconds", type=int, default=120)
+    parser.add_argument("--sweep", type=int, default=10, help="seconds between sweeps")
+    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
+    parser.add_argument("--quick", action="store_true", help="100k pending, 100/s for 20 s")
+    parser.add_argument("--skip-steady", action="store_true", help="only the claim part")
+    parser.add_argument("--database", default=DATABASE, help=f"dropped and re-created (default {DATABASE})")
+    parser.add_argument("--broker", default="redis://127.0.0.1:6379/3")
+    args = parser.parse_args()
+    if args.quick:
+        args.pending, args.due, args.batches, args.rate, args.seconds = 100_000, 10_000, 10, 100, 20
+
+    database_fresh(args.database)
+    env = environment(args.database, args.broker, tempfile.mkdtemp(prefix="bench-followups-"))
+    django_start(env)
+
+    fill(args.pending, args.due)
+    times = claim_part(args.batches)
+    print(
+        f"claim of 500 with {args.pending:,} pending: p50 {statistics.median(times):.1f} ms, "
+        f"p99 {percentile(times, 99):.1f} ms, max {max(times):.1f} ms "
+        f"[{'PASS' if percentile(times, 99) < 50 else 'FAIL'} < 50 ms]"
+    )
+    if args.skip_steady:
+        return
+    try:
+        result = steady_part(env=env, rate=args.rate, seconds=args.seconds, sweep_every=args.sweep, workers=args.workers)
+    finally:
+        import redis
+
+        redis.Redis.from_url(args.broker).delete(*QUEUES)
+    print(
+        f"steady load: {result['done']:,}/{result['total']:,} done, {result['per_second']:.0f}/s "
+        # Keeping up: everything done, none later than a sweep interval and 5 s after it fell due.
+        f"[{'PASS' if result['done'] == result['total'] and result['lag_max'] < args.sweep + 5 else 'FAIL'} "
+        f"keeps up with {args.rate}/s]; "
+        f"lag due→done p50 {result['lag_p50']:.1f} s, p99 {result['lag_p99']:.1f} s, max {result['lag_max']:.1f} s "
+        f"[{'PASS' if result['lag_p99'] < args.sweep + 5 else 'FAIL'} p99 < {args.sweep + 5} s]; "
+        f"receiver got {result['received']:,} notifications"
+    )
+
+
+if __name__ == "__main__":
+    main()

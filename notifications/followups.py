@@ -1,0 +1,219 @@
+"""The follow-up schedule: rows with a due time, claimed by a sweep under a lease, run by small idempotent tasks.
+
+The path of one follow-up:
+1. ``followup_schedule`` inserts it (once per key) in the transaction of the change that calls for it. One due
+   already is handed to a worker when that transaction commits, so nobody waits for the sweep.
+2. ``followups_claim`` (Celery beat's ``notifications.sweep``, every HUB_SWEEP_SECONDS) takes due rows whose
+   lease is free with ``SELECT ... FOR UPDATE SKIP LOCKED``, sets the lease, and hands each to a task on commit.
+   Two sweeps at once claim different rows; a row whose worker died is claimed again when its lease ends.
+3. ``followup_run`` (the task) locks its row and runs its kind's handler only if it is still pending and due;
+   the handler's writes and the row's ``done`` commit together. A second delivery of the same task finds the
+   row done and does nothing.
+
+Nothing is ever scheduled as a far-future ETA or countdown in the broker: the row is the schedule.
+"""
+
+import datetime as dt
+import logging
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from config.queue import enqueue_on_commit
+from notifications.models import FollowUp
+
+log = logging.getLogger(__name__)
+
+# The queues of DESIGN.md §6 (CELERY_TASK_ROUTES): routing work never waits behind a flood of deliveries.
+ROUTING, DELIVERY, SWEEPS = "routing", "delivery", "sweeps"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of follow-up: what runs it, how long after its cause it is due by default, and which queue its
+    task goes to. ``handler(followup, now)`` runs inside the row's transaction, holding its lock; it returns a
+    short outcome for the row and raises to have the row retried with backoff."""
+
+    handler: Callable[[FollowUp, dt.datetime], str]
+    delay: dt.timedelta = field(default_factory=dt.timedelta)
+    queue: str = SWEEPS
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A follow-up to insert: see followup_schedule."""
+
+    kind: str
+    key: str
+    due_at: dt.datetime
+    referral_id: int | None = None
+    offer_id: int | None = None
+    subscription_id: int | None = None
+    delivery_id: int | None = None
+
+
+def backoff(attempt: int, *, base: float, cap: float) -> dt.timedelta:
+    """Exponential backoff with jitter for the ``attempt``-th retry (1, 2, ...): base·2^(attempt-1) seconds,
+    capped at ``cap``, less a random part of up to half of it, so that receivers that failed together are not
+    all retried in the same second."""
+    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    return dt.timedelta(seconds=ceiling / 2 + random.uniform(0, ceiling / 2))  # noqa: S311 - not for secrets
+
+
+def _kinds():
+    # The table of kinds imports the services that handlers call, which themselves schedule follow-ups: read it
+    # when a row is run, not when this module loads.
+    from notifications.kinds import KINDS
+
+    return KINDS
+
+
+def followup_schedule(*, plans: Iterable[Planned], now: dt.datetime | None = None) -> list[int]:
+    """Insert follow-ups, each at most once per key (a key seen before is skipped, whatever its state). Those
+    due by ``now`` are handed to a worker when the current transaction commits. Returns the ids inserted.
+
+    Call inside the transaction of the change that calls for them, so that they commit or roll back with it."""
+    now = now or timezone.now()
+    plans = list(plans)
+    if not plans:
+        return []
+    kinds = _kinds()
+    for plan in plans:
+        if plan.kind not in kinds:
+            raise ValueError(f"unknown follow-up kind {plan.kind!r}")
+    keys = [p.key for p in plans]
+    # No savepoint: nothing here can fail half-way (a key inserted meanwhile is dropped, not an error).
+    existing = set(FollowUp.objects.filter(key__in=keys).values_list("key", flat=True))
+    rows = [
+        FollowUp(
+            kind=p.kind,
+            key=p.key,
+            due_at=p.due_at,
+            referral_id=p.referral_id,
+            offer_id=p.offer_id,
+            subscription_id=p.subscription_id,
+            delivery_id=p.delivery_id,
+        )
+        for p in plans
+        if p.key not in existing
+    ]
+    if not rows:
+        return []
+    # A concurrent writer may insert the same key between the read and here: the unique key drops it.
+    FollowUp.objects.bulk_create(rows, ignore_conflicts=True)
+    # bulk_create with ignore_conflicts returns no ids on PostgreSQL: read them back by key.
+    inserted = dict(FollowUp.objects.filter(key__in=[r.key for r in rows]).values_list("key", "id"))
+    due = [(inserted[r.key], r.kind) for r in rows if r.key in inserted and r.due_at <= now]
+    if due:
+        _dispatch_on_commit(due)
+    return [inserted[r.key] for r in rows if r.key in inserted]
+
+
+def _dispatch_on_commit(rows: list[tuple[int, str]]) -> None:
+    from notifications.tasks import QUEUE_TASKS  # the tasks module imports this one
+
+    kinds = _kinds()
+    by_queue: dict[str, list[int]] = {}
+    for followup_id, kind in rows:
+        by_queue.setdefault(kinds[kind].queue if kind in kinds else SWEEPS, []).append(followup_id)
+    chunk = settings.HUB_FOLLOWUP_CHUNK
+    for queue, ids in by_queue.items():
+        for start in range(0, len(ids), chunk):
+            _enqueue(QUEUE_TASKS[queue], *ids[start : start + chunk])
+
+
+def _enqueue(task, *args) -> None:
+    enqueue_on_commit(task, *args)
+
+
+def followups_claim(*, now: dt.datetime | None = None, limit: int | None = None) -> list[int]:
+    """Claim up to ``limit`` due pending rows whose lease is free, lease them for HUB_FOLLOWUP_LEASE_SECONDS, and
+    hand each to its task when this transaction commits. Returns the ids claimed, earliest due first.
+
+    Rows another transaction holds locked (being claimed or run right now) are skipped, not waited for."""
+    now = now or timezone.now()
+    limit = limit or settings.HUB_FOLLOWUP_BATCH
+    lease = dt.timedelta(seconds=settings.HUB_FOLLOWUP_LEASE_SECONDS)
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            rows = _claim_postgresql(now=now, limit=limit, until=now + lease)
+        else:  # SQLite: one writer at a time, so a plain read then write claims as safely
+            rows = list(
+                FollowUp.objects.select_for_update(skip_locked=True)
+                .filter(state=FollowUp.State.PENDING, due_at__lte=now)
+                .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+                .order_by("due_at")
+                .values_list("id", "kind")[:limit]
+            )
+            if rows:
+                FollowUp.objects.filter(pk__in=[r[0] for r in rows]).update(claimed_until=now + lease)
+        if rows:
+            _dispatch_on_commit(rows)
+    return [r[0] for r in rows]
+
+
+def _claim_postgresql(*, now: dt.datetime, limit: int, until: dt.datetime) -> list[tuple[int, str]]:
+    # One statement instead of a SELECT and an UPDATE: half the round trips, and the rows are read once. The
+    # inner SELECT walks the partial index followup_due_pending in due order.
+    table = FollowUp._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {table} SET claimed_until = %s
+            WHERE id IN (
+                SELECT id FROM {table}
+                WHERE state = 'pending' AND due_at <= %s AND (claimed_until IS NULL OR claimed_until <= %s)
+                ORDER BY due_at
+                LIMIT %s
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING id, kind, due_at
+            """,
+            [until, now, now, limit],
+        )
+        return [(i, kind) for i, kind, _ in sorted(cursor.fetchall(), key=lambda r: (r[2], r[0]))]
+
+
+def followup_run(*, followup_id: int, now: dt.datetime | None = None) -> str:
+    """Run one follow-up if it is still pending and due, and record its outcome in the same transaction.
+
+    Safe to call any number of times: the row is locked first, and one already done (or failed, or gone) is
+    left alone. A handler that raises has its writes rolled back; the row is retried with backoff, and marked
+    failed after HUB_FOLLOWUP_MAX_ATTEMPTS. Returns what happened, for the log."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        row = FollowUp.objects.select_for_update().filter(pk=followup_id, state=FollowUp.State.PENDING).first()
+        if row is None:
+            return "not pending"
+        if row.due_at > now:
+            return "not due"
+        kind = _kinds().get(row.kind)
+        row.attempts += 1
+        row.claimed_until = None
+        try:
+            if kind is None:
+                raise LookupError(f"no handler for follow-up kind {row.kind!r}")
+            with transaction.atomic():  # a savepoint: a failing handler leaves no half-done writes
+                outcome = kind.handler(row, now) or "done"
+        except Exception as exc:  # noqa: BLE001 - any handler error is retried, then parked
+            log.warning("follow-up %s (%s) failed: %s", row.pk, row.kind, exc, exc_info=True)
+            row.outcome = f"error: {exc}"[:200]
+            if row.attempts >= settings.HUB_FOLLOWUP_MAX_ATTEMPTS:
+                row.state = FollowUp.State.FAILED
+                row.done_at = now
+            else:
+                row.due_at = now + backoff(
+                    row.attempts, base=settings.HUB_RETRY_BASE_SECONDS, cap=settings.HUB_RETRY_MAX_SECONDS
+                )
+            row.save(update_fields=["attempts", "claimed_until", "outcome", "state", "done_at", "due_at"])
+            return row.outcome
+        row.state = FollowUp.State.DONE
+        row.done_at = now
+        row.outcome = outcome[:200]
+        row.save(update_fields=["attempts", "claimed_until", "outcome", "state", "done_at"])
+        return row.outcome

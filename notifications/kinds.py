@@ -1,0 +1,145 @@
+"""The kinds of follow-up: one handler each, and the table that names them.
+
+Adding a kind is one function here and one entry in KINDS. A handler runs in its row's transaction, holding its
+lock (see followups.followup_run); it checks that what it follows up is still so ("still requested", "still
+accepted") before acting, because the world moves on between scheduling and the due time."""
+
+import datetime as dt
+import logging
+
+from referrals.errors import DomainError
+from referrals.models import BusinessStatus, Offer, OfferStatus, Referral, ReferralStatus, RoutingDecision
+from referrals.offers import offer_expire, referral_route_first
+from notifications.followups import DELIVERY, ROUTING, SWEEPS, Kind, Planned, followup_schedule
+from notifications.models import FollowUp, Subscription
+from notifications.outbox import DELIVERY_ATTEMPT, delivery_attempt, emails_queue, link
+from notifications.selectors import coordinator_emails
+
+log = logging.getLogger(__name__)
+
+
+def route_referral(row: FollowUp, now: dt.datetime) -> str:
+    """The safety net under intake's route message: a referral still unrouted when this falls due is routed
+    now (a lost broker message is swept up); one routed meanwhile is left alone."""
+    if RoutingDecision.objects.filter(referral_id=row.referral_id).exists():
+        return "routed already"
+    outcome = referral_route_first(referral_id=row.referral_id)
+    return "routed by the safety net" if outcome is not None else "not routable"
+
+
+def offer_deadline(row: FollowUp, now: dt.datetime) -> str:
+    """The offer's deadline: unanswered, it expires and the next candidate gets an offer (offer_expire)."""
+    offer = Offer.objects.select_related("role").filter(pk=row.offer_id).first()
+    if offer is None or offer.status != OfferStatus.REQUESTED:
+        return f"offer is {offer.status if offer else 'gone'}"
+    try:
+        outcome = offer_expire(offer=offer, now=now)
+    except DomainError as lost:  # answered first, or moved on
+        return f"not expired: {lost}"
+    if outcome is None:
+        return "expired"
+    return "expired; " + ("nobody left" if outcome.awaiting_manual_routing else f"offered on ({outcome.offer.pk})")
+
+
+def manual_routing_alert(row: FollowUp, now: dt.datetime) -> str:
+    """Tell the coordinators that a referral waits for them (nobody eligible, or every candidate declined or
+    let the offer expire)."""
+    referral = Referral.objects.filter(pk=row.referral_id).first()
+    if referral is None or referral.business_status != BusinessStatus.AWAITING_MANUAL_ROUTING:
+        return "no longer waiting"
+    to = coordinator_emails()
+    if not to:
+        return "no coordinator has an e-mail address"
+    emails_queue(
+        to=to,
+        subject=f"Referral {referral.pk} needs manual routing",
+        body=(
+            f"Referral {referral.pk} waits for a coordinator: the hub found nobody eligible with room.\n"
+            f"Routing queue: {link('api/admin/routing/queue')}\n"
+            f"Why: {link(f'api/admin/referrals/{referral.pk}/routing')}\n"
+        ),
+        now=now,
+    )
+    return f"told {len(to)} coordinators"
+
+
+def _accepted_offer(referral_id: int):
+    return (
+        Offer.objects.select_related("role")
+        .filter(referral_id=referral_id, status=OfferStatus.ACCEPTED)
+        .order_by("-id")
+        .first()
+    )
+
+
+def first_session_nudge(row: FollowUp, now: dt.datetime) -> str:
+    """Seven days after acceptance with no first session (the referral is still 'accepted', not in progress):
+    remind the therapist who took it."""
+    referral = Referral.objects.filter(pk=row.referral_id).first()
+    if referral is None or referral.status != ReferralStatus.ACCEPTED:
+        return "first session happened, or the referral closed"
+    offer = _accepted_offer(referral.pk)
+    if offer is None or not offer.role.email:
+        return "nobody to remind"
+    emails_queue(
+        to=[offer.role.email],
+        subject="A referral you accepted has no first session yet",
+        body=f"You accepted offer {offer.pk} a week ago; please schedule the first session.\n{link(f'offers/{offer.pk}')}\n",
+        now=now,
+    )
+    return "therapist reminded"
+
+
+def first_session_admin(row: FollowUp, now: dt.datetime) -> str:
+    """Fourteen days after acceptance with no first session: the coordinators are told."""
+    referral = Referral.objects.filter(pk=row.referral_id).first()
+    if referral is None or referral.status != ReferralStatus.ACCEPTED:
+        return "first session happened, or the referral closed"
+    to = coordinator_emails()
+    if not to:
+        return "no coordinator has an e-mail address"
+    emails_queue(
+        to=to,
+        subject=f"Referral {referral.pk}: no first session two weeks after acceptance",
+        body=f"Referral {referral.pk} was accepted two weeks ago and has no first session yet.\n"
+        f"{link(f'api/admin/referrals/{referral.pk}/routing')}\n",
+        now=now,
+    )
+    return f"told {len(to)} coordinators"
+
+
+def subscription_heartbeat(row: FollowUp, now: dt.datetime) -> str:
+    """A live subscription's heartbeat falls due: schedule the next one. The heartbeat notification itself comes
+    with the FHIR Subscription rendering (fhir_bridge/subscriptions.py)."""
+    sub = Subscription.objects.filter(pk=row.subscription_id).first()
+    if sub is None or sub.status == Subscription.Status.OFF or not sub.heartbeat_seconds:
+        return "no heartbeat wanted"
+    due = now + dt.timedelta(seconds=sub.heartbeat_seconds)
+    followup_schedule(
+        plans=[
+            Planned(
+                kind="subscription-heartbeat",
+                key=f"heartbeat:{sub.pk}:{int(due.timestamp())}",
+                due_at=due,
+                subscription_id=sub.pk,
+            )
+        ],
+        now=now,
+    )
+    return "next heartbeat scheduled"
+
+
+def delivery_attempt_run(row: FollowUp, now: dt.datetime) -> str:
+    """One attempt of one Delivery (its first, a retry, or a replay's): see outbox.delivery_attempt."""
+    return delivery_attempt(delivery_id=row.delivery_id, now=now)
+
+
+KINDS: dict[str, Kind] = {
+    "route-referral": Kind(route_referral, dt.timedelta(minutes=5), ROUTING),
+    "offer-deadline": Kind(offer_deadline, dt.timedelta(0), ROUTING),  # due at Offer.deadline
+    "manual-routing-alert": Kind(manual_routing_alert, dt.timedelta(0), DELIVERY),
+    "first-session-nudge": Kind(first_session_nudge, dt.timedelta(days=7), SWEEPS),
+    "first-session-admin": Kind(first_session_admin, dt.timedelta(days=14), SWEEPS),
+    "subscription-heartbeat": Kind(subscription_heartbeat, dt.timedelta(0), DELIVERY),
+    DELIVERY_ATTEMPT: Kind(delivery_attempt_run, dt.timedelta(0), DELIVERY),
+}

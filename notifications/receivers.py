@@ -1,0 +1,115 @@
+"""How the domain's changes reach this edge: signal receivers that run inside the change's transaction, so
+that what they schedule commits or rolls back with it. They only write rows and enqueue on commit; the work
+happens in the follow-ups' handlers."""
+
+import datetime as dt
+import logging
+
+from django.db import transaction
+from django.dispatch import receiver
+from django.utils import timezone
+
+from notifications.followups import Planned, followup_schedule
+from notifications.outbox import emails_queue, link
+from referrals.models import BusinessStatus, Offer, Referral, ReferralStatus
+from referrals.offers import offer_changed
+from referrals.services import referral_changed, referral_created
+
+log = logging.getLogger(__name__)
+
+
+def _fan_out_on_commit() -> None:
+    """Have the outbox fan out once the current transaction commits: once per transaction, however many
+    changes it made (the sweep fans out too, so a lost message only delays)."""
+    from notifications.tasks import fan_out  # the tasks module imports the services that send these signals
+
+    connection = transaction.get_connection()
+    if any(getattr(func, "hub_fan_out", False) for _, func, _ in connection.run_on_commit):
+        return
+
+    def send():
+        try:
+            fan_out.delay()
+        except Exception:  # a broker that is down: the sweep fans out within HUB_SWEEP_SECONDS
+            log.exception("could not enqueue the outbox's fan-out; the sweep will do it")
+
+    send.hub_fan_out = True
+    transaction.on_commit(send)
+
+
+@receiver(referral_created, dispatch_uid="notifications.referral_created")
+def _referral_created(sender, referral: Referral, **kwargs):
+    """A new requested referral gets the routing safety net: a follow-up that routes it if the route message
+    is lost (runs in the creation's transaction)."""
+    if referral.status == ReferralStatus.REQUESTED:
+        from notifications.kinds import KINDS
+
+        now = timezone.now()
+        followup_schedule(
+            plans=[
+                Planned(
+                    kind="route-referral",
+                    key=f"route-referral:{referral.pk}",
+                    due_at=now + KINDS["route-referral"].delay,
+                    referral_id=referral.pk,
+                )
+            ],
+            now=now,
+        )
+    _fan_out_on_commit()
+
+
+@receiver(referral_changed, dispatch_uid="notifications.referral_changed")
+def _referral_changed(sender, referral: Referral, events, **kwargs):
+    from notifications.kinds import KINDS
+
+    now = timezone.now()
+    plans = []
+    for event in events:
+        if event.to_status == ReferralStatus.ACCEPTED and event.from_status != ReferralStatus.ACCEPTED:
+            for kind in ("first-session-nudge", "first-session-admin"):
+                plans.append(
+                    Planned(kind=kind, key=f"{kind}:{referral.pk}", due_at=now + KINDS[kind].delay, referral_id=referral.pk)
+                )
+        if (event.detail or {}).get("business_status") == BusinessStatus.AWAITING_MANUAL_ROUTING:
+            plans.append(
+                Planned(
+                    kind="manual-routing-alert",
+                    key=f"manual-routing-alert:{referral.pk}:{event.pk or int(now.timestamp() * 1e6)}",
+                    due_at=now,
+                    referral_id=referral.pk,
+                )
+            )
+    followup_schedule(plans=plans, now=now)
+    _fan_out_on_commit()
+
+
+@receiver(offer_changed, dispatch_uid="notifications.offer_changed")
+def _offer_changed(sender, offer: Offer, from_status: str, **kwargs):
+    if from_status:  # an answer, expiry or withdrawal: the deadline's handler sees the offer is no longer open
+        return
+    now = timezone.now()
+    followup_schedule(
+        plans=[
+            Planned(
+                kind="offer-deadline",
+                key=f"offer-deadline:{offer.pk}",
+                due_at=offer.deadline,
+                offer_id=offer.pk,
+                referral_id=offer.referral_id,
+            )
+        ],
+        now=now,
+    )
+    if offer.role.email:
+        # No PHI: the offer's number, its deadline and a link; the therapist reads the case after logging in.
+        emails_queue(
+            to=[offer.role.email],
+            subject="New referral offer",
+            body=(
+                f"You have a new referral offer (offer {offer.pk}).\n"
+                f"Please answer by {offer.deadline.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC.\n"
+                f"{link(f'offers/{offer.pk}')}\n"
+            ),
+            now=now,
+        )

@@ -1,0 +1,76 @@
+"""Celery adapters of the follow-up engine. Each is thin: it takes ids, calls a service and logs. All are safe to
+run twice (followups.followup_run locks its row and skips one already done)."""
+
+import logging
+import time
+
+from celery import shared_task
+from django.conf import settings
+
+from notifications.followups import DELIVERY, ROUTING, SWEEPS, followup_run, followups_claim
+from notifications.outbox import events_fan_out
+
+log = logging.getLogger(__name__)
+
+
+# A task may carry several follow-ups (the sweep hands them over in chunks of HUB_FOLLOWUP_CHUNK: a message per
+# row cost more than the row's own work under load, bench/followups.py). Each runs in its own transaction, so
+# a chunk is no less idempotent than one row; what a chunk cannot finish within its budget is handed on.
+BUDGET_SECONDS = 30
+
+
+def _run(task, followup_ids: tuple[int, ...]) -> int:
+    started = time.monotonic()
+    for n, followup_id in enumerate(followup_ids):
+        if n and time.monotonic() - started > BUDGET_SECONDS:
+            rest = followup_ids[n:]
+            log.info("handing %d follow-ups on to a new %s task", len(rest), task.name)
+            task.delay(*rest)  # if this fails, their lease ends and the sweep claims them again
+            return n
+        outcome = followup_run(followup_id=followup_id)
+        log.info("follow-up %s: %s", followup_id, outcome)
+    return len(followup_ids)
+
+
+# One task name per queue (CELERY_TASK_ROUTES sends each to its queue), all running the same idempotent step:
+# routing work never waits behind a flood of deliveries.
+@shared_task(name="notifications.followup_routing", time_limit=120, soft_time_limit=100, ignore_result=True)
+def followup_routing(*followup_ids: int) -> int:
+    return _run(followup_routing, followup_ids)
+
+
+@shared_task(name="notifications.followup_delivery", time_limit=120, soft_time_limit=100, ignore_result=True)
+def followup_delivery(*followup_ids: int) -> int:
+    return _run(followup_delivery, followup_ids)
+
+
+@shared_task(name="notifications.followup", time_limit=120, soft_time_limit=100, ignore_result=True)
+def followup(*followup_ids: int) -> int:
+    return _run(followup, followup_ids)
+
+
+QUEUE_TASKS = {ROUTING: followup_routing, DELIVERY: followup_delivery, SWEEPS: followup}
+
+
+# Celery beat, every HUB_SWEEP_SECONDS (CELERY_BEAT_SCHEDULE). Two at once claim different rows; late or twice
+# is harmless. It also fans out events that no on-commit message announced (a broker that was down).
+@shared_task(name="notifications.sweep", time_limit=300, soft_time_limit=240, ignore_result=True)
+def sweep() -> int:
+    for _ in range(settings.HUB_SWEEP_MAX_BATCHES):
+        if events_fan_out() < settings.HUB_FOLLOWUP_BATCH:
+            break
+    claimed = 0
+    for _ in range(settings.HUB_SWEEP_MAX_BATCHES):
+        batch = followups_claim()
+        claimed += len(batch)
+        if len(batch) < settings.HUB_FOLLOWUP_BATCH:
+            break
+    if claimed:
+        log.info("sweep claimed %d follow-ups", claimed)
+    return claimed
+
+
+# Enqueued on commit by every referral change (once per transaction).
+@shared_task(name="notifications.fan_out", time_limit=120, soft_time_limit=100, ignore_result=True)
+def fan_out() -> int:
+    return events_fan_out(limit=settings.HUB_FOLLOWUP_BATCH)

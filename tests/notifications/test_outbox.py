@@ -1,0 +1,162 @@
+"""The outbox: referral events fanned out to subscriptions, numbered per subscription without gaps, delivered to
+a real HTTP receiver, retried, dead-lettered and replayed."""
+
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import Client
+from django.utils import timezone
+
+from referrals.offers import offer_accept, referral_route
+from notifications.followups import followup_run
+from notifications.models import Delivery, FollowUp, Subscription
+from notifications.outbox import events_fan_out
+from referrals.models import ReferralEvent
+from tests.factories import ClinicFactory
+from tests.referrals.conftest import CARDIAC_PATIENT
+from tests.network.factories import km_north, referral_make, role_make
+from tests.notifications.conftest import drain
+
+pytestmark = pytest.mark.django_db
+
+
+def _subscription(clinic, endpoint, **fields):
+    fields.setdefault("status", Subscription.Status.ACTIVE)
+    return Subscription.objects.create(clinic=clinic, channel="rest-hook", endpoint=endpoint, **fields)
+
+
+def _route_and_accept(clinic):
+    referral = referral_make(clinic, patient_name="Ann Example")
+    offer = referral_route(referral=referral, patient=CARDIAC_PATIENT).offer
+    offer_accept(offer=offer)
+    return referral
+
+
+def test_events_are_numbered_per_subscription_without_gaps_and_filtered(clinic, receiver, dispatched):
+    role_make(at=km_north(1), max_active_cases=5)
+    everything = _subscription(clinic, receiver.url, headers=["Authorization: Bearer s3cret"])
+    accepted_only = _subscription(clinic, receiver.url, filter_criteria={"status": ["accepted"]})
+    other_clinic = _subscription(ClinicFactory(), receiver.url)
+    switched_off = _subscription(clinic, receiver.url, status=Subscription.Status.OFF)
+    first, second = _route_and_accept(clinic), _route_and_accept(clinic)
+    events = ReferralEvent.objects.filter(referral__in=[first, second])
+    accepted_events = events.filter(to_status="accepted", from_status="requested").count()
+    assert accepted_events == 2
+
+    assert events_fan_out(limit=3) == 3  # in batches; the rest stays for the next run
+    events_fan_out()
+    assert events_fan_out() == 0
+    assert not ReferralEvent.objects.filter(notified_at__isnull=True).exists()
+
+    numbers = lambda sub: list(Delivery.objects.filter(subscription=sub).order_by("event_number")  # noqa: E731
+                               .values_list("event_number", flat=True))
+    assert numbers(everything) == list(range(1, events.count() + 1))
+    assert numbers(accepted_only) == [1, 2]
+    assert numbers(other_clinic) == numbers(switched_off) == []
+    everything.refresh_from_db()
+    assert everything.events_since_start == events.count()
+
+    drain(timezone.now())
+    assert len(receiver.received) == events.count() + 2
+    for r in receiver.received:  # each subscription's own channel.header, and nobody else's
+        mine = json.loads(r["body"])["subscription"] == f"Subscription/{everything.pk}"
+        assert r["headers"].get("Authorization") == ("Bearer s3cret" if mine else None)
+    mine = sorted((b for b in receiver.bodies() if b["subscription"] == f"Subscription/{everything.pk}"),
+                  key=lambda b: b["eventsSinceSubscriptionStart"])
+    assert [b["eventsSinceSubscriptionStart"] for b in mine] == list(range(1, events.count() + 1))
+    assert mine[0]["focus"].startswith("Task/")
+
+
+def test_the_email_channel_carries_a_link_and_no_phi(clinic, smtp, dispatched):
+    role_make(at=km_north(1))
+    Subscription.objects.create(clinic=clinic, channel="email", endpoint="desk@clinic.test", status="active",
+                                filter_criteria={"status": ["accepted"]})
+    referral = _route_and_accept(clinic)
+    events_fan_out()
+    drain(timezone.now())
+
+    [message] = smtp.messages
+    assert message["to"] == ["desk@clinic.test"]
+    assert "/fhir/Task/" in message["data"] and "notification 1" in message["data"]
+    assert "Ann Example" not in message["data"] and referral.patient_postal_code not in message["data"]
+
+
+def test_a_failing_receiver_is_retried_then_dead_lettered_then_replayed(clinic, receiver, dispatched, settings):
+    settings.HUB_DELIVERY_MAX_ATTEMPTS = 3
+    role_make(at=km_north(1))
+    sub = _subscription(clinic, receiver.url, filter_criteria={"status": ["accepted"]})
+    _route_and_accept(clinic)
+    events_fan_out()
+    [delivery] = Delivery.objects.all()
+    receiver.status = 503
+
+    now = timezone.now()
+    for attempt in (1, 2, 3):
+        drain(now)
+        delivery.refresh_from_db()
+        assert delivery.attempts == attempt
+        if attempt < 3:
+            assert delivery.state == "pending" and delivery.next_attempt_at > now
+            assert delivery.last_error == "HTTP 503"
+            now = delivery.next_attempt_at
+    assert delivery.state == "dead" and delivery.next_attempt_at is None
+    drain(now + timezone.timedelta(days=30))
+    assert len(receiver.received) == 3  # dead: tried no more
+    sub.refresh_from_db()
+    assert (sub.status, sub.error_count) == ("error", 3)
+
+    receiver.status = 200
+    call_command("replay_deliveries", str(delivery.pk))
+    drain(timezone.now())
+
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.round, delivery.attempts) == ("delivered", 2, 1)
+    assert len(receiver.received) == 4
+    assert len({r["body"] for r in receiver.received}) == 1  # every attempt sent the same bytes
+    sub.refresh_from_db()
+    assert (sub.status, sub.error_count) == ("active", 0)
+
+
+def test_an_attempt_run_twice_sends_once(clinic, receiver, dispatched):
+    role_make(at=km_north(1))
+    _subscription(clinic, receiver.url, filter_criteria={"status": ["accepted"]})
+    _route_and_accept(clinic)
+    events_fan_out()
+    [attempt] = FollowUp.objects.filter(kind="delivery-attempt")
+
+    assert followup_run(followup_id=attempt.pk).startswith("delivered")
+    assert followup_run(followup_id=attempt.pk) == "not pending"
+    assert len(receiver.received) == 1
+
+
+def test_replay_refuses_a_delivery_that_is_not_dead(clinic, receiver, dispatched):
+    role_make(at=km_north(1))
+    _subscription(clinic, receiver.url, filter_criteria={"status": ["accepted"]})
+    _route_and_accept(clinic)
+    events_fan_out()
+    [delivery] = Delivery.objects.all()
+
+    with pytest.raises(CommandError, match=str(delivery.pk)):
+        call_command("replay_deliveries", str(delivery.pk))
+
+
+def test_dead_letters_are_replayed_from_the_admin(clinic, receiver, dispatched):
+    delivery = Delivery.objects.create(channel="rest-hook", endpoint=receiver.url, content="{}", state="dead",
+                                       attempts=10)
+    admin = get_user_model().objects.create_superuser("admin", "admin@hub.test", "x")
+    client = Client()
+    client.force_login(admin)
+
+    listed = client.get("/admin/notifications/delivery/?state__exact=dead")
+    assert listed.status_code == 200 and f"delivery {delivery.pk}" in listed.content.decode()
+    response = client.post("/admin/notifications/delivery/", {"action": "replay", "_selected_action": [delivery.pk]})
+    assert response.status_code == 302
+
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.round, delivery.attempts) == ("pending", 2, 0)
+    drain(timezone.now())
+    delivery.refresh_from_db()
+    assert delivery.state == "delivered" and receiver.received[0]["body"] == b"{}"
