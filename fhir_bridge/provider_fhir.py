@@ -60,6 +60,7 @@ from fhir_bridge.outcomes import FhirError, error, not_found
 from fhir_bridge.profiles import Issue
 from fhir_bridge.search import search
 from fhir_bridge.store import new_id, resources_create
+from network.models import Organization, ProfessionalRole
 from referrals.models import (
     TERMINAL_STATUSES,
     Offer,
@@ -315,7 +316,7 @@ def search_bundle(*, organization_id: int, resource_type: str, params: list[tupl
     """search.search over what the provider may see, with the redacted Patient and ServiceRequest of its open
     offers added for _include=Task:patient / Task:focus. Returns (page, matches, included) as served dicts."""
     page = search(
-        clinic_id=None, resource_type=resource_type, params=params,
+        clinic_id=None, resource_type=resource_type, params=_owner_as_roles(organization_id, resource_type, params),
         rows=lambda type_name: provider_rows(organization_id, type_name),
     )
     included = [(r.reference, served(r)) for r in page.included]
@@ -328,6 +329,24 @@ def search_bundle(*, organization_id: int, resource_type: str, params: list[tupl
                 included.append((reference, resource))
     matches = [(r.reference, served(r)) for r in page.matches]
     return page, matches, included
+
+
+def _owner_as_roles(organization_id: int, resource_type: str, params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``Task?owner=Organization/<its own id>`` asks for the Tasks of any of its roles: an offer Task's owner is
+    the PractitionerRole it was made to, and a provider's system works for the whole organization."""
+    if resource_type != "Task" or not any(name == "owner" for name, _ in params):
+        return params
+    organization = Organization.objects.filter(pk=organization_id).values_list("fhir_id", flat=True).first()
+    own = {f"Organization/{organization}", organization}
+    roles = [f"PractitionerRole/{fhir_id}" for fhir_id in
+             ProfessionalRole.objects.filter(organization_id=organization_id).values_list("fhir_id", flat=True)]
+    rewritten = []
+    for name, raw in params:
+        if name == "owner" and any(value.rsplit("/", 2)[-2:] == ["Organization", organization] or value in own
+                                   for value in raw.split(",")):
+            raw = ",".join([raw, *roles])
+        rewritten.append((name, raw))
+    return rewritten
 
 
 # --- Updates of the offer and referral Tasks -----------------------------------------------------------------

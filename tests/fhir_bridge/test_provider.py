@@ -485,3 +485,13 @@ def test_bad_observations_from_a_provider_are_4xx(provider, offered, body):
     response = provider.post("Observation", body)
     assert 400 <= response.status_code < 500, response.content
     assert json_of(response)["resourceType"] == "OperationOutcome"
+
+
+def test_owner_may_be_the_organization_itself(provider, other_provider, offered):
+    """A provider's system works for its whole organization: owner=Organization/<its id> finds its roles' offers."""
+    for owner in ("Organization/fit4life", "http://example.org/fhir/Organization/fit4life", "fit4life"):
+        bundle = json_of(provider.get(f"Task?owner={owner}&status=requested&_include=Task:patient"))
+        assert [e["resource"]["id"] for e in bundle["entry"] if e["search"]["mode"] == "match"] == [offered["offer_task"]]
+        assert bundle["link"][0]["url"].count("PractitionerRole") == 0  # the link says what was asked
+    assert json_of(provider.get("Task?owner=Organization/get-fit"))["total"] == 0
+    assert json_of(other_provider.get("Task?owner=Organization/fit4life"))["total"] == 0
