@@ -15,7 +15,7 @@ from notifications.tasks import sweep
 from referrals.models import ReferralEvent
 from tests.fhir_bridge.test_worker import _private_filesystem_broker  # noqa: F401 - autouse: folders of its own
 from tests.referrals.conftest import CARDIAC_PATIENT
-from tests.network.test_concurrency import _qualification_data
+from tests.referrals.test_concurrency import _qualification_data
 from tests.network.factories import km_north, referral_make, role_make
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
