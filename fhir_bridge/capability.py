@@ -48,6 +48,23 @@ ROUTING_FACTS_DOCUMENTATION = (
 )
 
 
+# R4's CapabilityStatement has no element for _sort keys or result parameters: the resource's documentation says
+# them, from the same table search.py applies.
+_SEARCH_DOCUMENTATION = (
+    "Search answers _count (0 gives the total only), _offset, _total (none | estimate | accurate), _summary "
+    "(count | data | false), _elements (the result is tagged SUBSETTED) and _sort on: {sorts} (a leading - sorts "
+    "descending). An unknown or unsupported parameter, modifier or _include is a 400 OperationOutcome, or is "
+    "ignored (and left out of the self link) under Prefer: handling=lenient."
+)
+
+
+def _search_param(param) -> dict:
+    entry = {"name": param.name, "type": param.type}
+    if param.modifiers:
+        entry["documentation"] = "Modifiers: " + ", ".join(f":{m}" for m in param.modifiers) + "."
+    return entry
+
+
 def capability_statement(*, base_url: str, token_url: str) -> dict:
     resources = []
     # The router's own table (route_table.py), so the statement cannot drift from what is served.
@@ -67,11 +84,14 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
         if resource_type == "ServiceRequest":
             entry["documentation"] = ROUTING_FACTS_DOCUMENTATION
         if "search" in interactions:
-            entry["searchParam"] = [{"name": name, "type": kind} for name, kind in served.search_params]
+            entry["searchParam"] = [_search_param(param) for param in served.search_params]
+            entry["searchInclude"] = list(served.includes)
+            entry["searchRevInclude"] = list(served.revincludes)
         if served.network:
             entry["documentation"] = "Read-only view of the hub's community network (search lists the network)."
-        elif "search" in interactions:
-            entry["searchInclude"] = list(served.includes)
+        if "search" in interactions:
+            sorts = ", ".join(served.sorts) or "none"
+            entry["documentation"] = (entry.get("documentation", "") + " " + _SEARCH_DOCUMENTATION.format(sorts=sorts)).strip()
         resources.append(entry)
     return {
         "resourceType": "CapabilityStatement",

@@ -58,6 +58,11 @@ SDOHCC_TEMPORARY_SYSTEM = (
 GEOLOCATION_EXTENSION = "http://hl7.org/fhir/StructureDefinition/geolocation"  # on Patient.address
 LOCATION_DISTANCE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/location-distance"  # on a `near` match
 SMART_OAUTH_URIS_EXTENSION = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+# meta.tag on a resource a search returns only in part (_elements, _summary): R4 search.html#elements.
+SUBSETTED_TAG = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",
+    "display": "subsetted",
+}
 
 # --- The Physical Activity IG (1.0.1) -----------------------------------------------------------------------
 

@@ -7,12 +7,14 @@ import orjson
 from django.conf import settings
 from django.db import DatabaseError
 from rest_framework import exceptions as drf_exceptions
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser, FormParser
 from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from fhir_bridge import routes
+from fhir_bridge.fhir import FHIR_VERSION
 from fhir_bridge.outcomes import FhirError, domain_error, error, operation_outcome
 from fhir_bridge.profiles import Issue
 from fhir_bridge.smart_tokens import AuthError, authenticate_bearer
@@ -50,6 +52,56 @@ class PlainJsonRenderer(FhirJsonRenderer):
     media_type = "application/json"
 
 
+# What this server speaks, as _format values and media types (R4 http.html#mime-type): FHIR JSON only.
+_FORMATS = {"json": "application/fhir+json", "application/fhir+json": "application/fhir+json",
+            "application/json": "application/json", "application/json+fhir": "application/fhir+json"}
+# The fhirVersion MIME parameter values that name R4 (http.html#version-parameter).
+FHIR_VERSIONS = ("4.0", FHIR_VERSION)
+
+
+def _media_type(value: str) -> tuple[str, dict[str, str]]:
+    """A media type and its parameters, lower-cased names; ``json;fhirVersion=4.0`` too."""
+    kind, *rest = value.split(";")
+    params = {}
+    for item in rest:
+        name, _, param_value = item.partition("=")
+        params[name.strip().lower()] = param_value.strip().strip('"')
+    return kind.strip().lower(), params
+
+
+def fhir_version_refused(params: dict[str, str]) -> bool:
+    return "fhirversion" in params and params["fhirversion"] not in FHIR_VERSIONS
+
+
+class FhirContentNegotiation(BaseContentNegotiation):
+    """_format overrides Accept (R4 http.html#mime-type); a fhirVersion parameter other than R4's is not
+    acceptable; the SMART configuration is application/json whatever the Accept header (SMART App Launch 2.x
+    conformance). Anything else this server cannot speak is a 406."""
+
+    def select_parser(self, request, parsers):
+        kind, _ = _media_type(request.content_type or "")
+        return next((parser for parser in parsers if parser.media_type == kind), None)
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        by_type = {renderer.media_type: renderer for renderer in renderers}
+        if request.path.rstrip("/").endswith(".well-known/smart-configuration"):
+            return by_type["application/json"], "application/json"
+        requested = request.query_params.get("_format")
+        if requested is not None:
+            kind, params = _media_type(requested)
+            if kind in _FORMATS and not fhir_version_refused(params):
+                return by_type[_FORMATS[kind]], _FORMATS[kind]
+            raise drf_exceptions.NotAcceptable()
+        for item in (request.META.get("HTTP_ACCEPT") or "*/*").split(","):
+            kind, params = _media_type(item)
+            if params.get("q") in ("0", "0.0", "0.00", "0.000") or fhir_version_refused(params):
+                continue
+            if kind in ("*/*", "application/*") or kind in _FORMATS:
+                media_type = _FORMATS.get(kind, "application/fhir+json")
+                return by_type[media_type], media_type
+        raise drf_exceptions.NotAcceptable()
+
+
 def fhir_exception_handler(exc, context):
     if isinstance(exc, DomainError):
         exc = domain_error(exc)
@@ -82,6 +134,7 @@ class FhirView(APIView):
 
     parser_classes = [FhirJsonParser, PlainJsonParser, FormParser]
     renderer_classes = [FhirJsonRenderer, PlainJsonRenderer]
+    content_negotiation_class = FhirContentNegotiation
     authentication_classes = []
     permission_classes = []
 
@@ -104,6 +157,8 @@ class FhirView(APIView):
         if request.method in ("POST", "PUT"):
             if not request.content_type.split(";")[0].strip():
                 raise error(415, "not-supported", "send the body as application/fhir+json")
+            if fhir_version_refused(_media_type(request.content_type)[1]):
+                raise error(415, "not-supported", f"this server takes FHIR R4 ({FHIR_VERSION}) only")
             fhir_request.raw_body = request.body  # read before DRF parses it, to keep it verbatim
             data = request.data
             fhir_request.body = list(data.lists()) if hasattr(data, "lists") else data

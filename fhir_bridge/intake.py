@@ -5,6 +5,7 @@ the resources, in one transaction.
 
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
@@ -18,10 +19,10 @@ from fhir_bridge.clinical_facts import clinical_facts, home_address
 from fhir_bridge.fhir import structural_issues
 from fhir_bridge.models import ConditionalCreateKey, EhrClient, InboundMessage, ResourceIdentifier, StoredResource
 from fhir_bridge.outcomes import FhirError, error
-from fhir_bridge.profiles import Issue, check_resource
+from fhir_bridge.profiles import Issue, check_resource, domain_resource_issues
 from fhir_bridge.projection import resources_sent, task_base, task_render
 from fhir_bridge.route_table import BUNDLE_TYPES
-from fhir_bridge.search import filtered, visible
+from fhir_bridge.search import conditional_criteria, filtered, visible
 from fhir_bridge.search_params import business_identifiers
 from fhir_bridge.store import IDENTIFIED_TYPES, DuplicateResource, new_id, resources_create
 from referrals.models import HUB_ORGANIZATION_REFERENCE, Referral
@@ -74,6 +75,8 @@ def validate(
         for path, resource in resources:
             structural += structural_issues(resource, path=path)
         structural = structural or whole_issues or []  # what is wrong lies in the Bundle itself, not an entry
+    for path, resource in resources:
+        profile += domain_resource_issues(resource, path=path)  # on the resource as sent, contained ones in place
     for path, resource in resources if profiled is None else profiled:
         profile += check_resource(resource, path=path)
     errors = [issue for issue in profile if issue.severity == "error"]
@@ -218,7 +221,8 @@ def conditional_match(caller: Caller, resource_type: str, query: str, *, express
     if not criteria:
         raise error(400, "invalid", "If-None-Exist names no search parameter", expression=expression)
     try:
-        found = list(filtered(visible(caller.clinic_id, resource_type), resource_type, criteria)[:2])
+        criteria = conditional_criteria(resource_type, criteria)
+        found = list(filtered(visible(caller.clinic_id, resource_type), resource_type, criteria, base_url=caller.base_url)[:2])
     except FhirError as exc:
         raise FhirError(400, [Issue(i.severity, i.code, expression, i.diagnostics) for i in exc.issues]) from None
     if len(found) > 1:
@@ -377,7 +381,15 @@ def _only(items: list[tuple[int, dict]], resource_type: str, *, required: bool) 
 
 def transaction_intake(caller: Caller, bundle: dict, *, raw: bytes, check_scope) -> Outcome:
     entries = _bundle_entries(bundle)
-    validate([(f"Bundle.entry[{i}].resource", e["resource"]) for i, e in enumerate(entries)], whole=bundle)
+    # The Bundle is judged whole: profile issues, unresolved references and business rules go out in one
+    # OperationOutcome. Only a resource that cannot be parsed (400) stops the reading at once.
+    found: list[FhirError] = []
+    try:
+        validate([(f"Bundle.entry[{i}].resource", e["resource"]) for i, e in enumerate(entries)], whole=bundle)
+    except FhirError as exc:
+        if exc.status == 400:
+            raise
+        found.append(exc)
     for i, entry in enumerate(entries):
         check_scope(entry["resource"]["resourceType"], "create", expression=f"Bundle.entry[{i}]")
 
@@ -417,33 +429,54 @@ def transaction_intake(caller: Caller, bundle: dict, *, raw: bytes, check_scope)
         else:
             keys[i] = _query_key(query)
 
-    unresolved = []
+    # Every reference, wherever it is (extensions and contained resources too): an entry's fullUrl becomes its new
+    # id, a conditional reference the one resource it finds. What cannot be resolved is reported for all entries
+    # at once.
+    issues: list[Issue] = []
+    conditional: dict[str, StoredResource | Issue] = {}
 
-    def rewrite(ref: str) -> str:
-        ref = ref_map.get(ref, _relative(ref, caller.base_url))
-        if ref.startswith("urn:"):
-            unresolved.append(ref)
-        return ref
+    def rewriter(path: str):
+        def rewrite(ref: str) -> str:
+            if _CONDITIONAL_REFERENCE.fullmatch(ref):
+                if ref not in conditional:
+                    conditional[ref] = _conditional_reference(caller, ref)
+                found = conditional[ref]
+                if isinstance(found, Issue):
+                    issues.append(Issue(found.severity, found.code, path, found.diagnostics))
+                    return ref
+                return found.reference
+            ref = ref_map.get(ref, _relative(ref, caller.base_url))
+            if ref.startswith("urn:"):
+                issues.append(Issue("error", "not-found", path, f"reference {ref!r} matches no entry of the Bundle"))
+            return ref
+
+        return rewrite
 
     for i, resource in enumerate(resources):
-        before = len(unresolved)
-        _walk_references(resource, rewrite)
-        if len(unresolved) > before:
-            raise error(
-                422, "not-found", f"reference {unresolved[-1]!r} matches no entry of the Bundle",
-                expression=f"Bundle.entry[{i}].resource",
+        _walk_references(resource, rewriter(f"Bundle.entry[{i}].resource"))
+    if issues:
+        multiple = any(issue.code == "multiple-matches" for issue in issues)
+        found.append(FhirError(412 if multiple else 422, issues))
+    else:
+        # The business rules read the references, so they are judged only once every reference resolved.
+        by_type: dict[str, list[tuple[int, dict]]] = {}
+        for i, resource in enumerate(resources):
+            if i not in reused:
+                by_type.setdefault(resource["resourceType"], []).append((i, resource))
+        try:
+            task_entry = _only(by_type.get("Task", []), "Task", required=False)
+            sr_index, service_request = _only(by_type.get("ServiceRequest", []), "ServiceRequest", required=True)
+            patient = _resolve_patient(
+                caller, service_request, resources, reused, path=f"Bundle.entry[{sr_index}].resource"
             )
-
-    by_type: dict[str, list[tuple[int, dict]]] = {}
-    for i, resource in enumerate(resources):
-        if i not in reused:
-            by_type.setdefault(resource["resourceType"], []).append((i, resource))
-    task_entry = _only(by_type.get("Task", []), "Task", required=False)
-    sr_index, service_request = _only(by_type.get("ServiceRequest", []), "ServiceRequest", required=True)
-    patient = _resolve_patient(caller, service_request, resources, reused, path=f"Bundle.entry[{sr_index}].resource")
-    task = task_entry[1] if task_entry else None
-    if task is not None:
-        _check_task_points_at(task, service_request, patient, path=f"Bundle.entry[{task_entry[0]}].resource")
+            task = task_entry[1] if task_entry else None
+            if task is not None:
+                _check_task_points_at(task, service_request, patient, path=f"Bundle.entry[{task_entry[0]}].resource")
+        except FhirError as exc:
+            found.append(exc)
+    if found:
+        status = 412 if any(exc.status == 412 for exc in found) else max(exc.status for exc in found)
+        raise FhirError(status, [issue for exc in found for issue in exc.issues])
 
     new_indexes = [i for i, r in enumerate(resources) if i not in reused and r is not task]
     position = {i: n for n, i in enumerate(new_indexes)}
@@ -475,10 +508,46 @@ def transaction_intake(caller: Caller, bundle: dict, *, raw: bytes, check_scope)
         created = i not in reused
         response_entries.append(_response_entry(caller, row, "201 Created" if created else "200 OK"))
     if task_entry is None:
-        response_entries.append(_response_entry(caller, task_row, "201 Created"))
+        # The Task the hub opened is not an entry of the request, so it is no entry of the response (R4
+        # http.html#transaction-response: one per request entry, in order); the ServiceRequest's entry names it.
+        response_entries[sr_index]["response"]["outcome"] = task_opened_outcome(caller, task_row)
     log.info("referral %s opened from a Bundle by %s", referral.pk, caller.actor)
     return Outcome(200, {"resourceType": "Bundle", "type": "transaction-response", "entry": response_entries},
                    created=rows)
+
+
+# Patient?identifier=system|value: a conditional reference (R4 http.html#trules).
+_CONDITIONAL_REFERENCE = re.compile(r"[A-Z][A-Za-z]+\?[^#\s]+")
+
+
+def _conditional_reference(caller: Caller, ref: str) -> "StoredResource | Issue":
+    """The one stored resource a conditional reference finds, or the Issue that fails the transaction: none
+    found, several found, or a query that cannot be applied."""
+    resource_type, _, query = ref.partition("?")
+    if resource_type not in BUNDLE_TYPES:
+        return Issue("error", "not-supported", "", f"conditional reference {ref!r}: {resource_type} is not served here")
+    try:
+        criteria = conditional_criteria(resource_type, parse_qsl(query, keep_blank_values=True))
+        found = list(filtered(visible(caller.clinic_id, resource_type), resource_type, criteria, base_url=caller.base_url)[:2])
+    except FhirError as exc:
+        return Issue("error", "invalid", "", f"conditional reference {ref!r}: {exc}")
+    if not found:
+        return Issue("error", "not-found", "", f"conditional reference {ref!r} matches no {resource_type} stored here")
+    if len(found) > 1:
+        return Issue("error", "multiple-matches", "", f"conditional reference {ref!r} matches more than one {resource_type}")
+    return found[0]
+
+
+def task_opened_outcome(caller: Caller, task_row: StoredResource) -> dict:
+    """An informational OperationOutcome naming the referral Task the hub opened for a ServiceRequest."""
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{
+            "severity": "information", "code": "informational",
+            "diagnostics": f"the hub opened the referral Task {caller.base_url}/{task_row.reference} for this ServiceRequest",
+            "expression": ["ServiceRequest"],
+        }],
+    }
 
 
 def _response_entry(caller: Caller, row: StoredResource, status: str) -> dict:
@@ -649,6 +718,11 @@ def task_intake(caller: Caller, body: dict, *, raw: bytes, if_none_exist: str | 
                 "first, contain it in the Task, or send both in a transaction Bundle",
                 expression="Task.focus",
             )
+        if row.referral_id is not None:
+            # This ServiceRequest is already a referral (sent in a Bundle, alone, or with an earlier Task): the
+            # Task is a duplicate of that referral's Task, answered with it, never a second referral.
+            log.info("Task for %s answered with the referral it already has", row.reference)
+            return _existing_answer(_referral_task(row))
         service_request = row.content
     for_ref = (task.get("for") or {}).get("reference", "")
     patient = next((r for r in lifted if r["resourceType"] == "Patient" and f"Patient/{r['id']}" == for_ref), None)

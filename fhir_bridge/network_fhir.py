@@ -17,8 +17,7 @@ from fhir_bridge.codes import (
     ORGANIZATION_KIND_SYSTEM,
     SNOMED_SYSTEM,
 )
-from fhir_bridge.outcomes import FhirError, error
-from fhir_bridge.profiles import Issue
+from fhir_bridge.outcomes import error
 from fhir_bridge.route_table import TABLE
 from fhir_bridge.store import http_date_iso
 from network.geo import haversine_km
@@ -27,9 +26,8 @@ from network.models import Credential, Organization, Professional, ProfessionalR
 PROGRAM_KINDS = (Organization.Kind.YMCA, Organization.Kind.CARDIAC_REHAB, Organization.Kind.WELLNESS)
 _EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
-# The network's types and their search parameters are the route table's.
+# The network's types and their search parameters are the route table's (search.search_plan checks them).
 NETWORK_TYPES = tuple(served.name for served in TABLE if served.network)
-SEARCH_PARAMS: dict[str, tuple[str, ...]] = {served.name: served.search_names for served in TABLE if served.network}
 
 
 def last_modified(row) -> dt.datetime:
@@ -247,38 +245,44 @@ def _near(raw: str) -> tuple[float, float, float]:
     return lat, lon, distance * (1.609344 if units != "km" else 1.0)
 
 
-def network_search(resource_type: str, params: list[tuple[str, str]]) -> tuple[list, dict[int, float]]:
-    """Matching rows (the caller takes its page) and, for ``near``, each row's distance in km by primary key;
-    raises 400 on an unknown parameter."""
+_STRING_LOOKUPS = {"": "istartswith", "contains": "icontains", "exact": "exact"}
+
+
+def _string_match(fields: tuple[str, ...], values: list[str], modifier: str) -> Q:
+    """A string parameter (R4 search.html#string): any value ORed, on any of ``fields``; from the start and case
+    aside by default, whole and as written with :exact, anywhere with :contains."""
+    lookup = _STRING_LOOKUPS[modifier]
+    match = Q(pk__in=[])
+    for value in values:
+        for name in fields:
+            match |= Q(**{f"{name}__{lookup}": value})
+    return match
+
+
+def network_search(resource_type: str, criteria) -> tuple[QuerySet | list, dict[int, float]]:
+    """Matching rows for a checked plan's criteria (search.search_plan), as a queryset the caller counts and
+    pages in SQL, and, for ``near``, the rows nearest first as a list with each row's distance in km by primary
+    key."""
     queryset = _querysets()[resource_type]
-    issues, near = [], None
-    for name, raw in params:
-        if name.startswith("_") and name != "_id":
-            continue
-        if name not in SEARCH_PARAMS[resource_type]:
-            issues.append(Issue("error", "not-supported", name, f"search parameter {name!r} is not supported for {resource_type}"))
-            continue
+    near = None
+    for criterion in criteria:
+        name, raw = criterion.name, criterion.raw
         values = [v for v in raw.split(",") if v]
         if name == "_id":
             queryset = queryset.filter(fhir_id__in=values)
         elif name == "active":
             queryset = queryset.filter(active=raw == "true")
         elif name == "name":
-            match = Q()
-            for value in values:
-                if resource_type == "Practitioner":
-                    match |= Q(family_name__icontains=value) | Q(given_name__icontains=value)
-                else:
-                    match |= Q(name__icontains=value)
-            queryset = queryset.filter(match)
+            fields = ("family_name", "given_name") if resource_type == "Practitioner" else ("name",)
+            queryset = queryset.filter(_string_match(fields, values, criterion.modifier))
         elif name == "type":
             queryset = queryset.filter(kind__in=[v.split("|")[-1] for v in values])
         elif name == "identifier":
             queryset = queryset.filter(npi__in=[v.split("|")[-1] for v in values])
         elif name == "address-postalcode":
-            queryset = queryset.filter(postal_code__in=values)
+            queryset = queryset.filter(_string_match(("postal_code",), values, criterion.modifier))
         elif name == "address-state":
-            queryset = queryset.filter(state__in=[v.upper() for v in values])
+            queryset = queryset.filter(_string_match(("state",), values, criterion.modifier))
         elif name == "organization":
             ids = [_reference_id(v, "Organization") for v in values]
             # A HealthcareService is its Organization's program (providedBy is the row itself).
@@ -303,11 +307,9 @@ def network_search(resource_type: str, params: list[tuple[str, str]]) -> tuple[l
             })
         elif name == "near":
             near = _near(raw)
-    if issues:
-        raise FhirError(400, issues)
     queryset = queryset.distinct().order_by("pk")
     if near is None:
-        return list(queryset), {}
+        return queryset, {}
     lat, lon, km = near
     # An indexed bounding box first (site_lat_long), then the exact great-circle distance on what it keeps.
     dlat = km / 111.0

@@ -172,6 +172,65 @@ def check_resource(resource: dict, *, path: str | None = None) -> list[Issue]:
     return report.issues()
 
 
+# --- The base invariants of DomainResource (R4 domainresource.html#invs), which fhir.resources does not check ---
+
+
+def _strings(node, out: set[str]) -> set[str]:
+    if isinstance(node, dict):
+        for value in node.values():
+            _strings(value, out)
+    elif isinstance(node, list):
+        for item in node:
+            _strings(item, out)
+    elif isinstance(node, str) and node.startswith("#"):
+        out.add(node)
+    return out
+
+
+def domain_resource_issues(resource: dict, *, path: str | None = None) -> list[Issue]:
+    """dom-2 to dom-5 as errors and dom-6 (a narrative) as a best-practice warning, for one resource as sent.
+
+    A local reference (``#id``) counts wherever it is, as a reference, canonical or uri (dom-3's FHIRPath reads
+    them all); a contained resource that points at its container (``#``) is referenced too.
+    """
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        return []
+    path = path or resource["resourceType"]
+    issues = []
+    contained = resource.get("contained")
+    contained = contained if isinstance(contained, list) else []
+    if contained:
+        local = _strings({k: v for k, v in resource.items() if k != "contained"}, set())
+        for item in contained:
+            if isinstance(item, dict):
+                _strings({k: v for k, v in item.items()}, local)
+    for i, item in enumerate(contained):
+        if not isinstance(item, dict):
+            continue
+        where = f"{path}.contained[{i}]"
+        if item.get("contained"):
+            issues.append(Issue(ERROR, "invariant", f"{where}.contained",
+                                "dom-2: a contained resource must not contain resources of its own."))
+        item_id = item.get("id")
+        referenced_from = _strings({k: v for k, v in item.items()}, set())
+        if not (isinstance(item_id, str) and f"#{item_id}" in local) and "#" not in referenced_from:
+            issues.append(Issue(ERROR, "invariant", where,
+                                f"dom-3: contained resource {item.get('resourceType')} {item_id!r} is referenced "
+                                "from nowhere in the resource; send it as a resource of its own, or reference it."))
+        meta = item.get("meta") if isinstance(item.get("meta"), dict) else {}
+        if "versionId" in meta or "lastUpdated" in meta:
+            issues.append(Issue(ERROR, "invariant", f"{where}.meta",
+                                "dom-4: a contained resource must not have meta.versionId or meta.lastUpdated."))
+        if meta.get("security"):
+            issues.append(Issue(ERROR, "invariant", f"{where}.meta.security",
+                                "dom-5: a contained resource must not have a security label."))
+    text = resource.get("text")
+    if not (isinstance(text, dict) and isinstance(text.get("div"), str) and text["div"].strip()):
+        issues.append(Issue(WARNING, "invariant", f"{path}.text",
+                            "dom-6: a resource should have a narrative for robust management (best practice)."))
+    return issues
+
+
 # --- Reading JSON defensively -------------------------------------------------------------------------------
 
 

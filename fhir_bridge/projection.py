@@ -52,12 +52,47 @@ def _note(note) -> dict:
     return rendered
 
 
+# The statusReason an EHR sent with its update (status_reason_sent), so that its coding is served back as sent.
+_status_reason_sent = contextvars.ContextVar("status_reason_sent", default=None)
+
+
+@contextlib.contextmanager
+def status_reason_sent(concept):
+    """Within this block, a re-render whose reason is this CodeableConcept's (concept_text) keeps it whole."""
+    token = _status_reason_sent.set(concept)
+    try:
+        yield
+    finally:
+        _status_reason_sent.reset(token)
+
+
+def concept_text(concept) -> str:
+    """The words of a CodeableConcept: its text, else its first coding's display, else that coding's code."""
+    if not isinstance(concept, dict):
+        return ""
+    if isinstance(concept.get("text"), str) and concept["text"]:
+        return concept["text"]
+    for coding in concept.get("coding") or []:
+        if isinstance(coding, dict):
+            return coding.get("display") or coding.get("code") or ""
+    return ""
+
+
+def _status_reason(reason: str, base: dict) -> dict:
+    # The domain keeps the reason's words; the concept the EHR sent (now, or in the version before) is served as
+    # it was sent, codings included, as long as it still says the same.
+    for concept in (_status_reason_sent.get(), base.get("statusReason")):
+        if concept_text(concept) == reason:
+            return concept
+    return {"text": reason}
+
+
 def task_render(*, referral: Referral, base: dict, notes=None) -> dict:
     """``base`` with the hub-owned elements taken from ``referral``. ``notes`` defaults to the referral's notes."""
     task = {key: value for key, value in base.items() if key not in HUB_OWNED_ELEMENTS}
     task["status"] = referral.status
     if referral.status_reason:
-        task["statusReason"] = {"text": referral.status_reason}
+        task["statusReason"] = _status_reason(referral.status_reason, base)
     task["businessStatus"] = business_status_concept(referral.business_status)
     if referral.business_status_text:  # while the hub finds someone: the routing gist (who, and why)
         task["businessStatus"]["text"] = referral.business_status_text

@@ -312,16 +312,16 @@ def redacted_read(organization_id: int, resource_type: str, fhir_id: str) -> dic
 # --- Reads and searches --------------------------------------------------------------------------------------
 
 
-def search_bundle(*, organization_id: int, resource_type: str, params: list[tuple[str, str]]):
+def search_page(*, organization_id: int, plan, base_url: str):
     """search.search over what the provider may see, with the redacted Patient and ServiceRequest of its open
-    offers added for _include=Task:patient / Task:focus. Returns (page, matches, included) as served dicts."""
+    offers added for _include=Task:patient / Task:focus. Returns (page, matches, included), the last two as
+    (reference, content served) pairs."""
     page = search(
-        clinic_id=None, resource_type=resource_type, params=_owner_as_roles(organization_id, resource_type, params),
-        rows=lambda type_name: provider_rows(organization_id, type_name),
+        clinic_id=None, plan=plan, base_url=base_url, rows=lambda type_name: provider_rows(organization_id, type_name)
     )
     included = [(r.reference, served(r)) for r in page.included]
-    wanted = {raw for name, raw in params if name == "_include"}
-    if resource_type == "Task" and wanted & {"Task:patient", "Task:focus"}:
+    wanted = set(plan.includes)
+    if plan.resource_type == "Task" and wanted & {"Task:patient", "Task:focus"}:
         have = {reference for reference, _ in included}
         for resource in redacted_for_offer_tasks(organization_id, page.matches, wanted):
             reference = f"{resource['resourceType']}/{resource['id']}"
@@ -331,7 +331,7 @@ def search_bundle(*, organization_id: int, resource_type: str, params: list[tupl
     return page, matches, included
 
 
-def _owner_as_roles(organization_id: int, resource_type: str, params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def owner_as_roles(organization_id: int, resource_type: str, params: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """``Task?owner=Organization/<its own id>`` asks for the Tasks of any of its roles: an offer Task's owner is
     the PractitionerRole it was made to, and a provider's system works for the whole organization."""
     if resource_type != "Task" or not any(name == "owner" for name, _ in params):

@@ -22,40 +22,72 @@ WRITES = frozenset({"create", "update"})
 
 # How a stored parameter's kind (search_params.SearchParam.kind) is typed in the CapabilityStatement.
 _STORED_PARAM_TYPES = {"token": "token", "reference": "reference", "identifier": "token"}
+# The modifiers search.py applies to a stored parameter of each FHIR type (R4 search.html#modifiers). :text is not
+# among them: it would need a case-insensitive prefix index over display text, which the hub does not keep.
+_STORED_MODIFIERS = {"token": ("missing", "not"), "reference": ("missing",), "date": ()}
+# The modifiers network_fhir.py applies to the network's parameters: a string matches from its start, whole
+# (:exact) or anywhere (:contains), case aside (R4 search.html#string).
+_NETWORK_MODIFIERS = {"string": ("exact", "contains")}
+# The _sort keys search.py orders stored resources by (each also descending with a leading "-").
+_STORED_SORTS = ("_lastUpdated", "_id")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One search parameter as the CapabilityStatement declares it and search applies it: its FHIR type and the
+    modifiers (without the colon) it answers; any other modifier is refused."""
+
+    name: str
+    type: str
+    modifiers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class ServedType:
     """One resource type the hub serves.
 
-    ``search_params`` are (name, FHIR search-parameter type) pairs that the search interaction answers; empty when
-    the type has no search. ``network`` types are the community network's, rendered from its own tables: search
+    ``search_params`` are the parameters the search interaction answers (``Param``); empty when the type has no
+    search. ``includes`` and ``revincludes`` are the ``_include`` / ``_revinclude`` values it answers, as
+    "Type:param"; ``sorts`` the ``_sort`` keys. ``network`` types are the community network's, rendered from its own tables: search
     lists the network, and read finds a network member first and then what the clinic itself sent.
     """
 
     name: str
     interactions: frozenset[str]
-    search_params: tuple[tuple[str, str], ...] = ()
-    includes: tuple[str, ...] = ()  # the _include values search answers, as "Type:param"
+    search_params: tuple[Param, ...] = ()
+    includes: tuple[str, ...] = ()
     network: bool = False
+    revincludes: tuple[str, ...] = ()
+    sorts: tuple[str, ...] = ()
 
     @property
     def search_names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.search_params)
+        return tuple(param.name for param in self.search_params)
+
+    def param(self, name: str) -> "Param | None":
+        return next((param for param in self.search_params if param.name == name), None)
 
 
-def _stored(name: str, interactions: set[str], includes: tuple[str, ...] = ()) -> ServedType:
+def _stored(
+    name: str, interactions: set[str], includes: tuple[str, ...] = (), revincludes: tuple[str, ...] = ()
+) -> ServedType:
     """A type served from stored resources; its search parameters are the ones search_params.py indexes."""
-    params = ()
+    params, sorts = (), ()
     if "search" in interactions:
-        params = (("_id", "token"), ("_lastUpdated", "date")) + tuple(
-            (p.name, _STORED_PARAM_TYPES[p.kind]) for p in SEARCH_PARAMS.get(name, ())
+        params = (Param("_id", "token"), Param("_lastUpdated", "date")) + tuple(
+            Param(p.name, _STORED_PARAM_TYPES[p.kind], _STORED_MODIFIERS[_STORED_PARAM_TYPES[p.kind]])
+            for p in SEARCH_PARAMS.get(name, ())
         )
-    return ServedType(name, frozenset(interactions), params, includes)
+        sorts = _STORED_SORTS
+    return ServedType(name, frozenset(interactions), params, includes, revincludes=revincludes, sorts=sorts)
 
 
 def _network(name: str, interactions: set[str], params: tuple[tuple[str, str], ...]) -> ServedType:
-    return ServedType(name, frozenset(interactions), params, network=True)
+    # The network's parameters take no modifiers and it answers no _include, _revinclude or _sort: search refuses
+    # them rather than ignore them.
+    return ServedType(
+        name, frozenset(interactions), tuple(Param(n, t, _NETWORK_MODIFIERS.get(t, ())) for n, t in params), network=True
+    )
 
 
 _STORE = {"create", "read", "vread", "history"}  # a resource an EHR sends and reads back, versioned
@@ -65,9 +97,14 @@ _SPECIALTY = ("specialty", "token")  # a condition group (codes.CONDITION_GROUP_
 
 # In the order the SMART configuration lists them: the referral first, then what comes with it, then the network.
 TABLE: tuple[ServedType, ...] = (
-    _stored("Task", _STORE | {"update", "search"}, includes=("Task:focus", "Task:patient", "Task:part-of")),
-    _stored("ServiceRequest", _STORE | {"search"}, includes=("ServiceRequest:patient",)),
-    _stored("Patient", _STORE | {"search"}),
+    _stored(
+        "Task", _STORE | {"update", "search"}, includes=("Task:focus", "Task:patient", "Task:part-of"),
+        revincludes=("Task:part-of",),  # a referral with its offers
+    ),
+    _stored(
+        "ServiceRequest", _STORE | {"search"}, includes=("ServiceRequest:patient",), revincludes=("Task:focus",)
+    ),
+    _stored("Patient", _STORE | {"search"}, revincludes=("Task:patient", "ServiceRequest:patient")),
     _stored("Condition", _STORE),
     _stored("Observation", _STORE),
     _stored("Goal", _STORE),

@@ -4,17 +4,19 @@ FhirRequest and returns a FhirResponse, or raises FhirError."""
 import re
 from dataclasses import dataclass, field
 from typing import Callable
+from urllib.parse import parse_qsl, urlencode
 
 from django.db import transaction
 from django.utils import timezone
 from django.utils.http import http_date
 
-from fhir_bridge import capability, intake, network_fhir, provider_fhir, route_table
+from fhir_bridge import capability, intake, network_fhir, projection, provider_fhir, route_table
 from fhir_bridge.codes import LOCATION_DISTANCE_EXTENSION, UCUM_SYSTEM
 from fhir_bridge.models import ResourceVersion, StoredResource
-from fhir_bridge.outcomes import FhirError, error, not_found
-from fhir_bridge.profiles import Issue
-from fhir_bridge.search import page_links, search, search_page_params, visible
+from fhir_bridge.outcomes import FhirError, error, not_found, operation_outcome
+from fhir_bridge.profiles import Issue, domain_resource_issues
+from fhir_bridge.search_params import search_param
+from fhir_bridge.search import custom_plans, lenient, page_links, search, search_plan, subsetted, visible
 from fhir_bridge.smart_scopes import Grant, grant_allows
 from fhir_bridge.smart_views import smart_configuration
 from referrals.models import Referral
@@ -89,13 +91,36 @@ def _version_headers(row: StoredResource | ResourceVersion, reference: str, vers
     }
 
 
-def _resource_response(request: FhirRequest, status: int, row: StoredResource) -> FhirResponse:
+def prefer_return(headers: dict[str, str]) -> str:
+    """What ``Prefer: return=`` asks a write to answer with: "minimal", "representation" (the default) or
+    "OperationOutcome" (R4 http.html#ops)."""
+    for part in headers.get("prefer", "").replace(";", ",").split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "return" and value.strip('"') in ("minimal", "representation", "OperationOutcome"):
+            return value.strip('"')
+    return "representation"
+
+
+def write_outcome(status: int, row: StoredResource, extra: list[dict] = ()) -> dict:
+    """The informational OperationOutcome a write answers with under ``Prefer: return=OperationOutcome``."""
+    done = {201: "created", 200: "already stored" if row.version_id == 1 else "updated"}.get(status, "stored")
+    issues = [{"severity": "information", "code": "informational",
+               "diagnostics": f"{row.reference} {done} (version {row.version_id})"}]
+    return {"resourceType": "OperationOutcome", "issue": issues + list(extra)}
+
+
+def _resource_response(request: FhirRequest, status: int, row: StoredResource, outcome: dict | None = None) -> FhirResponse:
+    """A write's or a read's answer: version headers, Location on a write, and the body ``Prefer: return=`` asks
+    for. ``outcome`` is an OperationOutcome whose issues join the one return=OperationOutcome gives."""
     headers = _version_headers(row, row.reference, row.version_id)
     if status == 201 or request.method in ("POST", "PUT"):
         headers["Location"] = f"{request.base_url}/{row.reference}/_history/{row.version_id}"
-    prefer = request.headers.get("prefer", "")
-    if "return=minimal" in prefer:
-        return FhirResponse(status, None, headers)
+    if request.method in ("POST", "PUT"):
+        answer = prefer_return(request.headers)
+        if answer == "minimal":
+            return FhirResponse(status, None, headers)
+        if answer == "OperationOutcome":
+            return FhirResponse(status, write_outcome(status, row, (outcome or {}).get("issue", [])), headers)
     return FhirResponse(status, request.served(row.content), headers)
 
 
@@ -129,17 +154,114 @@ def handle_smart_configuration(request: FhirRequest) -> FhirResponse:
     return FhirResponse(200, smart_configuration(token_url=request.token_url))
 
 
+def _method(entry) -> str | None:
+    return entry["request"].get("method") if isinstance(entry, dict) and isinstance(entry.get("request"), dict) else None
+
+
+def _entry_paths_renumbered(exc: FhirError, numbers: list[int]) -> FhirError:
+    """``exc`` with each ``Bundle.entry[k]`` of the Bundle intake saw renamed to the entry's place in the Bundle
+    sent."""
+
+    def renumber(expression: str) -> str:
+        return re.sub(r"^Bundle\.entry\[(\d+)\]", lambda m: f"Bundle.entry[{numbers[int(m.group(1))]}]", expression)
+
+    issues = [Issue(i.severity, i.code, renumber(i.expression), i.diagnostics) for i in exc.issues]
+    return FhirError(exc.status, issues, exc.headers)
+
+
+def _transaction_routed(request: FhirRequest, entry: dict, number: int) -> dict:
+    """A PUT (an update, with request.ifMatch as If-Match) or GET (a read, vread, history or search) entry of a
+    transaction, answered as its own request would be; a failure fails the transaction, naming the entry."""
+    method, url = entry["request"].get("method"), entry["request"].get("url")
+    if not isinstance(url, str) or not url or url.startswith(("http://", "https://")) and not url.startswith(request.base_url + "/"):
+        raise error(400, "invalid", "request.url must be a relative URL on this server",
+                    expression=f"Bundle.entry[{number}].request.url")
+    path, _, query = url.removeprefix(request.base_url + "/").partition("?")
+    headers = dict(request.headers)
+    headers.pop("if-match", None)
+    if method == "PUT" and isinstance(entry["request"].get("ifMatch"), str):
+        headers["if-match"] = entry["request"]["ifMatch"]
+    try:
+        route, params = resolve(method, path)
+        if route.public:
+            raise error(400, "not-supported", f"{path} is not a read or search")
+        response = route.handler(FhirRequest(
+            method=method, params=params, query=parse_qsl(query, keep_blank_values=True), headers=headers,
+            base_url=request.base_url, token_url=request.token_url, grant=request.grant, body=entry.get("resource"),
+        ))
+    except FhirError as exc:
+        raise FhirError(exc.status, [
+            Issue(i.severity, i.code, f"Bundle.entry[{number}].request", f"{method} {url}: {i.diagnostics}")
+            for i in exc.issues
+        ]) from None
+    answer = {"response": {"status": f"{response.status} OK"}}
+    if response.resource is not None and response.resource.get("resourceType") == "OperationOutcome":
+        answer["response"]["outcome"] = response.resource  # Prefer: return=OperationOutcome on an update
+    elif response.resource is not None:
+        answer["resource"] = response.resource
+    if response.headers.get("ETag"):
+        answer["response"]["etag"] = response.headers["ETag"]
+    if method == "PUT" and "Location" in response.headers:
+        answer["response"]["location"] = response.headers["Location"].removeprefix(request.base_url + "/")
+    return answer
+
+
 def handle_transaction(request: FhirRequest) -> FhirResponse:
     request.check_clinic("a transaction (a referral Bundle)")
     if not isinstance(request.body, dict):
         raise error(400, "structure", "the body must be a FHIR Bundle (a JSON object)")
-    outcome = intake.transaction_intake(
-        request.caller, request.body, raw=request.raw_body, check_scope=request.check_scope
-    )
-    if "return=minimal" in request.headers.get("prefer", ""):
-        for entry in outcome.resource["entry"]:
-            entry.pop("resource", None)
-    return FhirResponse(outcome.status, outcome.resource)
+    sent = request.body.get("entry") if isinstance(request.body.get("entry"), list) else []
+    # Processed after the POSTs that intake takes, in R4's order (http.html#trules): updates, then reads.
+    routed = [i for i, entry in enumerate(sent) if _method(entry) == "PUT"]
+    routed += [i for i, entry in enumerate(sent) if _method(entry) == "GET"]
+    if not routed or request.body.get("type") != "transaction":
+        outcome = intake.transaction_intake(
+            request.caller, request.body, raw=request.raw_body, check_scope=request.check_scope
+        )
+        status, entries = outcome.status, outcome.resource["entry"]
+    else:
+        # R4 http.html#trules processes a transaction in order DELETE, POST, PUT/PATCH, then GET, all or nothing:
+        # the reads see what the writes made, and any entry that fails undoes them all.
+        writes = [i for i in range(len(sent)) if i not in routed]
+        answers: dict[int, dict] = {}
+        status = 200
+        with transaction.atomic():
+            if writes:
+                try:
+                    outcome = intake.transaction_intake(
+                        request.caller, dict(request.body, entry=[sent[i] for i in writes]), raw=request.raw_body,
+                        check_scope=request.check_scope,
+                    )
+                except FhirError as exc:
+                    raise _entry_paths_renumbered(exc, writes) from None
+                status = outcome.status
+                answers.update(zip(writes, outcome.resource["entry"]))
+            for i in routed:
+                answers[i] = _transaction_routed(request, sent[i], i)
+        entries = [answers[i] for i in range(len(sent))]
+    answer = prefer_return(request.headers)
+    for i, entry in enumerate(entries if answer != "representation" else ()):
+        # Each entry answers as Prefer asks (R4 http.html#transaction-response): without its resource, or with an
+        # OperationOutcome in response.outcome.
+        if i in routed:
+            continue  # answered by its own handler, which read Prefer already
+        resource = entry.pop("resource", None)
+        if answer == "OperationOutcome" and resource is not None:
+            response = entry["response"]
+            done = "created" if response["status"].startswith("201") else "already stored"
+            issue = {"severity": "information", "code": "informational",
+                     "diagnostics": f"{resource['resourceType']}/{resource['id']} {done} (version {resource['meta']['versionId']})"}
+            warned = _warnings_outcome((sent[i] if i < len(sent) else {}).get("resource"), f"Bundle.entry[{i}].resource")
+            response["outcome"] = {"resourceType": "OperationOutcome",
+                                   "issue": [issue, *(response.get("outcome") or {}).get("issue", []), *warned["issue"]]}
+    return FhirResponse(status, {"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
+
+
+def _warnings_outcome(resource: dict, path: str) -> dict:
+    """The warnings (dom-6, best practice) of what was sent, as issues for return=OperationOutcome: reported,
+    never refused for."""
+    warnings = [i for i in domain_resource_issues(resource, path=path) if i.severity == "warning"]
+    return operation_outcome(warnings)
 
 
 def handle_create(request: FhirRequest) -> FhirResponse:
@@ -159,13 +281,30 @@ def handle_create(request: FhirRequest) -> FhirResponse:
             request.check_clinic(f"create {resource_type}")
         return _resource_response(request, 201, provider_fhir.observation_create(client=request.grant.client, body=body))
     if_none_exist = request.headers.get("if-none-exist")
+    if request.query:
+        # POST [type]?[search] is a conditional create as fhir-py and Aidbox send it (R4 itself has only
+        # If-None-Exist): the same query, never silently ignored.
+        query = urlencode(request.query)
+        if if_none_exist is not None and sorted(parse_qsl(if_none_exist)) != sorted(request.query):
+            raise error(400, "invalid", "If-None-Exist and the URL's search parameters differ: send one of them")
+        if_none_exist = query
     if resource_type == "Task":
         outcome = intake.task_intake(request.caller, body, raw=request.raw_body, if_none_exist=if_none_exist)
     elif resource_type == "ServiceRequest":
         outcome = intake.service_request_intake(request.caller, body, raw=request.raw_body, if_none_exist=if_none_exist)
     else:
         outcome = intake.supporting_create(request.caller, body, resource_type, if_none_exist=if_none_exist)
-    return _resource_response(request, outcome.status, outcome.stored)  # a POST: it carries Location
+    row, told = outcome.stored, _warnings_outcome(body, resource_type)
+    if resource_type == "ServiceRequest" and row.referral_id is not None:
+        # Location names the ServiceRequest, as a create must; the Task the hub opened for it is a Link
+        # (rel=related, README) and, under return=OperationOutcome, an informational issue.
+        task_row = StoredResource.objects.filter(referral_id=row.referral_id, resource_type="Task").first()
+        if task_row is not None:
+            told = {"issue": intake.task_opened_outcome(request.caller, task_row)["issue"] + told["issue"]}
+            response = _resource_response(request, outcome.status, row, told)
+            response.headers["Link"] = f'<{request.base_url}/{task_row.reference}>; rel="related"'
+            return response
+    return _resource_response(request, outcome.status, row, told)  # a POST: it carries Location
 
 
 def _network_response(request: FhirRequest, row) -> FhirResponse:
@@ -199,9 +338,23 @@ def handle_read(request: FhirRequest) -> FhirResponse:
     return _resource_response(request, 200, row)
 
 
+def _network_member(request: FhirRequest):
+    """The network row the request names, if its type is the network's and such a member exists."""
+    if request.params["type"] not in network_fhir.NETWORK_TYPES:
+        return None
+    return network_fhir.network_read(request.params["type"], request.params["id"])
+
+
 def handle_vread(request: FhirRequest) -> FhirResponse:
     _supported(request.params["type"], "vread")
     request.check_scope(request.params["type"], "vread")
+    if (member := _network_member(request)) is not None:
+        # The network keeps no history (network_fhir.py): its current version is the only one there is.
+        response = _network_response(request, member)
+        if request.params["vid"] != response.resource["meta"]["versionId"]:
+            raise error(404, "not-found", f"{request.params['type']}/{request.params['id']} has no version "
+                        f"{request.params['vid']!r}; the network keeps its current version only")
+        return response
     row = _get(request)
     vid = int(request.params["vid"])  # the route matches digits only
     if vid == row.version_id:
@@ -216,6 +369,16 @@ def handle_vread(request: FhirRequest) -> FhirResponse:
 def handle_history(request: FhirRequest) -> FhirResponse:
     _supported(request.params["type"], "history")
     request.check_scope(request.params["type"], "history")
+    if (member := _network_member(request)) is not None:
+        resource = _network_response(request, member).resource
+        entry = {
+            "fullUrl": f"{request.base_url}/{request.params['type']}/{member.fhir_id}",
+            "resource": resource,
+            "request": {"method": "PUT", "url": f"{request.params['type']}/{member.fhir_id}"},
+            "response": {"status": "200 OK", "etag": f'W/"{resource["meta"]["versionId"]}"',
+                         "lastModified": resource["meta"]["lastUpdated"]},
+        }
+        return FhirResponse(200, {"resourceType": "Bundle", "type": "history", "total": 1, "entry": [entry]})
     row = _get(request)
     current = ResourceVersion(
         version_id=row.version_id, last_updated=row.last_updated, content=row.content,
@@ -245,42 +408,58 @@ def handle_search(request: FhirRequest) -> FhirResponse:
     params = list(request.query)
     if request.method == "POST" and isinstance(request.body, list):
         params += request.body  # form-encoded _search
-    if resource_type in network_fhir.NETWORK_TYPES:
-        return _network_search(request, resource_type, params)
-    if request.is_provider:
-        page, matches, included = provider_fhir.search_bundle(
-            organization_id=request.grant.client.organization_id, resource_type=resource_type, params=params
-        )
-    else:
-        page = search(clinic_id=request.clinic_id, resource_type=resource_type, params=params)
-        matches = [(r.reference, r.content) for r in page.matches]
-        included = [(r.reference, r.content) for r in page.included]
+    if request.is_provider:  # owner=Organization/<its own id> stands for all of its roles
+        params = provider_fhir.owner_as_roles(request.grant.client.organization_id, resource_type, params)
+    plan = search_plan(resource_type, params, lenient=lenient(request.headers))
+    # _include and _revinclude bring in resources of other types: the token must allow reading them too.
+    for value in plan.includes:
+        request.check_scope(search_param(*value.split(":")).target, "read", expression="_include")
+    for value in plan.revincludes:
+        request.check_scope(value.split(":")[0], "read", expression="_revinclude")
+    with custom_plans():
+        if resource_type in network_fhir.NETWORK_TYPES:
+            return _network_search(request, plan)
+        if request.is_provider:
+            page, matches, included = provider_fhir.search_page(
+                organization_id=request.grant.client.organization_id, plan=plan, base_url=request.base_url
+            )
+        else:
+            page = search(clinic_id=request.clinic_id, plan=plan, base_url=request.base_url)
+            matches = [(r.reference, r.content) for r in page.matches]
+            included = [(r.reference, r.content) for r in page.included]
     entries = [
-        {"fullUrl": f"{request.base_url}/{reference}", "resource": content, "search": {"mode": "match"}}
+        {"fullUrl": f"{request.base_url}/{reference}", "resource": subsetted(content, plan), "search": {"mode": "match"}}
         for reference, content in matches
     ] + [
-        {"fullUrl": f"{request.base_url}/{reference}", "resource": content, "search": {"mode": "include"}}
+        {"fullUrl": f"{request.base_url}/{reference}", "resource": subsetted(content, plan), "search": {"mode": "include"}}
         for reference, content in included
     ]
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": page.total,
-        "link": page_links(request.base_url, resource_type, params, page),
-        "entry": entries,
-    }
-    return FhirResponse(200, bundle)
+    more = len(page.matches) == plan.count if page.total is None else plan.offset + plan.count < page.total
+    return FhirResponse(200, _searchset(request, plan, page.total, entries, more))
 
 
-def _network_search(request: FhirRequest, resource_type: str, params: list[tuple[str, str]]) -> FhirResponse:
-    page = search_page_params(params)
-    rows, distances = network_fhir.network_search(resource_type, params)
-    window = rows[page.offset : page.offset + page.count]
+def _searchset(request: FhirRequest, plan, total: int | None, entries: list[dict], more: bool) -> dict:
+    bundle = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = page_links(request.base_url, plan.resource_type, plan, more)
+    if plan.wants_entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def _network_search(request: FhirRequest, plan) -> FhirResponse:
+    resource_type = plan.resource_type
+    rows, distances = network_fhir.network_search(resource_type, plan.criteria)
+    total = None
+    if plan.wants_total:
+        total = len(rows) if isinstance(rows, list) else rows.count()
+    window = rows[plan.offset : plan.offset + plan.count] if plan.wants_entries else []
     entries = []
     for row in window:
         entry = {
             "fullUrl": f"{request.base_url}/{resource_type}/{row.fhir_id}",
-            "resource": network_fhir.RENDER[resource_type](row),
+            "resource": subsetted(network_fhir.RENDER[resource_type](row), plan),
             "search": {"mode": "match"},
         }
         if row.pk in distances:  # a Location found by near
@@ -293,15 +472,8 @@ def _network_search(request: FhirRequest, resource_type: str, params: list[tuple
                 },
             }]
         entries.append(entry)
-    page.total = len(rows)
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": page.total,
-        "link": page_links(request.base_url, resource_type, params, page),
-        "entry": entries,
-    }
-    return FhirResponse(200, bundle)
+    more = len(window) == plan.count if total is None else plan.offset + plan.count < total
+    return FhirResponse(200, _searchset(request, plan, total, entries, more))
 
 
 def _if_match_version(request: FhirRequest) -> int | None:
@@ -367,13 +539,14 @@ def handle_update(request: FhirRequest) -> FhirResponse:
             raise FhirError(422, issues)
         known = {(n.get("time"), n.get("text")) for n in row.content.get("note") or []}
         new_notes = intake.note_facts([n for n in body.get("note") or [] if (n.get("time"), n.get("text")) not in known])
-        referral_update_by_clinic(
-            referral=referral,
-            status=status,
-            reason=(body.get("statusReason") or {}).get("text") or "",
-            notes=new_notes,
-            actor=request.caller.actor,
-        )
+        with projection.status_reason_sent(body.get("statusReason")):
+            referral_update_by_clinic(
+                referral=referral,
+                status=status,
+                reason=projection.concept_text(body.get("statusReason")),
+                notes=new_notes,
+                actor=request.caller.actor,
+            )
         row.refresh_from_db()
     return _resource_response(request, 200, row)
 

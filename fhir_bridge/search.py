@@ -1,22 +1,59 @@
-"""Search over stored resources: the parameters of search_params.py, _lastUpdated, _id, _include and paging."""
+"""Search, per R4's search page (https://hl7.org/fhir/R4/search.html), over what the route table publishes.
 
+``search_plan`` reads a query once against the route table (route_table.py): each filter's parameter, modifier and
+values, and each result parameter (_count, _offset, _sort, _total, _summary, _elements, _include, _revinclude).
+What it cannot apply is a 400 OperationOutcome naming every such parameter, or, under ``Prefer: handling=lenient``,
+left out; the self link then lists exactly what was applied. ``search`` runs a plan over stored resources as SQL on
+the indexed ``SearchToken`` rows and ``last_updated``; network_fhir.py runs the same plan over the network's tables.
+"""
+
+import calendar
+import contextlib
 import datetime as dt
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
 
+from fhir_bridge.codes import SUBSETTED_TAG
 from fhir_bridge.models import SearchToken, StoredResource
 from fhir_bridge.outcomes import FhirError, error
 from fhir_bridge.profiles import Issue
 from fhir_bridge.route_table import SERVED
 from fhir_bridge.search_params import search_param
 
-_PREFIXES = {"eq": "exact", "gt": "gt", "ge": "gte", "lt": "lt", "le": "lte"}
-# Parameters that shape the result rather than filter it.
-_RESULT_PARAMS = {"_count", "_offset", "_include", "_format", "_total", "_sort", "_summary", "_elements"}
+_DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+_SUMMARIES = ("count", "data", "false")
+_TOTALS = ("none", "estimate", "accurate")
+_SORT_COLUMNS = {"_lastUpdated": "last_updated", "_id": "fhir_id"}
+# YYYY, YYYY-MM, YYYY-MM-DD, and a time to the minute, second or fraction, with or without a zone.
+_DATE = re.compile(
+    r"(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?P<f>\.\d{1,6})?)?"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?"
+)
+_ELEMENT = re.compile(r"[a-z][A-Za-z0-9]*(\[x\])?")
+_MANDATORY_ELEMENTS = ("resourceType", "id", "meta")
+
+
+@contextlib.contextmanager
+def custom_plans():
+    """Run a search's queries planned for their values. The hub prepares statements it repeats (settings,
+    DATABASE_PREPARE_THRESHOLD), and PostgreSQL may then reuse one generic plan for every value; for a search
+    that plan is blind to how many rows a value selects (``status=on-hold`` finds 1 %, ``code=system|`` them all)
+    and can be orders of magnitude slower. SET LOCAL keeps this to the search's own transaction, so routing keeps
+    its generic plans."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        yield
 
 
 def visible(clinic_id: int | None, resource_type: str) -> QuerySet:
@@ -26,142 +63,378 @@ def visible(clinic_id: int | None, resource_type: str) -> QuerySet:
     )
 
 
-def _parse_instant(name: str, raw: str) -> tuple[str, dt.datetime]:
-    prefix, value = (raw[:2], raw[2:]) if raw[:2] in _PREFIXES else ("eq", raw)
+def lenient(headers: dict[str, str]) -> bool:
+    """Whether the request asks ``Prefer: handling=lenient`` (strict is the default)."""
+    return any(part.strip() == "handling=lenient" for part in headers.get("prefer", "").replace(";", ",").split(","))
+
+
+@dataclass
+class Criterion:
+    name: str  # the parameter as the route table names it
+    modifier: str  # "" or a modifier the table lists for it
+    type: str  # its FHIR search-parameter type
+    raw: str  # the value as sent
+
+
+@dataclass
+class SearchPlan:
+    """What a search will apply, each part already checked against the route table."""
+
+    resource_type: str
+    criteria: list[Criterion] = field(default_factory=list)
+    includes: list[str] = field(default_factory=list)
+    revincludes: list[str] = field(default_factory=list)
+    sort: list[str] = field(default_factory=list)  # keys, "-" for descending
+    count: int = 0
+    offset: int = 0
+    summary: str = ""  # "", "count", "data" or "false"
+    total: str = "accurate"
+    elements: list[str] = field(default_factory=list)
+    applied: list[tuple[str, str]] = field(default_factory=list)  # (name, value) as the self link lists them
+
+    @property
+    def wants_entries(self) -> bool:
+        return self.count > 0 and self.summary != "count"
+
+    @property
+    def wants_total(self) -> bool:
+        return self.total != "none" or self.summary == "count"
+
+
+def _whole_number(name: str, raw: str) -> int:
     try:
-        if len(value) == 10:
-            moment = dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
-        else:
-            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=dt.UTC)
+        number = int(raw)
     except ValueError:
-        raise error(400, "invalid", f"{name}={raw!r} is not a FHIR date or instant", expression=name) from None
-    return _PREFIXES[prefix], moment
+        raise error(400, "invalid", f"{name} must be a whole number, not {raw!r}", expression=name) from None
+    if number < 0:
+        raise error(400, "invalid", f"{name} cannot be negative", expression=name)
+    return number
 
 
-def _normalise_reference(value: str) -> str:
-    # An absolute reference to this server or another one is searched by its relative tail.
-    if value.startswith(("http://", "https://")):
-        return "/".join(value.rstrip("/").split("/")[-2:])
-    return value
+def search_plan(resource_type: str, params: list[tuple[str, str]], *, lenient: bool = False) -> SearchPlan:
+    """Check every parameter of a search on ``resource_type`` against the route table.
 
+    A malformed value is a 400 at once. An unknown parameter, an unsupported modifier, _include, _revinclude or
+    _sort key, or an unsupported _summary is a 400 naming all of them together, unless ``lenient``: then it is left
+    out of the plan, and so of the self link. Raises FhirError.
+    """
+    served = SERVED[resource_type]
+    plan = SearchPlan(resource_type, count=settings.HUB_SEARCH_DEFAULT_COUNT)
+    unsupported: list[Issue] = []
 
-def filtered(queryset: QuerySet, resource_type: str, criteria: list[tuple[str, str]]) -> QuerySet:
-    """Apply search criteria ((name, raw value) pairs, repeated names ANDed, commas ORed)."""
-    issues = []
-    for name, raw in criteria:
-        base, _, modifier = name.partition(":")
-        if base in _RESULT_PARAMS:
+    def refuse(name: str, diagnostics: str) -> None:
+        unsupported.append(Issue("error", "not-supported", name, diagnostics))
+
+    for name, raw in params:
+        if name == "_count":
+            plan.count = min(_whole_number(name, raw), settings.HUB_SEARCH_MAX_COUNT)
+        elif name == "_offset":
+            plan.offset = _whole_number(name, raw)
+        elif name == "_pretty":
+            # R4 http.html's general parameter: how the JSON is laid out, which changes nothing found.
             continue
-        values = [v for v in raw.split(",") if v != ""]
-        if base == "_id":
-            queryset = queryset.filter(fhir_id__in=values)
-        elif base == "_lastUpdated":
-            lookup, moment = _parse_instant(name, raw)
-            queryset = queryset.filter(**{f"last_updated__{lookup}": moment})
-        elif (param := search_param(resource_type, base)) is not None and modifier in ("", "missing"):
-            if modifier == "missing":
-                has = SearchToken.objects.filter(resource_type=resource_type, param=base).values("resource_id")
-                queryset = queryset.exclude(pk__in=has) if raw == "true" else queryset.filter(pk__in=has)
+        elif name in ("_include", "_revinclude"):
+            answered = served.includes if name == "_include" else served.revincludes
+            if raw not in answered:
+                refuse(name, f"{name}={raw} is not supported for {resource_type} (supported: {', '.join(answered) or 'none'})")
                 continue
-            if param.kind == "reference":
-                values = [_normalise_reference(v) for v in values]
-                if param.target:  # a bare id of a one-type parameter is stored as Type/id
-                    values = [v if "/" in v else f"{param.target}/{v}" for v in values]
-            tokens = SearchToken.objects.filter(resource_type=resource_type, param=base, value__in=values)
-            queryset = queryset.filter(pk__in=tokens.values("resource_id"))
+            (plan.includes if name == "_include" else plan.revincludes).append(raw)
+            plan.applied.append((name, raw))
+        elif name == "_sort":
+            keys = [key.strip() for key in raw.split(",") if key.strip()]
+            bad = [key for key in keys if key.lstrip("-") not in served.sorts]
+            if bad or not keys:
+                refuse(name, f"_sort={raw} is not supported for {resource_type} (keys: {', '.join(served.sorts) or 'none'})")
+                continue
+            plan.sort = keys
+            plan.applied.append((name, ",".join(keys)))
+        elif name == "_summary":
+            if raw not in _SUMMARIES:
+                refuse(name, f"_summary={raw} is not supported (supported: {', '.join(_SUMMARIES)})")
+                continue
+            plan.summary = raw
+            plan.applied.append((name, raw))
+        elif name == "_total":
+            if raw not in _TOTALS:
+                raise error(400, "invalid", f"_total must be one of {', '.join(_TOTALS)}", expression=name)
+            plan.total = raw
+            plan.applied.append((name, raw))
+        elif name == "_elements":
+            elements = [e.strip() for e in raw.split(",") if e.strip()]
+            if not elements or not all(_ELEMENT.fullmatch(e) for e in elements):
+                raise error(400, "invalid", f"_elements={raw!r} must list element names, e.g. status,for", expression=name)
+            plan.elements = elements
+            plan.applied.append((name, ",".join(elements)))
         else:
-            issues.append(
-                Issue("error", "not-supported", name, f"search parameter {name!r} is not supported for {resource_type}")
-            )
+            base, colon, modifier = name.partition(":")
+            param = served.param(base)
+            if param is None:
+                refuse(name, f"search parameter {base!r} is not supported for {resource_type}")
+                continue
+            if colon and modifier not in param.modifiers:
+                allowed = ", ".join(f":{m}" for m in param.modifiers) or "none"
+                refuse(name, f"modifier :{modifier} is not supported on {base} (supported: {allowed})")
+                continue
+            if modifier == "missing" and raw not in ("true", "false"):
+                raise error(400, "invalid", f"{name} must be true or false", expression=name)
+            if param.type == "date":
+                for value in raw.split(","):
+                    date_range(name, value)  # refuses a malformed date before anything runs
+            plan.criteria.append(Criterion(base, modifier, param.type, raw))
+            plan.applied.append((name, raw))
+    if unsupported and not lenient:
+        raise FhirError(400, unsupported)
+    return plan
+
+
+_KIND_TYPES = {"token": "token", "identifier": "token", "reference": "reference"}
+
+
+def conditional_criteria(resource_type: str, params: list[tuple[str, str]]) -> list[Criterion]:
+    """The criteria of a conditional query (If-None-Exist, a conditional reference ``Patient?identifier=...``),
+    on any type search_params.py indexes, searchable or not: _id, _lastUpdated and its indexed parameters, with
+    no result parameters. Raises a 400 FhirError naming each parameter it cannot apply."""
+    criteria, issues = [], []
+    for name, raw in params:
+        base, colon, modifier = name.partition(":")
+        if base in ("_id", "_lastUpdated"):
+            kind = "token" if base == "_id" else "date"
+        else:
+            param = search_param(resource_type, base)
+            kind = _KIND_TYPES[param.kind] if param else ""
+        if not kind or (colon and modifier not in ("missing", "not")) or (colon and kind != "token" and modifier == "not"):
+            issues.append(Issue("error", "not-supported", name, f"{name!r} cannot select a {resource_type} here"))
+            continue
+        if kind == "date":
+            for value in raw.split(","):
+                date_range(name, value)
+        criteria.append(Criterion(base, modifier, kind, raw))
     if issues:
         raise FhirError(400, issues)
+    return criteria
+
+
+# --- dates -------------------------------------------------------------------------------------------------------
+
+
+def date_range(name: str, raw: str) -> tuple[str, dt.datetime, dt.datetime]:
+    """(prefix, start, end) of a date search value: the value is the range [start, end) its precision spans
+    (``2026`` is the whole year; a time without a zone is UTC). Raises a 400 FhirError when malformed."""
+    prefix, value = (raw[:2], raw[2:]) if raw[:2] in _DATE_PREFIXES else ("eq", raw)
+    value = value.replace(" ", "+")  # a "+hh:mm" zone sent unencoded arrives as a space
+    match = _DATE.fullmatch(value)
+    try:
+        if not match:
+            raise ValueError
+        parts = match.groupdict()
+        zone = dt.UTC
+        if parts["tz"] and parts["tz"] != "Z":
+            sign = 1 if parts["tz"][0] == "+" else -1
+            hours, minutes = int(parts["tz"][1:3]), int(parts["tz"][4:6])
+            zone = dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
+        year = int(parts["y"])
+        start = dt.datetime(
+            year, int(parts["m"] or 1), int(parts["d"] or 1), int(parts["H"] or 0), int(parts["M"] or 0),
+            int(parts["S"] or 0), int(round(float(parts["f"] or 0) * 1_000_000)), tzinfo=zone,
+        )
+    except ValueError:
+        raise error(400, "invalid", f"{name}={raw!r} is not a FHIR date, dateTime or instant", expression=name) from None
+    try:
+        if parts["f"]:
+            end = start + dt.timedelta(microseconds=10 ** (6 - (len(parts["f"]) - 1)))
+        elif parts["S"]:
+            end = start + dt.timedelta(seconds=1)
+        elif parts["M"]:
+            end = start + dt.timedelta(minutes=1)
+        elif parts["d"]:
+            end = start + dt.timedelta(days=1)
+        elif parts["m"]:
+            end = start + dt.timedelta(days=calendar.monthrange(year, start.month)[1])
+        else:
+            end = start.replace(year=year + 1)
+        if prefix == "ap":
+            # ap: within 10% of the gap between now and the value, as R4 recommends
+            slack = abs(timezone.now() - start) / 10
+            start, end = start - slack, end + slack
+    except (ValueError, OverflowError):  # the range runs past year 9999 or before year 1
+        raise error(400, "invalid", f"{name}={raw!r} is out of the range of dates searched", expression=name) from None
+    return prefix, start, end
+
+
+def date_filter(column: str, name: str, raw: str) -> Q:
+    """The condition for one date parameter on an instant column (a point in time): each comma-separated value
+    ORed, each prefix with R4's range semantics (search.html#prefix)."""
+    condition = Q(pk__in=[])
+    for value in raw.split(","):
+        prefix, start, end = date_range(name, value)
+        if prefix == "eq":
+            this = Q(**{f"{column}__gte": start, f"{column}__lt": end})
+        elif prefix == "ne":
+            this = Q(**{f"{column}__lt": start}) | Q(**{f"{column}__gte": end})
+        elif prefix in ("gt", "sa"):
+            this = Q(**{f"{column}__gte": end})
+        elif prefix in ("lt", "eb"):
+            this = Q(**{f"{column}__lt": start})
+        elif prefix == "ge":
+            this = Q(**{f"{column}__gte": start})
+        elif prefix == "le":
+            this = Q(**{f"{column}__lt": end})
+        else:  # ap: date_range widened the range
+            this = Q(**{f"{column}__gte": start, f"{column}__lt": end})
+        condition |= this
+    return condition
+
+
+# --- stored resources --------------------------------------------------------------------------------------------
+
+
+def _reference_values(value: str, param, base_url: str) -> list[str]:
+    """The stored forms a reference search value matches: Type/id, a bare id read as the parameter's one target
+    type, and an absolute URL read as Type/id only when it is this server's."""
+    if value.startswith(("http://", "https://")):
+        if base_url and value.startswith(base_url.rstrip("/") + "/"):
+            value = value[len(base_url.rstrip("/")) + 1 :]
+        else:
+            return [value]  # another server's resource: stored as the URL it was sent as
+    if "/" not in value and param.target:
+        return [f"{param.target}/{value}"]
+    return [value]
+
+
+def _tokens(resource_type: str, name: str, values: list[str]) -> QuerySet:
+    return SearchToken.objects.filter(resource_type=resource_type, param=name, value__in=values).values("resource_id")
+
+
+def filtered(queryset: QuerySet, resource_type: str, criteria: list[Criterion], *, base_url: str = "") -> QuerySet:
+    """Apply a plan's criteria (repeated parameters ANDed, comma-separated values ORed), each as an indexed
+    subquery on SearchToken or a range on last_updated."""
+    for criterion in criteria:
+        name, raw = criterion.name, criterion.raw
+        values = [v for v in raw.split(",") if v != ""]
+        if name == "_id":
+            queryset = queryset.filter(fhir_id__in=values)
+        elif name == "_lastUpdated":
+            queryset = queryset.filter(date_filter("last_updated", name, raw))
+        elif criterion.modifier == "missing":
+            # EXISTS, not IN: NOT IN cannot be planned as an anti-join, and hashes every token of the parameter.
+            has = Exists(SearchToken.objects.filter(resource_id=OuterRef("pk"), param=name))
+            queryset = queryset.filter(~has if raw == "true" else has)
+        else:
+            if criterion.type == "reference":
+                param = search_param(resource_type, name)
+                values = [form for v in values for form in _reference_values(v, param, base_url)]
+            if criterion.modifier == "not":
+                queryset = queryset.filter(
+                    ~Exists(SearchToken.objects.filter(resource_id=OuterRef("pk"), param=name, value__in=values))
+                )
+            else:
+                queryset = queryset.filter(pk__in=_tokens(resource_type, name, values))
     return queryset
+
+
+def ordered(queryset: QuerySet, sort: list[str]) -> QuerySet:
+    """``_sort`` keys as ORDER BY, with the primary key last so that pages never overlap; newest first when no
+    key is given."""
+    if not sort:
+        return queryset.order_by("-last_updated", "-id")
+    columns = [("-" if key.startswith("-") else "") + _SORT_COLUMNS[key.lstrip("-")] for key in sort]
+    return queryset.order_by(*columns, "-id" if sort[-1].startswith("-") else "id")
 
 
 @dataclass
 class SearchPage:
     matches: list[StoredResource]
     included: list[StoredResource]
-    total: int
+    total: int | None
     offset: int
     count: int
 
 
-def search_page_params(params: list[tuple[str, str]]) -> SearchPage:
-    """The paging a search asks for (_count, _offset), as an empty page; _include is checked by ``search``."""
-    page = SearchPage([], [], 0, 0, settings.HUB_SEARCH_DEFAULT_COUNT)
-    for name, raw in params:
-        if name in ("_count", "_offset"):
-            try:
-                number = int(raw)
-            except ValueError:
-                raise error(400, "invalid", f"{name} must be a whole number", expression=name) from None
-            if number < 0:
-                raise error(400, "invalid", f"{name} cannot be negative", expression=name)
-            if name == "_count":
-                page.count = min(number, settings.HUB_SEARCH_MAX_COUNT)
-            else:
-                page.offset = number
-    return page
-
-
 def search(
-    *,
-    clinic_id: int | None,
-    resource_type: str,
-    params: list[tuple[str, str]],
-    rows: Callable[[str], QuerySet] | None = None,
+    *, clinic_id: int | None, plan: SearchPlan, base_url: str = "", rows: Callable[[str], QuerySet] | None = None
 ) -> SearchPage:
-    """One page of ``resource_type`` matching ``params``. ``rows`` gives, per type, what the caller may see (the
-    matches and _include both come from it); by default a clinic's and the shared resources (``visible``)."""
+    """One page of stored resources for a checked plan, with what its _include and _revinclude bring in (each
+    resource once: a match is never repeated as an include). ``rows`` gives, per type, what the caller may see
+    (matches and includes alike); by default a clinic's and the shared resources (``visible``)."""
     rows = rows or (lambda type_name: visible(clinic_id, type_name))
-    page = search_page_params(params)
-    count, offset = page.count, page.offset
-    includes = []
-    answered = SERVED[resource_type].includes
-    for name, raw in params:
-        if name == "_include":
-            if raw not in answered:
-                supported = ", ".join(answered) or "none"
-                raise error(400, "not-supported", f"_include={raw} is not supported (supported: {supported})", "_include")
-            includes.append(raw)
-    queryset = filtered(rows(resource_type), resource_type, params)
-    total = queryset.count()
-    matches = list(queryset.order_by("-last_updated", "-id")[offset : offset + count]) if count else []
-    return SearchPage(matches, _included(rows, matches, includes), total, offset, count)
+    resource_type = plan.resource_type
+    queryset = filtered(rows(resource_type), resource_type, plan.criteria, base_url=base_url)
+    total = queryset.count() if plan.wants_total else None
+    matches = []
+    if plan.wants_entries:
+        matches = list(ordered(queryset, plan.sort)[plan.offset : plan.offset + plan.count])
+    included = _included(rows, matches, plan.includes) + _revincluded(rows, matches, plan.revincludes)
+    seen = {(r.resource_type, r.fhir_id) for r in matches}
+    unique = []
+    for row in included:
+        if (row.resource_type, row.fhir_id) not in seen:
+            seen.add((row.resource_type, row.fhir_id))
+            unique.append(row)
+    return SearchPage(matches, unique, total, plan.offset, plan.count)
 
 
 def _included(rows: Callable[[str], QuerySet], matches: list[StoredResource], includes: list[str]) -> list[StoredResource]:
+    # The targets are read from the page's own search tokens (Type/id), not from the documents.
     if not includes or not matches:
         return []
     wanted: dict[str, set[str]] = {}
     for include in includes:
         resource_type, param_name = include.split(":")
         param = search_param(resource_type, param_name)
-        for match in matches:
-            element = match.content.get(param.element)
-            for item in element if isinstance(element, list) else [element]:
-                ref = _normalise_reference((item or {}).get("reference", "")) if isinstance(item, dict) else ""
-                target_type, _, target_id = ref.partition("/")
-                if target_type == param.target and target_id:
-                    wanted.setdefault(target_type, set()).add(target_id)
+        refs = SearchToken.objects.filter(
+            resource_id__in=[m.pk for m in matches], param=param_name, value__startswith=f"{param.target}/"
+        ).values_list("value", flat=True)
+        for ref in refs:
+            target_type, _, target_id = ref.partition("/")
+            if target_type == param.target and target_id and "/" not in target_id:
+                wanted.setdefault(target_type, set()).add(target_id)
     included = []
     for target_type, ids in wanted.items():
-        included.extend(rows(target_type).filter(fhir_id__in=ids))
+        included.extend(rows(target_type).filter(fhir_id__in=ids).order_by("id"))
     return included
 
 
-def page_links(base_url: str, resource_type: str, params: list[tuple[str, str]], page: SearchPage) -> list[dict]:
-    kept = [(k, v) for k, v in params if k not in ("_offset", "_count")]
+def _revincluded(rows: Callable[[str], QuerySet], matches: list[StoredResource], revincludes: list[str]) -> list[StoredResource]:
+    if not revincludes or not matches:
+        return []
+    refs = [m.reference for m in matches]
+    included = []
+    for revinclude in revincludes:
+        source_type, param_name = revinclude.split(":")
+        has = _tokens(source_type, param_name, refs)
+        included.extend(rows(source_type).filter(pk__in=has).order_by("id"))
+    return included
+
+
+# --- the Bundle --------------------------------------------------------------------------------------------------
+
+
+def subsetted(resource: dict, plan: SearchPlan) -> dict:
+    """The resource as the plan's _elements or _summary=data asks for it, tagged SUBSETTED (R4 search.html#elements)
+    so that nobody takes it for the whole resource; the resource itself when neither applies."""
+    if plan.elements:
+        keep = set(_MANDATORY_ELEMENTS) | set(plan.elements)
+        out = {key: value for key, value in resource.items() if key in keep or key.removesuffix("[x]") in keep}
+    elif plan.summary == "data":
+        out = {key: value for key, value in resource.items() if key != "text"}
+    else:
+        return resource
+    meta = dict(out.get("meta") or {})
+    meta["tag"] = [*(meta.get("tag") or []), SUBSETTED_TAG]
+    out["meta"] = meta
+    return out
+
+
+def page_links(base_url: str, resource_type: str, plan: SearchPlan, more: bool) -> list[dict]:
+    """self, and next (when ``more`` matches follow this page) and previous; each lists exactly the parameters
+    applied."""
 
     def url(offset: int) -> str:
-        return f"{base_url}/{resource_type}?" + urlencode(kept + [("_count", page.count), ("_offset", offset)])
+        return f"{base_url}/{resource_type}?" + urlencode(plan.applied + [("_count", plan.count), ("_offset", offset)])
 
-    links = [{"relation": "self", "url": url(page.offset)}]
-    if page.count and page.offset + page.count < page.total:
-        links.append({"relation": "next", "url": url(page.offset + page.count)})
-    if page.offset > 0:
-        links.append({"relation": "previous", "url": url(max(page.offset - page.count, 0))})
+    links = [{"relation": "self", "url": url(plan.offset)}]
+    if plan.wants_entries and more:
+        links.append({"relation": "next", "url": url(plan.offset + plan.count)})
+    if plan.offset > 0 and plan.count:
+        links.append({"relation": "previous", "url": url(max(plan.offset - plan.count, 0))})
     return links

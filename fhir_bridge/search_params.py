@@ -1,9 +1,10 @@
 """Which values of a resource are searchable, and how each is indexed as a SearchToken.
 
-Token values are stored twice, ``system|code`` and bare ``code``, so that ``code=fulfill`` and
-``code=http://hl7.org/fhir/CodeSystem/task-code|fulfill`` are both one indexed equality. References are stored as
-``Type/id``; a parameter that can point at several types (``owner``) also stores the bare id, so that ``owner=hub``
-is one equality too, while ``patient=123`` is read as ``patient=Patient/123``.
+Each R4 token form is one indexed equality on a stored value (search.html#token): a coding or identifier is stored
+as bare ``code`` (``code=fulfill``), ``system|code``, and either ``system|`` (any code of the system) or, when it has
+no system, ``|code``. References are stored as ``Type/id``, and an absolute reference also as the URL it was sent
+as; a parameter that can point at several types (``owner``) also stores the bare id, so that ``owner=hub`` is one
+equality too, while ``patient=123`` is read as ``patient=Patient/123``.
 """
 
 from dataclasses import dataclass
@@ -64,10 +65,14 @@ def _tokens(value) -> list[str]:
             codings = item.get("coding") if "coding" in item else [item]
             for coding in _as_list(codings):
                 if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                    out.append(coding["code"])
-                    if isinstance(coding.get("system"), str):
-                        out.append(f"{coding['system']}|{coding['code']}")
+                    out.extend(_token_forms(coding.get("system"), coding["code"]))
     return out
+
+
+def _token_forms(system, code: str) -> list[str]:
+    if isinstance(system, str):
+        return [code, f"{system}|{code}", f"{system}|"]
+    return [code, f"|{code}"]
 
 
 def _references(value, with_bare_id: bool) -> list[str]:
@@ -77,6 +82,8 @@ def _references(value, with_bare_id: bool) -> list[str]:
         if isinstance(ref, str) and "/" in ref and not ref.startswith(("#", "urn:")):
             relative = "/".join(ref.rstrip("/").split("/")[-2:])
             out.append(relative)
+            if ref.startswith(("http://", "https://")):
+                out.append(ref)
             if with_bare_id:
                 out.append(relative.split("/")[1])
     return out
@@ -86,9 +93,7 @@ def _identifiers(value) -> list[str]:
     out = []
     for item in _as_list(value):
         if isinstance(item, dict) and isinstance(item.get("value"), str):
-            out.append(item["value"])
-            if isinstance(item.get("system"), str):
-                out.append(f"{item['system']}|{item['value']}")
+            out.extend(_token_forms(item.get("system"), item["value"]))
     return out
 
 

@@ -53,14 +53,12 @@ def token_view(request: HttpRequest) -> JsonResponse:
         return _oauth_error(
             "unsupported_grant_type", f"grant_type {grant_type!r} is not supported; use client_credentials"
         )
+    # A missing or wrong parameter is a malformed request (RFC 6749 §5.2: 400 invalid_request), which Inferno's
+    # backend-services kit checks; only an assertion that fails to authenticate the client is invalid_client (401).
     if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
-        return _oauth_error(
-            "invalid_client", f"client_assertion_type must be {CLIENT_ASSERTION_TYPE}", status=401
-        )
+        return _oauth_error("invalid_request", f"client_assertion_type must be {CLIENT_ASSERTION_TYPE}")
     if not form.get("client_assertion"):
-        return _oauth_error(
-            "invalid_client", "client_assertion is required: a JWT signed with the client's key", 401
-        )
+        return _oauth_error("invalid_request", "client_assertion is required: a JWT signed with the client's key")
 
     try:
         issued = access_token_issue(
@@ -94,4 +92,7 @@ def smart_configuration(*, token_url: str) -> dict:
         "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         "scopes_supported": scopes_supported(),
         "capabilities": ["client-confidential-asymmetric", "permission-v1", "permission-v2"],
+        # SMART 2.x requires this field of every server, with S256 and without plain. The hub has no
+        # authorization endpoint, so no flow here uses PKCE; the field says which method one would take.
+        "code_challenge_methods_supported": ["S256"],
     }

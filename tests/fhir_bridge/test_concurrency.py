@@ -42,11 +42,16 @@ def test_twenty_task_creates_under_one_if_none_exist_key_make_one_task():
     client = EhrClientFactory()
     seed = json_of(fhir_client_for(client).post("", scenario2_bundle(identifier="seed")))
     seed_task = next(e["resource"] for e in seed["entry"] if e["resource"]["resourceType"] == "Task")
+    seed_sr = next(e["resource"] for e in seed["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
+    # A ServiceRequest of its own, contained and without a business identifier: a Task for the seed's, which is
+    # already a referral, would be answered as that referral's Task whatever the key.
+    service_request = {k: v for k, v in seed_sr.items() if k not in ("id", "meta", "identifier")} | {"id": "sr"}
     task = {
         "resourceType": "Task", "status": "requested", "intent": "order",
         "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill"}]},
-        "focus": seed_task["focus"], "for": seed_task["for"], "authoredOn": "2026-11-01",
+        "focus": {"reference": "#sr"}, "for": seed_task["for"], "authoredOn": "2026-11-01",
         "requester": {"reference": "Organization/Scen2OrgGoodCardio"}, "owner": {"reference": "Organization/hub"},
+        "contained": [service_request],
     }
     headers = {"If-None-Exist": "identifier=urn:ehr:orders|order-77"}
 

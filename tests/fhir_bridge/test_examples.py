@@ -52,9 +52,12 @@ def test_a_pa_task_sent_as_a_referral_reads_back_with_the_hubs_state_laid_over(f
     patient_id = json_of(fhir.post("Patient", patient))["id"]
     service_request = example("Scen2ServiceRequest")
     service_request["subject"] = {"reference": f"Patient/{patient_id}"}
-    sr_id = json_of(fhir.post("ServiceRequest", service_request))["id"]
+    service_request["id"] = "sr"
     task = example(name)
-    task.update(status="requested", owner={"reference": "Organization/hub"}, focus={"reference": f"ServiceRequest/{sr_id}"})
+    # The ServiceRequest travels contained: one POSTed alone first would already be a referral, and a Task for it
+    # a duplicate of that referral's Task.
+    task.update(status="requested", owner={"reference": "Organization/hub"}, focus={"reference": "#sr"},
+                contained=[service_request])
     task["for"] = {"reference": f"Patient/{patient_id}"}
     task.pop("statusReason", None)
     task.pop("output", None)
@@ -65,5 +68,8 @@ def test_a_pa_task_sent_as_a_referral_reads_back_with_the_hubs_state_laid_over(f
     assert structural_issues(read, path="Task") == []
     assert [i for i in check_resource(read) if i.severity == "error"] == []
     hub_owned = ("businessStatus", "lastModified", "note")
-    assert _without(read, _META + hub_owned) == _without(task, _META + hub_owned)
+    lifted = ("focus", "contained")  # the contained ServiceRequest is stored as a resource of its own
+    assert _without(read, _META + hub_owned + lifted) == _without(task, _META + hub_owned + lifted)
+    stored_sr = json_of(fhir.get(read["focus"]["reference"]))
+    assert _without(stored_sr) == _without(service_request)
     assert [n["text"] for n in read.get("note", [])] == [n["text"] for n in task.get("note", [])]

@@ -78,3 +78,37 @@ def test_programs_are_healthcare_services_and_organizations_read(fhir, springfie
 def test_the_network_needs_read_scopes(ehr_client, springfield):
     assert fhir_client_for(ehr_client, "system/Task.cruds").get("Location").status_code == 403
     assert FhirClient(None).get("Location").status_code == 401
+
+
+def test_what_the_capability_statement_declares_for_the_network_works(fhir, springfield):
+    statement = json_of(fhir.get("metadata"))
+    declared = {r["type"]: {i["code"] for i in r["interaction"]} for r in statement["rest"][0]["resource"]}
+    role = ProfessionalRoleFactory(fhir_id="role-declared")
+    practitioner_id = role.professional.fhir_id
+    for resource_type, fhir_id in (("Practitioner", practitioner_id), ("PractitionerRole", "role-declared"),
+                                   ("Organization", "ymca-springfield")):
+        assert {"read", "vread", "history-instance", "search-type"} <= declared[resource_type]
+        read = fhir.get(f"{resource_type}/{fhir_id}")
+        assert read.status_code == 200
+        version = json_of(read)["meta"]["versionId"]
+        assert read["ETag"] == f'W/"{version}"'
+        vread = fhir.get(f"{resource_type}/{fhir_id}/_history/{version}")
+        assert vread.status_code == 200 and json_of(vread) == json_of(read)
+        assert fhir.get(f"{resource_type}/{fhir_id}/_history/1").status_code == 404
+        history = json_of(fhir.get(f"{resource_type}/{fhir_id}/_history"))
+        assert history["type"] == "history"
+        assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == [version]
+
+
+def test_string_parameters_match_from_the_start_whole_with_exact_or_anywhere_with_contains(fhir, springfield):
+    def names(**params):
+        return _ids(fhir.get("Organization", **params))
+
+    assert names(name="springfield") == ["ymca-springfield"]  # from the start, case aside
+    assert names(name="YMCA") == []
+    assert names(**{"name:contains": "ymca"}) == ["ymca-springfield"]
+    assert names(**{"name:exact": "Springfield YMCA"}) == ["ymca-springfield"]
+    assert names(**{"name:exact": "springfield ymca"}) == []
+    assert _ids(fhir.get("Location", **{"address-postalcode": "625"})) == ["ymca-decatur"]
+    assert _ids(fhir.get("Location", **{"address-state": "il"})) == ["ymca-downtown", "ymca-decatur"]
+    assert fhir.get("Organization", **{"name:missing": "true"}).status_code == 400

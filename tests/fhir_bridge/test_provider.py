@@ -492,6 +492,6 @@ def test_owner_may_be_the_organization_itself(provider, other_provider, offered)
     for owner in ("Organization/fit4life", "http://example.org/fhir/Organization/fit4life", "fit4life"):
         bundle = json_of(provider.get(f"Task?owner={owner}&status=requested&_include=Task:patient"))
         assert [e["resource"]["id"] for e in bundle["entry"] if e["search"]["mode"] == "match"] == [offered["offer_task"]]
-        assert bundle["link"][0]["url"].count("PractitionerRole") == 0  # the link says what was asked
+        assert "PractitionerRole%2Flopez" in bundle["link"][0]["url"]  # the self link says what was applied
     assert json_of(provider.get("Task?owner=Organization/get-fit"))["total"] == 0
     assert json_of(other_provider.get("Task?owner=Organization/fit4life"))["total"] == 0

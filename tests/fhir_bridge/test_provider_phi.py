@@ -81,7 +81,7 @@ def world(fhir):
 
 def _walk(provider) -> list[tuple[str, int, dict]]:
     """(what was asked, status, body) for every read, vread, history and search a provider can send, over
-    everything stored and every search value indexed, plus its answers to refused writes."""
+    everything stored and every search value indexed, with every _include and _revinclude the table answers."""
     asked = ["metadata", ".well-known/smart-configuration"]
     for row in StoredResource.objects.all():
         asked += [row.reference, f"{row.reference}/_history"]
@@ -90,11 +90,12 @@ def _walk(provider) -> list[tuple[str, int, dict]]:
         if "search" not in served.interactions:
             continue
         asked.append(served.name)
-        for include in served.includes:
-            asked.append(f"{served.name}?{urlencode([('_include', include)])}")
-        asked.append(f"{served.name}?" + urlencode([("_include", i) for i in served.includes]))
+        brought = [("_include", i) for i in served.includes] + [("_revinclude", i) for i in served.revincludes]
+        for pair in brought:
+            asked.append(f"{served.name}?{urlencode([pair])}")
+        asked.append(f"{served.name}?" + urlencode(brought))
         for param, value in SearchToken.objects.filter(resource_type=served.name).values_list("param", "value").distinct():
-            asked.append(f"{served.name}?" + urlencode([(param, value)] + [("_include", i) for i in served.includes]))
+            asked.append(f"{served.name}?" + urlencode([(param, value)] + brought))
     walked = []
     for path in asked:
         response = provider.get(path)

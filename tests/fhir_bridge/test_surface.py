@@ -107,7 +107,11 @@ def _sample_body(resource_type: str, ids: dict[str, str]) -> dict:
     if resource_type == "Task":
         body = example("Scen2TaskFit4LifeV2")
         body.update(status="requested", owner={"reference": "Organization/hub"})
-        body["focus"] = {"reference": f"ServiceRequest/{ids['ServiceRequest']}"}
+        # Its own ServiceRequest, contained: the one created before is already a referral, and a Task for it is
+        # answered as that referral's (200, not 201).
+        service_request = example("Scen2ServiceRequest") | {"id": "sr", "subject": patient}
+        body["contained"] = [service_request]
+        body["focus"] = {"reference": "#sr"}
         body["for"] = patient
         for element in ("statusReason", "output", "identifier"):
             body.pop(element, None)

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('fhir_bridge', '0006_fill_clinical_facts'),
+        ('fhir_bridge', '0007_fill_token_forms'),
         ('network', '0005_offers_routing_to_referrals'),
         ('referrals', '0008_remove_referral_reason_codes'),
     ]
