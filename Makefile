@@ -19,7 +19,9 @@ setup: $(VENV)/.installed
 # with a demo clinic, EHR client and sample referrals. Ctrl-C stops all of it.
 run: setup
 	@test -f .env || printf '# written by make run: this checkout is the embedded demo\nDEBUG=true\n' > .env
-	@$(PY) manage.py migrate --noinput -v 0 && \
+	@# The links in the demo's e-mails and notifications name the port it really runs on.
+	@export HUB_PUBLIC_BASE_URL="$${HUB_PUBLIC_BASE_URL:-http://$(HOST):$(PORT)}"; \
+	$(PY) manage.py migrate --noinput -v 0 && \
 	$(PY) manage.py load_demo --base-url http://$(HOST):$(PORT) && \
 	{ $(VENV)/bin/celery -A config worker --beat -Q routing,delivery,sweeps --loglevel WARNING --concurrency 2 \
 	      --schedule .var/celerybeat-schedule & worker=$$!; \

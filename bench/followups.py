@@ -61,6 +61,8 @@ def environment(database: str, broker: str, var_dir: str) -> dict:
         SECRET_KEY="bench-followups-not-a-secret-" + "x" * 32,
         LOG_LEVEL="WARNING",
         HUB_VAR_DIR=var_dir,
+        # The receiver is on the loopback, which notifications/http.py refuses unless allowed (DEBUG is off here).
+        HUB_OUTBOUND_ALLOW="http://127.0.0.1",
         DJANGO_SETTINGS_MODULE="config.settings",
     )
     return env

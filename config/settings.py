@@ -142,6 +142,9 @@ HUB_CLIENT_RECHECK_SECONDS = env_int("HUB_CLIENT_RECHECK_SECONDS", 5)
 # Absolute base URL the hub is reached at (behind a proxy). Without it, URLs are built from the request.
 HUB_PUBLIC_BASE_URL = env_str("HUB_PUBLIC_BASE_URL")
 HUB_OFFER_DEADLINE_HOURS = env_int("HUB_OFFER_DEADLINE_HOURS", 48, minimum=1)
+# How long a referral may wait for manual routing before the physician is told (notifications' follow-up kind
+# manual-routing-physician; the coordinators are told at once).
+HUB_MANUAL_ROUTING_PHYSICIAN_HOURS = env_int("HUB_MANUAL_ROUTING_PHYSICIAN_HOURS", 24, minimum=1)
 # Receivers of outbound HTTP (Subscription rest-hooks) that may be on addresses the hub otherwise refuses (loopback,
 # private, its own): host[:port], IP[:port] or CIDR entries, "http://" in front to allow plain HTTP to them (see
 # notifications/http.py). The embedded run (DEBUG) allows the loopback, for a local receiver.

@@ -26,6 +26,7 @@ PROFILES = {
     ],
     "Condition": [f"{PA_STRUCTURE_DEFINITION}/pa-condition-low-pa"],
     "Goal": [f"{PA_STRUCTURE_DEFINITION}/pa-goal"],
+    "Subscription": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"],
 }
 
 # The systems and codes are clinical_facts' own, so that what is documented is what routing reads.
@@ -74,11 +75,13 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
             "type": resource_type,
             "interaction": [{"code": "search-type" if i == "search" else "history-instance" if i == "history" else i}
                             for i in sorted(interactions)],
-            "versioning": "versioned",
-            "readHistory": True,
+            "versioning": "versioned" if "vread" in interactions else "no-version",
+            "readHistory": "history" in interactions,
             "updateCreate": False,
-            "conditionalCreate": "create" in interactions,
+            "conditionalCreate": "create" in interactions and not served.own,
         }
+        if served.operations:
+            entry["operation"] = [{"name": name, "definition": url} for name, url, _ in served.operations]
         if resource_type in PROFILES:
             entry["supportedProfile"] = PROFILES[resource_type]
         if resource_type == "ServiceRequest":

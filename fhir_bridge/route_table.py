@@ -6,6 +6,8 @@ parameters. This is the one list; everything that names served types derives fro
 - the SMART scopes the hub accepts, grants by default and advertises (smart_scopes.py);
 - the CapabilityStatement's resources, interactions and search parameters (capability.py);
 - what a referral Bundle may carry and intake stores (``BUNDLE_TYPES``, intake.py);
+- the operations each type answers (``$status``, ``$events`` on Subscription), in the router and the
+  CapabilityStatement;
 - the network's search parameters (network_fhir.py) and the ``_include`` values search answers (search.py).
 
 It imports nothing of the bridge but search_params.py, so that each of those can import it without a cycle
@@ -59,6 +61,11 @@ class ServedType:
     network: bool = False
     revincludes: tuple[str, ...] = ()
     sorts: tuple[str, ...] = ()
+    # (name, OperationDefinition canonical, the interaction whose scope it needs) of each operation on the type.
+    operations: tuple[tuple[str, str, str], ...] = ()
+    # Served from its own table (the handlers in subscription_routes.py), not from stored resources: not versioned,
+    # and never part of a referral Bundle.
+    own: bool = False
 
     @property
     def search_names(self) -> tuple[str, ...]:
@@ -89,6 +96,8 @@ def _network(name: str, interactions: set[str], params: tuple[tuple[str, str], .
         name, frozenset(interactions), tuple(Param(n, t, _NETWORK_MODIFIERS.get(t, ())) for n, t in params), network=True
     )
 
+
+_BACKPORT_OPERATIONS = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition"
 
 _STORE = {"create", "read", "vread", "history"}  # a resource an EHR sends and reads back, versioned
 _NAME, _ID, _ACTIVE = ("name", "string"), ("_id", "token"), ("active", "token")
@@ -127,12 +136,24 @@ TABLE: tuple[ServedType, ...] = (
     _stored("Consent", _STORE),
     _stored("CarePlan", _STORE),
     _stored("RelatedPerson", _STORE),
+    # The clinic's standing requests to be told of its referrals' changes (R4 Subscriptions Backport 1.1.0, the
+    # Task topic): rows of notifications.Subscription, each clinic seeing only its own.
+    ServedType(
+        "Subscription",
+        frozenset({"create", "read", "search"}),
+        (Param("_id", "token"), Param("url", "uri"), Param("status", "token")),
+        operations=(
+            ("status", f"{_BACKPORT_OPERATIONS}/backport-subscription-status", "read"),
+            ("events", f"{_BACKPORT_OPERATIONS}/backport-subscription-events", "read"),
+        ),
+        own=True,
+    ),
 )
 
 SERVED: dict[str, ServedType] = {served.name: served for served in TABLE}
 # What a referral's transaction Bundle may carry and intake stores, as POST [type] takes it: the referral (Task,
 # ServiceRequest) and everything an EHR may send beside it.
-BUNDLE_TYPES = frozenset(served.name for served in TABLE if "create" in served.interactions)
+BUNDLE_TYPES = frozenset(served.name for served in TABLE if "create" in served.interactions and not served.own)
 
 
 def answers(resource_type: str, interaction: str) -> bool:

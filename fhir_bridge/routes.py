@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.http import http_date
 
-from fhir_bridge import capability, intake, network_fhir, projection, provider_fhir, route_table
+from fhir_bridge import capability, intake, network_fhir, projection, provider_fhir, route_table, subscription_routes
 from fhir_bridge.codes import LOCATION_DISTANCE_EXTENSION, UCUM_SYSTEM
 from fhir_bridge.models import ResourceVersion, StoredResource
 from fhir_bridge.outcomes import FhirError, error, not_found, operation_outcome
@@ -280,6 +280,9 @@ def handle_create(request: FhirRequest) -> FhirResponse:
         if resource_type != "Observation":
             request.check_clinic(f"create {resource_type}")
         return _resource_response(request, 201, provider_fhir.observation_create(client=request.grant.client, body=body))
+    if resource_type == "Subscription":
+        status, resource, headers = subscription_routes.subscription_post(request)
+        return FhirResponse(status, resource, headers)
     if_none_exist = request.headers.get("if-none-exist")
     if request.query:
         # POST [type]?[search] is a conditional create as fhir-py and Aidbox send it (R4 itself has only
@@ -322,6 +325,8 @@ def handle_read(request: FhirRequest) -> FhirResponse:
     resource_type = request.params["type"]
     _supported(resource_type, "read")
     request.check_scope(resource_type, "read")
+    if resource_type == "Subscription":
+        return FhirResponse(200, subscription_routes.subscription_read(request))
     if resource_type in network_fhir.NETWORK_TYPES:
         member = network_fhir.network_read(resource_type, request.params["id"])
         if member is not None:
@@ -408,6 +413,8 @@ def handle_search(request: FhirRequest) -> FhirResponse:
     params = list(request.query)
     if request.method == "POST" and isinstance(request.body, list):
         params += request.body  # form-encoded _search
+    if resource_type == "Subscription":
+        return FhirResponse(200, subscription_routes.subscription_search(request))
     if request.is_provider:  # owner=Organization/<its own id> stands for all of its roles
         params = provider_fhir.owner_as_roles(request.grant.client.organization_id, resource_type, params)
     plan = search_plan(resource_type, params, lenient=lenient(request.headers))
@@ -551,6 +558,21 @@ def handle_update(request: FhirRequest) -> FhirResponse:
     return _resource_response(request, 200, row)
 
 
+def _operation(name: str, handler: Callable[[FhirRequest], dict]) -> Callable[[FhirRequest], FhirResponse]:
+    """A route table operation (route_table.ServedType.operations) on the request's type, behind its scope."""
+
+    def handle(request: FhirRequest) -> FhirResponse:
+        resource_type = request.params["type"]
+        served = route_table.SERVED.get(resource_type)
+        found = [op for op in (served.operations if served else ()) if op[0] == name]
+        if not found:
+            raise error(404, "not-supported", f"${name} is not an operation on {resource_type}")
+        request.check_scope(resource_type, found[0][2])
+        return FhirResponse(200, handler(request))
+
+    return handle
+
+
 # --- the table -----------------------------------------------------------------------------------------------------
 
 _TYPE = r"(?P<type>[A-Z][A-Za-z]+)"
@@ -571,6 +593,16 @@ def _route(method: str, path: str, handler, public: bool = False) -> Route:
 
 ROUTES: tuple[Route, ...] = (
     _route("GET", "metadata", handle_metadata, public=True),
+    # Operations first: "$" is not an id character, but a type-level operation would otherwise read as a search.
+    *(
+        _route(method, path, _operation(name, handler))
+        for name, handler, paths in (
+            ("status", subscription_routes.subscription_status, (rf"{_TYPE}/\$status", rf"{_TYPE}/{_ID}/\$status")),
+            ("events", subscription_routes.subscription_events_operation, (rf"{_TYPE}/{_ID}/\$events",)),
+        )
+        for path in paths
+        for method in ("GET", "POST")
+    ),
     _route("GET", r"\.well-known/smart-configuration", handle_smart_configuration, public=True),
     _route("POST", "", handle_transaction),
     _route("GET", _TYPE, handle_search),

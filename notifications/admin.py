@@ -14,9 +14,11 @@ class FollowUpAdmin(admin.ModelAdmin):
 
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
-    list_display = ("id", "clinic", "channel", "endpoint", "payload", "status", "events_since_start", "error_count")
+    list_display = ("id", "fhir_id", "clinic", "channel", "endpoint", "payload", "status", "events_since_start",
+                    "error_count")
     list_filter = ("status", "channel")
-    readonly_fields = ("events_since_start", "error_count")
+    # What the clinic posted over FHIR is its own: the admin may switch a subscription off, not rewrite it.
+    readonly_fields = ("fhir_id", "resource", "base_url", "events_since_start", "error_count")
 
 
 @admin.action(description="Replay the selected dead deliveries")
@@ -30,8 +32,8 @@ def replay(modeladmin, request, queryset):
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ("id", "channel", "subscription", "event_number", "endpoint", "state", "attempts", "round",
-                    "next_attempt_at", "last_error")
+    list_display = ("id", "channel", "subscription", "notification_type", "event_number", "endpoint", "state",
+                    "attempts", "round", "next_attempt_at", "last_error")
     list_filter = ("state", "channel")  # "dead" lists the dead letters
     actions = [replay]
     readonly_fields = [f.name for f in Delivery._meta.fields]

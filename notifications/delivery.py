@@ -1,28 +1,28 @@
 """The delivery step: send one Delivery's fixed content to its receiver and say how it went.
 
-``deliver`` is the seam: the safe outbound HTTP client (notifications/http.py: address checks, size limit) and
-the real FHIR notification Bundle plug in behind it without the outbox changing."""
+Rest-hooks go out through notifications/http.py's ``http_post`` (the outbound policy: address checks, https,
+timeouts, a size limit, no redirects), with every ``channel.header`` of the subscription; e-mail through
+Django's e-mail backend."""
 
 import logging
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.mail import EmailMessage
 
+from notifications.http import http_post
 from notifications.models import Delivery, Subscription
 
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
-_READ_AT_MOST = 64 * 1024  # of a receiver's answer: only its status matters
 
 
 @dataclass(frozen=True)
 class DeliveryResult:
     ok: bool
     detail: str = ""  # the HTTP status or the error, for the row and the admin
+    permanent: bool = False  # trying again cannot help (refused by policy, a bad URL, a 4xx): dead at once
 
 
 def deliver(delivery: Delivery) -> DeliveryResult:
@@ -45,20 +45,21 @@ def _send_email(delivery: Delivery) -> DeliveryResult:
 
 
 def _post(delivery: Delivery) -> DeliveryResult:
-    headers = {"Content-Type": FHIR_JSON, "User-Agent": "exercise-referral-hub"}
+    headers = {}
     subscription = delivery.subscription
     for line in (subscription.headers if subscription else []) or []:
         name, sep, value = str(line).partition(":")
         if sep and name.strip():
             headers[name.strip()] = value.strip()
-    request = urllib.request.Request(
-        delivery.endpoint, data=delivery.content.encode(), headers=headers, method="POST"
+    # The hub's own headers last: a channel.header cannot replace them (the parser refuses them too).
+    headers.update({"Content-Type": FHIR_JSON, "Accept": FHIR_JSON})
+    result = http_post(
+        delivery.endpoint,
+        body=delivery.content.encode(),
+        headers=headers,
+        timeout=(min(5.0, settings.HUB_DELIVERY_TIMEOUT_SECONDS), float(settings.HUB_DELIVERY_TIMEOUT_SECONDS)),
     )
-    try:
-        with urllib.request.urlopen(request, timeout=settings.HUB_DELIVERY_TIMEOUT_SECONDS) as response:  # noqa: S310
-            response.read(_READ_AT_MOST)
-            return DeliveryResult(True, f"HTTP {response.status}")
-    except urllib.error.HTTPError as exc:
-        return DeliveryResult(False, f"HTTP {exc.code}")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        return DeliveryResult(False, f"not delivered: {exc}"[:500])
+    if result.ok:
+        return DeliveryResult(True, f"HTTP {result.status}")
+    detail = f"HTTP {result.status}" if result.status else f"{result.reason}: {result.detail}"
+    return DeliveryResult(False, detail[:500], permanent=result.permanent)

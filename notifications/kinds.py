@@ -7,11 +7,23 @@ accepted") before acting, because the world moves on between scheduling and the 
 import datetime as dt
 import logging
 
+from django.conf import settings
+
 from referrals.errors import DomainError
-from referrals.models import BusinessStatus, Offer, OfferStatus, Referral, ReferralStatus, RoutingDecision
-from referrals.offers import offer_expire, referral_route_first
-from notifications.followups import DELIVERY, ROUTING, SWEEPS, Kind, Planned, followup_schedule
-from notifications.models import FollowUp, Subscription
+from referrals.models import (
+    HUB_ORGANIZATION_REFERENCE,
+    BusinessStatus,
+    Offer,
+    OfferStatus,
+    Referral,
+    ReferralStatus,
+    RoutingDecision,
+)
+from referrals.offers import HUB_ACTOR, offer_expire, referral_route_first
+from referrals.services import NoteFacts, referral_update
+from notifications.followups import DELIVERY, ROUTING, SWEEPS, Kind
+from notifications import subscriptions
+from notifications.models import FollowUp
 from notifications.outbox import DELIVERY_ATTEMPT, delivery_attempt, emails_queue, link
 from notifications.selectors import coordinator_emails
 
@@ -63,6 +75,37 @@ def manual_routing_alert(row: FollowUp, now: dt.datetime) -> str:
     return f"told {len(to)} coordinators"
 
 
+def manual_routing_physician(row: FollowUp, now: dt.datetime) -> str:
+    """A referral still waits for manual routing HUB_MANUAL_ROUTING_PHYSICIAN_HOURS after it began to: the
+    physician is told through the referral Task's next version (its businessStatus text and a note), which the
+    outbox turns into one notification per subscription. A referral routed or closed meanwhile is left alone."""
+    referral = Referral.objects.select_for_update().filter(pk=row.referral_id).first()
+    if referral is None or referral.business_status != BusinessStatus.AWAITING_MANUAL_ROUTING:
+        return "no longer waiting"
+    if referral.status != ReferralStatus.REQUESTED:
+        return f"referral is {referral.status}"
+    hours = settings.HUB_MANUAL_ROUTING_PHYSICIAN_HOURS
+    text = (
+        f"Still waiting for manual routing after {hours} h: nobody eligible had room, and a coordinator is "
+        "finding an exercise professional by hand."
+    )
+    referral_update(
+        referral=referral,
+        status=referral.status,
+        business_status_text=text,  # the business status stays: its event names none, so nothing reschedules this
+        notes=[
+            NoteFacts(
+                author_reference=HUB_ORGANIZATION_REFERENCE,
+                author_display="Exercise referral hub",
+                text=text,
+                time=now,
+            )
+        ],
+        actor=HUB_ACTOR,
+    )
+    return "physician told"
+
+
 def _accepted_offer(referral_id: int):
     return (
         Offer.objects.select_related("role")
@@ -109,24 +152,8 @@ def first_session_admin(row: FollowUp, now: dt.datetime) -> str:
 
 
 def subscription_heartbeat(row: FollowUp, now: dt.datetime) -> str:
-    """A live subscription's heartbeat falls due: schedule the next one. The heartbeat notification itself comes
-    with the FHIR Subscription rendering (fhir_bridge/subscriptions.py)."""
-    sub = Subscription.objects.filter(pk=row.subscription_id).first()
-    if sub is None or sub.status == Subscription.Status.OFF or not sub.heartbeat_seconds:
-        return "no heartbeat wanted"
-    due = now + dt.timedelta(seconds=sub.heartbeat_seconds)
-    followup_schedule(
-        plans=[
-            Planned(
-                kind="subscription-heartbeat",
-                key=f"heartbeat:{sub.pk}:{int(due.timestamp())}",
-                due_at=due,
-                subscription_id=sub.pk,
-            )
-        ],
-        now=now,
-    )
-    return "next heartbeat scheduled"
+    """A subscription's heartbeat falls due: notifications.subscriptions.subscription_heartbeat."""
+    return subscriptions.subscription_heartbeat(subscription_id=row.subscription_id, now=now)
 
 
 def delivery_attempt_run(row: FollowUp, now: dt.datetime) -> str:
@@ -138,6 +165,7 @@ KINDS: dict[str, Kind] = {
     "route-referral": Kind(route_referral, dt.timedelta(minutes=5), ROUTING),
     "offer-deadline": Kind(offer_deadline, dt.timedelta(0), ROUTING),  # due at Offer.deadline
     "manual-routing-alert": Kind(manual_routing_alert, dt.timedelta(0), DELIVERY),
+    "manual-routing-physician": Kind(manual_routing_physician, dt.timedelta(0), ROUTING),  # delay: the setting
     "first-session-nudge": Kind(first_session_nudge, dt.timedelta(days=7), SWEEPS),
     "first-session-admin": Kind(first_session_admin, dt.timedelta(days=14), SWEEPS),
     "subscription-heartbeat": Kind(subscription_heartbeat, dt.timedelta(0), DELIVERY),

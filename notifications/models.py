@@ -71,12 +71,21 @@ class Subscription(models.Model):
         OFF = "off"  # stopped by the clinic or an admin: nothing is numbered for it
 
     clinic = models.ForeignKey("referrals.Clinic", on_delete=models.CASCADE, related_name="subscriptions")
+    # The id of the served FHIR Subscription (empty for one made in the admin, which FHIR does not serve).
+    fhir_id = models.CharField(max_length=64, blank=True)
+    # The Subscription as the client posted it; what /fhir/Subscription serves is this with the hub's id, meta and
+    # status laid over it (fhir_bridge/subscription_routes.py).
+    resource = models.JSONField(default=dict, blank=True)
+    # The FHIR base the client used, for the references in its notifications; empty: HUB_PUBLIC_BASE_URL.
+    base_url = models.CharField(max_length=300, blank=True)
     channel = models.CharField(max_length=10, choices=Channel.choices)
     endpoint = models.CharField(max_length=500)
     headers = models.JSONField(default=list, blank=True)  # ["Authorization: Bearer ...", ...] as FHIR has them
     payload = models.CharField(max_length=20, choices=Payload.choices, default=Payload.ID_ONLY)
-    # Parsed filters of the Task topic: {"status": ["accepted"], "requester": ["Practitioner/x"]}; a key's values
-    # are alternatives, keys must all match. Empty: every change to the clinic's referrals.
+    # The Task topic's filters, each ANDed: the list form of fhir_bridge.subscriptions.filters_to_json
+    # ([{"name": "status", "modifier": "not", "values": ["cancelled"]}]), or in the admin the shorthand
+    # {"status": ["accepted"], "requester": ["Practitioner/x"]} (a key's values ORed). Empty: every change to the
+    # clinic's referrals.
     filter_criteria = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.REQUESTED)
     heartbeat_seconds = models.PositiveIntegerField(null=True, blank=True)
@@ -85,12 +94,21 @@ class Subscription(models.Model):
     error_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["fhir_id"], condition=~Q(fhir_id=""), name="subscription_fhir_id"),
+        ]
+
     def __str__(self):
         return f"{self.channel} subscription {self.pk} of {self.clinic_id} ({self.status})"
 
 
-# Subscriptions that get notifications numbered and attempted.
-NOTIFIED_SUBSCRIPTION_STATUSES = frozenset({Subscription.Status.ACTIVE, Subscription.Status.ERROR})
+# Subscriptions that get notifications numbered and attempted. A requested one is numbered from its creation, so
+# that nothing is missed while its handshake is under way; its notifications wait for the handshake
+# (outbox.delivery_attempt delivers a subscription's messages in order).
+NOTIFIED_SUBSCRIPTION_STATUSES = frozenset(
+    {Subscription.Status.REQUESTED, Subscription.Status.ACTIVE, Subscription.Status.ERROR}
+)
 
 
 class Delivery(models.Model):
@@ -106,8 +124,14 @@ class Delivery(models.Model):
     subscription = models.ForeignKey(
         Subscription, on_delete=models.CASCADE, null=True, blank=True, related_name="deliveries"
     )
+    # A subscription's handshake, heartbeat or event-notification (the backport's notification types); "" for an
+    # e-mail to a therapist or coordinator.
+    notification_type = models.CharField(max_length=20, blank=True)
     event_number = models.PositiveBigIntegerField(null=True, blank=True)  # per subscription, gap-free
     referral_event_id = models.BigIntegerField(null=True, blank=True)
+    # The referral Task version an event-notification carries (what $events replays), fixed at fan-out.
+    task_id = models.CharField(max_length=64, blank=True)
+    task_version = models.PositiveIntegerField(null=True, blank=True)
     endpoint = models.CharField(max_length=500)  # the URL, or the e-mail address
     subject = models.CharField(max_length=200, blank=True)  # e-mail only
     content = models.TextField()  # the body sent: JSON for rest-hook, plain text for e-mail
@@ -132,6 +156,8 @@ class Delivery(models.Model):
         indexes = [
             # Consumer: the admin's dead letters and manage.py replay_deliveries.
             models.Index(fields=["created_at"], condition=Q(state="dead"), name="delivery_dead"),
+            # Consumer: outbox.events_fan_out, which notifies each Task version once per subscription.
+            models.Index(fields=["task_id", "task_version"], condition=~Q(task_id=""), name="delivery_task_version"),
         ]
 
     def __str__(self):

@@ -10,20 +10,21 @@ E-mails (to therapists and coordinators) are Delivery rows too, written by ``ema
 """
 
 import datetime as dt
-import json
 import logging
 from collections import defaultdict
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
+from fhir_bridge.models import ResourceVersion, StoredResource
+from fhir_bridge.subscriptions import task_matches
+from notifications import bundles
 from notifications.delivery import deliver
-from fhir_bridge.models import StoredResource
 from notifications.followups import Planned, backoff, followup_schedule
-from referrals.models import Referral, ReferralEvent
 from notifications.models import NOTIFIED_SUBSCRIPTION_STATUSES, Delivery, Subscription
+from referrals.models import Referral, ReferralEvent
 
 log = logging.getLogger(__name__)
 
@@ -64,68 +65,62 @@ def emails_queue(
     return rows
 
 
-# --- What a notification says -------------------------------------------------------------------------------
+# --- Fan-out ------------------------------------------------------------------------------------------------
 
 
-def subscription_matches(subscription: Subscription, *, referral, status: str, task_id: str) -> bool:
-    """Does a change to ``referral`` that left it in ``status`` pass the subscription's Task-topic filters? Each
-    key must match one of its values; a key this hub does not filter on (``_lastUpdated``) passes."""
-    facts = {
-        "_id": [task_id, f"Task/{task_id}"],
-        "status": [status],
-        "requester": [referral.requester_reference],
-        "owner": [referral.owner_reference],
-        "code": [referral.service_code, f"{referral.service_system}|{referral.service_code}"],
-    }
-    for key, wanted in (subscription.filter_criteria or {}).items():
-        if key not in facts:
+def notification_queue(
+    *, subscription: Subscription, notification_type: str, subject: str, content: str, now: dt.datetime
+) -> Delivery:
+    """Write one un-numbered message of ``subscription`` (a handshake or a heartbeat), attempted as soon as the
+    current transaction commits."""
+    delivery = Delivery.objects.create(
+        channel=subscription.channel,
+        subscription=subscription,
+        notification_type=notification_type,
+        endpoint=subscription.endpoint,
+        subject=subject[:200],
+        content=content,
+        next_attempt_at=now,
+    )
+    followup_schedule(plans=[_attempt_plan(delivery, now)], now=now)
+    return delivery
+
+
+def _task_changes(events: list, tasks: dict[int, StoredResource]) -> dict[tuple[int, int], list]:
+    """The events grouped by the referral Task version they produced: {(referral id, version): [events]}.
+
+    One change to a referral (referral_update) may leave several events (its status and a note) and always one
+    Task version, written after its events in the same transaction (fhir_bridge.projection). So an event's
+    version is the first one written at or after it; a creation's is the first version. Later changes wait for
+    the referral's lock, so no earlier version is written after a later change's event."""
+    times: dict[int, list[tuple[int, dt.datetime]]] = defaultdict(list)
+    first_at = min(e.at for e in events)
+    for row in tasks.values():
+        times[row.referral_id].append((row.version_id, row.last_updated))
+    for referral_id, version_id, last_updated in (
+        ResourceVersion.objects.filter(resource__in=list(tasks.values()), last_updated__gte=first_at)
+        .values_list("resource__referral_id", "version_id", "last_updated")
+    ):
+        times[referral_id].append((version_id, last_updated))
+    changes: dict[tuple[int, int], list] = defaultdict(list)
+    for event in events:
+        row = tasks.get(event.referral_id)
+        if row is None:
             continue
-        values = wanted if isinstance(wanted, list) else [wanted]
-        if not set(map(str, values)) & {v for v in facts[key] if v}:
-            return False
-    return True
-
-
-def notification_render(*, subscription: Subscription, number: int, event, task: tuple[str, int] | None) -> str:
-    """The body of one numbered notification, fixed at fan-out. For now the facts a notification Bundle is
-    built from (the subscription, the event number, the Task's id and version, the event); the R4 Backport
-    Bundle from fhir_bridge/subscriptions.py replaces it here. E-mail notifications carry no PHI: a link."""
-    task_id, version = task or ("", 0)
-    if subscription.channel == Subscription.Channel.EMAIL:
-        return (
-            f"One of your referrals changed (notification {number}).\n"
-            f"See it in your EHR, or at {link(f'fhir/Task/{task_id}')}\n"
-        )
-    return json.dumps(
-        {
-            "subscription": f"Subscription/{subscription.pk}",
-            "eventsSinceSubscriptionStart": number,
-            "payload": subscription.payload,
-            "focus": f"Task/{task_id}/_history/{version}" if task_id else "",
-            "event": {"kind": event.kind, "from": event.from_status, "to": event.to_status, "at": event.at.isoformat()},
-        },
-        sort_keys=True,
-    )
-
-
-def _status_after(event) -> str:
-    """The referral's status as ``event`` left it: the referral may have moved on by fan-out time. A note
-    carries none of its own: the status of the last event before it that did."""
-    if event.to_status:
-        return event.to_status
-    return (
-        ReferralEvent.objects.filter(referral_id=event.referral_id, id__lt=event.pk)
-        .exclude(to_status="")
-        .order_by("-id")
-        .values_list("to_status", flat=True)
-        .first()
-        or ""
-    )
+        if event.kind == ReferralEvent.Kind.CREATED:
+            version = 1
+        else:
+            later = [v for v, at in times[event.referral_id] if at >= event.at]
+            version = min(later) if later else row.version_id
+        changes[(event.referral_id, version)].append(event)
+    return changes
 
 
 def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) -> int:
-    """Fan out up to ``limit`` events not yet fanned out; return how many were. Two runs at once take different
-    events (SKIP LOCKED), and lock the subscriptions they number in id order, so they never deadlock."""
+    """Fan out up to ``limit`` events not yet fanned out; return how many were. Each change (the Task version
+    its events produced) is one numbered notification per matching subscription, its content fixed here. Two
+    runs at once take different events (SKIP LOCKED), and lock the subscriptions they number in id order, so
+    they never deadlock."""
     now = now or timezone.now()
     limit = limit or settings.HUB_FOLLOWUP_BATCH
     with transaction.atomic():
@@ -137,53 +132,64 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
         if not events:
             return 0
         referral_ids = {e.referral_id for e in events}
-        referrals = Referral.objects.in_bulk(referral_ids)
-        tasks = dict(
-            (r, (f, v))
-            for r, f, v in StoredResource.objects.filter(referral_id__in=referral_ids, resource_type="Task")
-            .values_list("referral_id", "fhir_id", "version_id")
-        )
+        clinics = dict(Referral.objects.filter(pk__in=referral_ids).values_list("pk", "clinic_id"))
+        task_rows = StoredResource.objects.filter(referral_id__in=referral_ids, resource_type="Task")
+        tasks = {row.referral_id: row for row in task_rows.defer("content")}
         subscriptions = defaultdict(list)
         for sub in Subscription.objects.filter(
-            clinic_id__in={r.clinic_id for r in referrals.values()}, status__in=NOTIFIED_SUBSCRIPTION_STATUSES
+            clinic_id__in=set(clinics.values()), status__in=NOTIFIED_SUBSCRIPTION_STATUSES
         ):
             subscriptions[sub.clinic_id].append(sub)
-        matches = []  # (event, subscription id)
-        for event in events:
-            referral = referrals.get(event.referral_id)
-            if referral is None:
+        matches = []  # (first event, Task content, created, subscription id), in the order of the changes
+        changes = _task_changes(events, tasks) if subscriptions else {}
+        for (referral_id, version), grouped in sorted(changes.items(), key=lambda item: item[1][0].pk):
+            candidates = subscriptions.get(clinics.get(referral_id), [])
+            if not candidates:
                 continue
-            task_id = tasks.get(referral.pk, ("", 0))[0]
-            status = _status_after(event)
-            for sub in subscriptions.get(referral.clinic_id, []):
-                if subscription_matches(sub, referral=referral, status=status, task_id=task_id):
-                    matches.append((event, sub.pk))
+            task = bundles.task_version(tasks[referral_id].fhir_id, version)
+            if task is None:
+                log.warning("referral %s: Task version %s is not kept; not notified", referral_id, version)
+                continue
+            created = grouped[0].kind == ReferralEvent.Kind.CREATED
+            for sub in candidates:
+                if task_matches(bundles.filters_of(sub), task):
+                    matches.append((grouped[0], task, created, sub.pk))
+        if matches:
+            # A change whose events a previous batch split from these was notified with them: once per version.
+            done = set(
+                Delivery.objects.filter(
+                    subscription_id__in={m[3] for m in matches}, task_id__in={m[1]["id"] for m in matches},
+                    notification_type=bundles.EVENT_NOTIFICATION,
+                ).values_list("subscription_id", "task_id", "task_version")
+            )
+            matches = [m for m in matches if (m[3], m[1]["id"], int(m[1]["meta"]["versionId"])) not in done]
         deliveries = []
         if matches:
             # One writer per subscription: its row lock, taken in id order, guards its counter.
             locked = {
                 s.pk: s
-                for s in Subscription.objects.select_for_update().filter(pk__in={m[1] for m in matches}).order_by("pk")
+                for s in Subscription.objects.select_for_update().filter(pk__in={m[3] for m in matches}).order_by("pk")
             }
-            for event, sub_id in matches:
+            for event, task, created, sub_id in matches:
                 sub = locked.get(sub_id)
                 if sub is None or sub.status not in NOTIFIED_SUBSCRIPTION_STATUSES:
                     continue  # switched off meanwhile: not numbered
                 sub.events_since_start += 1
+                subject, content = bundles.event_notification(
+                    sub, number=sub.events_since_start, task=task, created=created, at=event.at, now=now
+                )
                 deliveries.append(
                     Delivery(
                         channel=sub.channel,
                         subscription=sub,
+                        notification_type=bundles.EVENT_NOTIFICATION,
                         event_number=sub.events_since_start,
                         referral_event_id=event.pk,
+                        task_id=task["id"],
+                        task_version=int(task["meta"]["versionId"]),
                         endpoint=sub.endpoint,
-                        subject="A referral changed" if sub.channel == Subscription.Channel.EMAIL else "",
-                        content=notification_render(
-                            subscription=sub,
-                            number=sub.events_since_start,
-                            event=event,
-                            task=tasks.get(event.referral_id),
-                        ),
+                        subject=subject,
+                        content=content,
                         next_attempt_at=now,
                     )
                 )
@@ -198,16 +204,81 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
 # --- Attempts, dead letters, replays ------------------------------------------------------------------------
 
 
+def _subscription_turn(subscription_id: int) -> None:
+    """Take the subscription's delivery turn until this transaction ends, so that its deliveries are decided one
+    at a time (an attempt that waits and one that finishes cannot miss each other). On PostgreSQL an advisory
+    lock: the subscription's row lock would make the fan-out, which numbers under it, wait for a slow receiver.
+    SQLite runs one writer at a time anyway."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            # Key space: the subscription ids, in the hub's only use of advisory locks.
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [subscription_id])
+
+
+def _earlier_pending(delivery: Delivery):
+    """The subscription's messages that must go before ``delivery``: its handshake, and lower event numbers."""
+    return (
+        Delivery.objects.filter(subscription_id=delivery.subscription_id, state=Delivery.State.PENDING)
+        .filter(
+            Q(notification_type=bundles.HANDSHAKE, pk__lt=delivery.pk) | Q(event_number__lt=delivery.event_number)
+        )
+        .exclude(pk=delivery.pk)
+    )
+
+
+def _resume_next(delivery: Delivery, now: dt.datetime) -> None:
+    """``delivery`` (a handshake or a numbered notification) is delivered or dead: attempt the subscription's
+    next waiting notification now. Call holding the subscription's turn."""
+    waiting = (
+        Delivery.objects.filter(
+            subscription_id=delivery.subscription_id,
+            state=Delivery.State.PENDING,
+            event_number__isnull=False,
+            next_attempt_at__isnull=True,
+        )
+        .order_by("event_number")
+        .first()
+    )
+    if waiting is None:
+        return
+    waiting.next_attempt_at = now
+    waiting.save(update_fields=["next_attempt_at"])
+    followup_schedule(
+        plans=[
+            Planned(
+                kind=DELIVERY_ATTEMPT,
+                key=f"delivery:{waiting.pk}:round:{waiting.round}:after:{delivery.pk}:{delivery.round}",
+                due_at=now,
+                delivery_id=waiting.pk,
+                subscription_id=waiting.subscription_id,
+            )
+        ],
+        now=now,
+    )
+
+
 def delivery_attempt(*, delivery_id: int, now: dt.datetime) -> str:
     """Attempt one delivery: the handler of the delivery-attempt follow-up, run in that row's transaction.
 
-    Delivered: done. Failed: the next attempt is scheduled with backoff and jitter, or, at
-    HUB_DELIVERY_MAX_ATTEMPTS, the row is dead-lettered. A delivery already delivered or dead is not sent."""
+    A subscription's numbered notifications go in event-number order, after its handshake: one with an earlier
+    message still pending waits (``next_attempt_at`` empty, no attempt counted) until that one is delivered or
+    dead, which resumes it. Delivered: done. A transient failure (timeout, connection, 5xx, 429) schedules the
+    next attempt with backoff and jitter, or, at HUB_DELIVERY_MAX_ATTEMPTS, dead-letters the row; a permanent one
+    (refused by policy, other 4xx) dead-letters it at once, and so does any failed heartbeat (the next is due
+    anyway). A delivery already delivered or dead is not sent."""
+    found = Delivery.objects.filter(pk=delivery_id).values_list("subscription_id", flat=True).first()
+    if found is not None:
+        _subscription_turn(found)
     delivery = (
         Delivery.objects.select_for_update(of=("self",)).select_related("subscription").filter(pk=delivery_id).first()
     )
     if delivery is None or delivery.state != Delivery.State.PENDING:
         return f"delivery {delivery_id} is {delivery.state if delivery else 'gone'}"
+    ordered = delivery.subscription_id is not None and delivery.event_number is not None
+    if ordered and _earlier_pending(delivery).exists():
+        delivery.next_attempt_at = None
+        delivery.save(update_fields=["next_attempt_at"])
+        return f"waits for an earlier notification of subscription {delivery.subscription_id}"
     result = deliver(delivery)
     delivery.attempts += 1
     sub = delivery.subscription
@@ -224,10 +295,19 @@ def delivery_attempt(*, delivery_id: int, now: dt.datetime) -> str:
         delivery.last_error = result.detail[:500]
         if sub is not None:
             Subscription.objects.filter(pk=sub.pk).update(error_count=F("error_count") + 1)
+            # A failed handshake is an error at once (the backport: requested -> error); otherwise after a run.
+            failing = Q(error_count__gte=SUBSCRIPTION_ERROR_AFTER)
+            if delivery.notification_type == bundles.HANDSHAKE:
+                failing |= Q(status=Subscription.Status.REQUESTED)
             Subscription.objects.filter(
-                pk=sub.pk, status=Subscription.Status.ACTIVE, error_count__gte=SUBSCRIPTION_ERROR_AFTER
+                failing, pk=sub.pk, status__in=(Subscription.Status.REQUESTED, Subscription.Status.ACTIVE)
             ).update(status=Subscription.Status.ERROR)
-        if delivery.attempts >= settings.HUB_DELIVERY_MAX_ATTEMPTS:
+        final = (
+            result.permanent
+            or delivery.notification_type == bundles.HEARTBEAT
+            or delivery.attempts >= settings.HUB_DELIVERY_MAX_ATTEMPTS
+        )
+        if final:
             delivery.state = Delivery.State.DEAD
             delivery.next_attempt_at = None
             log.warning("delivery %s dead after %d attempts: %s", delivery.pk, delivery.attempts, result.detail)
@@ -237,6 +317,9 @@ def delivery_attempt(*, delivery_id: int, now: dt.datetime) -> str:
             )
             followup_schedule(plans=[_attempt_plan(delivery, delivery.next_attempt_at)], now=now)
     delivery.save(update_fields=["attempts", "state", "delivered_at", "next_attempt_at", "last_error"])
+    finished = delivery.state != Delivery.State.PENDING
+    if sub is not None and finished and delivery.notification_type != bundles.HEARTBEAT:
+        _resume_next(delivery, now)
     return f"{delivery.state}: {result.detail}"
 
 

@@ -5,6 +5,7 @@ happens in the follow-ups' handlers."""
 import datetime as dt
 import logging
 
+from django.conf import settings
 from django.db import transaction
 from django.dispatch import receiver
 from django.utils import timezone
@@ -72,11 +73,17 @@ def _referral_changed(sender, referral: Referral, events, **kwargs):
                     Planned(kind=kind, key=f"{kind}:{referral.pk}", due_at=now + KINDS[kind].delay, referral_id=referral.pk)
                 )
         if (event.detail or {}).get("business_status") == BusinessStatus.AWAITING_MANUAL_ROUTING:
+            cause = event.pk or int(now.timestamp() * 1e6)
+            plans.append(
+                Planned(kind="manual-routing-alert", key=f"manual-routing-alert:{referral.pk}:{cause}", due_at=now,
+                        referral_id=referral.pk)
+            )
+            # Past the policy's limit the physician is told as well (DESIGN.md §5).
             plans.append(
                 Planned(
-                    kind="manual-routing-alert",
-                    key=f"manual-routing-alert:{referral.pk}:{event.pk or int(now.timestamp() * 1e6)}",
-                    due_at=now,
+                    kind="manual-routing-physician",
+                    key=f"manual-routing-physician:{referral.pk}:{cause}",
+                    due_at=now + dt.timedelta(hours=settings.HUB_MANUAL_ROUTING_PHYSICIAN_HOURS),
                     referral_id=referral.pk,
                 )
             )

@@ -351,6 +351,12 @@ def referral_route(
     return outcome
 
 
+def _contact(role: ProfessionalRole) -> str:
+    """How to reach a role, as " (e-mail, phone)": its e-mail, else its organization's, and that one's phone."""
+    found = [c for c in (role.email or role.organization.email, role.organization.phone) if c]
+    return f" ({', '.join(found)})" if found else ""
+
+
 @transaction.atomic
 def offer_accept(*, offer: Offer, actor: str = "") -> Offer:
     """The professional takes the case: the offer is accepted and the referral with it.
@@ -365,7 +371,8 @@ def offer_accept(*, offer: Offer, actor: str = "") -> Offer:
         referral=referral,
         status=ReferralStatus.ACCEPTED,
         business_status=BusinessStatus.ACCEPTED,
-        business_status_text=f"Accepted by {offer.role}",  # who will see the patient, for the physician
+        # Who will see the patient, and how to reach them, for the physician.
+        business_status_text=f"Accepted by {offer.role}{_contact(offer.role)}",
         actor=actor,
     )
     offer.referral = referral

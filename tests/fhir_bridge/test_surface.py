@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 
 # Types the PA IG or FHIR names that the hub does not serve: the router must refuse them (404), and neither
 # discovery document may list them.
-UNSERVED = ("Subscription", "DiagnosticReport", "Encounter", "Procedure", "DocumentReference", "Communication")
+UNSERVED = ("DiagnosticReport", "Encounter", "Procedure", "DocumentReference", "Communication")
 _WRITES = {"create", "update"}
 
 
@@ -83,6 +83,9 @@ _MINIMAL = {
     },
     "CarePlan": {"resourceType": "CarePlan", "status": "active", "intent": "plan"},
     "RelatedPerson": {"resourceType": "RelatedPerson"},
+    # The PA IG's own, to a receiver on the loopback (no handshake is sent: the test's transaction never commits).
+    "Subscription": {**example("Scen2SubscriptionEhr"), "channel": {
+        **example("Scen2SubscriptionEhr")["channel"], "endpoint": "http://127.0.0.1:9/hook"}},
 }
 _EXAMPLES = {
     "Patient": "Scen2PatientJohansson",
@@ -117,6 +120,8 @@ def _sample_body(resource_type: str, ids: dict[str, str]) -> dict:
             body.pop(element, None)
         return body
     body = dict(_MINIMAL[resource_type])
+    if resource_type == "Subscription":
+        return body
     body["patient" if resource_type != "CarePlan" else "subject"] = patient
     return body
 

@@ -14,6 +14,8 @@ from referrals.offers import offer_accept, referral_route
 from notifications.followups import followup_run
 from notifications.models import Delivery, FollowUp, Subscription
 from notifications.outbox import events_fan_out
+from fhir_bridge.models import StoredResource
+from fhir_bridge.subscriptions import notification_issues
 from referrals.models import ReferralEvent
 from tests.factories import ClinicFactory
 from tests.referrals.conftest import CARDIAC_PATIENT
@@ -35,7 +37,18 @@ def _route_and_accept(clinic):
     return referral
 
 
-def test_events_are_numbered_per_subscription_without_gaps_and_filtered(clinic, receiver, dispatched):
+def _status(bundle: dict) -> dict:
+    """The SubscriptionStatus parameters of a notification Bundle, by name (events as a list of their parts)."""
+    status = {"notification-event": []}
+    for parameter in bundle["entry"][0]["resource"]["parameter"]:
+        if parameter["name"] == "notification-event":
+            status["notification-event"].append({p["name"]: p for p in parameter["part"]})
+        else:
+            status[parameter["name"]] = next(v for k, v in parameter.items() if k.startswith("value"))
+    return status
+
+
+def test_each_change_is_numbered_per_subscription_without_gaps_and_filtered(clinic, receiver, dispatched):
     role_make(at=km_north(1), max_active_cases=5)
     everything = _subscription(clinic, receiver.url, headers=["Authorization: Bearer s3cret"])
     accepted_only = _subscription(clinic, receiver.url, filter_criteria={"status": ["accepted"]})
@@ -45,29 +58,41 @@ def test_events_are_numbered_per_subscription_without_gaps_and_filtered(clinic, 
     events = ReferralEvent.objects.filter(referral__in=[first, second])
     accepted_events = events.filter(to_status="accepted", from_status="requested").count()
     assert accepted_events == 2
+    # Each change is one Task version (created, routed with its note, accepted): one notification, not one per event.
+    tasks = StoredResource.objects.filter(referral__in=[first, second], resource_type="Task")
+    changes = sum(tasks.values_list("version_id", flat=True))
+    assert changes == 6 and events.count() > changes
 
-    assert events_fan_out(limit=3) == 3  # in batches; the rest stays for the next run
+    assert events_fan_out(limit=3) == 3  # in batches (splitting a change's events); the rest stays for the next run
     events_fan_out()
     assert events_fan_out() == 0
     assert not ReferralEvent.objects.filter(notified_at__isnull=True).exists()
 
     numbers = lambda sub: list(Delivery.objects.filter(subscription=sub).order_by("event_number")  # noqa: E731
                                .values_list("event_number", flat=True))
-    assert numbers(everything) == list(range(1, events.count() + 1))
+    assert numbers(everything) == list(range(1, changes + 1))
     assert numbers(accepted_only) == [1, 2]
     assert numbers(other_clinic) == numbers(switched_off) == []
     everything.refresh_from_db()
-    assert everything.events_since_start == events.count()
+    assert everything.events_since_start == changes
+    versions = sorted(Delivery.objects.filter(subscription=everything).values_list("task_id", "task_version"))
+    assert len(set(versions)) == changes  # every Task version once
 
     drain(timezone.now())
-    assert len(receiver.received) == events.count() + 2
+    assert len(receiver.received) == changes + 2
+    mine_url = f"/fhir/Subscription/{everything.pk}"
     for r in receiver.received:  # each subscription's own channel.header, and nobody else's
-        mine = json.loads(r["body"])["subscription"] == f"Subscription/{everything.pk}"
+        mine = _status(json.loads(r["body"]))["subscription"]["reference"].endswith(mine_url)
         assert r["headers"].get("Authorization") == ("Bearer s3cret" if mine else None)
-    mine = sorted((b for b in receiver.bodies() if b["subscription"] == f"Subscription/{everything.pk}"),
-                  key=lambda b: b["eventsSinceSubscriptionStart"])
-    assert [b["eventsSinceSubscriptionStart"] for b in mine] == list(range(1, events.count() + 1))
-    assert mine[0]["focus"].startswith("Task/")
+        assert r["headers"]["Content-Type"] == "application/fhir+json"
+    mine = sorted((b for b in receiver.bodies() if _status(b)["subscription"]["reference"].endswith(mine_url)),
+                  key=lambda b: int(_status(b)["events-since-subscription-start"]))
+    assert [int(_status(b)["events-since-subscription-start"]) for b in mine] == list(range(1, changes + 1))
+    assert all(not notification_issues(b) and b["type"] == "history" for b in mine)
+    assert [_status(b)["notification-event"][0]["event-number"]["valueString"] for b in mine] == [
+        str(n) for n in range(1, changes + 1)]
+    assert "/fhir/Task/" in mine[0]["entry"][1]["fullUrl"]
+    assert mine[0]["entry"][1]["request"] == {"method": "POST", "url": "Task"}  # the creation
 
 
 def test_the_email_channel_carries_a_link_and_no_phi(clinic, smtp, dispatched):
