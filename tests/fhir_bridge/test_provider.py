@@ -193,6 +193,7 @@ def test_a_provider_cannot_send_referrals_whatever_its_scopes(fit4life, offered)
     task = example("Scen2TaskFit4LifeV2")
     assert provider.post("Task", task).status_code == 403
     assert provider.post("Patient", example("Scen2PatientJohansson")).status_code == 403
+    assert provider.post("Subscription", example("Scen2SubscriptionEhr")).status_code == 403
     assert Referral.objects.count() == 1
 
 
