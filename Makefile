@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
-.PHONY: run test setup bench clean
+.PHONY: run test setup bench assure clean
 
 # A virtualenv with the hub and its test tools, rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -32,6 +32,13 @@ run: setup
 # the embedded SQLite and filesystem broker.
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The robustness runs at full size (the suite runs them small): Hypothesis's mutated PA fixtures, 1,000 examples
+# per property, and schemathesis against /openapi.json, 1,000 examples per operation. Set DATABASE_URL and
+# CELERY_BROKER_URL to run them on PostgreSQL and Redis. Prints each property's examples and answers.
+assure: setup
+	HUB_PROPERTY_EXAMPLES=1000 HUB_FUZZ_EXAMPLES=1000 $(PY) -m pytest -p no:cacheprovider -q \
+	    --hypothesis-show-statistics tests/fhir_bridge/test_properties.py tests/config/test_openapi_fuzz.py
 
 bench: setup
 	$(PY) -m bench.intake

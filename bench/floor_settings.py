@@ -6,11 +6,12 @@ The URL is parsed here rather than with config.env, because importing the ``conf
 """
 
 import os
+import secrets
 from urllib.parse import unquote, urlsplit
 
 _url = urlsplit(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/hub_bench"))
 
-SECRET_KEY = os.environ.get("SECRET_KEY") or "floor-benchmark-only-not-a-secret-0123456789abcdef"
+SECRET_KEY = os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50)  # the floor signs nothing
 DEBUG = False
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")]
 

@@ -13,6 +13,7 @@ import atexit
 import cProfile
 import io
 import os
+import secrets
 import pstats
 import shutil
 import sys
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
         DATABASE_CONN_MAX_AGE="60",
         SECURE_PROXY_SSL_HEADER_NAME="",
         DATABASE_URL=args.database_url,
-        SECRET_KEY="profile-only-" + "x" * 40,
+        SECRET_KEY=secrets.token_urlsafe(50),
         DEBUG="false",
         HUB_SSL_REDIRECT="false",
         ALLOWED_HOSTS="127.0.0.1,localhost",

@@ -23,6 +23,7 @@ Targets: p99 < 20 ms at 10k and < 100 ms at 100k, growing sub-linearly with the 
 import argparse
 import datetime as dt
 import os
+import secrets
 import random
 import statistics
 import sys
@@ -48,7 +49,7 @@ def database_fresh(database: str) -> None:
 def django_start(database: str) -> None:
     os.environ["DATABASE_URL"] = f"{SERVER}/{database}"
     os.environ["DEBUG"] = "false"  # no query log kept in memory
-    os.environ.setdefault("SECRET_KEY", "bench-routing-not-a-secret-" + "x" * 32)
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django

@@ -5,6 +5,9 @@ variable, instead of silently falling back to a default (the style of healthchec
 """
 
 import os
+import secrets
+import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
@@ -89,3 +92,27 @@ def env_outbound_allow(name: str, default: list[str]) -> list[str]:
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name}: {exc}") from None
     return items
+def generated_secret(path: Path) -> str:
+    """The secret kept in ``path``, made on first use: 50 random URL-safe bytes' worth, in a file only this user
+    may read (0600). For the embedded run only (DEBUG on), so that no secret is ever a constant in the
+    repository: the demo's token signing key then derives from something nobody else has.
+
+    Two processes starting at once (web and worker) both end with the one file's secret: the file is created
+    exclusively, and the loser reads the winner's. A file others may read is refused, not silently used.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+    if path.stat().st_mode & 0o077:
+        raise ImproperlyConfigured(f"{path} may be read by others: chmod 600 it, or delete it to make a new one")
+    for _ in range(50):  # the creator may not have written it yet
+        value = path.read_text().strip()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise ImproperlyConfigured(f"{path} is empty: delete it to make a new one")

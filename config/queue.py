@@ -7,7 +7,7 @@ importing one another (the import contracts in pyproject.toml)."""
 
 import logging
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 
 log = logging.getLogger(__name__)
 
@@ -26,3 +26,15 @@ def enqueue_on_commit(task, *args) -> None:
             log.exception("could not enqueue %s%r; the sweep will pick it up", task.name, args)
 
     transaction.on_commit(send)
+
+
+# What a task meets that a later try may not: a lock that did not come free (SQLite's "database is locked", a
+# PostgreSQL lock timeout), a serialization failure or deadlock, a lost connection. Tasks retry these with backoff
+# (``@shared_task(..., **TRANSIENT_RETRY)``); any other error is a bug, and fails at once (logged by Celery).
+TRANSIENT_RETRY = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 2,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+    "max_retries": 6,
+}

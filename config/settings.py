@@ -10,7 +10,16 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_broker, env_database, env_int, env_list, env_outbound_allow, env_str
+from config.env import (
+    env_bool,
+    env_broker,
+    env_database,
+    env_int,
+    env_list,
+    env_outbound_allow,
+    env_str,
+    generated_secret,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # `make run` writes a .env (DEBUG=true) so that every manage.py command in this checkout runs like the embedded
@@ -24,7 +33,9 @@ SECRET_KEY = env_str("SECRET_KEY")
 if SECRET_KEY is None:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    SECRET_KEY = "insecure-embedded-run-only-never-in-production"  # noqa: S105 - only ever used with DEBUG on
+    # The embedded run makes its own on first start and keeps it (0600) under .var/: never a constant in the
+    # repository, or anyone could sign access tokens for a `make run` hub's clients.
+    SECRET_KEY = generated_secret(VAR_DIR / "secret-key")
 elif len(SECRET_KEY) < 32 and not DEBUG:
     raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters long")
 
@@ -38,10 +49,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "axes",
     "network",
     "referrals",
     "fhir_bridge",
     "notifications",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -52,6 +65,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.csp.ContentSecurityPolicyMiddleware",
+    # One audit row per request to the coordinators' API and per admin page of referral data (audit/).
+    "audit.middleware.AuditMiddleware",
+    # Last, as django-axes asks: it answers a locked-out sign-in (429) after the login view has run.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -111,6 +129,32 @@ _proxy_header = env_str("SECURE_PROXY_SSL_HEADER_NAME")
 SECURE_PROXY_SSL_HEADER = (_proxy_header, "https") if _proxy_header else None
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
+# Argon2id first: new and changed passwords are hashed with it; PBKDF2 hashes still verify and are upgraded at the
+# next sign-in.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+
+# Sign-in lockout (django-axes) on every login that goes through Django's authenticate(): the admin's and any web
+# login. After HUB_LOGIN_FAILURE_LIMIT failures for one username from one address, that pair is refused (429) for
+# HUB_LOGIN_COOLOFF_MINUTES, even with the right password; a success resets the count. Keyed on the pair, not the
+# address alone, so that one clinic behind a NAT does not lock its colleagues out.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("HUB_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env_int("HUB_LOGIN_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLED = env_bool("HUB_LOGIN_LOCKOUT", True)
+
+# The token endpoint's limit (fhir_bridge/token_limits.py), counted in the cache below.
+HUB_TOKEN_LIMIT_PER_CLIENT = env_int("HUB_TOKEN_LIMIT_PER_CLIENT", 30, minimum=1)
+HUB_TOKEN_LIMIT_PER_IP = env_int("HUB_TOKEN_LIMIT_PER_IP", 120, minimum=1)
+HUB_TOKEN_LIMIT_WINDOW_SECONDS = env_int("HUB_TOKEN_LIMIT_WINDOW_SECONDS", 60, minimum=1)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -132,6 +176,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "fhir_bridge.drf.fhir_exception_handler",
+    # For the JSON APIs: DRF's, but deep nesting is a 400, not a RecursionError (config/parsers.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "config.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
 }
 
 # --- SMART Backend Services ----------------------------------------------------------------------------------------
@@ -152,7 +202,15 @@ HUB_OUTBOUND_ALLOW = env_outbound_allow(
     "HUB_OUTBOUND_ALLOW", ["http://127.0.0.1", "http://[::1]"] if DEBUG else []
 )
 HUB_SEARCH_DEFAULT_COUNT = 20
-HUB_SEARCH_MAX_COUNT = 200
+# What one FHIR request may carry (fhir_bridge/limits.py; the README and the CapabilityStatement list them).
+HUB_SEARCH_MAX_COUNT = env_int("HUB_SEARCH_MAX_COUNT", 200, minimum=1)
+HUB_SEARCH_MAX_OFFSET = env_int("HUB_SEARCH_MAX_OFFSET", 10_000)
+HUB_MAX_BODY_BYTES = env_int("HUB_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
+HUB_MAX_JSON_DEPTH = env_int("HUB_MAX_JSON_DEPTH", 32, minimum=8)
+HUB_MAX_BUNDLE_ENTRIES = env_int("HUB_MAX_BUNDLE_ENTRIES", 200, minimum=1)
+HUB_MAX_STRING_CHARS = env_int("HUB_MAX_STRING_CHARS", 1024 * 1024, minimum=1024)
+# Django's own cap on a body read into memory must not be the smaller one: it would answer 400 before the hub's 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = HUB_MAX_BODY_BYTES + 1
 
 # --- Celery --------------------------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_broker("CELERY_BROKER_URL", "filesystem://")
@@ -167,6 +225,18 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_broker_dir / "control"),  # kombu's default is ./control, in the working tree
         "store_processed": False,
     }
+# Counters that every web process must share (the token endpoint's limit) live in Redis when the broker is Redis;
+# the embedded run is one web process, and keeps them in its memory.
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CELERY_BROKER_URL,
+                          "KEY_PREFIX": "hub"}}
+# Redis hands a message that was taken but not acknowledged to another worker after visibility_timeout; with
+# acks_late, a task still running then would run twice at once, and one that outlived it could be lost to a
+# restart. So it stays well above the longest task's time limit (300 s, the beat's sweeps;
+# tests/config/test_celery.py checks every task against it).
+HUB_BROKER_VISIBILITY_TIMEOUT = env_int("HUB_BROKER_VISIBILITY_TIMEOUT", 3600, minimum=600)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": HUB_BROKER_VISIBILITY_TIMEOUT}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

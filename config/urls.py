@@ -2,8 +2,10 @@ from django.contrib import admin
 from django.http import JsonResponse
 from django.urls import include, path, re_path
 
+from config.openapi import openapi_view
 from fhir_bridge.drf import FhirView
 from fhir_bridge.smart_views import token_view
+from fhir_bridge.token_limits import token_rate_limited
 
 
 def healthz(request):
@@ -13,7 +15,8 @@ def healthz(request):
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz),
-    path("auth/token", token_view, name="smart-token"),
+    path("openapi.json", openapi_view, name="openapi"),
+    path("auth/token", token_rate_limited(token_view), name="smart-token"),
     path("api/admin/", include("referrals.urls")),
     re_path(r"^fhir/?$", FhirView.as_view(), name="fhir-base"),
     re_path(r"^fhir/(?P<path>.+)$", FhirView.as_view(), name="fhir"),

@@ -1,5 +1,6 @@
 """The CapabilityStatement: what this server really does, built from the same tables the router uses."""
 
+from fhir_bridge.limits import limits_described
 from fhir_bridge.codes import (
     BUSINESS_STATUS_SYSTEM,
     CLEARANCE_SYSTEM,
@@ -139,6 +140,8 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
                     ],
                     "description": "A bearer token from the token endpoint; SMART v1 and v2 system scopes.",
                 },
+                "documentation": "Limits on what one request may carry: "
+                + "; ".join(text for _, text in limits_described()) + ".",
                 "resource": resources,
                 "interaction": [{"code": "transaction"}],
             }

@@ -5,7 +5,7 @@ import logging
 
 import orjson
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser, FormParser
@@ -13,7 +13,8 @@ from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from fhir_bridge import routes
+from fhir_bridge import limits, routes
+from fhir_bridge.audit_fhir import fhir_access_record
 from fhir_bridge.fhir import FHIR_VERSION
 from fhir_bridge.outcomes import FhirError, domain_error, error, operation_outcome
 from fhir_bridge.profiles import Issue
@@ -27,10 +28,8 @@ class FhirJsonParser(BaseParser):
     media_type = "application/fhir+json"
 
     def parse(self, stream, media_type=None, parser_context=None):
-        try:
-            return orjson.loads(stream.read())
-        except orjson.JSONDecodeError as exc:
-            raise error(400, "structure", f"the body is not valid JSON: {exc}") from None
+        # Depth, string length, NUL and Bundle size are checked here, before fhir.resources ever sees the body.
+        return limits.parse_json(stream.read())
 
 
 class PlainJsonParser(FhirJsonParser):
@@ -116,12 +115,31 @@ def fhir_exception_handler(exc, context):
     if isinstance(exc, drf_exceptions.APIException):
         issue = Issue("error", "processing", "", str(exc.detail))
         return Response(operation_outcome([issue]), status=exc.status_code)
-    if isinstance(exc, DatabaseError):
-        # Nothing was written (the request's transaction rolled back); tell the client to retry, never a 500.
-        log.exception("database error while handling a FHIR request")
+    if isinstance(exc, DataError):
+        # A value the database cannot keep that the limits (limits.py) did not catch first: permanent, so never
+        # "send it again". Nothing was written (the transaction rolled back).
+        log.exception("data error while handling a FHIR request")
+        issue = Issue("error", "invalid", "", "a value in the request cannot be stored by this server; nothing was stored")
+        return Response(operation_outcome([issue]), status=422)
+    if isinstance(exc, IntegrityError):
+        log.exception("integrity error while handling a FHIR request")
+        issue = Issue("error", "conflict", "", "the request clashes with what is stored; nothing was stored")
+        return Response(operation_outcome([issue]), status=409)
+    if isinstance(exc, TRANSIENT_ERRORS):
+        # Only after FhirView's own retry failed too (a lost connection, a serialization failure, a lock timeout).
+        log.exception("transient database error while handling a FHIR request")
         issue = Issue("error", "transient", "", "the server is busy; nothing was stored, send the request again")
         return Response(operation_outcome([issue]), status=503, headers={"Retry-After": "1"})
+    if isinstance(exc, DatabaseError):
+        log.exception("database error while handling a FHIR request")
+        issue = Issue("fatal", "exception", "", "the server failed to handle the request; nothing was stored")
+        return Response(operation_outcome([issue]), status=500)
     return None
+
+
+# What a second try may cure: a lost connection, a serialization failure or deadlock (PostgreSQL), a lock that
+# did not come free in time (SQLite's "database is locked").
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 
 
 def base_urls(request) -> tuple[str, str]:
@@ -138,33 +156,85 @@ class FhirView(APIView):
     authentication_classes = []
     permission_classes = []
 
+    # What the audit row needs, filled in as handle_fhir learns it (a request refused early has less of it).
+    _route = None
+    _params: dict = {}
+    _grant = None
+    _query: list = []
+
     def handle_fhir(self, request, path: str = ""):
         route, params = routes.resolve(request.method, path)
+        self._route, self._params = route, params
         base_url, token_url = base_urls(request)
+        query = [(k, v) for k, values in request.query_params.lists() for v in values if k != "_format"]
+        limits.check_query(query)
+        self._query = query
         fhir_request = routes.FhirRequest(
             method=request.method,
             params=params,
-            query=[(k, v) for k, values in request.query_params.lists() for v in values if k != "_format"],
+            query=query,
             headers={k.lower(): v for k, v in request.headers.items()},
             base_url=base_url,
             token_url=token_url,
         )
         if not route.public:
             try:
-                fhir_request.grant = authenticate_bearer(request.headers.get("Authorization"))
+                fhir_request.grant = self._grant = authenticate_bearer(request.headers.get("Authorization"))
             except AuthError as exc:
                 raise error(401, "login", str(exc), headers={"WWW-Authenticate": 'Bearer realm="fhir"'}) from None
         if request.method in ("POST", "PUT"):
             if not request.content_type.split(";")[0].strip():
                 raise error(415, "not-supported", "send the body as application/fhir+json")
+            limits.check_body_size(request.META.get("CONTENT_LENGTH"))
             if fhir_version_refused(_media_type(request.content_type)[1]):
                 raise error(415, "not-supported", f"this server takes FHIR R4 ({FHIR_VERSION}) only")
             fhir_request.raw_body = request.body  # read before DRF parses it, to keep it verbatim
             data = request.data
-            fhir_request.body = list(data.lists()) if hasattr(data, "lists") else data
+            if hasattr(data, "lists"):  # a form (POST [type]/_search): (name, value) pairs, as a query string gives
+                fhir_request.body = [(k, v) for k, values in data.lists() for v in values]
+                limits.check_query(fhir_request.body)
+            else:
+                fhir_request.body = data
             if request.content_type.startswith("application/x-www-form-urlencoded") and route.handler is not routes.handle_search:
                 raise error(415, "not-supported", "send the body as application/fhir+json")
-        response = route.handler(fhir_request)
+        if isinstance(fhir_request.body, list):
+            self._query = query + fhir_request.body
+        response = self._run(request, route.handler, fhir_request)
         return Response(response.resource, status=response.status, headers=response.headers)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        # Every answer, a refusal included, leaves its one audit row: after the handler's transaction has ended.
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if not self._audited:  # a refusal: its own row, after the handler's transaction rolled back
+            fhir_access_record(request=request, status=response.status_code, headers=response.headers,
+                               data=getattr(response, "data", None), route=self._route, params=self._params,
+                               grant=self._grant, query=self._query)
+        return response
+
+    _audited = False
+
+    def _run(self, request, handler, fhir_request):
+        """Call the handler in one transaction with its audit row, so that an answered request costs one commit
+        (the handler's own atomic blocks become savepoints). Once more after a transient database error, which
+        rolled it all back, so a second run starts from nothing; not inside an outer transaction (a test's),
+        where the first run's work is not undone."""
+        for attempt in (1, 2):
+            try:
+                with transaction.atomic():
+                    response = handler(fhir_request)
+                    fhir_access_record(request=request, status=response.status, headers=response.headers,
+                                       data=response.resource, route=self._route, params=self._params,
+                                       grant=self._grant, query=self._query)
+                    self._audited = True
+                return response
+            except TRANSIENT_ERRORS:
+                self._audited = False
+                if attempt == 2 or connection.in_atomic_block:
+                    raise
+                log.warning("transient database error; trying the request once more", exc_info=True)
+                connection.close_if_unusable_or_obsolete()
+            except BaseException:
+                self._audited = False
+                raise
 
     get = post = put = handle_fhir

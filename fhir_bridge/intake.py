@@ -15,6 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from config.queue import enqueue_on_commit
+from fhir_bridge import limits
 from fhir_bridge.clinical_facts import clinical_facts, home_address
 from fhir_bridge.fhir import structural_issues
 from fhir_bridge.models import ConditionalCreateKey, EhrClient, InboundMessage, ResourceIdentifier, StoredResource
@@ -79,6 +80,8 @@ def validate(
         profile += domain_resource_issues(resource, path=path)  # on the resource as sent, contained ones in place
     for path, resource in resources if profiled is None else profiled:
         profile += check_resource(resource, path=path)
+        identified = isinstance(resource, dict) and resource.get("resourceType") in IDENTIFIED_TYPES
+        profile += limits.key_issues(resource, path=path, identified=identified)
     errors = [issue for issue in profile if issue.severity == "error"]
     if structural:
         # A profile issue on an element the parser already reported says the same thing twice.
@@ -218,6 +221,7 @@ def _query_key(query: str) -> str:
 def conditional_match(caller: Caller, resource_type: str, query: str, *, expression: str) -> StoredResource | None:
     """The one resource an If-None-Exist query finds, None when it finds none; 412 when it finds several."""
     criteria = parse_qsl(query, keep_blank_values=True)
+    limits.check_conditional_query(query, _query_key(query), expression=expression)
     if not criteria:
         raise error(400, "invalid", "If-None-Exist names no search parameter", expression=expression)
     try:
@@ -354,12 +358,14 @@ def _bundle_entries(bundle: dict) -> list[dict]:
             issues.append(
                 Issue("error", "value", f"{path}.request.url", f"request.url must be the resource type {resource_type!r}")
             )
-        if resource_type not in BUNDLE_TYPES:
+        if not isinstance(resource_type, str) or resource_type not in BUNDLE_TYPES:  # a list is not hashable
             issues.append(
                 Issue("error", "not-supported", f"{path}.resource.resourceType", f"{resource_type!r} is not taken here")
             )
         full_url = entry.get("fullUrl")
-        if full_url is not None:
+        if full_url is not None and not isinstance(full_url, str):
+            issues.append(Issue("error", "structure", f"{path}.fullUrl", "fullUrl must be a string (a URI)"))
+        elif full_url is not None:
             if full_url in full_urls:
                 issues.append(Issue("error", "duplicate", f"{path}.fullUrl", f"fullUrl {full_url!r} is used twice"))
             full_urls.add(full_url)

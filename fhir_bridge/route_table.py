@@ -66,6 +66,9 @@ class ServedType:
     # Served from its own table (the handlers in subscription_routes.py), not from stored resources: not versioned,
     # and never part of a referral Bundle.
     own: bool = False
+    # Granted to a client registered without --scope, and covered by system/*.x. AuditEvent is not: reading the
+    # trail of who read what needs its own scope, given on purpose.
+    by_default: bool = True
 
     @property
     def search_names(self) -> tuple[str, ...]:
@@ -136,6 +139,14 @@ TABLE: tuple[ServedType, ...] = (
     _stored("Consent", _STORE),
     _stored("CarePlan", _STORE),
     _stored("RelatedPerson", _STORE),
+    # The audit trail (audit/, served by audit_fhir.py): the client's own clinic's rows, as IHE BALP AuditEvents.
+    ServedType(
+        "AuditEvent", frozenset({"read", "search"}),
+        (Param("_id", "token"), Param("date", "date"), Param("agent", "token"), Param("entity-type", "token"),
+         Param("action", "token"), Param("outcome", "token")),
+        by_default=False,
+        own=True,
+    ),
     # The clinic's standing requests to be told of its referrals' changes (R4 Subscriptions Backport 1.1.0, the
     # Task topic): rows of notifications.Subscription, each clinic seeing only its own.
     ServedType(

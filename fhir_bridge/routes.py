@@ -10,7 +10,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.http import http_date
 
-from fhir_bridge import capability, intake, network_fhir, projection, provider_fhir, route_table, subscription_routes
+
+from fhir_bridge import audit_fhir, capability, intake, network_fhir, projection, provider_fhir, route_table, subscription_routes
 from fhir_bridge.codes import LOCATION_DISTANCE_EXTENSION, UCUM_SYSTEM
 from fhir_bridge.models import ResourceVersion, StoredResource
 from fhir_bridge.outcomes import FhirError, error, not_found, operation_outcome
@@ -325,6 +326,10 @@ def handle_read(request: FhirRequest) -> FhirResponse:
     resource_type = request.params["type"]
     _supported(resource_type, "read")
     request.check_scope(resource_type, "read")
+    if resource_type in ("AuditEvent", "Subscription"):
+        request.check_clinic(f"read {resource_type}")  # a provider's trail and subscriptions are not a clinic's
+    if resource_type == "AuditEvent":
+        return FhirResponse(200, audit_fhir.audit_read(clinic_id=request.clinic_id, fhir_id=request.params["id"]))
     if resource_type == "Subscription":
         return FhirResponse(200, subscription_routes.subscription_read(request))
     if resource_type in network_fhir.NETWORK_TYPES:
@@ -413,6 +418,11 @@ def handle_search(request: FhirRequest) -> FhirResponse:
     params = list(request.query)
     if request.method == "POST" and isinstance(request.body, list):
         params += request.body  # form-encoded _search
+    if resource_type in ("AuditEvent", "Subscription"):
+        request.check_clinic(f"search {resource_type}")
+    if resource_type == "AuditEvent":
+        return FhirResponse(200, audit_fhir.audit_search(clinic_id=request.clinic_id, base_url=request.base_url,
+                                                         params=params))
     if resource_type == "Subscription":
         return FhirResponse(200, subscription_routes.subscription_search(request))
     if request.is_provider:  # owner=Organization/<its own id> stands for all of its roles

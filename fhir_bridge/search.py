@@ -101,13 +101,17 @@ class SearchPlan:
         return self.total != "none" or self.summary == "count"
 
 
-def _whole_number(name: str, raw: str) -> int:
+def _whole_number(name: str, raw: str, *, limit: int) -> int:
     try:
         number = int(raw)
     except ValueError:
         raise error(400, "invalid", f"{name} must be a whole number, not {raw!r}", expression=name) from None
     if number < 0:
         raise error(400, "invalid", f"{name} cannot be negative", expression=name)
+    # Over the limit is refused rather than cut: a client paging with a large _offset would otherwise make the
+    # database skip that many rows on every page, and one asking for more than _count allows should know.
+    if number > limit:
+        raise error(400, "too-costly", f"{name} may be at most {limit}", expression=name)
     return number
 
 
@@ -127,9 +131,9 @@ def search_plan(resource_type: str, params: list[tuple[str, str]], *, lenient: b
 
     for name, raw in params:
         if name == "_count":
-            plan.count = min(_whole_number(name, raw), settings.HUB_SEARCH_MAX_COUNT)
+            plan.count = _whole_number(name, raw, limit=settings.HUB_SEARCH_MAX_COUNT)
         elif name == "_offset":
-            plan.offset = _whole_number(name, raw)
+            plan.offset = _whole_number(name, raw, limit=settings.HUB_SEARCH_MAX_OFFSET)
         elif name == "_pretty":
             # R4 http.html's general parameter: how the JSON is laid out, which changes nothing found.
             continue

@@ -35,7 +35,10 @@ _KNOWN_TYPES = frozenset(RESOURCE_TYPES) | {"*"}
 # cud and cruds, and a default that could not cover them would refuse the commonest requests.
 DEFAULT_SCOPES = tuple(
     f"system/{served.name}.{'cruds' if served.interactions & WRITES else 'rs'}" for served in TABLE
+    if served.by_default
 )
+# Types that a system/*.x scope does not reach: only a scope naming the type grants them.
+_NAMED_ONLY = frozenset(served.name for served in TABLE if not served.by_default)
 
 # What a provider's system (a client registered to a network organization, the PA IG's Light Service Provider)
 # may be granted when no --scope is given: read, search and update its Tasks (answer offers, move its cases),
@@ -144,7 +147,8 @@ def scopes_grantable(*, requested: Iterable[str], allowed: Iterable[str]) -> lis
         covered = (
             everywhere
             if parsed.resource_type == "*"
-            else everywhere | have.get(parsed.resource_type, frozenset())
+            else (frozenset() if parsed.resource_type in _NAMED_ONLY else everywhere)
+            | have.get(parsed.resource_type, frozenset())
         )
         if parsed.letters <= covered:
             granted.append(scope)
@@ -190,4 +194,6 @@ def grant_allows(grant: Grant, resource_type: str, interaction: str) -> bool:
     except KeyError:
         raise ValueError(f"unknown interaction {interaction!r}") from None
     permissions = grant._permissions
-    return letter in permissions.get(resource_type, ()) or letter in permissions.get("*", ())
+    if letter in permissions.get(resource_type, ()):
+        return True
+    return resource_type not in _NAMED_ONLY and letter in permissions.get("*", ())

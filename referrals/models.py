@@ -88,7 +88,7 @@ class Referral(models.Model):
 
     clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="referrals")
     status = models.CharField(max_length=20, choices=ReferralStatus.choices, default=ReferralStatus.REQUESTED)
-    status_reason = models.CharField(max_length=500, blank=True)
+    status_reason = models.TextField(blank=True)
     business_status = models.CharField(max_length=40, choices=BusinessStatus.choices, default=BusinessStatus.RECEIVED)
     # What the physician reads for the business status (Task.businessStatus.text) when the step says more than its
     # label: while the hub finds someone, the routing decision's gist (who, and why). Empty: the label.
@@ -97,20 +97,22 @@ class Referral(models.Model):
 
     # Who is responsible for it: "Organization/hub" asks the hub to route it; a network member's reference
     # makes it a directed referral.
-    owner_reference = models.CharField(max_length=200)
-    owner_display = models.CharField(max_length=200, blank=True)
+    # Strings copied from the FHIR referral are TextFields (no index needs a bound): whatever length FHIR allows
+    # and intake takes (fhir_bridge/limits.py), the referral is stored, the same on SQLite and PostgreSQL.
+    owner_reference = models.TextField()
+    owner_display = models.TextField(blank=True)
 
-    patient_name = models.CharField(max_length=200, blank=True)
+    patient_name = models.TextField(blank=True)
     patient_birth_date = models.CharField(max_length=10, blank=True)  # FHIR date: may be partial ("1960")
     patient_gender = models.CharField(max_length=10, blank=True)
     patient_postal_code = models.CharField(max_length=10, blank=True)
 
-    service_system = models.CharField(max_length=200, blank=True)
-    service_code = models.CharField(max_length=64, blank=True)
-    service_display = models.CharField(max_length=500, blank=True)
-    requester_reference = models.CharField(max_length=200, blank=True)
-    requester_display = models.CharField(max_length=200, blank=True)
-    performer_reference = models.CharField(max_length=200, blank=True)
+    service_system = models.TextField(blank=True)
+    service_code = models.TextField(blank=True)
+    service_display = models.TextField(blank=True)
+    requester_reference = models.TextField(blank=True)
+    requester_display = models.TextField(blank=True)
+    performer_reference = models.TextField(blank=True)
 
     authored_on = models.DateTimeField(null=True, blank=True)
     occurrence_start = models.DateField(null=True, blank=True)
@@ -174,7 +176,7 @@ class ClinicalFacts(models.Model):
     condition_codes = models.JSONField(default=list, blank=True)
     # As sent; "" when the referral states none (routing then assumes light). A value outside Clearance is kept
     # so that routing can flag it rather than guess.
-    clearance = models.CharField(max_length=64, blank=True)
+    clearance = models.TextField(blank=True)
     precautions = models.JSONField(default=list, blank=True)  # codes: "hr-cap", "no-valsalva", "supervised-only"
     # ACSM pre-participation screening (Riebe et al., MSSE 2015): None where the referral does not say.
     currently_active = models.BooleanField(null=True, blank=True)  # 30 min moderate, 3 d/wk, for 3 months
@@ -186,7 +188,7 @@ class ClinicalFacts(models.Model):
     longitude = models.FloatField(null=True, blank=True)
     location_source = models.CharField(max_length=20, choices=LocationSource.choices, blank=True)
     state = models.CharField(max_length=2, blank=True)  # USPS code: virtual delivery stays within it (licensure)
-    required_language = models.CharField(max_length=35, blank=True)  # BCP 47; a professional must speak it
+    required_language = models.TextField(blank=True)  # BCP 47; a professional must speak it
     preferred_languages = models.JSONField(default=list, blank=True)  # BCP 47 tags; they only count in the score
     payer = models.CharField(max_length=64, blank=True)  # the hub's payer identifier ("medicare"); scored only
     # The PAVS baseline (Physical Activity Vital Sign, LOINC 89555-7 d/wk, 68516-4 min/d, 82290-8 min/wk,
@@ -243,8 +245,8 @@ class ReferralNote(models.Model):
     """A note on the referral (Task.note): from the clinic, the hub or the professional."""
 
     referral = models.ForeignKey(Referral, on_delete=models.CASCADE, related_name="notes")
-    author_reference = models.CharField(max_length=200)
-    author_display = models.CharField(max_length=200, blank=True)
+    author_reference = models.TextField()
+    author_display = models.TextField(blank=True)
     text = models.TextField()
     time = models.DateTimeField()
 

@@ -146,7 +146,7 @@ def referral_create(*, clinic: Clinic, facts: ReferralFacts, actor: str) -> Refe
         patient_postal_code=facts.patient_postal_code,
         service_system=facts.service_system,
         service_code=facts.service_code,
-        service_display=facts.service_display[:500],
+        service_display=facts.service_display,
         requester_reference=facts.requester_reference,
         requester_display=facts.requester_display,
         performer_reference=facts.performer_reference,

@@ -4,13 +4,15 @@ import logging
 
 from celery import shared_task
 
+from config.queue import TRANSIENT_RETRY
 from referrals.offers import referral_route_first
 
 logger = logging.getLogger(__name__)
 
 
 # Enqueued on commit by intake for every new referral. Redelivery is harmless: a referral routed already is left
-# alone. A lost message leaves the referral "received"; the admin queue shows it, and an admin can route it.
-@shared_task(name="referrals.route_referral", time_limit=60, soft_time_limit=50, ignore_result=True)
+# alone. A lost message, or one that fails for good after its retries, leaves the referral "received" until the
+# routing safety net (a follow-up row, notifications' route-referral kind) routes it.
+@shared_task(name="referrals.route_referral", time_limit=60, soft_time_limit=50, ignore_result=True, **TRANSIENT_RETRY)
 def route_referral(referral_id: int) -> None:
     referral_route_first(referral_id=referral_id)

@@ -64,3 +64,38 @@ def test_the_outbound_allow_list_allows_the_loopback_only_in_the_embedded_run():
     assert debug.stdout.strip() == "['http://127.0.0.1', 'http://[::1]']", debug.stderr
     assert production.stdout.strip() == "[]", production.stderr
     assert chosen.stdout.strip() == "['10.1.0.0/16', 'hooks.internal:8443']", chosen.stderr
+
+
+def test_the_embedded_run_makes_its_own_secret_key_once_and_keeps_it_private(tmp_path):
+    read = "settings.SECRET_KEY"
+    first = _settings({"DEBUG": "true", "HUB_VAR_DIR": str(tmp_path)}, read)
+    again = _settings({"DEBUG": "true", "HUB_VAR_DIR": str(tmp_path)}, read)
+    elsewhere = _settings({"DEBUG": "true", "HUB_VAR_DIR": str(tmp_path / "other")}, read)
+
+    assert first.returncode == 0, first.stderr
+    key = first.stdout.strip()
+    assert len(key) >= 50
+    assert again.stdout.strip() == key  # kept: tokens survive a restart
+    assert elsewhere.stdout.strip() != key  # made, not a constant
+    assert key not in (ROOT / "config" / "settings.py").read_text()
+    assert (tmp_path / "secret-key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_secret_key_file_others_can_read_is_refused(tmp_path):
+    (tmp_path / "secret-key").write_text("x" * 60)
+    (tmp_path / "secret-key").chmod(0o644)
+
+    result = _settings({"DEBUG": "true", "HUB_VAR_DIR": str(tmp_path)})
+
+    assert result.returncode != 0
+    assert "may be read by others" in result.stderr
+
+
+def test_debug_off_refuses_to_start_even_with_a_secret_key_file(tmp_path):
+    (tmp_path / "secret-key").write_text("x" * 60)
+    (tmp_path / "secret-key").chmod(0o600)
+
+    result = _settings({"DEBUG": "false", "HUB_VAR_DIR": str(tmp_path)})
+
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr

@@ -194,6 +194,9 @@ def test_a_provider_cannot_send_referrals_whatever_its_scopes(fit4life, offered)
     assert provider.post("Task", task).status_code == 403
     assert provider.post("Patient", example("Scen2PatientJohansson")).status_code == 403
     assert provider.post("Subscription", example("Scen2SubscriptionEhr")).status_code == 403
+    # The audit trail of its own accesses has no clinic; it is not one a provider reads (nor the subscriptions).
+    for path in ("AuditEvent", "AuditEvent/1", "Subscription", "Subscription/x"):
+        assert provider.get(path).status_code == 403, path
     assert Referral.objects.count() == 1
 
 

@@ -1,0 +1,61 @@
+"""Writing the audit trail: ``access_record`` is the one way a row is written."""
+
+import ipaddress
+import logging
+
+from django.db import DatabaseError, connection
+
+from audit.models import Access
+
+log = logging.getLogger(__name__)
+
+_ACTIONS = {
+    "create": Access.Action.CREATE, "update": Access.Action.UPDATE, "delete": Access.Action.DELETE,
+    "read": Access.Action.READ, "vread": Access.Action.READ, "history": Access.Action.READ,
+    "search": Access.Action.READ,
+}
+
+
+def client_ip(meta: dict) -> str | None:
+    """The peer's address as the web server saw it (REMOTE_ADDR; behind a proxy, the proxy's own settings
+    decide what that is)."""
+    raw = meta.get("REMOTE_ADDR") or ""
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        return None
+
+
+def access_record(
+    *, channel: str, interaction: str, method: str, path: str, status: int, source_ip: str | None,
+    agent_client: str = "", agent_user: str = "", clinic_id: int | None = None, entity_type: str = "",
+    entity_id: str = "", query: str = "",
+) -> Access | None:
+    """Write one audit row (one INSERT, no reads). ``interaction`` is FHIR's (read, vread, history, search,
+    create, update, transaction) or a coordinator's command; ``status`` the HTTP status answered.
+
+    Called inside the transaction of the request's work (one commit for both), or after it rolled back for a
+    refusal. Inside a transaction a failed INSERT is raised: the work rolls back with it rather than commit
+    unaudited (fail closed). Outside one, it is logged, never turned into the client's error.
+    """
+    try:
+        return Access.objects.create(
+            channel=channel,
+            action=_ACTIONS.get(interaction, Access.Action.EXECUTE),
+            interaction=interaction[:20],
+            agent_client=agent_client[:64],
+            agent_user=agent_user[:150],
+            clinic_id=clinic_id,
+            entity_type=entity_type[:64],
+            entity_id=entity_id[:64],
+            query=query,
+            path=path,
+            method=method[:10],
+            source_ip=source_ip,
+            status=status,
+        )
+    except DatabaseError:
+        if connection.in_atomic_block:
+            raise
+        log.exception("could not write the audit row for %s %s", method, path)
+        return None
