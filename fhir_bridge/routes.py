@@ -11,7 +11,17 @@ from django.utils import timezone
 from django.utils.http import http_date
 
 
-from fhir_bridge import audit_fhir, capability, intake, network_fhir, projection, provider_fhir, route_table, subscription_routes
+from fhir_bridge import (
+    audit_fhir,
+    capability,
+    intake,
+    network_fhir,
+    projection,
+    provider_fhir,
+    records_fhir,
+    route_table,
+    subscription_routes,
+)
 from fhir_bridge.codes import LOCATION_DISTANCE_EXTENSION, UCUM_SYSTEM
 from fhir_bridge.models import ResourceVersion, StoredResource
 from fhir_bridge.outcomes import FhirError, error, not_found, operation_outcome
@@ -564,6 +574,8 @@ def handle_update(request: FhirRequest) -> FhirResponse:
                 notes=new_notes,
                 actor=request.caller.actor,
             )
+        # The physician acknowledges an adverse event with a note on the Task.
+        records_fhir.adverse_events_acknowledge_by_notes(referral=referral, notes=new_notes, actor=request.caller.actor)
         row.refresh_from_db()
     return _resource_response(request, 200, row)
 

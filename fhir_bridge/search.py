@@ -25,7 +25,7 @@ from fhir_bridge.models import SearchToken, StoredResource
 from fhir_bridge.outcomes import FhirError, error
 from fhir_bridge.profiles import Issue
 from fhir_bridge.route_table import SERVED
-from fhir_bridge.search_params import search_param
+from fhir_bridge.search_params import date_token, search_param
 
 _DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _SUMMARIES = ("count", "data", "false")
@@ -191,7 +191,7 @@ def search_plan(resource_type: str, params: list[tuple[str, str]], *, lenient: b
     return plan
 
 
-_KIND_TYPES = {"token": "token", "identifier": "token", "reference": "reference"}
+_KIND_TYPES = {"token": "token", "identifier": "token", "reference": "reference", "date": "date"}
 
 
 def conditional_criteria(resource_type: str, params: list[tuple[str, str]]) -> list[Criterion]:
@@ -305,6 +305,23 @@ def _reference_values(value: str, param, base_url: str) -> list[str]:
     return [value]
 
 
+def _date_tokens(resource_type: str, name: str, raw: str) -> QuerySet:
+    """The ids of resources whose stored date parameter ``name`` (a fixed-width UTC instant string,
+    search_params.date_token) falls in what ``raw`` asks, with R4's prefixes as date_filter applies them."""
+    condition = Q(pk__in=[])
+    for value in raw.split(","):
+        prefix, start, end = date_range(name, value)
+        start, end = date_token(start.isoformat()), date_token(end.isoformat())
+        condition |= {
+            "ne": Q(value__lt=start) | Q(value__gte=end),
+            "gt": Q(value__gte=end), "sa": Q(value__gte=end),
+            "lt": Q(value__lt=start), "eb": Q(value__lt=start),
+            "ge": Q(value__gte=start),
+            "le": Q(value__lt=end),
+        }.get(prefix, Q(value__gte=start, value__lt=end))  # eq, and ap (whose range date_range widened)
+    return SearchToken.objects.filter(condition, resource_type=resource_type, param=name).values("resource_id")
+
+
 def _tokens(resource_type: str, name: str, values: list[str]) -> QuerySet:
     return SearchToken.objects.filter(resource_type=resource_type, param=name, value__in=values).values("resource_id")
 
@@ -319,6 +336,8 @@ def filtered(queryset: QuerySet, resource_type: str, criteria: list[Criterion], 
             queryset = queryset.filter(fhir_id__in=values)
         elif name == "_lastUpdated":
             queryset = queryset.filter(date_filter("last_updated", name, raw))
+        elif criterion.type == "date" and not criterion.modifier:
+            queryset = queryset.filter(pk__in=_date_tokens(resource_type, name, raw))
         elif criterion.modifier == "missing":
             # EXISTS, not IN: NOT IN cannot be planned as an anti-join, and hashes every token of the parameter.
             has = Exists(SearchToken.objects.filter(resource_id=OuterRef("pk"), param=name))

@@ -14,7 +14,9 @@ from fhir_bridge.smart_scopes import DEFAULT_SCOPES
 from network.models import Organization
 from tests.conftest import FhirClient, json_of
 from tests.fhir_bridge.conftest import TEST_TOKEN_URL
+from referrals.records import adverse_event_record
 from tests.network.factories import OrganizationFactory, RoleFactory
+from tests.referrals.cases import THERAPIST, aware, case_make
 
 pytestmark = pytest.mark.django_db
 
@@ -132,7 +134,15 @@ def _sample_body(resource_type: str, ids: dict[str, str]) -> dict:
     return body
 
 
-def test_every_advertised_interaction_answers_a_sample_request(fhir):
+def _adverse_event_make(clinic):
+    case = case_make(clinic)
+    return adverse_event_record(
+        referral=case, occurred_at=aware(2026, 11, 20, 15), kind="fall", severity="mild", actor=THERAPIST,
+        expected_version=case.version,
+    )
+
+
+def test_every_advertised_interaction_answers_a_sample_request(fhir, ehr_client):
     RoleFactory(fhir_id="role-sample")
     OrganizationFactory(fhir_id="ymca-sample", kind=Organization.Kind.YMCA)
     network_rows = {"Location": "net-site", "HealthcareService": "ymca-sample"}
@@ -153,6 +163,8 @@ def test_every_advertised_interaction_answers_a_sample_request(fhir):
             assert created.status_code == 201, (resource_type, created.content)
             ids[resource_type] = json_of(created)["id"]
             answered.append((resource_type, "create"))
+        elif resource_type == "AdverseEvent":  # rendered from a case's record, never created over FHIR
+            ids[resource_type] = f"adverse-event-{_adverse_event_make(ehr_client.clinic).pk}"
         else:
             rows = json_of(fhir.get(resource_type))["entry"]
             ids[resource_type] = next(

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('fhir_bridge', '0007_fill_token_forms'),
+        ('fhir_bridge', '0008_fill_observation_search_tokens'),
         ('network', '0005_offers_routing_to_referrals'),
         ('referrals', '0008_remove_referral_reason_codes'),
     ]
