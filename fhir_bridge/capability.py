@@ -2,9 +2,11 @@
 
 from fhir_bridge.limits import limits_described
 from fhir_bridge.codes import (
+    ADVERSE_EVENT_KIND_SYSTEM,
     BUSINESS_STATUS_SYSTEM,
     CLEARANCE_SYSTEM,
     DELIVERY_SYSTEM,
+    MEASURE_SYSTEM,
     PA_SERVICE_PROVIDER_FULL,
     PA_STRUCTURE_DEFINITION,
     PRECAUTION_SYSTEM,
@@ -14,9 +16,10 @@ from fhir_bridge.codes import (
 )
 from fhir_bridge.fhir import FHIR_VERSION
 from fhir_bridge.clinical_facts import DAYS_PER_WEEK, MINUTES_PER_DAY, MINUTES_PER_WEEK
+from fhir_bridge.records_fhir import HUB_MEASURE_CODES, VITAL_SIGNS_PROFILES, ACTIVITY_MEASURE_PROFILE
 from fhir_bridge.route_table import TABLE
 from fhir_bridge.reports_fhir import PA_INTERVENTION_REPORT_PROFILE
-from referrals.models import BusinessStatus, ReportKind
+from referrals.models import AdverseEvent, BusinessStatus, ReportKind
 
 PROFILES = {
     "Task": [f"{PA_STRUCTURE_DEFINITION}/pa-task-for-referral-management"],
@@ -26,6 +29,8 @@ PROFILES = {
         f"{PA_STRUCTURE_DEFINITION}/pa-observation-evs-min-per-day",
         f"{PA_STRUCTURE_DEFINITION}/pa-observation-evs-min-per-week",
         f"{PA_STRUCTURE_DEFINITION}/pa-observation-strength-days-per-week",
+        ACTIVITY_MEASURE_PROFILE,
+        *VITAL_SIGNS_PROFILES,
     ],
     "Condition": [f"{PA_STRUCTURE_DEFINITION}/pa-condition-low-pa"],
     "Goal": [f"{PA_STRUCTURE_DEFINITION}/pa-goal"],
@@ -69,6 +74,16 @@ ROUTING_FACTS_DOCUMENTATION = (
     "Location: the geolocation extension on Patient.address, else the US ZIP code centroid; an address that cannot "
     "be placed goes to manual routing. Language: Patient.communication (preferred, non-English = required). "
     "Directed: ServiceRequest.performer or a Task owner naming a network member."
+)
+
+
+RECORDS_DOCUMENTATION = (
+    "The case records are served as Observations (search by patient, category, code, date, based-on) and "
+    "AdverseEvents. Measures without a standard code use the code system " + MEASURE_SYSTEM + ": "
+    + ", ".join(f"{code} ({display})" for code, display in HUB_MEASURE_CODES.items())
+    + ". An AdverseEvent's event uses " + ADVERSE_EVENT_KIND_SYSTEM + ": "
+    + ", ".join(f"{k.value} ({k.label})" for k in AdverseEvent.Kind)
+    + "; a note on the referral Task acknowledges it."
 )
 
 
@@ -138,7 +153,8 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
             "them to qualified exercise professionals, and reports back through the referral Task. Resources are "
             "checked against the PA profiles, their required bindings and the invariants pa-sr-1, pa-taskrm-1 "
             "and inv-1. The referral Task's businessStatus uses the code system " + BUSINESS_STATUS_SYSTEM + ": "
-            + ", ".join(f"{c.value} ({c.label})" for c in BusinessStatus) + "."
+            + ", ".join(f"{c.value} ({c.label})" for c in BusinessStatus) + ". "
+            + RECORDS_DOCUMENTATION
         ),
         "implementation": {"description": "Exercise-referral hub FHIR R4 endpoint", "url": base_url},
         "fhirVersion": FHIR_VERSION,

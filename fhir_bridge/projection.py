@@ -279,9 +279,12 @@ def offer_task_render(*, offer: Offer, referral_task: dict, now) -> dict:
         "owner": {"reference": f"PractitionerRole/{role.fhir_id}", "display": str(role)},
         "restriction": {"period": {"end": http_date_iso(offer.deadline)}},
     }
-    for element in ("focus", "for"):  # the same request and patient as the referral Task
-        if element in referral_task:
-            task[element] = referral_task[element]
+    # The same request and patient as the referral Task, by reference only: the professional reads this Task
+    # before accepting, and the referral's `for` may name the patient in its display (the minimum PHI rule).
+    for element in ("focus", "for"):
+        reference = (referral_task.get(element) or {}).get("reference")
+        if reference:
+            task[element] = {"reference": reference}
     reason = {
         OfferStatus.REJECTED: offer.decline_reason or "Declined",
         OfferStatus.EXPIRED: f"No answer by {http_date_iso(offer.deadline)}; offered to the next professional",

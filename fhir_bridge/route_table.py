@@ -23,7 +23,7 @@ READS = frozenset({"read", "vread", "history", "search"})
 WRITES = frozenset({"create", "update"})
 
 # How a stored parameter's kind (search_params.SearchParam.kind) is typed in the CapabilityStatement.
-_STORED_PARAM_TYPES = {"token": "token", "reference": "reference", "identifier": "token"}
+_STORED_PARAM_TYPES = {"token": "token", "reference": "reference", "identifier": "token", "date": "date"}
 # The modifiers search.py applies to a stored parameter of each FHIR type (R4 search.html#modifiers). :text is not
 # among them: it would need a case-insensitive prefix index over display text, which the hub does not keep.
 _STORED_MODIFIERS = {"token": ("missing", "not"), "reference": ("missing",), "date": ()}
@@ -124,7 +124,8 @@ TABLE: tuple[ServedType, ...] = (
     ),
     _stored("Patient", _STORE | {"search"}, revincludes=("Task:patient", "ServiceRequest:patient")),
     _stored("Condition", _STORE),
-    _stored("Observation", _STORE),
+    # An EHR's own (the PAVS it sent) and the case records the hub renders from the domain (records_fhir.py).
+    _stored("Observation", _STORE | {"search"}),
     _stored("Goal", _STORE),
     # The network's types an EHR may also send (its own practitioners, the requester's role and organization):
     # create, read and history work on what it sent, search lists the network.
@@ -145,6 +146,8 @@ TABLE: tuple[ServedType, ...] = (
     _stored("Consent", _STORE),
     _stored("CarePlan", _STORE),
     _stored("RelatedPerson", _STORE),
+    # Rendered by the hub from the case's adverse events (records_fhir.py); the EHR reads them.
+    _stored("AdverseEvent", {"read", "vread", "history", "search"}),
     # The reports to the physician (reports_fhir.py): rendered by the hub when sent; the EHR reads and searches
     # them, and reads each one's PDF as a Binary.
     _stored("DiagnosticReport", {"read", "vread", "history", "search"}, includes=("DiagnosticReport:result",)),

@@ -86,32 +86,30 @@ def followup_schedule(*, plans: Iterable[Planned], now: dt.datetime | None = Non
     for plan in plans:
         if plan.kind not in kinds:
             raise ValueError(f"unknown follow-up kind {plan.kind!r}")
-    keys = [p.key for p in plans]
-    # No savepoint: nothing here can fail half-way (a key inserted meanwhile is dropped, not an error).
-    existing = set(FollowUp.objects.filter(key__in=keys).values_list("key", flat=True))
-    rows = [
-        FollowUp(
-            kind=p.kind,
-            key=p.key,
-            due_at=p.due_at,
-            referral_id=p.referral_id,
-            offer_id=p.offer_id,
-            subscription_id=p.subscription_id,
-            delivery_id=p.delivery_id,
+    # One statement, whatever the number of plans: INSERT ... ON CONFLICT (key) DO NOTHING RETURNING, which both
+    # PostgreSQL and SQLite (3.35+) take. A key seen before, or inserted meanwhile by a concurrent writer, is
+    # dropped by the unique key, not an error, and returns no row: no savepoint is needed.
+    rows = {p.key: p for p in plans}
+    columns = ("kind", "key", "due_at", "state", "attempts", "referral_id", "offer_id", "subscription_id",
+               "delivery_id", "outcome", "created_at")
+    params = []
+    for plan in rows.values():
+        params += [plan.kind, plan.key, plan.due_at, FollowUp.State.PENDING, 0, plan.referral_id, plan.offer_id,
+                   plan.subscription_id, plan.delivery_id, "", now]
+    values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
+    table = FollowUp._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} "
+            f"ON CONFLICT (key) DO NOTHING RETURNING id, key",
+            [connection.ops.adapt_datetimefield_value(v) if isinstance(v, dt.datetime) else v for v in params],
         )
-        for p in plans
-        if p.key not in existing
-    ]
-    if not rows:
-        return []
-    # A concurrent writer may insert the same key between the read and here: the unique key drops it.
-    FollowUp.objects.bulk_create(rows, ignore_conflicts=True)
-    # bulk_create with ignore_conflicts returns no ids on PostgreSQL: read them back by key.
-    inserted = dict(FollowUp.objects.filter(key__in=[r.key for r in rows]).values_list("key", "id"))
-    due = [(inserted[r.key], r.kind) for r in rows if r.key in inserted and r.due_at <= now]
+        inserted = {key: pk for pk, key in cursor.fetchall()}
+    rows = [r for r in rows.values() if r.key in inserted]
+    due = [(inserted[r.key], r.kind) for r in rows if r.due_at <= now]
     if due:
         _dispatch_on_commit(due)
-    return [inserted[r.key] for r in rows if r.key in inserted]
+    return [inserted[r.key] for r in rows]
 
 
 def _dispatch_on_commit(rows: list[tuple[int, str]]) -> None:

@@ -17,7 +17,9 @@ from referrals.models import ReportKind
 from referrals.reports import report_draft, report_send_unsigned
 from tests.conftest import FhirClient, json_of
 from tests.fhir_bridge.conftest import TEST_TOKEN_URL
+from referrals.records import adverse_event_record
 from tests.network.factories import OrganizationFactory, RoleFactory
+from tests.referrals.cases import THERAPIST, aware, case_make
 from tests.referrals.report_cases import START, accepted_referral
 
 pytestmark = pytest.mark.django_db
@@ -136,6 +138,14 @@ def _sample_body(resource_type: str, ids: dict[str, str]) -> dict:
     return body
 
 
+def _adverse_event_make(clinic):
+    case = case_make(clinic)
+    return adverse_event_record(
+        referral=case, occurred_at=aware(2026, 11, 20, 15), kind="fall", severity="mild", actor=THERAPIST,
+        expected_version=case.version,
+    )
+
+
 def _report_sent(clinic) -> dict[str, str]:
     """A progress report sent for a case of ``clinic``: the ids of its DiagnosticReport and Binary."""
     referral = accepted_referral(clinic)
@@ -166,6 +176,8 @@ def test_every_advertised_interaction_answers_a_sample_request(fhir, ehr_client)
             assert created.status_code == 201, (resource_type, created.content)
             ids[resource_type] = json_of(created)["id"]
             answered.append((resource_type, "create"))
+        elif resource_type == "AdverseEvent":  # rendered from a case's record, never created over FHIR
+            ids[resource_type] = f"adverse-event-{_adverse_event_make(ehr_client.clinic).pk}"
         elif resource_type in ("DiagnosticReport", "Binary"):  # rendered by the hub when a report is sent
             if resource_type not in ids:
                 ids.update(_report_sent(ehr_client.clinic))

@@ -46,6 +46,14 @@ def test_the_same_follow_up_is_scheduled_once(dispatched):
     assert FollowUp.objects.count() == 2
 
 
+def test_scheduling_is_one_statement_whatever_the_number_of_plans(dispatched, django_assert_num_queries):
+    followup_schedule(plans=[_plan("a")])
+    with django_assert_num_queries(1):  # on the hot path of every intake: one INSERT ... ON CONFLICT ... RETURNING
+        ids = followup_schedule(plans=[_plan("a"), _plan("b"), _plan("c")])
+    assert sorted(FollowUp.objects.filter(key__in=["b", "c"]).values_list("id", flat=True)) == sorted(ids)
+    assert FollowUp.objects.filter(key="a").count() == 1
+
+
 def test_an_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="unknown follow-up kind"):
         followup_schedule(plans=[_plan(kind="no-such-kind")])

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('referrals', '0012_fhir_strings_unbounded'),
+        ('referrals', '0013_case_records'),
     ]
 
     operations = [
