@@ -5,6 +5,7 @@ under ``.var/``. Production sets DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL
 is set but malformed stops the process at start (see config/env.py).
 """
 
+import zoneinfo
 from pathlib import Path
 
 import environ
@@ -170,6 +171,12 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+# The time zone of a network site that names none: a case's weeks are counted in its site's zone.
+HUB_DEFAULT_TIME_ZONE = env_str("HUB_DEFAULT_TIME_ZONE", "America/Chicago")
+try:
+    zoneinfo.ZoneInfo(HUB_DEFAULT_TIME_ZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    raise ImproperlyConfigured(f"HUB_DEFAULT_TIME_ZONE={HUB_DEFAULT_TIME_ZONE!r} is not an IANA time zone name") from None
 USE_I18N = True
 USE_TZ = True
 

@@ -1,5 +1,5 @@
-"""Registering an EHR client: its name, the clinic it acts for, its public keys (JWKS) and the system scopes it
-may be granted."""
+"""Registering a SMART backend client: its name, the side it acts for (a clinic's EHR, or a network
+organization's own system), its public keys (JWKS) and the system scopes it may be granted."""
 
 import json
 import logging
@@ -87,12 +87,20 @@ def _scopes_check(scopes: list[str]) -> list[str]:
     return cleaned
 
 
-def ehr_client_register(*, name: str, clinic, jwks: dict, scopes: list[str]) -> EhrClient:
-    """Register an EHR client acting for ``clinic``, with its public keys and the system scopes it may get.
+def ehr_client_register(
+    *, name: str, clinic=None, organization=None, jwks: dict, scopes: list[str]
+) -> EhrClient:
+    """Register a client acting for exactly one of ``clinic`` (a referring clinic's EHR) or ``organization``
+    (a network.Organization's own system: a provider), with its public keys and the system scopes it may get.
 
-    Raises ValidationError when the name is blank, the JWKS is not a set of public RSA or EC P-384 keys with
-    distinct kids, or a scope is not a system scope the hub understands.
+    Raises ValidationError when neither or both sides are given, the name is blank, the JWKS is not a set of
+    public RSA or EC P-384 keys with distinct kids, or a scope is not a system scope the hub understands.
     """
+    if (clinic is None) == (organization is None):
+        raise ValidationError(
+            "A client acts for exactly one side: a clinic (an EHR that sends referrals) or a network "
+            "organization (a provider's own system that answers offers)."
+        )
     name = (name or "").strip()
     if not name:
         raise ValidationError("The client needs a name (for example the EHR product and site).")
@@ -102,8 +110,9 @@ def ehr_client_register(*, name: str, clinic, jwks: dict, scopes: list[str]) -> 
     cleaned = _scopes_check(scopes)
     # Stored as plain JSON (no tuples or other Python-only values), so it reads back exactly as validated.
     client = EhrClient.objects.create(
-        name=name, clinic=clinic, jwks=json.loads(json.dumps(jwks)), scopes=" ".join(cleaned)
+        name=name, clinic=clinic, organization=organization, jwks=json.loads(json.dumps(jwks)),
+        scopes=" ".join(cleaned),
     )
-    logger.info("registered EHR client %s (%s) for clinic %s", client.client_id, name, clinic.pk)
+    side = f"clinic {clinic.pk}" if clinic is not None else f"organization {organization.fhir_id}"
+    logger.info("registered client %s (%s) for %s", client.client_id, name, side)
     return client
-

@@ -11,7 +11,10 @@ each.
 """
 
 import datetime as dt
+import zoneinfo
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -51,6 +54,18 @@ class Organization(models.Model):
         return self.name
 
 
+def time_zone_validate(value: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"{value!r} is not an IANA time zone name such as 'America/Chicago'") from None
+
+
+def site_time_zone_default() -> str:
+    """settings.HUB_DEFAULT_TIME_ZONE (a function, so that a change of the setting needs no migration)."""
+    return settings.HUB_DEFAULT_TIME_ZONE
+
+
 class Site(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="sites")
     fhir_id = models.SlugField(max_length=64, unique=True)
@@ -62,6 +77,9 @@ class Site(models.Model):
     # WGS84 degrees. A site without coordinates can only deliver virtually: it is never guessed onto the map.
     latitude = models.FloatField(null=True, blank=True)
     longitude = models.FloatField(null=True, blank=True)
+    # IANA name. The weeks of a case's dose are counted in it (referrals.selectors.case_dose): a Monday 00:30
+    # session in Chicago belongs to that week, not to the one before as in UTC.
+    time_zone = models.CharField(max_length=64, default=site_time_zone_default, validators=[time_zone_validate])
 
     class Meta:
         indexes = [

@@ -52,9 +52,11 @@ def browser(tmp_path):
 
 
 def _wait(driver, condition, timeout=15):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(condition)
+    # An element read while htmx swaps it (or the page reloads) is stale: read it again on the next poll.
+    return WebDriverWait(driver, timeout, ignored_exceptions=[StaleElementReferenceException]).until(condition)
 
 
 @pytest.fixture

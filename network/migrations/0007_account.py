@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('network', '0005_offers_routing_to_referrals'),
+        ('network', '0006_site_time_zone'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
