@@ -20,6 +20,7 @@ urlpatterns = [
     path("auth/token", token_rate_limited(token_view), name="smart-token"),
     path(".well-known/jwks.json", jwks_view, name="hub-jwks"),  # the hub's key as a SMART client of EHRs
     path("api/admin/", include("referrals.urls")),
+    path("portal/", include("portal.urls")),
     re_path(r"^fhir/?$", FhirView.as_view(), name="fhir-base"),
     re_path(r"^fhir/(?P<path>.+)$", FhirView.as_view(), name="fhir"),
 ]

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('fhir_bridge', '0007_fill_token_forms'),
+        ('fhir_bridge', '0009_ehr_client_provider_side'),
     ]
 
     operations = [
