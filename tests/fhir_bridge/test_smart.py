@@ -491,8 +491,11 @@ def test_the_smart_configuration_names_the_token_endpoint_and_backend_services_c
     assert configuration["token_endpoint_auth_signing_alg_values_supported"] == ["RS384", "ES384"]
     scopes = set(configuration["scopes_supported"])
     assert {"system/Task.read", "system/Task.cruds", "system/CarePlan.cruds", "system/*.rs"} <= scopes
-    # Nothing the FHIR endpoint does not serve (these two answer 404), and no write on the read-only network.
-    assert not any(s.startswith(("system/DiagnosticReport.", "system/Encounter.")) for s in scopes)
+    # Nothing the FHIR endpoint does not serve (it answers 404), and no write on the read-only network nor on the
+    # reports the hub writes itself.
+    assert not any(s.startswith("system/Encounter.") for s in scopes)
+    assert {s for s in scopes if s.startswith("system/DiagnosticReport.")} == {
+        "system/DiagnosticReport.read", "system/DiagnosticReport.rs"}
     assert {s for s in scopes if s.startswith("system/Location.")} == {"system/Location.read", "system/Location.rs"}
     assert configuration["capabilities"] == [
         "client-confidential-asymmetric",
