@@ -4,6 +4,7 @@ from django.urls import include, path, re_path
 
 from config.openapi import openapi_view
 from fhir_bridge.drf import FhirView
+from fhir_bridge.hub_client import jwks_view
 from fhir_bridge.smart_views import token_view
 from fhir_bridge.token_limits import token_rate_limited
 
@@ -17,7 +18,9 @@ urlpatterns = [
     path("healthz", healthz),
     path("openapi.json", openapi_view, name="openapi"),
     path("auth/token", token_rate_limited(token_view), name="smart-token"),
+    path(".well-known/jwks.json", jwks_view, name="hub-jwks"),  # the hub's key as a SMART client of EHRs
     path("api/admin/", include("referrals.urls")),
+    path("portal/", include("portal.urls")),
     re_path(r"^fhir/?$", FhirView.as_view(), name="fhir-base"),
     re_path(r"^fhir/(?P<path>.+)$", FhirView.as_view(), name="fhir"),
 ]

@@ -2,19 +2,24 @@
 
 from fhir_bridge.limits import limits_described
 from fhir_bridge.codes import (
+    ADVERSE_EVENT_KIND_SYSTEM,
     BUSINESS_STATUS_SYSTEM,
     CLEARANCE_SYSTEM,
     DELIVERY_SYSTEM,
+    MEASURE_SYSTEM,
     PA_SERVICE_PROVIDER_FULL,
     PA_STRUCTURE_DEFINITION,
     PRECAUTION_SYSTEM,
+    REPORT_KIND_SYSTEM,
     RESTFUL_SECURITY_SERVICE_SYSTEM,
     SMART_OAUTH_URIS_EXTENSION,
 )
 from fhir_bridge.fhir import FHIR_VERSION
 from fhir_bridge.clinical_facts import DAYS_PER_WEEK, MINUTES_PER_DAY, MINUTES_PER_WEEK
+from fhir_bridge.records_fhir import HUB_MEASURE_CODES, VITAL_SIGNS_PROFILES, ACTIVITY_MEASURE_PROFILE
 from fhir_bridge.route_table import TABLE
-from referrals.models import BusinessStatus
+from fhir_bridge.reports_fhir import PA_INTERVENTION_REPORT_PROFILE
+from referrals.models import AdverseEvent, BusinessStatus, ReportKind
 
 PROFILES = {
     "Task": [f"{PA_STRUCTURE_DEFINITION}/pa-task-for-referral-management"],
@@ -24,11 +29,33 @@ PROFILES = {
         f"{PA_STRUCTURE_DEFINITION}/pa-observation-evs-min-per-day",
         f"{PA_STRUCTURE_DEFINITION}/pa-observation-evs-min-per-week",
         f"{PA_STRUCTURE_DEFINITION}/pa-observation-strength-days-per-week",
+        ACTIVITY_MEASURE_PROFILE,
+        *VITAL_SIGNS_PROFILES,
     ],
     "Condition": [f"{PA_STRUCTURE_DEFINITION}/pa-condition-low-pa"],
     "Goal": [f"{PA_STRUCTURE_DEFINITION}/pa-goal"],
+    "DiagnosticReport": [PA_INTERVENTION_REPORT_PROFILE],
     "Subscription": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"],
 }
+
+# What the hub's own operations do (route_table.py lists them with their definitions).
+OPERATION_DOCUMENTATION = {
+    "report": (
+        "POST Task/[id]/$report on a referral Task: a progress report now, covering the days since the last report "
+        "(before a visit). Body: a Parameters resource, with send-now (valueBoolean) or without parameters. Without send-now the report is "
+        "drafted for the therapist to sign (202, an OperationOutcome); with it, it is sent at once as preliminary "
+        "and the DiagnosticReport is returned (200). Needs Task update scope."
+    ),
+}
+
+REPORTS_DOCUMENTATION = (
+    "Reports to the physician (PA Intervention Report): every few weeks a progress report, and a discharge report "
+    "at the end. DiagnosticReport.code carries LOINC 11488-4 and the report's kind in " + REPORT_KIND_SYSTEM + ": "
+    + ", ".join(f"{k.value} ({k.label})" for k in ReportKind)
+    + ". status is final when the therapist signed it, preliminary when it went out unreviewed (signing it later "
+    "sends it again as final). presentedForm.url is the PDF as a Binary; result lists the period's Observations; "
+    "the referral Task lists each report in output (type resulting-activity)."
+)
 
 # The systems and codes are clinical_facts' own, so that what is documented is what routing reads.
 ROUTING_FACTS_DOCUMENTATION = (
@@ -47,6 +74,16 @@ ROUTING_FACTS_DOCUMENTATION = (
     "Location: the geolocation extension on Patient.address, else the US ZIP code centroid; an address that cannot "
     "be placed goes to manual routing. Language: Patient.communication (preferred, non-English = required). "
     "Directed: ServiceRequest.performer or a Task owner naming a network member."
+)
+
+
+RECORDS_DOCUMENTATION = (
+    "The case records are served as Observations (search by patient, category, code, date, based-on) and "
+    "AdverseEvents. Measures without a standard code use the code system " + MEASURE_SYSTEM + ": "
+    + ", ".join(f"{code} ({display})" for code, display in HUB_MEASURE_CODES.items())
+    + ". An AdverseEvent's event uses " + ADVERSE_EVENT_KIND_SYSTEM + ": "
+    + ", ".join(f"{k.value} ({k.label})" for k in AdverseEvent.Kind)
+    + "; a note on the referral Task acknowledges it."
 )
 
 
@@ -82,11 +119,17 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
             "conditionalCreate": "create" in interactions and not served.own,
         }
         if served.operations:
-            entry["operation"] = [{"name": name, "definition": url} for name, url, _ in served.operations]
+            entry["operation"] = [
+                {"name": name, "definition": url}
+                | ({"documentation": OPERATION_DOCUMENTATION[name]} if name in OPERATION_DOCUMENTATION else {})
+                for name, url, _ in served.operations
+            ]
         if resource_type in PROFILES:
             entry["supportedProfile"] = PROFILES[resource_type]
         if resource_type == "ServiceRequest":
             entry["documentation"] = ROUTING_FACTS_DOCUMENTATION
+        if resource_type == "DiagnosticReport":
+            entry["documentation"] = REPORTS_DOCUMENTATION
         if "search" in interactions:
             entry["searchParam"] = [_search_param(param) for param in served.search_params]
             entry["searchInclude"] = list(served.includes)
@@ -110,7 +153,8 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
             "them to qualified exercise professionals, and reports back through the referral Task. Resources are "
             "checked against the PA profiles, their required bindings and the invariants pa-sr-1, pa-taskrm-1 "
             "and inv-1. The referral Task's businessStatus uses the code system " + BUSINESS_STATUS_SYSTEM + ": "
-            + ", ".join(f"{c.value} ({c.label})" for c in BusinessStatus) + "."
+            + ", ".join(f"{c.value} ({c.label})" for c in BusinessStatus) + ". "
+            + RECORDS_DOCUMENTATION
         ),
         "implementation": {"description": "Exercise-referral hub FHIR R4 endpoint", "url": base_url},
         "fhirVersion": FHIR_VERSION,

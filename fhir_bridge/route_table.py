@@ -23,7 +23,7 @@ READS = frozenset({"read", "vread", "history", "search"})
 WRITES = frozenset({"create", "update"})
 
 # How a stored parameter's kind (search_params.SearchParam.kind) is typed in the CapabilityStatement.
-_STORED_PARAM_TYPES = {"token": "token", "reference": "reference", "identifier": "token"}
+_STORED_PARAM_TYPES = {"token": "token", "reference": "reference", "identifier": "token", "date": "date"}
 # The modifiers search.py applies to a stored parameter of each FHIR type (R4 search.html#modifiers). :text is added
 # on the CodeableConcept tokens whose text search_params.py indexes (SearchParam.text).
 _STORED_MODIFIERS = {"token": ("missing", "not"), "reference": ("missing",), "date": ()}
@@ -79,7 +79,8 @@ class ServedType:
 
 
 def _stored(
-    name: str, interactions: set[str], includes: tuple[str, ...] = (), revincludes: tuple[str, ...] = ()
+    name: str, interactions: set[str], includes: tuple[str, ...] = (), revincludes: tuple[str, ...] = (),
+    operations: tuple[tuple[str, str, str], ...] = (),
 ) -> ServedType:
     """A type served from stored resources; its search parameters are the ones search_params.py indexes."""
     params, sorts = (), ()
@@ -92,7 +93,8 @@ def _stored(
             for p in SEARCH_PARAMS.get(name, ())
         )
         sorts = _STORED_SORTS
-    return ServedType(name, frozenset(interactions), params, includes, revincludes=revincludes, sorts=sorts)
+    return ServedType(name, frozenset(interactions), params, includes, revincludes=revincludes, sorts=sorts,
+                      operations=operations)
 
 
 def _network(name: str, interactions: set[str], params: tuple[tuple[str, str], ...]) -> ServedType:
@@ -105,6 +107,8 @@ def _network(name: str, interactions: set[str], params: tuple[tuple[str, str], .
 
 _BACKPORT_OPERATIONS = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition"
 
+# The hub's own operations' OperationDefinition canonicals.
+_HUB_OPERATIONS = "http://exercise-referral-hub.org/fhir/OperationDefinition"
 _STORE = {"create", "read", "vread", "history"}  # a resource an EHR sends and reads back, versioned
 _NAME, _ID, _ACTIVE = ("name", "string"), ("_id", "token"), ("active", "token")
 _ORGANIZATION, _LOCATION = ("organization", "reference"), ("location", "reference")
@@ -112,16 +116,19 @@ _SPECIALTY = ("specialty", "token")  # a condition group (codes.CONDITION_GROUP_
 
 # In the order the SMART configuration lists them: the referral first, then what comes with it, then the network.
 TABLE: tuple[ServedType, ...] = (
+    # $report: a progress report now (an EHR before a visit), see routes.handle_task_report.
     _stored(
         "Task", _STORE | {"update", "search"}, includes=("Task:focus", "Task:patient", "Task:part-of"),
         revincludes=("Task:part-of",),  # a referral with its offers
+        operations=(("report", f"{_HUB_OPERATIONS}/Task-report", "update"),),
     ),
     _stored(
         "ServiceRequest", _STORE | {"search"}, includes=("ServiceRequest:patient",), revincludes=("Task:focus",)
     ),
     _stored("Patient", _STORE | {"search"}, revincludes=("Task:patient", "ServiceRequest:patient")),
     _stored("Condition", _STORE),
-    _stored("Observation", _STORE),
+    # An EHR's own (the PAVS it sent) and the case records the hub renders from the domain (records_fhir.py).
+    _stored("Observation", _STORE | {"search"}),
     _stored("Goal", _STORE),
     # The network's types an EHR may also send (its own practitioners, the requester's role and organization):
     # create, read and history work on what it sent, search lists the network.
@@ -142,6 +149,12 @@ TABLE: tuple[ServedType, ...] = (
     _stored("Consent", _STORE),
     _stored("CarePlan", _STORE),
     _stored("RelatedPerson", _STORE),
+    # Rendered by the hub from the case's adverse events (records_fhir.py); the EHR reads them.
+    _stored("AdverseEvent", {"read", "vread", "history", "search"}),
+    # The reports to the physician (reports_fhir.py): rendered by the hub when sent; the EHR reads and searches
+    # them, and reads each one's PDF as a Binary.
+    _stored("DiagnosticReport", {"read", "vread", "history", "search"}, includes=("DiagnosticReport:result",)),
+    _stored("Binary", {"read", "vread", "history"}),
     # The audit trail (audit/, served by audit_fhir.py): the client's own clinic's rows, as IHE BALP AuditEvents.
     ServedType(
         "AuditEvent", frozenset({"read", "search"}),

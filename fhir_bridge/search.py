@@ -11,6 +11,7 @@ import calendar
 import contextlib
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -24,7 +25,7 @@ from fhir_bridge.models import SearchToken, StoredResource
 from fhir_bridge.outcomes import FhirError, error
 from fhir_bridge.profiles import Issue
 from fhir_bridge.route_table import SERVED
-from fhir_bridge.search_params import search_param, text_key
+from fhir_bridge.search_params import date_token, search_param, text_key
 
 _DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _SUMMARIES = ("count", "data", "false")
@@ -190,7 +191,7 @@ def search_plan(resource_type: str, params: list[tuple[str, str]], *, lenient: b
     return plan
 
 
-_KIND_TYPES = {"token": "token", "identifier": "token", "reference": "reference"}
+_KIND_TYPES = {"token": "token", "identifier": "token", "reference": "reference", "date": "date"}
 
 
 def conditional_criteria(resource_type: str, params: list[tuple[str, str]]) -> list[Criterion]:
@@ -304,6 +305,23 @@ def _reference_values(value: str, param, base_url: str) -> list[str]:
     return [value]
 
 
+def _date_tokens(resource_type: str, name: str, raw: str) -> QuerySet:
+    """The ids of resources whose stored date parameter ``name`` (a fixed-width UTC instant string,
+    search_params.date_token) falls in what ``raw`` asks, with R4's prefixes as date_filter applies them."""
+    condition = Q(pk__in=[])
+    for value in raw.split(","):
+        prefix, start, end = date_range(name, value)
+        start, end = date_token(start.isoformat()), date_token(end.isoformat())
+        condition |= {
+            "ne": Q(value__lt=start) | Q(value__gte=end),
+            "gt": Q(value__gte=end), "sa": Q(value__gte=end),
+            "lt": Q(value__lt=start), "eb": Q(value__lt=start),
+            "ge": Q(value__gte=start),
+            "le": Q(value__lt=end),
+        }.get(prefix, Q(value__gte=start, value__lt=end))  # eq, and ap (whose range date_range widened)
+    return SearchToken.objects.filter(condition, resource_type=resource_type, param=name).values("resource_id")
+
+
 def _tokens(resource_type: str, name: str, values: list[str]) -> QuerySet:
     return SearchToken.objects.filter(resource_type=resource_type, param=name, value__in=values).values("resource_id")
 
@@ -337,6 +355,8 @@ def filtered(queryset: QuerySet, resource_type: str, criteria: list[Criterion], 
             queryset = queryset.filter(date_filter("last_updated", name, raw))
         elif criterion.modifier == "text":
             queryset = queryset.filter(pk__in=_text_tokens(resource_type, name, values))
+        elif criterion.type == "date" and not criterion.modifier:
+            queryset = queryset.filter(pk__in=_date_tokens(resource_type, name, raw))
         elif criterion.modifier == "missing":
             # EXISTS, not IN: NOT IN cannot be planned as an anti-join, and hashes every token of the parameter.
             has = Exists(SearchToken.objects.filter(resource_id=OuterRef("pk"), param=name))
@@ -372,16 +392,20 @@ class SearchPage:
     count: int
 
 
-def search(*, clinic_id: int, plan: SearchPlan, base_url: str = "") -> SearchPage:
+def search(
+    *, clinic_id: int | None, plan: SearchPlan, base_url: str = "", rows: Callable[[str], QuerySet] | None = None
+) -> SearchPage:
     """One page of stored resources for a checked plan, with what its _include and _revinclude bring in (each
-    resource once: a match is never repeated as an include)."""
+    resource once: a match is never repeated as an include). ``rows`` gives, per type, what the caller may see
+    (matches and includes alike); by default a clinic's and the shared resources (``visible``)."""
+    rows = rows or (lambda type_name: visible(clinic_id, type_name))
     resource_type = plan.resource_type
-    queryset = filtered(visible(clinic_id, resource_type), resource_type, plan.criteria, base_url=base_url)
+    queryset = filtered(rows(resource_type), resource_type, plan.criteria, base_url=base_url)
     total = queryset.count() if plan.wants_total else None
     matches = []
     if plan.wants_entries:
         matches = list(ordered(queryset, plan.sort)[plan.offset : plan.offset + plan.count])
-    included = _included(clinic_id, matches, plan.includes) + _revincluded(clinic_id, matches, plan.revincludes)
+    included = _included(rows, matches, plan.includes) + _revincluded(rows, matches, plan.revincludes)
     seen = {(r.resource_type, r.fhir_id) for r in matches}
     unique = []
     for row in included:
@@ -391,7 +415,7 @@ def search(*, clinic_id: int, plan: SearchPlan, base_url: str = "") -> SearchPag
     return SearchPage(matches, unique, total, plan.offset, plan.count)
 
 
-def _included(clinic_id: int, matches: list[StoredResource], includes: list[str]) -> list[StoredResource]:
+def _included(rows: Callable[[str], QuerySet], matches: list[StoredResource], includes: list[str]) -> list[StoredResource]:
     # The targets are read from the page's own search tokens (Type/id), not from the documents.
     if not includes or not matches:
         return []
@@ -408,11 +432,11 @@ def _included(clinic_id: int, matches: list[StoredResource], includes: list[str]
                 wanted.setdefault(target_type, set()).add(target_id)
     included = []
     for target_type, ids in wanted.items():
-        included.extend(visible(clinic_id, target_type).filter(fhir_id__in=ids).order_by("id"))
+        included.extend(rows(target_type).filter(fhir_id__in=ids).order_by("id"))
     return included
 
 
-def _revincluded(clinic_id: int, matches: list[StoredResource], revincludes: list[str]) -> list[StoredResource]:
+def _revincluded(rows: Callable[[str], QuerySet], matches: list[StoredResource], revincludes: list[str]) -> list[StoredResource]:
     if not revincludes or not matches:
         return []
     refs = [m.reference for m in matches]
@@ -420,7 +444,7 @@ def _revincluded(clinic_id: int, matches: list[StoredResource], revincludes: lis
     for revinclude in revincludes:
         source_type, param_name = revinclude.split(":")
         has = _tokens(source_type, param_name, refs)
-        included.extend(visible(clinic_id, source_type).filter(pk__in=has).order_by("id"))
+        included.extend(rows(source_type).filter(pk__in=has).order_by("id"))
     return included
 
 

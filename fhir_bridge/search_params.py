@@ -13,13 +13,15 @@ start (``"Exercise  therapy"`` gives ``exercise therapy`` and ``therapy``), for 
 text's first or a later one's start.
 """
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 
 TOKEN_MAX = 255  # SearchToken.value's length
 # The word starts indexed per text: a concept's text is a few words, but nothing stops an EHR from sending a
-# paragraph (the PA IG's own ServiceRequest example does), and each word start is a row.
-TEXT_WORDS_MAX = 32
+# paragraph (the PA IG's own ServiceRequest example does), and each word start is a row written at every intake:
+# eight keep the words a person searches by (the first ones) and bound the cost.
+TEXT_WORDS_MAX = 8
 # A word starts at a letter or digit that follows neither (Unicode-aware: \w less the underscore).
 _WORD_START = re.compile(r"(?<![^\W_])[^\W_]")
 
@@ -27,11 +29,14 @@ _WORD_START = re.compile(r"(?<![^\W_])[^\W_]")
 @dataclass(frozen=True)
 class SearchParam:
     name: str
-    kind: str  # "token", "reference" or "identifier"
+    kind: str  # "token", "reference", "identifier" or "date"
     element: str  # the top-level element the values come from
     target: str = ""  # for a reference: the resource type it points to, as _include resolves it
     text: bool = False  # a CodeableConcept token that answers :text (R4 search.html#token)
 
+
+# The element name of a date parameter over Observation.effective[x] (dateTime, instant or Period.start).
+EFFECTIVE = "effective[x]"
 
 SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
     "Task": (
@@ -58,8 +63,29 @@ SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
     # Types without a search interaction index only what If-None-Exist asks of them: their identifiers. Every
     # token is a row written at intake, so none is written that nothing reads.
     "Condition": (SearchParam("identifier", "identifier", "identifier"),),
-    "Observation": (SearchParam("identifier", "identifier", "identifier"),),
+    # Served with search: the PAVS an EHR sent, and the case records the hub renders (records_fhir.py).
+    "Observation": (
+        SearchParam("identifier", "identifier", "identifier"),
+        SearchParam("patient", "reference", "subject", "Patient"),
+        SearchParam("category", "token", "category"),
+        SearchParam("code", "token", "code"),
+        SearchParam("date", "date", EFFECTIVE),
+        SearchParam("based-on", "reference", "basedOn", "ServiceRequest"),
+    ),
+    "AdverseEvent": (
+        SearchParam("patient", "reference", "subject", "Patient"),
+        SearchParam("date", "date", "date"),
+    ),
     "Goal": (SearchParam("identifier", "identifier", "identifier"),),
+    # The reports the hub sends (reports_fhir.py): the PA Full Service Provider's DiagnosticReport search.
+    "DiagnosticReport": (
+        SearchParam("based-on", "reference", "basedOn", "ServiceRequest"),
+        SearchParam("patient", "reference", "subject", "Patient"),
+        SearchParam("category", "token", "category"),
+        SearchParam("code", "token", "code"),
+        SearchParam("status", "token", "status"),
+        SearchParam("result", "reference", "result", "Observation"),
+    ),
     "Practitioner": (SearchParam("identifier", "identifier", "identifier"),),
     "PractitionerRole": (SearchParam("identifier", "identifier", "identifier"),),
 }
@@ -112,7 +138,38 @@ def _identifiers(value) -> list[str]:
     return out
 
 
+def date_token(value: str) -> str | None:
+    """A FHIR date, dateTime or instant as the UTC instant it starts at, "YYYY-MM-DDTHH:MM:SSZ": a fixed width,
+    so that a range search compares the stored strings. None for what is not one (or is less than a full
+    date)."""
+    try:
+        if len(value) == 10:
+            moment = dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+        else:
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=dt.UTC)
+    except (TypeError, ValueError):
+        return None
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _dates(value) -> list[str]:
+    token = date_token(value) if isinstance(value, str) else None
+    return [token] if token else []
+
+
+def _effective(resource: dict):
+    for name in ("effectiveDateTime", "effectiveInstant"):
+        if isinstance(resource.get(name), str):
+            return resource[name]
+    period = resource.get("effectivePeriod")
+    return period.get("start") if isinstance(period, dict) else None
+
+
 def _values(param: SearchParam, element) -> list[str]:
+    if param.kind == "date":
+        return _dates(element)
     if param.kind == "reference":
         return _references(element, with_bare_id=not param.target)
     return _tokens(element) if param.kind == "token" else _identifiers(element)
@@ -144,7 +201,7 @@ def search_values(resource: dict) -> list[tuple[str, str]]:
     cut to it instead, which keeps its prefixes)."""
     pairs = []
     for param in SEARCH_PARAMS.get(resource["resourceType"], ()):
-        element = resource.get(param.element)
+        element = _effective(resource) if param.element == EFFECTIVE else resource.get(param.element)
         for value in dict.fromkeys(_values(param, element)):
             if len(value) <= TOKEN_MAX:
                 pairs.append((param.name, value))

@@ -11,7 +11,10 @@ each.
 """
 
 import datetime as dt
+import zoneinfo
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -51,6 +54,18 @@ class Organization(models.Model):
         return self.name
 
 
+def time_zone_validate(value: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"{value!r} is not an IANA time zone name such as 'America/Chicago'") from None
+
+
+def site_time_zone_default() -> str:
+    """settings.HUB_DEFAULT_TIME_ZONE (a function, so that a change of the setting needs no migration)."""
+    return settings.HUB_DEFAULT_TIME_ZONE
+
+
 class Site(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="sites")
     fhir_id = models.SlugField(max_length=64, unique=True)
@@ -62,6 +77,9 @@ class Site(models.Model):
     # WGS84 degrees. A site without coordinates can only deliver virtually: it is never guessed onto the map.
     latitude = models.FloatField(null=True, blank=True)
     longitude = models.FloatField(null=True, blank=True)
+    # IANA name. The weeks of a case's dose are counted in it (referrals.selectors.case_dose): a Monday 00:30
+    # session in Chicago belongs to that week, not to the one before as in UTC.
+    time_zone = models.CharField(max_length=64, default=site_time_zone_default, validators=[time_zone_validate])
 
     class Meta:
         indexes = [
@@ -266,3 +284,39 @@ class ProfessionalRole(models.Model):
 
     def is_paused(self, today: dt.date) -> bool:
         return self.paused_until is not None and today < self.paused_until
+
+
+class Account(models.Model):
+    """A web user of the portal, and whom they act for: a therapist for their Professional (every role they hold),
+    a manager for their Organization (every offer and case of its roles). One account per user."""
+
+    class Role(models.TextChoices):
+        THERAPIST = "therapist"  # sees and answers the offers made to their own roles
+        MANAGER = "manager"  # sees and answers every offer and case of the organization
+
+    user = models.OneToOneField("auth.User", on_delete=models.CASCADE, related_name="account")
+    role = models.CharField(max_length=10, choices=Role.choices)
+    professional = models.ForeignKey(
+        Professional, on_delete=models.CASCADE, null=True, blank=True, related_name="accounts"
+    )
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, null=True, blank=True, related_name="accounts"
+    )
+
+    class Meta:
+        constraints = [
+            # Exactly the link the role acts through, so that no account can see more than its role says.
+            models.CheckConstraint(
+                name="account_link_matches_role",
+                condition=Q(role="therapist", professional__isnull=False, organization__isnull=True)
+                | Q(role="manager", organization__isnull=False, professional__isnull=True),
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.user} ({self.role})"
+
+    @property
+    def actor(self) -> str:
+        """The actor string the domain's events record (as ReferralEvent.actor)."""
+        return f"user:{self.user.get_username()}"

@@ -2,6 +2,7 @@
 network's professionals, and the routing decisions behind them."""
 
 import datetime as dt
+import uuid
 
 from django.db import models
 from django.db.models import Q
@@ -120,6 +121,9 @@ class Referral(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The case's version: one more with every change (referral_update, and each record of referrals/records.py).
+    # A form carries the version it was built from, and a write from a stale form is refused (compare-and-set).
+    version = models.PositiveIntegerField(default=1)
 
     class Meta:
         indexes = [models.Index(fields=["clinic", "status"]), models.Index(fields=["business_status"])]
@@ -209,6 +213,86 @@ class ClinicalFacts(models.Model):
         return next((m["value"] for m in self.pavs_baseline if m.get("code") == code), None)
 
 
+class ReportKind(models.TextChoices):
+    """What a report to the physician is (the PA Intervention Report), and so what it tells."""
+
+    PROGRESS = "progress", "Progress report"  # every few weeks while the case runs
+    DISCHARGE = "discharge", "Discharge report"  # the last one: the period ended or the case was closed
+    DID_NOT_START = "did-not-start", "Did not start"  # accepted, but no session was ever attended
+    NO_UPDATE = "no-update", "No update"  # a progress report was due and nothing was recorded in its period
+
+
+class ReportStatus(models.TextChoices):
+    """Where one report stands. Only signed and sent-unsigned have gone to the physician."""
+
+    DRAFT = "draft"  # drafted by the hub from the record; the therapist reviews, edits and signs it
+    SIGNED = "signed"  # signed by the therapist and sent (DiagnosticReport final); final
+    SENT_UNSIGNED = "sent-unsigned"  # past due unsigned: sent as preliminary, "not reviewed by the therapist"
+    SUPERSEDED = "superseded"  # replaced by a fresher draft of the same period before it was signed; final
+
+
+SENT_REPORT_STATUSES = frozenset({ReportStatus.SIGNED, ReportStatus.SENT_UNSIGNED})
+# draft -> signed | sent-unsigned | superseded; sent-unsigned -> signed (sent again, as final) | superseded.
+REPORT_TRANSITIONS: dict[str, frozenset[str]] = {
+    ReportStatus.DRAFT: frozenset({ReportStatus.SIGNED, ReportStatus.SENT_UNSIGNED, ReportStatus.SUPERSEDED}),
+    ReportStatus.SENT_UNSIGNED: frozenset({ReportStatus.SIGNED, ReportStatus.SUPERSEDED}),
+}
+
+
+class Report(models.Model):
+    """One report to the referring physician for one period of the case (referrals/reports.py drafts it).
+
+    ``draft`` holds the figures as drafted from the record (referrals.reports.ReportDraft.as_json()); the four
+    ``answer_*`` texts start as the hub's wording and are what the therapist edits. ``pdf`` is the document as it
+    was last sent, kept byte for byte. ``version`` rises with every change: an edit or a signature made from an
+    older version is refused (DomainError STALE)."""
+
+    referral = models.ForeignKey(Referral, on_delete=models.CASCADE, related_name="reports")
+    # Stable and opaque: the FHIR bridge names the DiagnosticReport and its PDF's Binary after it.
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=20, choices=ReportKind.choices)
+    status = models.CharField(max_length=20, choices=ReportStatus.choices, default=ReportStatus.DRAFT)
+    period_start = models.DateField()
+    period_end = models.DateField()  # inclusive
+    due_at = models.DateTimeField()
+    draft = models.JSONField(default=dict)
+    # The four questions of the PA IG, in brief: addressed? what remains? participation? plan and next steps?
+    answer_goals = models.TextField(blank=True)
+    answer_barriers = models.TextField(blank=True)
+    answer_participation = models.TextField(blank=True)
+    answer_plan = models.TextField(blank=True)
+    # For a discharge: what the referral becomes when it is sent (completed | failed, with the reason).
+    outcome_status = models.CharField(max_length=20, choices=ReferralStatus.choices, blank=True)
+    outcome_reason = models.CharField(max_length=500, blank=True)
+    signed_by = models.CharField(max_length=200, blank=True)  # an actor string ("user:<username>")
+    signed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)  # last sent (preliminary, then again when signed)
+    pdf = models.BinaryField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["period_start", "id"]
+        constraints = [
+            # One live report per period and kind: the schedule may ask twice (a redelivered task).
+            models.UniqueConstraint(
+                fields=["referral", "kind", "period_start"],
+                condition=~Q(status="superseded"),
+                name="report_one_live_per_period",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.period_start}..{self.period_end} of referral {self.referral_id}"
+
+    @property
+    def is_sent(self) -> bool:
+        return self.status in SENT_REPORT_STATUSES
+
+    def can_move_to(self, status: str) -> bool:
+        return status in REPORT_TRANSITIONS.get(self.status, frozenset())
+
+
 HUB_ORGANIZATION_ID = "hub"
 HUB_ORGANIZATION_REFERENCE = f"Organization/{HUB_ORGANIZATION_ID}"
 
@@ -221,9 +305,18 @@ class ReferralEvent(models.Model):
         CREATED = "created"
         STATUS_CHANGED = "status-changed"
         NOTE_ADDED = "note-added"
+        # The case records (referrals/records.py); detail names the record ({"session": id}, ...).
+        SESSION_SCHEDULED = "session-scheduled"
+        SESSION_RECORDED = "session-recorded"
+        ASSESSMENT_RECORDED = "assessment-recorded"
+        CHECKIN_RECORDED = "checkin-recorded"
+        PROGRAM_SET = "program-set"
+        # Consumer: the follow-up engine (notifications/) tells the physician at once.
+        ADVERSE_EVENT = "adverse-event"
+        ADVERSE_EVENT_ACKNOWLEDGED = "adverse-event-acknowledged"
 
     referral = models.ForeignKey(Referral, on_delete=models.CASCADE, related_name="events")
-    kind = models.CharField(max_length=20, choices=Kind.choices)
+    kind = models.CharField(max_length=40, choices=Kind.choices)
     from_status = models.CharField(max_length=20, blank=True)
     to_status = models.CharField(max_length=20, blank=True)
     actor = models.CharField(max_length=200)  # "ehr-client:<client_id>", "hub", "user:<username>"
@@ -392,3 +485,246 @@ class OfferEvent(models.Model):
 
     class Meta:
         ordering = ["id"]
+
+
+# --- The case records: what the exercise professional records once the case is theirs ------------------------
+#
+# One row per fact, each linked to its referral, with who recorded it (an actor string, as ReferralEvent.actor:
+# "user:<username>", "provider-client:<client_id>") and when. Written only through referrals/records.py.
+
+
+class Measure(models.TextChoices):
+    """The measures the hub records (Measurement.code). MEASURE_UNITS gives each one's UCUM unit."""
+
+    RESTING_HEART_RATE = "resting-heart-rate", "Resting heart rate"
+    BP_SYSTOLIC = "bp-systolic", "Systolic blood pressure"
+    BP_DIASTOLIC = "bp-diastolic", "Diastolic blood pressure"
+    HEIGHT = "height", "Height"
+    WEIGHT = "weight", "Body weight"
+    BMI = "bmi", "Body mass index"
+    WAIST = "waist", "Waist circumference"
+    SIX_MINUTE_WALK = "six-minute-walk", "6-minute walk distance"
+    CHAIR_STAND_30S = "chair-stand-30s", "30-second chair stand"
+    TIMED_UP_AND_GO = "timed-up-and-go", "Timed up-and-go"
+    SINGLE_LEG_STANCE = "single-leg-stance", "Single-leg stance"
+    GRIP_STRENGTH = "grip-strength", "Grip strength"
+    PROMIS_PF = "promis-pf", "PROMIS physical function (T-score)"
+    PHQ2 = "phq2", "PHQ-2 total score"
+
+
+# The one UCUM unit each measure is recorded in (a value in another unit is refused, never converted).
+MEASURE_UNITS: dict[str, str] = {
+    Measure.RESTING_HEART_RATE: "/min",
+    Measure.BP_SYSTOLIC: "mm[Hg]",
+    Measure.BP_DIASTOLIC: "mm[Hg]",
+    Measure.HEIGHT: "cm",
+    Measure.WEIGHT: "kg",
+    Measure.BMI: "kg/m2",
+    Measure.WAIST: "cm",
+    Measure.SIX_MINUTE_WALK: "m",
+    Measure.CHAIR_STAND_30S: "{#}",  # stands in 30 s
+    Measure.TIMED_UP_AND_GO: "s",
+    Measure.SINGLE_LEG_STANCE: "s",
+    Measure.GRIP_STRENGTH: "kg",
+    Measure.PROMIS_PF: "{T-score}",
+    Measure.PHQ2: "{score}",
+}
+# Plausible ranges: outside them the value is a typo (a height in metres, a weight in pounds), refused.
+MEASURE_RANGES: dict[str, tuple[float, float]] = {
+    Measure.RESTING_HEART_RATE: (20, 250),
+    Measure.BP_SYSTOLIC: (50, 300),
+    Measure.BP_DIASTOLIC: (20, 200),
+    Measure.HEIGHT: (50, 250),
+    Measure.WEIGHT: (20, 400),
+    Measure.BMI: (8, 100),
+    Measure.WAIST: (30, 250),
+    Measure.SIX_MINUTE_WALK: (0, 1200),
+    Measure.CHAIR_STAND_30S: (0, 60),
+    Measure.TIMED_UP_AND_GO: (1, 300),
+    Measure.SINGLE_LEG_STANCE: (0, 300),
+    Measure.GRIP_STRENGTH: (0, 120),
+    Measure.PROMIS_PF: (10, 90),
+    Measure.PHQ2: (0, 6),
+}
+
+
+class Assessment(models.Model):
+    """A visit's header: when, and which kind of assessment. Its Measurements hang off it."""
+
+    class Kind(models.TextChoices):
+        STATIC = "static"  # resting heart rate, blood pressure, height, weight, BMI, waist
+        DYNAMIC = "dynamic"  # 6-minute walk, chair stand, timed up-and-go, single-leg stance, grip strength
+        PROM = "prom"  # patient-reported outcomes: PROMIS physical function, PHQ-2
+
+    referral = models.ForeignKey(Referral, on_delete=models.CASCADE, related_name="assessments")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    assessed_at = models.DateTimeField()
+    notes = models.TextField(blank=True)
+    recorded_by = models.CharField(max_length=200)
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["assessed_at", "id"]
+
+
+class Measurement(models.Model):
+    """One measure of one assessment (or of a session)."""
+
+    referral = models.ForeignKey(Referral, on_delete=models.CASCADE, related_name="measurements")
+    assessment = models.ForeignKey(
+        Assessment, on_delete=models.CASCADE, null=True, blank=True, related_name="measurements"
+    )
+    session = models.ForeignKey("Session", on_delete=models.CASCADE, null=True, blank=True, related_name="measurements")
+    code = models.CharField(max_length=30, choices=Measure.choices)
+    value = models.FloatField()
+    unit = models.CharField(max_length=20)  # UCUM, MEASURE_UNITS[code]
+    measured_at = models.DateTimeField()
+    recorded_by = models.CharField(max_length=200)
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["measured_at", "id"]
+        indexes = [models.Index(fields=["referral", "code"], name="measurement_referral_code")]
+
+
+class ComponentKind(models.TextChoices):
+    """The FITT components of an exercise program (ACSM)."""
+
+    AEROBIC = "aerobic"
+    RESISTANCE = "resistance"
+    FLEXIBILITY = "flexibility"
+    BALANCE = "balance"
+
+
+class ExerciseProgram(models.Model):
+    """One version of a case's exercise program. Setting a program writes a new version and marks it current;
+    the old ones stay, so that what was prescribed when is kept."""
+
+    referral = models.ForeignKey(Referral, on_delete=models.CASCADE, related_name="programs")
+    version = models.PositiveIntegerField()
+    is_current = models.BooleanField(default=True)
+    starts_on = models.DateField()
+    ends_on = models.DateField(null=True, blank=True)
+    notes = models.TextField(blank=True)
+    recorded_by = models.CharField(max_length=200)
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["version"]
+        constraints = [
+            models.UniqueConstraint(fields=["referral", "version"], name="program_version_unique"),
+            models.UniqueConstraint(fields=["referral"], condition=Q(is_current=True), name="program_one_current"),
+        ]
+
+
+class ProgramComponent(models.Model):
+    """FITT for one component of a program: frequency, intensity, time, type; and its progressions."""
+
+    class Intensity(models.TextChoices):
+        HR_RANGE = "hr-range"  # beats per minute, low-high
+        RPE = "rpe"  # Borg CR10 (0-10), low-high
+        PCT_1RM = "pct-1rm"  # percent of one-repetition maximum, low-high
+
+    program = models.ForeignKey(ExerciseProgram, on_delete=models.CASCADE, related_name="components")
+    kind = models.CharField(max_length=12, choices=ComponentKind.choices)
+    frequency_per_week = models.PositiveSmallIntegerField()
+    intensity_kind = models.CharField(max_length=10, choices=Intensity.choices, blank=True)
+    intensity_low = models.FloatField(null=True, blank=True)
+    intensity_high = models.FloatField(null=True, blank=True)
+    minutes = models.PositiveSmallIntegerField()  # per occasion
+    type = models.CharField(max_length=200, blank=True)  # "treadmill walk", "leg press", ...
+    progressions = models.JSONField(default=list, blank=True)  # [{"date": ISO date, "note": str}]
+
+    class Meta:
+        ordering = ["id"]
+
+
+class Attendance(models.TextChoices):
+    SCHEDULED = "scheduled"  # booked, not yet happened
+    ATTENDED = "attended"
+    NO_SHOW = "no-show"  # the patient did not come, without notice
+    CANCELLED = "cancelled"  # called off beforehand (by either side)
+
+
+class Session(models.Model):
+    """One supervised session, scheduled and/or as it happened."""
+
+    referral = models.ForeignKey(Referral, on_delete=models.CASCADE, related_name="sessions")
+    starts_at = models.DateTimeField()
+    attendance = models.CharField(max_length=10, choices=Attendance.choices, default=Attendance.SCHEDULED)
+    duration_minutes = models.PositiveSmallIntegerField(null=True, blank=True)
+    hr_average = models.PositiveSmallIntegerField(null=True, blank=True)  # beats per minute
+    hr_peak = models.PositiveSmallIntegerField(null=True, blank=True)
+    rpe = models.PositiveSmallIntegerField(null=True, blank=True)  # Borg CR10, 0-10
+    notes = models.TextField(blank=True)
+    recorded_by = models.CharField(max_length=200)
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["starts_at", "id"]
+        indexes = [models.Index(fields=["referral", "starts_at"], name="session_referral_starts")]
+
+
+class SessionComponent(models.Model):
+    """The work done on one component in one session."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="components")
+    kind = models.CharField(max_length=12, choices=ComponentKind.choices)
+    minutes = models.PositiveSmallIntegerField(null=True, blank=True)
+    sets = models.PositiveSmallIntegerField(null=True, blank=True)
+    reps = models.PositiveSmallIntegerField(null=True, blank=True)
+    load_kg = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class PavsCheckIn(models.Model):
+    """The patient's own report, as the Physical Activity Vital Sign asks it. minutes_per_week is always
+    days_per_week x minutes_per_day (the service computes it)."""
+
+    referral = models.ForeignKey(Referral, on_delete=models.CASCADE, related_name="checkins")
+    date = models.DateField()
+    days_per_week = models.PositiveSmallIntegerField()
+    minutes_per_day = models.PositiveSmallIntegerField()
+    minutes_per_week = models.PositiveIntegerField()
+    strength_days_per_week = models.PositiveSmallIntegerField(null=True, blank=True)
+    recorded_by = models.CharField(max_length=200)
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["date", "id"]
+
+
+class AdverseEvent(models.Model):
+    """An adverse event or red flag during the program. The physician is told at once (the ADVERSE_EVENT
+    ReferralEvent), and acknowledges it with a note on the referral Task."""
+
+    class Kind(models.TextChoices):
+        CHEST_PAIN = "chest-pain"
+        SYNCOPE = "syncope"
+        FALL = "fall"
+        ABNORMAL_BP = "abnormal-bp"
+        ABNORMAL_HR = "abnormal-hr"
+        OTHER = "other"
+
+    class Severity(models.TextChoices):
+        MILD = "mild"
+        MODERATE = "moderate"
+        SEVERE = "severe"
+
+    referral = models.ForeignKey(Referral, on_delete=models.CASCADE, related_name="adverse_events")
+    occurred_at = models.DateTimeField()
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    description = models.TextField(blank=True)
+    severity = models.CharField(max_length=10, choices=Severity.choices)
+    serious = models.BooleanField(default=False)  # FHIR AdverseEvent.seriousness: serious | non-serious
+    action_taken = models.TextField(blank=True)
+    put_on_hold = models.BooleanField(default=False)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.CharField(max_length=200, blank=True)
+    recorded_by = models.CharField(max_length=200)
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["occurred_at", "id"]

@@ -1,19 +1,31 @@
-"""Reads of the referral workflow: capacity (the live offers of a role), offers, and the stored routing
-decisions. Nothing here writes."""
+"""Reads of the referral workflow: capacity (the live offers of a role), offers, the stored routing decisions,
+and the cases (a case's record and its dose). Nothing here writes."""
 
 import datetime as dt
+import zoneinfo
+from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import connection
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, QuerySet, Subquery
 
 from network.models import Organization, Professional, ProfessionalRole
 from referrals.models import (
     LIVE_OFFER_STATUSES,
     OPEN_STATUSES,
+    AdverseEvent,
+    Assessment,
+    Attendance,
+    ClinicalFacts,
+    ComponentKind,
+    ExerciseProgram,
     Offer,
     OfferStatus,
+    PavsCheckIn,
     Referral,
     RoutingDecision,
+    Session,
+    SessionComponent,
 )
 
 
@@ -134,3 +146,186 @@ def routing_explain(*, referral_id: int) -> list[dict]:
         for d in RoutingDecision.objects.filter(referral_id=referral_id).order_by("id")
     ]
 
+
+
+# --- Cases and offers of a professional or a practice ----------------------------------------------------------
+
+# After acceptance a referral is a case of the professional whose offer it accepted.
+CASE_STATUSES = ("accepted", "in-progress", "on-hold", "completed", "failed", "cancelled")
+
+
+def cases_for_professional(professional: Professional) -> QuerySet[Referral]:
+    """The referrals whose accepted offer went to one of ``professional``'s roles, newest change first."""
+    return (
+        Referral.objects.filter(
+            offers__status=OfferStatus.ACCEPTED, offers__role__professional=professional, status__in=CASE_STATUSES
+        )
+        .select_related("clinic")
+        .order_by("-updated_at", "-id")
+    )
+
+
+def cases_for_organization(org: Organization) -> QuerySet[Referral]:
+    """The referrals whose accepted offer went to ``org`` (as it was when offered), newest change first."""
+    return (
+        Referral.objects.filter(offers__status=OfferStatus.ACCEPTED, offers__organization=org, status__in=CASE_STATUSES)
+        .select_related("clinic")
+        .order_by("-updated_at", "-id")
+    )
+
+
+def offers_for_professional(professional: Professional) -> QuerySet[Offer]:
+    """The live (requested) offers to ``professional``'s roles, soonest deadline first."""
+    return (
+        Offer.objects.filter(status=OfferStatus.REQUESTED, role__professional=professional)
+        .select_related("referral", "referral__facts", "role", "role__site", "decision")
+        .order_by("deadline", "id")
+    )
+
+
+def offers_for_organization(org: Organization) -> QuerySet[Offer]:
+    """The live (requested) offers to ``org``'s roles, soonest deadline first."""
+    return (
+        Offer.objects.filter(status=OfferStatus.REQUESTED, organization=org)
+        .select_related("referral", "referral__facts", "role", "role__professional", "role__site", "decision")
+        .order_by("deadline", "id")
+    )
+
+
+# --- One case ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CaseRecord:
+    """Everything a case page shows. Lists are oldest first."""
+
+    referral: Referral  # with .facts and .clinic loaded
+    offer: Offer | None  # the accepted offer, with its role, professional, organization and site
+    assessments: list[Assessment]  # each with .measurements prefetched
+    program: ExerciseProgram | None  # the current version, with .components prefetched
+    sessions: list[Session]  # each with .components prefetched
+    checkins: list[PavsCheckIn]
+    adverse_events: list[AdverseEvent]
+    notes: list
+
+
+def case_record(referral: Referral) -> CaseRecord:
+    """The case's whole record in a fixed number of queries (eleven), whatever its size."""
+    referral = Referral.objects.select_related("facts", "clinic").get(pk=referral.pk)
+    offer = (
+        Offer.objects.filter(referral=referral, status=OfferStatus.ACCEPTED)
+        .select_related("role", "role__professional", "role__organization", "role__site")
+        .first()
+    )
+    assessments = list(Assessment.objects.filter(referral=referral).prefetch_related("measurements"))
+    program = (
+        ExerciseProgram.objects.filter(referral=referral, is_current=True).prefetch_related("components").first()
+    )
+    sessions = list(Session.objects.filter(referral=referral).prefetch_related("components"))
+    return CaseRecord(
+        referral=referral,
+        offer=offer,
+        assessments=assessments,
+        program=program,
+        sessions=sessions,
+        checkins=list(PavsCheckIn.objects.filter(referral=referral)),
+        adverse_events=list(AdverseEvent.objects.filter(referral=referral)),
+        notes=list(referral.notes.all()),
+    )
+
+
+def case_time_zone(referral: Referral) -> zoneinfo.ZoneInfo:
+    """The time zone of the site that delivers the case (its accepted offer's role's site), else the default."""
+    name = (
+        Offer.objects.filter(referral=referral, status=OfferStatus.ACCEPTED)
+        .values_list("role__site__time_zone", flat=True)
+        .first()
+    )
+    return zoneinfo.ZoneInfo(name or settings.HUB_DEFAULT_TIME_ZONE)
+
+
+@dataclass(frozen=True)
+class WeekDose:
+    """One week of the case (Monday to Sunday in the site's time zone)."""
+
+    starts_on: dt.date  # the Monday
+    supervised_minutes: int  # sum of the attended sessions' durations
+    strength_sessions: int  # attended sessions with resistance work
+    attended: int
+    missed: int  # no-shows
+    adherence: float | None  # supervised minutes / prescribed minutes; None without a program
+
+
+@dataclass(frozen=True)
+class CaseDose:
+    """The dose delivered against the dose prescribed. Minutes per week; None where there is nothing to say."""
+
+    weeks: list[WeekDose]  # from the first session's week to the last's, gaps included
+    prescribed_minutes_per_week: int | None  # the current program: sum of frequency x minutes of its components
+    prescribed_strength_per_week: int | None  # the current program's resistance frequency
+    mean_supervised_minutes: float | None  # over the weeks above
+    adherence: float | None  # all supervised minutes / (prescribed minutes x weeks)
+    baseline_minutes_per_week: float | None  # PAVS 82290-8 in the referral
+    latest_checkin: PavsCheckIn | None
+    goal_minutes_per_week: float | None  # the first goal measured in min/wk
+
+
+def _monday(day: dt.date) -> dt.date:
+    return day - dt.timedelta(days=day.weekday())
+
+
+def case_dose(referral: Referral, tz: zoneinfo.ZoneInfo | str) -> CaseDose:
+    """Supervised minutes and strength sessions per week, and adherence against the current program's FITT dose,
+    with weeks counted in ``tz`` (the site's: case_time_zone). Five queries, whatever the number of sessions."""
+    tz = zoneinfo.ZoneInfo(tz) if isinstance(tz, str) else tz
+    sessions = list(
+        Session.objects.filter(referral=referral, attendance__in=[Attendance.ATTENDED, Attendance.NO_SHOW])
+        .annotate(
+            strength=Exists(SessionComponent.objects.filter(session=OuterRef("pk"), kind=ComponentKind.RESISTANCE))
+        )
+        .only("starts_at", "attendance", "duration_minutes")
+    )
+    program = (
+        ExerciseProgram.objects.filter(referral=referral, is_current=True).prefetch_related("components").first()
+    )
+    prescribed = strength_prescribed = None
+    if program is not None:
+        components = list(program.components.all())
+        prescribed = sum(c.frequency_per_week * c.minutes for c in components)
+        strength_prescribed = sum(c.frequency_per_week for c in components if c.kind == ComponentKind.RESISTANCE)
+    weeks: dict[dt.date, dict] = {}
+    for s in sessions:
+        week = weeks.setdefault(_monday(s.starts_at.astimezone(tz).date()),
+                                {"minutes": 0, "strength": 0, "attended": 0, "missed": 0})
+        if s.attendance == Attendance.ATTENDED:
+            week["minutes"] += s.duration_minutes or 0
+            week["attended"] += 1
+            week["strength"] += 1 if s.strength else 0
+        else:
+            week["missed"] += 1
+    rows = []
+    if weeks:
+        monday, last = min(weeks), max(weeks)
+        while monday <= last:
+            w = weeks.get(monday, {"minutes": 0, "strength": 0, "attended": 0, "missed": 0})
+            rows.append(WeekDose(monday, w["minutes"], w["strength"], w["attended"], w["missed"],
+                                 round(w["minutes"] / prescribed, 3) if prescribed else None))
+            monday += dt.timedelta(days=7)
+    total = sum(r.supervised_minutes for r in rows)
+    facts = ClinicalFacts.objects.filter(referral=referral).only("pavs_baseline", "goals").first()
+    goal = None
+    for g in facts.goals if facts else []:
+        target, measure = g.get("target") or {}, g.get("measure") or {}
+        if target.get("unit") == "min/wk" or measure.get("code") == "82290-8":
+            goal = target.get("value")
+            break
+    return CaseDose(
+        weeks=rows,
+        prescribed_minutes_per_week=prescribed,
+        prescribed_strength_per_week=strength_prescribed,
+        mean_supervised_minutes=round(total / len(rows), 1) if rows else None,
+        adherence=round(total / (prescribed * len(rows)), 3) if rows and prescribed else None,
+        baseline_minutes_per_week=facts.pavs_value("82290-8") if facts else None,
+        latest_checkin=PavsCheckIn.objects.filter(referral=referral).order_by("-date", "-id").first(),
+        goal_minutes_per_week=goal,
+    )

@@ -255,7 +255,7 @@ def test_fill_text_tokens_indexes_resources_stored_before_text_search(fhir):
     before = set(rows.values_list("resource_id", "param", "value"))
     rows.delete()  # as stored before the hub indexed text
     assert _ids(_search(fhir, "ServiceRequest", **{"code:text": "rehab"})) == set()
-    fill = importlib.import_module("fhir_bridge.migrations.0008_fill_text_tokens").fill_text_tokens
+    fill = importlib.import_module("fhir_bridge.migrations.0011_fill_text_tokens").fill_text_tokens
     fill(apps, None)
     assert _ids(_search(fhir, "ServiceRequest", **{"code:text": "rehab"})) == {cardiac}
     fill(apps, None)  # twice adds nothing

@@ -27,5 +27,5 @@ def _on_postgresql(sql: str):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("fhir_bridge", "0008_fill_text_tokens")]
+    dependencies = [("fhir_bridge", "0011_fill_text_tokens")]
     operations = [migrations.RunPython(_on_postgresql(_CREATE), _on_postgresql(_DROP))]

@@ -30,5 +30,5 @@ def fill_text_tokens(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("fhir_bridge", "0007_fill_token_forms")]
+    dependencies = [("fhir_bridge", "0010_ehr_client_pull_urls")]
     operations = [migrations.RunPython(fill_text_tokens, migrations.RunPython.noop, elidable=True)]
