@@ -56,6 +56,10 @@ INSTALLED_APPS = [
     "fhir_bridge",
     "notifications",
     "audit",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_htmx",
+    "portal",
 ]
 
 MIDDLEWARE = [
@@ -64,6 +68,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): the portal's second factor
+    "django_htmx.middleware.HtmxMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.csp.ContentSecurityPolicyMiddleware",
@@ -177,6 +183,14 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
+# --- The portal: sign-in, password reset by e-mail, the optional TOTP second factor -------------------------------
+LOGIN_URL = "portal:login"
+LOGIN_REDIRECT_URL = "portal:offers"
+LOGOUT_REDIRECT_URL = "portal:login"
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3600, minimum=300)  # a reset link lives an hour
+OTP_TOTP_ISSUER = "Exercise-referral hub"
+# The reset mail goes through the e-mail settings below (EMAIL_*, the follow-up engine's too).
+
 # --- DRF: an adapter for the FHIR handlers, nothing more ------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
@@ -268,6 +282,9 @@ CELERY_TASK_ROUTES = {
 }
 # The follow-up schedule (notifications/followups.py). Offer deadlines are follow-ups too: there is no other
 # sweep over Offer.deadline.
+# Notify and pull: the hub's own key as a SMART backend client of EHRs (fhir_bridge/hub_client.py), made there
+# (mode 0600) when the file does not exist.
+HUB_CLIENT_KEY_FILE = Path(env_str("HUB_CLIENT_KEY_FILE", str(VAR_DIR / "hub-client-key.pem")))
 HUB_SWEEP_SECONDS = env_int("HUB_SWEEP_SECONDS", 60, minimum=1)
 HUB_FOLLOWUP_BATCH = env_int("HUB_FOLLOWUP_BATCH", 500, minimum=1)
 HUB_SWEEP_MAX_BATCHES = 20  # per sweep run; what is left waits for the next one

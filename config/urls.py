@@ -5,6 +5,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from config.openapi import openapi_view
 from fhir_bridge.drf import FhirView
+from fhir_bridge.hub_client import jwks_view
 from fhir_bridge.smart_views import token_view
 from fhir_bridge.token_limits import token_rate_limited
 
@@ -24,8 +25,10 @@ urlpatterns = [
     path("healthz", healthz),
     path("openapi.json", openapi_view, name="openapi"),
     path("auth/token", token_rate_limited(token_view), name="smart-token"),
+    path(".well-known/jwks.json", jwks_view, name="hub-jwks"),  # the hub's key as a SMART client of EHRs
     path("api/admin/", include("referrals.urls")),
     re_path(r"^api/(?P<rest>.*)$", api_not_found),
+    path("portal/", include("portal.urls")),
     re_path(r"^fhir/?$", FhirView.as_view(), name="fhir-base"),
     re_path(r"^fhir/(?P<path>.+)$", FhirView.as_view(), name="fhir"),
 ]

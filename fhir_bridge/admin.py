@@ -5,8 +5,8 @@ from fhir_bridge.models import EhrClient, InboundMessage, StoredResource
 
 @admin.register(EhrClient)
 class EhrClientAdmin(admin.ModelAdmin):
-    list_display = ("name", "client_id", "clinic", "is_active", "created_at")
-    list_filter = ("is_active", "clinic")
+    list_display = ("name", "client_id", "clinic", "organization", "is_active", "created_at")
+    list_filter = ("is_active", "clinic", "organization")
     readonly_fields = ("client_id", "created_at")
     search_fields = ("name", "client_id")
 

@@ -10,6 +10,7 @@ from fhir_bridge.codes import (
     PA_SERVICE_PROVIDER_FULL,
     PA_STRUCTURE_DEFINITION,
     PRECAUTION_SYSTEM,
+    REPORT_KIND_SYSTEM,
     RESTFUL_SECURITY_SERVICE_SYSTEM,
     SMART_OAUTH_URIS_EXTENSION,
 )
@@ -17,7 +18,8 @@ from fhir_bridge.fhir import FHIR_VERSION
 from fhir_bridge.clinical_facts import DAYS_PER_WEEK, MINUTES_PER_DAY, MINUTES_PER_WEEK
 from fhir_bridge.records_fhir import HUB_MEASURE_CODES, VITAL_SIGNS_PROFILES, ACTIVITY_MEASURE_PROFILE
 from fhir_bridge.route_table import TABLE
-from referrals.models import AdverseEvent, BusinessStatus
+from fhir_bridge.reports_fhir import PA_INTERVENTION_REPORT_PROFILE
+from referrals.models import AdverseEvent, BusinessStatus, ReportKind
 
 PROFILES = {
     "Task": [f"{PA_STRUCTURE_DEFINITION}/pa-task-for-referral-management"],
@@ -32,8 +34,28 @@ PROFILES = {
     ],
     "Condition": [f"{PA_STRUCTURE_DEFINITION}/pa-condition-low-pa"],
     "Goal": [f"{PA_STRUCTURE_DEFINITION}/pa-goal"],
+    "DiagnosticReport": [PA_INTERVENTION_REPORT_PROFILE],
     "Subscription": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"],
 }
+
+# What the hub's own operations do (route_table.py lists them with their definitions).
+OPERATION_DOCUMENTATION = {
+    "report": (
+        "POST Task/[id]/$report on a referral Task: a progress report now, covering the days since the last report "
+        "(before a visit). Body: a Parameters resource, with send-now (valueBoolean) or without parameters. Without send-now the report is "
+        "drafted for the therapist to sign (202, an OperationOutcome); with it, it is sent at once as preliminary "
+        "and the DiagnosticReport is returned (200). Needs Task update scope."
+    ),
+}
+
+REPORTS_DOCUMENTATION = (
+    "Reports to the physician (PA Intervention Report): every few weeks a progress report, and a discharge report "
+    "at the end. DiagnosticReport.code carries LOINC 11488-4 and the report's kind in " + REPORT_KIND_SYSTEM + ": "
+    + ", ".join(f"{k.value} ({k.label})" for k in ReportKind)
+    + ". status is final when the therapist signed it, preliminary when it went out unreviewed (signing it later "
+    "sends it again as final). presentedForm.url is the PDF as a Binary; result lists the period's Observations; "
+    "the referral Task lists each report in output (type resulting-activity)."
+)
 
 # The systems and codes are clinical_facts' own, so that what is documented is what routing reads.
 ROUTING_FACTS_DOCUMENTATION = (
@@ -97,11 +119,17 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
             "conditionalCreate": "create" in interactions and not served.own,
         }
         if served.operations:
-            entry["operation"] = [{"name": name, "definition": url} for name, url, _ in served.operations]
+            entry["operation"] = [
+                {"name": name, "definition": url}
+                | ({"documentation": OPERATION_DOCUMENTATION[name]} if name in OPERATION_DOCUMENTATION else {})
+                for name, url, _ in served.operations
+            ]
         if resource_type in PROFILES:
             entry["supportedProfile"] = PROFILES[resource_type]
         if resource_type == "ServiceRequest":
             entry["documentation"] = ROUTING_FACTS_DOCUMENTATION
+        if resource_type == "DiagnosticReport":
+            entry["documentation"] = REPORTS_DOCUMENTATION
         if "search" in interactions:
             entry["searchParam"] = [_search_param(param) for param in served.search_params]
             entry["searchInclude"] = list(served.includes)

@@ -28,8 +28,16 @@ ORGANIZATION_KIND_SYSTEM = f"{HUB_CODES}/network-organization-kind"
 # an adverse event (AdverseEvent.event). Published in the CapabilityStatement.
 MEASURE_SYSTEM = f"{HUB_CODES}/exercise-measure"
 ADVERSE_EVENT_KIND_SYSTEM = f"{HUB_CODES}/adverse-event-kind"
+# What a report to the physician is (DiagnosticReport.code, beside LOINC 11488-4): progress | discharge |
+# did-not-start | no-update (referrals.models.ReportKind). Published in the CapabilityStatement.
+REPORT_KIND_SYSTEM = f"{HUB_CODES}/report-kind"
 # An offer's child Task.identifier
 OFFER_IDENTIFIER_SYSTEM = "http://exercise-referral-hub.org/fhir/sid/offer"
+# What a provider reads of a patient before it accepts the offer (fhir_bridge/provider_fhir.py): the age band
+# (valueRange, in years) and the postal area (valueString: the first three digits of a US ZIP code).
+HUB_EXTENSIONS = "http://exercise-referral-hub.org/fhir/StructureDefinition"
+AGE_BAND_EXTENSION = f"{HUB_EXTENSIONS}/patient-age-band"
+POSTAL_AREA_EXTENSION = f"{HUB_EXTENSIONS}/patient-postal-area"
 
 # --- Terminologies ------------------------------------------------------------------------------------------
 
@@ -46,6 +54,8 @@ TASK_CODE_SYSTEM = "http://hl7.org/fhir/CodeSystem/task-code"
 OBSERVATION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 CONDITION_CLINICAL_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 CONDITION_VER_STATUS_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+# meta.security REDACTED: a resource served with less than the hub holds (a provider's view before acceptance).
+OBSERVATION_VALUE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
 RESTFUL_SECURITY_SERVICE_SYSTEM = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 # Task.output type for what the Service Provider did (PA reuses the SDOH Clinical Care temporary code).
 SDOHCC_TEMPORARY_SYSTEM = (

@@ -41,7 +41,35 @@ def structural_issues(resource: object, *, path: str) -> list[Issue]:
             Issue("error", "structure", _fhirpath(path, tuple(err["loc"])), str(err["msg"]).removeprefix("Value error, "))
             for err in exc.errors()
         ]
+    except (AttributeError, TypeError):
+        # fhir.resources' url type calls str methods on the value after its own check fails, so a number or a
+        # boolean in a url element (Attachment.url, Subscription.channel.endpoint, valueUrl) escapes as an
+        # AttributeError instead of a ValidationError: without this it would be a 500.
+        paths = _non_string_urls(resource, path) or [path]
+        return [Issue("error", "structure", where, "a url element must be a JSON string") for where in paths]
     return []
+
+
+# The names R4B gives its elements of type url (endpoint: Subscription.channel; address: Endpoint; *Url: the
+# value[x] and output/input value[x] choices).
+_URL_ELEMENT_NAMES = frozenset({"url", "endpoint", "address"})
+
+
+def _non_string_urls(value: object, path: str) -> list[str]:
+    """The FHIRPaths of url-named elements that hold a number or a boolean, where fhir.resources breaks."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                continue
+            if (key in _URL_ELEMENT_NAMES or key.endswith("Url")) and isinstance(item, (int, float, bool)):
+                found.append(f"{path}.{key}")
+            else:
+                found += _non_string_urls(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _non_string_urls(item, f"{path}[{index}]")
+    return found
 
 
 def is_resource_type(name: str) -> bool:

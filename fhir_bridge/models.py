@@ -3,6 +3,7 @@
 import uuid
 
 from django.db import models
+from django.db.models import Q
 
 from fhir_bridge.smart_scopes import DEFAULT_SCOPES
 
@@ -29,17 +30,47 @@ class DocumentField(models.JSONField):
 
 
 class EhrClient(models.Model):
-    """An EHR system registered for SMART Backend Services. It acts for exactly one clinic."""
+    """A system registered for SMART Backend Services. It acts for exactly one side:
+
+    - a clinic's EHR (``clinic``): it sends referrals and follows them; it sees its clinic's referrals;
+    - a network organization's own system (``organization``, the PA IG's Light Service Provider): it answers the
+      offers made to the organization's roles and runs the cases it accepted; it sees only those
+      (fhir_bridge/provider_fhir.py).
+    """
 
     client_id = models.CharField(max_length=64, unique=True, default=new_client_id)
     name = models.CharField(max_length=200)
-    clinic = models.ForeignKey("referrals.Clinic", on_delete=models.PROTECT, related_name="ehr_clients")
+    clinic = models.ForeignKey(
+        "referrals.Clinic", on_delete=models.PROTECT, null=True, blank=True, related_name="ehr_clients"
+    )
+    organization = models.ForeignKey(
+        "network.Organization", on_delete=models.PROTECT, null=True, blank=True, related_name="provider_clients"
+    )
     jwks = models.JSONField(help_text="The client's public keys, as a JWKS document ({'keys': [...]}).")
     scopes = models.TextField(
         default=default_ehr_scopes, help_text="The system scopes this client may be granted, space-separated."
     )
     is_active = models.BooleanField(default=True)
+    # Notify and pull (a Task whose focus is a URL on the EHR's FHIR server): the only base the hub reads from for
+    # this client, and the token endpoint where it authenticates as a SMART backend client (fhir_bridge.hub_client).
+    # Both blank: the EHR only pushes.
+    fhir_base_url = models.URLField(max_length=500, blank=True)
+    token_url = models.URLField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                name="ehr_client_one_side",
+                condition=Q(clinic__isnull=False, organization__isnull=True)
+                | Q(clinic__isnull=True, organization__isnull=False),
+            )
+        ]
+
+    @property
+    def is_provider(self) -> bool:
+        """Whether it acts for a network organization (a provider's system) rather than a clinic."""
+        return self.organization_id is not None
 
     def __str__(self):
         return f"{self.name} ({self.client_id})"

@@ -8,7 +8,8 @@ milliseconds, which only ever grow. No history is kept of the network (it is not
 import datetime as dt
 import math
 
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import F, FloatField, Prefetch, Q, QuerySet, Value
+from django.db.models.functions import ASin, Cos, Least, Power, Radians, Sin, Sqrt
 
 from fhir_bridge.codes import (
     CONDITION_GROUP_SYSTEM,
@@ -20,7 +21,7 @@ from fhir_bridge.codes import (
 from fhir_bridge.outcomes import error
 from fhir_bridge.route_table import TABLE
 from fhir_bridge.store import http_date_iso
-from network.geo import haversine_km
+from network.geo import EARTH_RADIUS_KM
 from network.models import Credential, Organization, Professional, ProfessionalRole, Site
 
 PROGRAM_KINDS = (Organization.Kind.YMCA, Organization.Kind.CARDIAC_REHAB, Organization.Kind.WELLNESS)
@@ -259,10 +260,10 @@ def _string_match(fields: tuple[str, ...], values: list[str], modifier: str) -> 
     return match
 
 
-def network_search(resource_type: str, criteria) -> tuple[QuerySet | list, dict[int, float]]:
+def network_search(resource_type: str, criteria) -> QuerySet:
     """Matching rows for a checked plan's criteria (search.search_plan), as a queryset the caller counts and
-    pages in SQL, and, for ``near``, the rows nearest first as a list with each row's distance in km by primary
-    key."""
+    pages in SQL; for ``near``, the sites within the distance, nearest first, each with its great-circle
+    ``distance_km``."""
     queryset = _querysets()[resource_type]
     near = None
     for criterion in criteria:
@@ -307,14 +308,31 @@ def network_search(resource_type: str, criteria) -> tuple[QuerySet | list, dict[
             })
         elif name == "near":
             near = _near(raw)
-    queryset = queryset.distinct().order_by("pk")
+    queryset = queryset.distinct()
     if near is None:
-        return queryset, {}
+        return queryset.order_by("pk")
     lat, lon, km = near
-    # An indexed bounding box first (site_lat_long), then the exact great-circle distance on what it keeps.
+    # An indexed bounding box first (site_lat_long; 111 km to a degree is a little short, so the box is a little
+    # wide), then the exact great-circle distance on what it keeps, in the same statement.
     dlat = km / 111.0
     dlon = km / (111.0 * max(math.cos(math.radians(lat)), 0.01))
     boxed = queryset.filter(latitude__range=(lat - dlat, lat + dlat), longitude__range=(lon - dlon, lon + dlon))
-    distances = {site.pk: haversine_km(lat, lon, site.latitude, site.longitude) for site in boxed}
-    rows = sorted((s for s in boxed if distances[s.pk] <= km), key=lambda s: distances[s.pk])
-    return rows, distances
+    return (
+        boxed.annotate(distance_km=great_circle_km(lat, lon, "latitude", "longitude"))
+        .filter(distance_km__lte=km)
+        .order_by("distance_km", "pk")
+    )
+
+
+def great_circle_km(lat: float, lon: float, lat_field: str, lon_field: str):
+    """The haversine distance in km from (lat, lon), in degrees, to each row's (lat_field, lon_field), as a SQL
+    expression: network.geo.haversine_km computed by the database, with the same Earth radius. PostgreSQL has these
+    functions built in; on SQLite Django registers them on every connection (django/db/backends/sqlite3/
+    _functions.py), whatever the SQLite build, so the expression runs on both. The haversine is exact to
+    floating-point rounding at every distance, unlike an equirectangular shortcut. asin's argument is capped at 1,
+    as rounding can push it over for antipodal points and PostgreSQL would raise."""
+    phi1, phi2 = math.radians(lat), Radians(F(lat_field))
+    half_dphi = (phi2 - Value(phi1)) / Value(2.0)
+    half_dlambda = (Radians(F(lon_field)) - Value(math.radians(lon))) / Value(2.0)
+    a = Power(Sin(half_dphi), 2) + Value(math.cos(phi1)) * Cos(phi2) * Power(Sin(half_dlambda), 2)
+    return Value(2 * EARTH_RADIUS_KM) * ASin(Least(Value(1.0), Sqrt(a)), output_field=FloatField())

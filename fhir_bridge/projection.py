@@ -28,12 +28,15 @@ from fhir_bridge.codes import (
 )
 from fhir_bridge.models import StoredResource
 from fhir_bridge.profiles import TASK_CODE_FULFILL
+from fhir_bridge.reports_fhir import task_outputs
 from fhir_bridge.store import http_date_iso, new_id, resource_update, resources_create
 from referrals.models import BusinessStatus, Offer, OfferStatus, Referral
 from referrals.offers import offer_changed
 from referrals.services import referral_changed, referral_created
 
 HUB_OWNED_ELEMENTS = ("status", "statusReason", "businessStatus", "note", "lastModified")
+# The steps on which the Task's output gains the report just sent.
+REPORT_SENT_STEPS = frozenset({BusinessStatus.PROGRESS_REPORT_SENT, BusinessStatus.DISCHARGE_REPORT_SENT})
 
 
 def business_status_concept(code: str) -> dict:
@@ -99,6 +102,13 @@ def task_render(*, referral: Referral, base: dict, notes=None) -> dict:
     notes = list(referral.notes.all()) if notes is None else notes
     if notes:
         task["note"] = [_note(n) for n in notes]
+    if referral.business_status in REPORT_SENT_STEPS:
+        # A report was just sent: list it (and every earlier one) in output. Other versions keep the outputs
+        # they had, as part of the base.
+        outputs = task.get("output") or []
+        known = {(o.get("valueReference") or {}).get("reference") for o in outputs}
+        outputs += [o for o in task_outputs(referral_id=referral.pk) if o["valueReference"]["reference"] not in known]
+        task["output"] = outputs
     task["lastModified"] = http_date_iso(referral.updated_at or timezone.now())
     return task
 
@@ -269,9 +279,12 @@ def offer_task_render(*, offer: Offer, referral_task: dict, now) -> dict:
         "owner": {"reference": f"PractitionerRole/{role.fhir_id}", "display": str(role)},
         "restriction": {"period": {"end": http_date_iso(offer.deadline)}},
     }
-    for element in ("focus", "for"):  # the same request and patient as the referral Task
-        if element in referral_task:
-            task[element] = referral_task[element]
+    # The same request and patient as the referral Task, by reference only: the professional reads this Task
+    # before accepting, and the referral's `for` may name the patient in its display (the minimum PHI rule).
+    for element in ("focus", "for"):
+        reference = (referral_task.get(element) or {}).get("reference")
+        if reference:
+            task[element] = {"reference": reference}
     reason = {
         OfferStatus.REJECTED: offer.decline_reason or "Declined",
         OfferStatus.EXPIRED: f"No answer by {http_date_iso(offer.deadline)}; offered to the next professional",

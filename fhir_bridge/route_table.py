@@ -24,8 +24,8 @@ WRITES = frozenset({"create", "update"})
 
 # How a stored parameter's kind (search_params.SearchParam.kind) is typed in the CapabilityStatement.
 _STORED_PARAM_TYPES = {"token": "token", "reference": "reference", "identifier": "token", "date": "date"}
-# The modifiers search.py applies to a stored parameter of each FHIR type (R4 search.html#modifiers). :text is not
-# among them: it would need a case-insensitive prefix index over display text, which the hub does not keep.
+# The modifiers search.py applies to a stored parameter of each FHIR type (R4 search.html#modifiers). :text is added
+# on the CodeableConcept tokens whose text search_params.py indexes (SearchParam.text).
 _STORED_MODIFIERS = {"token": ("missing", "not"), "reference": ("missing",), "date": ()}
 # The modifiers network_fhir.py applies to the network's parameters: a string matches from its start, whole
 # (:exact) or anywhere (:contains), case aside (R4 search.html#string).
@@ -79,17 +79,22 @@ class ServedType:
 
 
 def _stored(
-    name: str, interactions: set[str], includes: tuple[str, ...] = (), revincludes: tuple[str, ...] = ()
+    name: str, interactions: set[str], includes: tuple[str, ...] = (), revincludes: tuple[str, ...] = (),
+    operations: tuple[tuple[str, str, str], ...] = (),
 ) -> ServedType:
     """A type served from stored resources; its search parameters are the ones search_params.py indexes."""
     params, sorts = (), ()
     if "search" in interactions:
         params = (Param("_id", "token"), Param("_lastUpdated", "date")) + tuple(
-            Param(p.name, _STORED_PARAM_TYPES[p.kind], _STORED_MODIFIERS[_STORED_PARAM_TYPES[p.kind]])
+            Param(
+                p.name, _STORED_PARAM_TYPES[p.kind],
+                _STORED_MODIFIERS[_STORED_PARAM_TYPES[p.kind]] + (("text",) if p.text else ()),
+            )
             for p in SEARCH_PARAMS.get(name, ())
         )
         sorts = _STORED_SORTS
-    return ServedType(name, frozenset(interactions), params, includes, revincludes=revincludes, sorts=sorts)
+    return ServedType(name, frozenset(interactions), params, includes, revincludes=revincludes, sorts=sorts,
+                      operations=operations)
 
 
 def _network(name: str, interactions: set[str], params: tuple[tuple[str, str], ...]) -> ServedType:
@@ -102,6 +107,8 @@ def _network(name: str, interactions: set[str], params: tuple[tuple[str, str], .
 
 _BACKPORT_OPERATIONS = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition"
 
+# The hub's own operations' OperationDefinition canonicals.
+_HUB_OPERATIONS = "http://exercise-referral-hub.org/fhir/OperationDefinition"
 _STORE = {"create", "read", "vread", "history"}  # a resource an EHR sends and reads back, versioned
 _NAME, _ID, _ACTIVE = ("name", "string"), ("_id", "token"), ("active", "token")
 _ORGANIZATION, _LOCATION = ("organization", "reference"), ("location", "reference")
@@ -109,9 +116,11 @@ _SPECIALTY = ("specialty", "token")  # a condition group (codes.CONDITION_GROUP_
 
 # In the order the SMART configuration lists them: the referral first, then what comes with it, then the network.
 TABLE: tuple[ServedType, ...] = (
+    # $report: a progress report now (an EHR before a visit), see routes.handle_task_report.
     _stored(
         "Task", _STORE | {"update", "search"}, includes=("Task:focus", "Task:patient", "Task:part-of"),
         revincludes=("Task:part-of",),  # a referral with its offers
+        operations=(("report", f"{_HUB_OPERATIONS}/Task-report", "update"),),
     ),
     _stored(
         "ServiceRequest", _STORE | {"search"}, includes=("ServiceRequest:patient",), revincludes=("Task:focus",)
@@ -142,6 +151,10 @@ TABLE: tuple[ServedType, ...] = (
     _stored("RelatedPerson", _STORE),
     # Rendered by the hub from the case's adverse events (records_fhir.py); the EHR reads them.
     _stored("AdverseEvent", {"read", "vread", "history", "search"}),
+    # The reports to the physician (reports_fhir.py): rendered by the hub when sent; the EHR reads and searches
+    # them, and reads each one's PDF as a Binary.
+    _stored("DiagnosticReport", {"read", "vread", "history", "search"}, includes=("DiagnosticReport:result",)),
+    _stored("Binary", {"read", "vread", "history"}),
     # The audit trail (audit/, served by audit_fhir.py): the client's own clinic's rows, as IHE BALP AuditEvents.
     ServedType(
         "AuditEvent", frozenset({"read", "search"}),

@@ -10,18 +10,28 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.http import http_date
 
+
 from fhir_bridge import (
-    audit_fhir, capability, intake, network_fhir, projection, records_fhir, route_table, subscription_routes,
+    audit_fhir,
+    capability,
+    intake,
+    network_fhir,
+    projection,
+    provider_fhir,
+    records_fhir,
+    route_table,
+    subscription_routes,
 )
 from fhir_bridge.codes import LOCATION_DISTANCE_EXTENSION, UCUM_SYSTEM
 from fhir_bridge.models import ResourceVersion, StoredResource
-from fhir_bridge.outcomes import FhirError, error, not_found, operation_outcome
+from fhir_bridge.outcomes import FhirError, error, information, not_found, operation_outcome
 from fhir_bridge.profiles import Issue, domain_resource_issues
 from fhir_bridge.search_params import search_param
 from fhir_bridge.search import custom_plans, lenient, page_links, search, search_plan, subsetted, visible
 from fhir_bridge.smart_scopes import Grant, grant_allows
 from fhir_bridge.smart_views import smart_configuration
 from referrals.models import Referral
+from referrals.reports import report_request
 from referrals.offers import referral_update_by_clinic
 
 @dataclass
@@ -43,6 +53,30 @@ class FhirRequest:
     @property
     def clinic_id(self) -> int:
         return self.grant.client.clinic_id
+
+    @property
+    def is_provider(self) -> bool:
+        """Whether the client is a provider's own system (provider_fhir.py), not a clinic's EHR."""
+        return self.grant.client.is_provider
+
+    def rows(self, resource_type: str):
+        """The stored resources of one type this client may read in full."""
+        if self.is_provider:
+            return provider_fhir.provider_rows(self.grant.client.organization_id, resource_type)
+        return visible(self.clinic_id, resource_type)
+
+    def served(self, content: dict) -> dict:
+        """A stored resource's content as this client is served it."""
+        return provider_fhir.served(content) if self.is_provider else content
+
+    def check_clinic(self, what: str) -> None:
+        """Refuse to a provider's system what only a clinic's EHR does (send referrals and their resources)."""
+        if self.is_provider:
+            raise error(
+                403, "forbidden",
+                f"{what} is for a clinic's EHR; a provider's system answers offers, moves its cases and posts "
+                "their Observations",
+            )
 
     def check_scope(self, resource_type: str, interaction: str, expression: str = "") -> None:
         if not grant_allows(self.grant, resource_type, interaction):
@@ -99,7 +133,7 @@ def _resource_response(request: FhirRequest, status: int, row: StoredResource, o
             return FhirResponse(status, None, headers)
         if answer == "OperationOutcome":
             return FhirResponse(status, write_outcome(status, row, (outcome or {}).get("issue", [])), headers)
-    return FhirResponse(status, row.content, headers)
+    return FhirResponse(status, request.served(row.content), headers)
 
 
 def _supported(resource_type: str, interaction: str) -> None:
@@ -114,7 +148,7 @@ def _get(request: FhirRequest, *, lock: bool = False) -> StoredResource:
     """The resource the request names, if its client may see it (else 404); ``lock`` takes its row lock (call
     inside a transaction)."""
     resource_type, fhir_id = request.params["type"], request.params["id"]
-    rows = visible(request.clinic_id, resource_type).filter(fhir_id=fhir_id)
+    rows = request.rows(resource_type).filter(fhir_id=fhir_id)
     row = (rows.select_for_update() if lock else rows).first()
     if row is None:
         raise not_found(resource_type, fhir_id)
@@ -185,6 +219,7 @@ def _transaction_routed(request: FhirRequest, entry: dict, number: int) -> dict:
 
 
 def handle_transaction(request: FhirRequest) -> FhirResponse:
+    request.check_clinic("a transaction (a referral Bundle)")
     if not isinstance(request.body, dict):
         raise error(400, "structure", "the body must be a FHIR Bundle (a JSON object)")
     sent = request.body.get("entry") if isinstance(request.body.get("entry"), list) else []
@@ -253,6 +288,10 @@ def handle_create(request: FhirRequest) -> FhirResponse:
             400, "structure", f"the body is a {body.get('resourceType')!r}, not a {resource_type}",
             expression=f"{resource_type}.resourceType",
         )
+    if request.is_provider:
+        if resource_type != "Observation":
+            request.check_clinic(f"create {resource_type}")
+        return _resource_response(request, 201, provider_fhir.observation_create(client=request.grant.client, body=body))
     if resource_type == "Subscription":
         status, resource, headers = subscription_routes.subscription_post(request)
         return FhirResponse(status, resource, headers)
@@ -298,6 +337,8 @@ def handle_read(request: FhirRequest) -> FhirResponse:
     resource_type = request.params["type"]
     _supported(resource_type, "read")
     request.check_scope(resource_type, "read")
+    if resource_type in ("AuditEvent", "Subscription"):
+        request.check_clinic(f"read {resource_type}")  # a provider's trail and subscriptions are not a clinic's
     if resource_type == "AuditEvent":
         return FhirResponse(200, audit_fhir.audit_read(clinic_id=request.clinic_id, fhir_id=request.params["id"]))
     if resource_type == "Subscription":
@@ -306,6 +347,11 @@ def handle_read(request: FhirRequest) -> FhirResponse:
         member = network_fhir.network_read(resource_type, request.params["id"])
         if member is not None:
             return _network_response(request, member)
+    if request.is_provider and not request.rows(resource_type).filter(fhir_id=request.params["id"]).exists():
+        # Before acceptance: what the offer Task refers to, redacted (never stored, so no version headers).
+        redacted = provider_fhir.redacted_read(request.grant.client.organization_id, resource_type, request.params["id"])
+        if redacted is not None:
+            return FhirResponse(200, redacted)
     row = _get(request)
     etag = request.headers.get("if-none-match")
     if etag and etag.strip() in (f'W/"{row.version_id}"', f'"{row.version_id}"'):
@@ -333,12 +379,12 @@ def handle_vread(request: FhirRequest) -> FhirResponse:
     row = _get(request)
     vid = int(request.params["vid"])  # the route matches digits only
     if vid == row.version_id:
-        return FhirResponse(200, row.content, _version_headers(row, row.reference, row.version_id))
+        return FhirResponse(200, request.served(row.content), _version_headers(row, row.reference, row.version_id))
     try:
         version = row.versions.get(version_id=vid)
     except ResourceVersion.DoesNotExist:
         raise error(404, "not-found", f"{row.reference} has no version {request.params['vid']!r}") from None
-    return FhirResponse(200, version.content, _version_headers(version, row.reference, version.version_id))
+    return FhirResponse(200, request.served(version.content), _version_headers(version, row.reference, version.version_id))
 
 
 def handle_history(request: FhirRequest) -> FhirResponse:
@@ -363,7 +409,7 @@ def handle_history(request: FhirRequest) -> FhirResponse:
     entries = [
         {
             "fullUrl": f"{request.base_url}/{row.reference}",
-            "resource": v.content,
+            "resource": request.served(v.content),
             "request": {"method": v.method, "url": row.resource_type if v.method == "POST" else row.reference},
             "response": {
                 "status": "201 Created" if v.method == "POST" else "200 OK",
@@ -383,11 +429,15 @@ def handle_search(request: FhirRequest) -> FhirResponse:
     params = list(request.query)
     if request.method == "POST" and isinstance(request.body, list):
         params += request.body  # form-encoded _search
+    if resource_type in ("AuditEvent", "Subscription"):
+        request.check_clinic(f"search {resource_type}")
     if resource_type == "AuditEvent":
         return FhirResponse(200, audit_fhir.audit_search(clinic_id=request.clinic_id, base_url=request.base_url,
                                                          params=params))
     if resource_type == "Subscription":
         return FhirResponse(200, subscription_routes.subscription_search(request))
+    if request.is_provider:  # owner=Organization/<its own id> stands for all of its roles
+        params = provider_fhir.owner_as_roles(request.grant.client.organization_id, resource_type, params)
     plan = search_plan(resource_type, params, lenient=lenient(request.headers))
     # _include and _revinclude bring in resources of other types: the token must allow reading them too.
     for value in plan.includes:
@@ -397,13 +447,20 @@ def handle_search(request: FhirRequest) -> FhirResponse:
     with custom_plans():
         if resource_type in network_fhir.NETWORK_TYPES:
             return _network_search(request, plan)
-        page = search(clinic_id=request.clinic_id, plan=plan, base_url=request.base_url)
+        if request.is_provider:
+            page, matches, included = provider_fhir.search_page(
+                organization_id=request.grant.client.organization_id, plan=plan, base_url=request.base_url
+            )
+        else:
+            page = search(clinic_id=request.clinic_id, plan=plan, base_url=request.base_url)
+            matches = [(r.reference, r.content) for r in page.matches]
+            included = [(r.reference, r.content) for r in page.included]
     entries = [
-        {"fullUrl": f"{request.base_url}/{r.reference}", "resource": subsetted(r.content, plan), "search": {"mode": "match"}}
-        for r in page.matches
+        {"fullUrl": f"{request.base_url}/{reference}", "resource": subsetted(content, plan), "search": {"mode": "match"}}
+        for reference, content in matches
     ] + [
-        {"fullUrl": f"{request.base_url}/{r.reference}", "resource": subsetted(r.content, plan), "search": {"mode": "include"}}
-        for r in page.included
+        {"fullUrl": f"{request.base_url}/{reference}", "resource": subsetted(content, plan), "search": {"mode": "include"}}
+        for reference, content in included
     ]
     more = len(page.matches) == plan.count if page.total is None else plan.offset + plan.count < page.total
     return FhirResponse(200, _searchset(request, plan, page.total, entries, more))
@@ -421,10 +478,8 @@ def _searchset(request: FhirRequest, plan, total: int | None, entries: list[dict
 
 def _network_search(request: FhirRequest, plan) -> FhirResponse:
     resource_type = plan.resource_type
-    rows, distances = network_fhir.network_search(resource_type, plan.criteria)
-    total = None
-    if plan.wants_total:
-        total = len(rows) if isinstance(rows, list) else rows.count()
+    rows = network_fhir.network_search(resource_type, plan.criteria)
+    total = rows.count() if plan.wants_total else None
     window = rows[plan.offset : plan.offset + plan.count] if plan.wants_entries else []
     entries = []
     for row in window:
@@ -433,12 +488,13 @@ def _network_search(request: FhirRequest, plan) -> FhirResponse:
             "resource": subsetted(network_fhir.RENDER[resource_type](row), plan),
             "search": {"mode": "match"},
         }
-        if row.pk in distances:  # a Location found by near
+        distance_km = getattr(row, "distance_km", None)
+        if distance_km is not None:  # a Location found by near
             # The distance in metres, as FHIR's location-distance extension carries it.
             entry["search"]["extension"] = [{
                 "url": LOCATION_DISTANCE_EXTENSION,
                 "valueDistance": {
-                    "value": round(distances[row.pk] * 1000), "unit": "m", "system": UCUM_SYSTEM,
+                    "value": round(distance_km * 1000), "unit": "m", "system": UCUM_SYSTEM,
                     "code": "m",
                 },
             }]
@@ -474,7 +530,17 @@ def handle_update(request: FhirRequest) -> FhirResponse:
         raise error(400, "invalid", f"the body's id must be {fhir_id!r}, as in the URL", expression=f"{resource_type}.id")
     intake.validate([(resource_type, body)])
     expected = _if_match_version(request)
+    if request.is_provider:
+        row = provider_fhir.task_update(
+            client=request.grant.client, fhir_id=fhir_id, body=body, expected_version=expected
+        )
+        return _resource_response(request, 200, row)
     with transaction.atomic():
+        # The referral's lock before the Task's, the order the domain's services take them in (referrals/offers.py),
+        # so that a clinic's cancel and a provider's answer never wait on each other in a cycle.
+        referral_id = _get(request).referral_id
+        if referral_id is not None:
+            Referral.objects.select_for_update().filter(pk=referral_id).first()
         row = _get(request, lock=True)
         if expected is not None and expected != row.version_id:
             raise error(
@@ -514,6 +580,46 @@ def handle_update(request: FhirRequest) -> FhirResponse:
     return _resource_response(request, 200, row)
 
 
+def _send_now(body) -> bool:
+    """The $report operation's one parameter: send-now (boolean, default false), in a Parameters body."""
+    if body in (None, {}, b"", ""):
+        return False
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise error(400, "structure", "the body of $report is a Parameters resource (or empty)",
+                    expression="Parameters")
+    send_now = False
+    for i, parameter in enumerate(body.get("parameter") or []):
+        if not isinstance(parameter, dict) or parameter.get("name") != "send-now" or not isinstance(
+            parameter.get("valueBoolean"), bool
+        ):
+            raise error(400, "invalid", "$report takes one parameter: send-now, a valueBoolean",
+                        expression=f"Parameters.parameter[{i}]")
+        send_now = parameter["valueBoolean"]
+    return send_now
+
+
+def handle_task_report(request: FhirRequest) -> FhirResponse:
+    """``POST Task/<id>/$report``: the referral's progress report now, for the period since the last one. Drafted
+    for the therapist to sign: 202 with an OperationOutcome saying so; with ``send-now``, sent at once as
+    preliminary: 200 with the DiagnosticReport (also in the Task's output). Needs Task update."""
+    if request.params["type"] != "Task":
+        raise error(404, "not-supported", f"$report is not an operation on {request.params['type']}")
+    request.check_scope("Task", "update")
+    send_now = _send_now(request.body)
+    with transaction.atomic():
+        row = _get(request)
+        if row.referral_id is None or row.content.get("partOf"):
+            raise error(422, "business-rule", "$report works on a referral Task, not on an offer's Task",
+                        expression="Task")
+        referral = Referral.objects.get(pk=row.referral_id)
+        report = report_request(referral=referral, actor=request.caller.actor, send_now=send_now)
+    period = f"{report.period_start.isoformat()} to {report.period_end.isoformat()}"
+    if not report.is_sent:
+        return FhirResponse(202, information(
+            f"A progress report for {period} is drafted; the therapist is asked to review and sign it, and it "
+            "appears in this Task's output when sent. Send send-now=true to have it sent at once, unreviewed."))
+    dr = StoredResource.objects.get(resource_type="DiagnosticReport", fhir_id=str(report.public_id))
+    return _resource_response(request, 200, dr)
 def _operation(name: str, handler: Callable[[FhirRequest], dict]) -> Callable[[FhirRequest], FhirResponse]:
     """A route table operation (route_table.ServedType.operations) on the request's type, behind its scope."""
 
@@ -549,6 +655,7 @@ def _route(method: str, path: str, handler, public: bool = False) -> Route:
 
 ROUTES: tuple[Route, ...] = (
     _route("GET", "metadata", handle_metadata, public=True),
+    _route("POST", rf"{_TYPE}/{_ID}/\$report", handle_task_report),  # answers 202 or 200 itself
     # Operations first: "$" is not an id character, but a type-level operation would otherwise read as a search.
     *(
         _route(method, path, _operation(name, handler))

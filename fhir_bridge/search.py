@@ -11,6 +11,7 @@ import calendar
 import contextlib
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -24,7 +25,7 @@ from fhir_bridge.models import SearchToken, StoredResource
 from fhir_bridge.outcomes import FhirError, error
 from fhir_bridge.profiles import Issue
 from fhir_bridge.route_table import SERVED
-from fhir_bridge.search_params import date_token, search_param
+from fhir_bridge.search_params import date_token, search_param, text_key
 
 _DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _SUMMARIES = ("count", "data", "false")
@@ -325,6 +326,23 @@ def _tokens(resource_type: str, name: str, values: list[str]) -> QuerySet:
     return SearchToken.objects.filter(resource_type=resource_type, param=name, value__in=values).values("resource_id")
 
 
+def _text_tokens(resource_type: str, name: str, values: list[str]) -> QuerySet:
+    """``name:text``: the indexed word-start forms (search_params._texts) that begin with any value, case aside.
+    Each value is a range ``>= 'ther' AND < 'thes'`` on search_token_lookup, which a b-tree serves as it is. The
+    range is exact in code-point order (SQLite's BINARY, PostgreSQL's C and C.UTF-8 collations); the LIKE beside
+    it keeps the match exact under any other collation, at no cost to the index scan."""
+    match = Q(pk__in=[])
+    for value in values:
+        key = text_key(value)
+        if not key:
+            continue  # only whitespace: no words to start with
+        this = Q(value__gte=key, value__startswith=key)
+        if ord(key[-1]) < 0x10FFFF:
+            this &= Q(value__lt=key[:-1] + chr(ord(key[-1]) + 1))
+        match |= this
+    return SearchToken.objects.filter(match, resource_type=resource_type, param=f"{name}:text").values("resource_id")
+
+
 def filtered(queryset: QuerySet, resource_type: str, criteria: list[Criterion], *, base_url: str = "") -> QuerySet:
     """Apply a plan's criteria (repeated parameters ANDed, comma-separated values ORed), each as an indexed
     subquery on SearchToken or a range on last_updated."""
@@ -335,6 +353,8 @@ def filtered(queryset: QuerySet, resource_type: str, criteria: list[Criterion], 
             queryset = queryset.filter(fhir_id__in=values)
         elif name == "_lastUpdated":
             queryset = queryset.filter(date_filter("last_updated", name, raw))
+        elif criterion.modifier == "text":
+            queryset = queryset.filter(pk__in=_text_tokens(resource_type, name, values))
         elif criterion.type == "date" and not criterion.modifier:
             queryset = queryset.filter(pk__in=_date_tokens(resource_type, name, raw))
         elif criterion.modifier == "missing":
@@ -372,16 +392,20 @@ class SearchPage:
     count: int
 
 
-def search(*, clinic_id: int, plan: SearchPlan, base_url: str = "") -> SearchPage:
+def search(
+    *, clinic_id: int | None, plan: SearchPlan, base_url: str = "", rows: Callable[[str], QuerySet] | None = None
+) -> SearchPage:
     """One page of stored resources for a checked plan, with what its _include and _revinclude bring in (each
-    resource once: a match is never repeated as an include)."""
+    resource once: a match is never repeated as an include). ``rows`` gives, per type, what the caller may see
+    (matches and includes alike); by default a clinic's and the shared resources (``visible``)."""
+    rows = rows or (lambda type_name: visible(clinic_id, type_name))
     resource_type = plan.resource_type
-    queryset = filtered(visible(clinic_id, resource_type), resource_type, plan.criteria, base_url=base_url)
+    queryset = filtered(rows(resource_type), resource_type, plan.criteria, base_url=base_url)
     total = queryset.count() if plan.wants_total else None
     matches = []
     if plan.wants_entries:
         matches = list(ordered(queryset, plan.sort)[plan.offset : plan.offset + plan.count])
-    included = _included(clinic_id, matches, plan.includes) + _revincluded(clinic_id, matches, plan.revincludes)
+    included = _included(rows, matches, plan.includes) + _revincluded(rows, matches, plan.revincludes)
     seen = {(r.resource_type, r.fhir_id) for r in matches}
     unique = []
     for row in included:
@@ -391,7 +415,7 @@ def search(*, clinic_id: int, plan: SearchPlan, base_url: str = "") -> SearchPag
     return SearchPage(matches, unique, total, plan.offset, plan.count)
 
 
-def _included(clinic_id: int, matches: list[StoredResource], includes: list[str]) -> list[StoredResource]:
+def _included(rows: Callable[[str], QuerySet], matches: list[StoredResource], includes: list[str]) -> list[StoredResource]:
     # The targets are read from the page's own search tokens (Type/id), not from the documents.
     if not includes or not matches:
         return []
@@ -408,11 +432,11 @@ def _included(clinic_id: int, matches: list[StoredResource], includes: list[str]
                 wanted.setdefault(target_type, set()).add(target_id)
     included = []
     for target_type, ids in wanted.items():
-        included.extend(visible(clinic_id, target_type).filter(fhir_id__in=ids).order_by("id"))
+        included.extend(rows(target_type).filter(fhir_id__in=ids).order_by("id"))
     return included
 
 
-def _revincluded(clinic_id: int, matches: list[StoredResource], revincludes: list[str]) -> list[StoredResource]:
+def _revincluded(rows: Callable[[str], QuerySet], matches: list[StoredResource], revincludes: list[str]) -> list[StoredResource]:
     if not revincludes or not matches:
         return []
     refs = [m.reference for m in matches]
@@ -420,7 +444,7 @@ def _revincluded(clinic_id: int, matches: list[StoredResource], revincludes: lis
     for revinclude in revincludes:
         source_type, param_name = revinclude.split(":")
         has = _tokens(source_type, param_name, refs)
-        included.extend(visible(clinic_id, source_type).filter(pk__in=has).order_by("id"))
+        included.extend(rows(source_type).filter(pk__in=has).order_by("id"))
     return included
 
 

@@ -5,10 +5,25 @@ as bare ``code`` (``code=fulfill``), ``system|code``, and either ``system|`` (an
 no system, ``|code``. References are stored as ``Type/id``, and an absolute reference also as the URL it was sent
 as; a parameter that can point at several types (``owner``) also stores the bare id, so that ``owner=hub`` is one
 equality too, while ``patient=123`` is read as ``patient=Patient/123``.
+
+A CodeableConcept parameter that takes ``:text`` (``text=True``) also stores its words under ``<name>:text``: the
+concept's text and each coding's display, case-folded, with runs of whitespace made one space, once from each word
+start (``"Exercise  therapy"`` gives ``exercise therapy`` and ``therapy``), for the first TEXT_WORDS_MAX words.
+``code:text=ther`` is then one indexed prefix range on those rows (search.py), whether the words sent are the
+text's first or a later one's start.
 """
 
 import datetime as dt
+import re
 from dataclasses import dataclass
+
+TOKEN_MAX = 255  # SearchToken.value's length
+# The word starts indexed per text: a concept's text is a few words, but nothing stops an EHR from sending a
+# paragraph (the PA IG's own ServiceRequest example does), and each word start is a row written at every intake:
+# eight keep the words a person searches by (the first ones) and bound the cost.
+TEXT_WORDS_MAX = 8
+# A word starts at a letter or digit that follows neither (Unicode-aware: \w less the underscore).
+_WORD_START = re.compile(r"(?<![^\W_])[^\W_]")
 
 
 @dataclass(frozen=True)
@@ -17,6 +32,7 @@ class SearchParam:
     kind: str  # "token", "reference", "identifier" or "date"
     element: str  # the top-level element the values come from
     target: str = ""  # for a reference: the resource type it points to, as _include resolves it
+    text: bool = False  # a CodeableConcept token that answers :text (R4 search.html#token)
 
 
 # The element name of a date parameter over Observation.effective[x] (dateTime, instant or Period.start).
@@ -25,8 +41,8 @@ EFFECTIVE = "effective[x]"
 SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
     "Task": (
         SearchParam("status", "token", "status"),
-        SearchParam("code", "token", "code"),
-        SearchParam("business-status", "token", "businessStatus"),
+        SearchParam("code", "token", "code", text=True),
+        SearchParam("business-status", "token", "businessStatus", text=True),
         SearchParam("owner", "reference", "owner"),
         SearchParam("requester", "reference", "requester"),
         SearchParam("patient", "reference", "for", "Patient"),
@@ -36,8 +52,8 @@ SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
     ),
     "ServiceRequest": (
         SearchParam("status", "token", "status"),
-        SearchParam("code", "token", "code"),
-        SearchParam("category", "token", "category"),
+        SearchParam("code", "token", "code", text=True),
+        SearchParam("category", "token", "category", text=True),
         SearchParam("patient", "reference", "subject", "Patient"),
         SearchParam("requester", "reference", "requester"),
         SearchParam("performer", "reference", "performer"),
@@ -61,6 +77,15 @@ SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
         SearchParam("date", "date", "date"),
     ),
     "Goal": (SearchParam("identifier", "identifier", "identifier"),),
+    # The reports the hub sends (reports_fhir.py): the PA Full Service Provider's DiagnosticReport search.
+    "DiagnosticReport": (
+        SearchParam("based-on", "reference", "basedOn", "ServiceRequest"),
+        SearchParam("patient", "reference", "subject", "Patient"),
+        SearchParam("category", "token", "category"),
+        SearchParam("code", "token", "code"),
+        SearchParam("status", "token", "status"),
+        SearchParam("result", "reference", "result", "Observation"),
+    ),
     "Practitioner": (SearchParam("identifier", "identifier", "identifier"),),
     "PractitionerRole": (SearchParam("identifier", "identifier", "identifier"),),
 }
@@ -150,14 +175,38 @@ def _values(param: SearchParam, element) -> list[str]:
     return _tokens(element) if param.kind == "token" else _identifiers(element)
 
 
+def text_key(text: str) -> str:
+    """A text as the :text index keeps it and a :text search value is read: case-folded, each run of whitespace one
+    space, trimmed, cut to the column. Both sides go through this, so that a prefix of one is a prefix of the
+    other."""
+    return " ".join(text.casefold().split())[:TOKEN_MAX]
+
+
+def _texts(value) -> list[str]:
+    """The :text forms of CodeableConcepts: from each word start of the text and of each coding's display."""
+    out = []
+    for item in _as_list(value):
+        if not isinstance(item, dict):
+            continue
+        texts = [item.get("text")] + [c.get("display") for c in _as_list(item.get("coding")) if isinstance(c, dict)]
+        for text in texts:
+            if isinstance(text, str) and (key := text_key(text)):
+                starts = [m.start() for m in _WORD_START.finditer(key)][:TEXT_WORDS_MAX]
+                out.extend(key[start:] for start in starts)
+    return out
+
+
 def search_values(resource: dict) -> list[tuple[str, str]]:
-    """(param, value) pairs to index for one resource; values longer than the column are left out."""
+    """(param, value) pairs to index for one resource; values longer than the column are left out (a :text form is
+    cut to it instead, which keeps its prefixes)."""
     pairs = []
     for param in SEARCH_PARAMS.get(resource["resourceType"], ()):
         element = _effective(resource) if param.element == EFFECTIVE else resource.get(param.element)
         for value in dict.fromkeys(_values(param, element)):
-            if len(value) <= 255:
+            if len(value) <= TOKEN_MAX:
                 pairs.append((param.name, value))
+        if param.text:
+            pairs.extend((f"{param.name}:text", value) for value in dict.fromkeys(_texts(element)))
     return pairs
 
 

@@ -1,8 +1,9 @@
-"""Registering an EHR client: its name, the clinic it acts for, its public keys (JWKS) and the system scopes it
-may be granted."""
+"""Registering a SMART backend client: its name, the side it acts for (a clinic's EHR, or a network
+organization's own system), its public keys (JWKS) and the system scopes it may be granted."""
 
 import json
 import logging
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 
@@ -87,12 +88,37 @@ def _scopes_check(scopes: list[str]) -> list[str]:
     return cleaned
 
 
-def ehr_client_register(*, name: str, clinic, jwks: dict, scopes: list[str]) -> EhrClient:
-    """Register an EHR client acting for ``clinic``, with its public keys and the system scopes it may get.
+def _pull_urls_check(fhir_base_url: str, token_url: str) -> tuple[str, str]:
+    fhir_base_url, token_url = (fhir_base_url or "").strip(), (token_url or "").strip()
+    if bool(fhir_base_url) != bool(token_url):
+        raise ValidationError("Give both the EHR's FHIR base URL and its token URL, or neither.")
+    for label, url in (("FHIR base URL", fhir_base_url), ("token URL", token_url)):
+        if not url:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValidationError(f"The EHR's {label} must be an absolute http(s) URL without query: {url!r}.")
+    return fhir_base_url.rstrip("/"), token_url
 
-    Raises ValidationError when the name is blank, the JWKS is not a set of public RSA or EC P-384 keys with
-    distinct kids, or a scope is not a system scope the hub understands.
+
+def ehr_client_register(
+    *, name: str, clinic=None, organization=None, jwks: dict, scopes: list[str], fhir_base_url: str = "",
+    token_url: str = "",
+) -> EhrClient:
+    """Register a client acting for exactly one of ``clinic`` (a referring clinic's EHR) or ``organization``
+    (a network.Organization's own system: a provider), with its public keys and the system scopes it may get;
+    and, for notify and pull, the EHR's FHIR base URL and token URL (both or neither; the base is kept without a
+    trailing slash).
+
+    Raises ValidationError when neither or both sides are given, the name is blank, the JWKS is not a set of
+    public RSA or EC P-384 keys with distinct kids, a scope is not a system scope the hub understands, or the URLs
+    are not absolute http(s).
     """
+    if (clinic is None) == (organization is None):
+        raise ValidationError(
+            "A client acts for exactly one side: a clinic (an EHR that sends referrals) or a network "
+            "organization (a provider's own system that answers offers)."
+        )
     name = (name or "").strip()
     if not name:
         raise ValidationError("The client needs a name (for example the EHR product and site).")
@@ -100,10 +126,14 @@ def ehr_client_register(*, name: str, clinic, jwks: dict, scopes: list[str]) -> 
         raise ValidationError("The client name is longer than 200 characters.")
     _jwks_check(jwks)
     cleaned = _scopes_check(scopes)
+    fhir_base_url, token_url = _pull_urls_check(fhir_base_url, token_url)
     # Stored as plain JSON (no tuples or other Python-only values), so it reads back exactly as validated.
     client = EhrClient.objects.create(
-        name=name, clinic=clinic, jwks=json.loads(json.dumps(jwks)), scopes=" ".join(cleaned)
+        name=name, clinic=clinic, organization=organization, jwks=json.loads(json.dumps(jwks)),
+        scopes=" ".join(cleaned),
+        fhir_base_url=fhir_base_url,
+        token_url=token_url,
     )
-    logger.info("registered EHR client %s (%s) for clinic %s", client.client_id, name, clinic.pk)
+    side = f"clinic {clinic.pk}" if clinic is not None else f"organization {organization.fhir_id}"
+    logger.info("registered client %s (%s) for %s", client.client_id, name, side)
     return client
-

@@ -40,6 +40,24 @@ DEFAULT_SCOPES = tuple(
 # Types that a system/*.x scope does not reach: only a scope naming the type grants them.
 _NAMED_ONLY = frozenset(served.name for served in TABLE if not served.by_default)
 
+# What a provider's system (a client registered to a network organization, the PA IG's Light Service Provider)
+# may be granted when no --scope is given: read, search and update its Tasks (answer offers, move its cases),
+# read the referrals it accepted, post the PA Observations of its cases, and read the network. No create of
+# Tasks or ServiceRequests: a provider does not send referrals.
+PROVIDER_SCOPES = (
+    "system/Task.rus",
+    "system/ServiceRequest.rs",
+    "system/Patient.rs",
+    "system/Condition.rs",
+    "system/Observation.crs",
+    "system/Goal.rs",
+    "system/Practitioner.rs",
+    "system/PractitionerRole.rs",
+    "system/Organization.rs",
+    "system/Location.rs",
+    "system/HealthcareService.rs",
+)
+
 # v1 permissions in v2 letters.
 _V1_LETTERS = {"read": frozenset("rs"), "write": frozenset("cud"), "*": frozenset("cruds")}
 _V2_LETTERS = re.compile(r"c?r?u?d?s?")  # SMART v2 requires the letters in this order

@@ -4,6 +4,7 @@ from django.contrib import admin
 
 from network.admin_import import NetworkImportAdminMixin
 from network.models import (
+    Account,
     ConditionCodeMap,
     ConditionGroup,
     Credential,
@@ -94,3 +95,13 @@ class ConditionCodeMapAdmin(admin.ModelAdmin):
 class CredentialTypeAdmin(admin.ModelAdmin):
     list_display = ("slug", "name", "max_risk_tier")
     filter_horizontal = ("condition_groups",)
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    """Links a web user to the professional (therapist) or organization (manager) they act for in the portal."""
+
+    list_display = ("user", "role", "professional", "organization")
+    list_filter = ("role",)
+    search_fields = ("user__username", "professional__family_name", "organization__name")
+    raw_id_fields = ("user", "professional", "organization")

@@ -284,3 +284,39 @@ class ProfessionalRole(models.Model):
 
     def is_paused(self, today: dt.date) -> bool:
         return self.paused_until is not None and today < self.paused_until
+
+
+class Account(models.Model):
+    """A web user of the portal, and whom they act for: a therapist for their Professional (every role they hold),
+    a manager for their Organization (every offer and case of its roles). One account per user."""
+
+    class Role(models.TextChoices):
+        THERAPIST = "therapist"  # sees and answers the offers made to their own roles
+        MANAGER = "manager"  # sees and answers every offer and case of the organization
+
+    user = models.OneToOneField("auth.User", on_delete=models.CASCADE, related_name="account")
+    role = models.CharField(max_length=10, choices=Role.choices)
+    professional = models.ForeignKey(
+        Professional, on_delete=models.CASCADE, null=True, blank=True, related_name="accounts"
+    )
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, null=True, blank=True, related_name="accounts"
+    )
+
+    class Meta:
+        constraints = [
+            # Exactly the link the role acts through, so that no account can see more than its role says.
+            models.CheckConstraint(
+                name="account_link_matches_role",
+                condition=Q(role="therapist", professional__isnull=False, organization__isnull=True)
+                | Q(role="manager", organization__isnull=False, professional__isnull=True),
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.user} ({self.role})"
+
+    @property
+    def actor(self) -> str:
+        """The actor string the domain's events record (as ReferralEvent.actor)."""
+        return f"user:{self.user.get_username()}"

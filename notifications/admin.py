@@ -40,3 +40,6 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # deliveries are written by the outbox, in the change's transaction
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the outbox is the record of what was told to whom: a dead letter is replayed, never erased

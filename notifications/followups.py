@@ -16,6 +16,7 @@ Nothing is ever scheduled as a far-future ETA or countdown in the broker: the ro
 import datetime as dt
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -180,38 +181,142 @@ def _claim_postgresql(*, now: dt.datetime, limit: int, until: dt.datetime) -> li
 def followup_run(*, followup_id: int, now: dt.datetime | None = None) -> str:
     """Run one follow-up if it is still pending and due, and record its outcome in the same transaction.
 
-    Safe to call any number of times: the row is locked first, and one already done (or failed, or gone) is
-    left alone. A handler that raises has its writes rolled back; the row is retried with backoff, and marked
-    failed after HUB_FOLLOWUP_MAX_ATTEMPTS. Returns what happened, for the log."""
+    Safe to call any number of times: the row is locked first (waiting for a worker that holds it), and one
+    already done (or failed, or gone) is left alone. A handler that raises has its writes rolled back; the row
+    is retried with backoff, and marked failed after HUB_FOLLOWUP_MAX_ATTEMPTS. Returns what happened, for the
+    log."""
     now = now or timezone.now()
     with transaction.atomic():
         row = FollowUp.objects.select_for_update().filter(pk=followup_id, state=FollowUp.State.PENDING).first()
         if row is None:
             return "not pending"
-        if row.due_at > now:
-            return "not due"
-        kind = _kinds().get(row.kind)
-        row.attempts += 1
-        row.claimed_until = None
-        try:
-            if kind is None:
-                raise LookupError(f"no handler for follow-up kind {row.kind!r}")
+        outcome = _run_locked(row, now)
+        if outcome is not None:
+            _outcomes_write([row])
+        return outcome or "not due"
+
+
+# What running a row may change: written for a whole chunk in one UPDATE.
+_RUN_FIELDS = ["attempts", "claimed_until", "outcome", "state", "done_at", "due_at"]
+
+
+def followups_run(
+    *,
+    followup_ids: Iterable[int],
+    now: dt.datetime | None = None,
+    budget_seconds: float = 5.0,
+    stop_after_seconds: float | None = None,
+) -> list[tuple[int, str]]:
+    """Run several follow-ups (a sweep's chunk), each as ``followup_run`` would, but sharing transactions:
+    the rows are locked in one statement, the handlers run one after another in one savepoint, and the rows'
+    outcomes are written with an UPDATE per distinct outcome and committed together. When a handler raises, that
+    savepoint is rolled back and the rows are run again, each handler in a savepoint of its own, so that only
+    the failing one is retried (its side effects outside the database, an HTTP POST, may then happen twice, as
+    after a killed worker). A transaction is committed once it has run for ``budget_seconds`` (a slow receiver
+    must not hold a chunk's locks for long), and the rest go on in the next.
+
+    Rows another worker holds locked are skipped, not waited for: it is running them (a duplicate message), or
+    their lease ends and the sweep hands them over again. Returns ``(id, outcome)`` for each id it took; past
+    ``stop_after_seconds`` it takes no more (the caller hands the rest on).
+
+    A handler's side effect outside the database is at least once, as with one row: a worker killed before the
+    commit leaves the rows pending, and they are run again with the same content."""
+    left = list(dict.fromkeys(followup_ids))
+    results: list[tuple[int, str]] = []
+    begun = time.monotonic()
+    while left:
+        started = time.monotonic()
+        if results and stop_after_seconds is not None and started - begun > stop_after_seconds:
+            break
+        with transaction.atomic():
+            at = now or timezone.now()
+            locked = FollowUp.objects.select_for_update(skip_locked=True).filter(pk__in=left, state=FollowUp.State.PENDING)
+            rows = {row.pk: row for row in locked}
+            try:
+                with transaction.atomic():  # one savepoint for all: handlers that succeed pay none of their own
+                    ran, rest, outcomes = _handlers_run(left, rows, at, started, budget_seconds, each_apart=False)
+            except _HandlerFailed:
+                rows = {row.pk: row for row in FollowUp.objects.filter(pk__in=list(rows))}  # still locked by us
+                ran, rest, outcomes = _handlers_run(left, rows, at, started, budget_seconds, each_apart=True)
+            _outcomes_write(ran)
+        results += outcomes
+        left = rest
+    return results
+
+
+class _HandlerFailed(Exception):
+    pass
+
+
+def _handlers_run(left, rows, at, started, budget_seconds, *, each_apart: bool):
+    ran, outcomes, taken = [], [], 0
+    # In subscription order (a stable sort: each subscription's rows keep theirs): a delivery attempt takes its
+    # subscription's turn (an advisory lock held to the commit), and two chunks that took two subscriptions' turns
+    # in opposite orders would deadlock.
+    order = {i: n for n, i in enumerate(left)}
+    left = sorted(left, key=lambda i: (getattr(rows.get(i), "subscription_id", None) or 0, order[i]))
+    for followup_id in left:
+        if taken and time.monotonic() - started > budget_seconds:
+            break
+        taken += 1
+        row = rows.get(followup_id)
+        if row is None:
+            outcomes.append((followup_id, "not pending, or being run by another worker"))
+            continue
+        outcome = _run_locked(row, at, savepoint=each_apart)
+        if outcome is None:
+            outcomes.append((followup_id, "not due"))
+            continue
+        ran.append(row)
+        outcomes.append((followup_id, outcome))
+    return ran, left[taken:], outcomes
+
+
+def _outcomes_write(rows: list[FollowUp]) -> None:
+    """Write the rows' new state: one UPDATE per distinct outcome (a chunk has a handful: "delivered: HTTP 200",
+    "first session happened, ..."), not bulk_update's CASE per row and field, whose building cost more in
+    Python than the handlers' own queries (bench/followups.py)."""
+    groups: dict[tuple, list[int]] = {}
+    for row in rows:
+        groups.setdefault(tuple(getattr(row, name) for name in _RUN_FIELDS), []).append(row.pk)
+    for values, ids in groups.items():
+        FollowUp.objects.filter(pk__in=ids).update(**dict(zip(_RUN_FIELDS, values, strict=True)))
+
+
+def _run_locked(row: FollowUp, now: dt.datetime, *, savepoint: bool = True) -> str | None:
+    """Run ``row``'s handler (the caller holds its lock, in a transaction) and set the row's new state on it,
+    unsaved; None when it is not due yet. Without ``savepoint`` a handler that raises raises _HandlerFailed: the
+    caller rolls back and runs the rows again with one."""
+    if row.due_at > now:
+        return None
+    kind = _kinds().get(row.kind)
+    row.attempts += 1
+    row.claimed_until = None
+    try:
+        if kind is None:
+            raise LookupError(f"no handler for follow-up kind {row.kind!r}")
+        if savepoint:
             with transaction.atomic():  # a savepoint: a failing handler leaves no half-done writes
                 outcome = kind.handler(row, now) or "done"
-        except Exception as exc:  # noqa: BLE001 - any handler error is retried, then parked
-            log.warning("follow-up %s (%s) failed: %s", row.pk, row.kind, exc, exc_info=True)
-            row.outcome = f"error: {exc}"[:200]
-            if row.attempts >= settings.HUB_FOLLOWUP_MAX_ATTEMPTS:
-                row.state = FollowUp.State.FAILED
-                row.done_at = now
-            else:
-                row.due_at = now + backoff(
-                    row.attempts, base=settings.HUB_RETRY_BASE_SECONDS, cap=settings.HUB_RETRY_MAX_SECONDS
-                )
-            row.save(update_fields=["attempts", "claimed_until", "outcome", "state", "done_at", "due_at"])
-            return row.outcome
-        row.state = FollowUp.State.DONE
-        row.done_at = now
-        row.outcome = outcome[:200]
-        row.save(update_fields=["attempts", "claimed_until", "outcome", "state", "done_at"])
+        else:
+            try:
+                outcome = kind.handler(row, now) or "done"
+            except Exception as exc:
+                raise _HandlerFailed from exc
+    except _HandlerFailed:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any handler error is retried, then parked
+        log.warning("follow-up %s (%s) failed: %s", row.pk, row.kind, exc, exc_info=True)
+        row.outcome = f"error: {exc}"[:200]
+        if row.attempts >= settings.HUB_FOLLOWUP_MAX_ATTEMPTS:
+            row.state = FollowUp.State.FAILED
+            row.done_at = now
+        else:
+            row.due_at = now + backoff(
+                row.attempts, base=settings.HUB_RETRY_BASE_SECONDS, cap=settings.HUB_RETRY_MAX_SECONDS
+            )
         return row.outcome
+    row.state = FollowUp.State.DONE
+    row.done_at = now
+    row.outcome = outcome[:200]
+    return row.outcome

@@ -127,7 +127,7 @@ def first_session_nudge(row: FollowUp, now: dt.datetime) -> str:
     emails_queue(
         to=[offer.role.email],
         subject="A referral you accepted has no first session yet",
-        body=f"You accepted offer {offer.pk} a week ago; please schedule the first session.\n{link(f'offers/{offer.pk}')}\n",
+        body=f"You accepted offer {offer.pk} a week ago; please schedule the first session.\n{link(f'portal/cases/{referral.pk}')}\n",
         now=now,
     )
     return "therapist reminded"

@@ -116,7 +116,7 @@ def _offer_changed(sender, offer: Offer, from_status: str, **kwargs):
             body=(
                 f"You have a new referral offer (offer {offer.pk}).\n"
                 f"Please answer by {offer.deadline.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC.\n"
-                f"{link(f'offers/{offer.pk}')}\n"
+                f"{link(f'portal/offers#offer-{offer.pk}')}\n"
             ),
             now=now,
         )

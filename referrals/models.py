@@ -2,6 +2,7 @@
 network's professionals, and the routing decisions behind them."""
 
 import datetime as dt
+import uuid
 
 from django.db import models
 from django.db.models import Q
@@ -210,6 +211,86 @@ class ClinicalFacts(models.Model):
     def pavs_value(self, code: str) -> float | None:
         """The baseline's value for one PAVS LOINC code, or None."""
         return next((m["value"] for m in self.pavs_baseline if m.get("code") == code), None)
+
+
+class ReportKind(models.TextChoices):
+    """What a report to the physician is (the PA Intervention Report), and so what it tells."""
+
+    PROGRESS = "progress", "Progress report"  # every few weeks while the case runs
+    DISCHARGE = "discharge", "Discharge report"  # the last one: the period ended or the case was closed
+    DID_NOT_START = "did-not-start", "Did not start"  # accepted, but no session was ever attended
+    NO_UPDATE = "no-update", "No update"  # a progress report was due and nothing was recorded in its period
+
+
+class ReportStatus(models.TextChoices):
+    """Where one report stands. Only signed and sent-unsigned have gone to the physician."""
+
+    DRAFT = "draft"  # drafted by the hub from the record; the therapist reviews, edits and signs it
+    SIGNED = "signed"  # signed by the therapist and sent (DiagnosticReport final); final
+    SENT_UNSIGNED = "sent-unsigned"  # past due unsigned: sent as preliminary, "not reviewed by the therapist"
+    SUPERSEDED = "superseded"  # replaced by a fresher draft of the same period before it was signed; final
+
+
+SENT_REPORT_STATUSES = frozenset({ReportStatus.SIGNED, ReportStatus.SENT_UNSIGNED})
+# draft -> signed | sent-unsigned | superseded; sent-unsigned -> signed (sent again, as final) | superseded.
+REPORT_TRANSITIONS: dict[str, frozenset[str]] = {
+    ReportStatus.DRAFT: frozenset({ReportStatus.SIGNED, ReportStatus.SENT_UNSIGNED, ReportStatus.SUPERSEDED}),
+    ReportStatus.SENT_UNSIGNED: frozenset({ReportStatus.SIGNED, ReportStatus.SUPERSEDED}),
+}
+
+
+class Report(models.Model):
+    """One report to the referring physician for one period of the case (referrals/reports.py drafts it).
+
+    ``draft`` holds the figures as drafted from the record (referrals.reports.ReportDraft.as_json()); the four
+    ``answer_*`` texts start as the hub's wording and are what the therapist edits. ``pdf`` is the document as it
+    was last sent, kept byte for byte. ``version`` rises with every change: an edit or a signature made from an
+    older version is refused (DomainError STALE)."""
+
+    referral = models.ForeignKey(Referral, on_delete=models.CASCADE, related_name="reports")
+    # Stable and opaque: the FHIR bridge names the DiagnosticReport and its PDF's Binary after it.
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=20, choices=ReportKind.choices)
+    status = models.CharField(max_length=20, choices=ReportStatus.choices, default=ReportStatus.DRAFT)
+    period_start = models.DateField()
+    period_end = models.DateField()  # inclusive
+    due_at = models.DateTimeField()
+    draft = models.JSONField(default=dict)
+    # The four questions of the PA IG, in brief: addressed? what remains? participation? plan and next steps?
+    answer_goals = models.TextField(blank=True)
+    answer_barriers = models.TextField(blank=True)
+    answer_participation = models.TextField(blank=True)
+    answer_plan = models.TextField(blank=True)
+    # For a discharge: what the referral becomes when it is sent (completed | failed, with the reason).
+    outcome_status = models.CharField(max_length=20, choices=ReferralStatus.choices, blank=True)
+    outcome_reason = models.CharField(max_length=500, blank=True)
+    signed_by = models.CharField(max_length=200, blank=True)  # an actor string ("user:<username>")
+    signed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)  # last sent (preliminary, then again when signed)
+    pdf = models.BinaryField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["period_start", "id"]
+        constraints = [
+            # One live report per period and kind: the schedule may ask twice (a redelivered task).
+            models.UniqueConstraint(
+                fields=["referral", "kind", "period_start"],
+                condition=~Q(status="superseded"),
+                name="report_one_live_per_period",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.period_start}..{self.period_end} of referral {self.referral_id}"
+
+    @property
+    def is_sent(self) -> bool:
+        return self.status in SENT_REPORT_STATUSES
+
+    def can_move_to(self, status: str) -> bool:
+        return status in REPORT_TRANSITIONS.get(self.status, frozenset())
 
 
 HUB_ORGANIZATION_ID = "hub"

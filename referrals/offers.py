@@ -78,7 +78,9 @@ class RoutingOutcome:
 
 
 def _referral_lock(referral_id: int) -> Referral:
-    return Referral.objects.select_for_update().get(pk=referral_id)
+    # The clinical facts come in the same statement, since routing reads them right after the lock; only the
+    # referral's row is locked (``of``: the facts are never written after creation).
+    return Referral.objects.select_for_update(of=("self",)).select_related("facts").get(pk=referral_id)
 
 
 def _actor_of(admin) -> str:

@@ -232,3 +232,26 @@ def test_a_bundle_entry_with_a_list_where_a_string_belongs_is_refused(fhir, elem
     assert 400 <= response.status_code < 500
     assert json_of(response)["resourceType"] == "OperationOutcome"
     assert Referral.objects.count() == 0
+
+
+@pytest.mark.parametrize("where", ["Patient.photo", "Bundle.link", "Subscription.channel"])
+def test_a_number_in_a_url_element_is_400_naming_it(fhir, where):
+    # fhir.resources' url type raised AttributeError on a non-string (found trying the hub as an EHR): a 500.
+    stored_before = StoredResource.objects.count()
+    if where == "Patient.photo":
+        patient = example("Scen2PatientJohansson")
+        patient["photo"] = [{"contentType": "image/png", "url": 5}]
+        response, expected = fhir.post("Patient", patient), "Patient.photo[0].url"
+    elif where == "Bundle.link":
+        bundle = scenario2_bundle(identifier="url-number")
+        bundle["link"] = [{"relation": "self", "url": 5}]
+        response, expected = fhir.post("", bundle), "Bundle.link[0].url"
+    else:
+        subscription = example("Scen2SubscriptionEhr")
+        subscription["channel"]["endpoint"] = 5
+        response, expected = fhir.post("Subscription", subscription), "Subscription.channel.endpoint"
+
+    assert response.status_code == 400, response.content[:500]
+    assert expected in issue_paths(response)
+    assert Referral.objects.count() == 0
+    assert StoredResource.objects.count() == stored_before

@@ -17,6 +17,8 @@ def test_the_demo_loads_routes_its_referrals_and_loads_nothing_twice(settings, t
     assert "routed: Offered to" in first
     client = EhrClient.objects.get()
     assert client.client_id in first
+    # The query it prints is the README's: the referral Tasks, not their offers (requested Tasks too).
+    assert "/fhir/Task?part-of:missing=true&status=requested&_include=Task:patient'" in first
     assert (tmp_path / "demo-ehr" / "private-key.pem").exists()
     cardiac = Referral.objects.get(patient_name="Nancy Johansson")
     offer = Offer.objects.get(referral=cardiac)

@@ -1,6 +1,7 @@
 """The network, read-only over FHIR."""
 
 import datetime as dt
+import math
 
 import pytest
 from django.utils import timezone
@@ -39,6 +40,47 @@ def test_location_near_finds_sites_within_the_distance_nearest_first(fhir, sprin
     assert _ids(response) == ["ymca-downtown", "ymca-decatur"]
     distance = json_of(response)["entry"][0]["search"]["extension"][0]["valueDistance"]["value"]
     assert 1000 < distance < 4000
+
+
+def _site_at(ymca, fhir_id: str, lat: float, lon: float) -> Site:
+    return Site.objects.create(organization=ymca, fhir_id=fhir_id, name=fhir_id, city="X", state="IL",
+                               postal_code="62701", latitude=lat, longitude=lon)
+
+
+@pytest.mark.parametrize("radius_km", [5.0, 25.0, 250.0])
+def test_near_keeps_what_is_just_inside_the_radius_and_drops_what_is_just_outside(fhir, springfield, radius_km):
+    # Due north-east of the point, where the bounding box's corner lies well beyond the circle: a site 20 m inside
+    # the great-circle radius is found, one 20 m outside is not, though both are inside the box.
+    from network.geo import haversine_km
+
+    lat, lon = 45.0, -100.0
+    bearing = math.radians(45)
+    for name, km in (("inside", radius_km - 0.02), ("outside", radius_km + 0.02)):
+        # The destination point at distance km and this bearing, on the same sphere haversine_km uses.
+        d = km / 6371.0088
+        phi1, lam1 = math.radians(lat), math.radians(lon)
+        phi2 = math.asin(math.sin(phi1) * math.cos(d) + math.cos(phi1) * math.sin(d) * math.cos(bearing))
+        lam2 = lam1 + math.atan2(math.sin(bearing) * math.sin(d) * math.cos(phi1), math.cos(d) - math.sin(phi1) * math.sin(phi2))
+        site = _site_at(springfield, f"{name}-{radius_km:g}", math.degrees(phi2), math.degrees(lam2))
+        assert haversine_km(lat, lon, site.latitude, site.longitude) == pytest.approx(km, abs=1e-6)
+    response = fhir.get("Location", near=f"{lat}|{lon}|{radius_km}|km")
+    assert _ids(response) == [f"inside-{radius_km:g}"]
+    distance_m = json_of(response)["entry"][0]["search"]["extension"][0]["valueDistance"]["value"]
+    assert distance_m == round((radius_km - 0.02) * 1000)
+
+
+def test_near_orders_by_distance_and_pages_and_counts_in_the_database(fhir, springfield):
+    lat, lon = 45.0, -100.0
+    for i, km in enumerate((3.0, 1.0, 2.0, 9.0)):  # due north: 1 degree of latitude is 111.195 km on this sphere
+        _site_at(springfield, f"s{i}", lat + km / 111.19508, lon)
+    _site_at(springfield, "s-miles", lat + 16.2 / 111.19508, lon)  # 16.2 km: outside 10 mi (16.09 km)
+    response = fhir.get("Location", near=f"{lat}|{lon}|10|mi", _count="2")
+    body = json_of(response)
+    assert body["total"] == 4
+    assert [e["resource"]["id"] for e in body["entry"]] == ["s1", "s2"]
+    second = json_of(fhir.get("Location", near=f"{lat}|{lon}|10|mi", _count="2", _offset="2"))
+    assert [e["resource"]["id"] for e in second["entry"]] == ["s0", "s3"]
+    assert [e["search"]["extension"][0]["valueDistance"]["value"] for e in second["entry"]] == [3000, 9000]
 
 
 def test_a_bad_near_is_400(fhir, springfield):

@@ -491,8 +491,11 @@ def test_the_smart_configuration_names_the_token_endpoint_and_backend_services_c
     assert configuration["token_endpoint_auth_signing_alg_values_supported"] == ["RS384", "ES384"]
     scopes = set(configuration["scopes_supported"])
     assert {"system/Task.read", "system/Task.cruds", "system/CarePlan.cruds", "system/*.rs"} <= scopes
-    # Nothing the FHIR endpoint does not serve (these two answer 404), and no write on the read-only network.
-    assert not any(s.startswith(("system/DiagnosticReport.", "system/Encounter.")) for s in scopes)
+    # Nothing the FHIR endpoint does not serve (it answers 404), and no write on the read-only network nor on the
+    # reports the hub writes itself.
+    assert not any(s.startswith("system/Encounter.") for s in scopes)
+    assert {s for s in scopes if s.startswith("system/DiagnosticReport.")} == {
+        "system/DiagnosticReport.read", "system/DiagnosticReport.rs"}
     assert {s for s in scopes if s.startswith("system/Location.")} == {"system/Location.read", "system/Location.rs"}
     assert configuration["capabilities"] == [
         "client-confidential-asymmetric",
@@ -686,3 +689,17 @@ def test_the_purge_task_is_named_for_the_beat_schedule_and_purges(ec_client, set
     assert settings.CELERY_BEAT_SCHEDULE["purge-spent-assertion-ids"]["task"] == purge_spent_jtis.name
     assert purge_spent_jtis() == 1
     assert SpentAssertion.objects.count() == 0
+
+
+def test_the_register_command_hints_the_scopes_a_narrow_client_must_ask_for(clinic, ec_key, tmp_path):
+    # Following the hint for a client registered with --scope used to ask for every default scope: invalid_scope.
+    jwks_path = tmp_path / "jwks.json"
+    jwks_path.write_text(json.dumps(public_jwks(ec_key)))
+    narrow, default = StringIO(), StringIO()
+
+    call_command("register_ehr_client", name="Narrow", clinic="riverside", jwks=str(jwks_path),
+                 scope=["system/Task.rs"], stdout=narrow)
+    call_command("register_ehr_client", name="Wide", clinic="riverside", jwks=str(jwks_path), stdout=default)
+
+    assert "--request --scope 'system/Task.rs'" in narrow.getvalue()
+    assert "--scope" not in default.getvalue()

@@ -1,6 +1,7 @@
 """One table of what is served: the SMART configuration, the CapabilityStatement and the router agree, every
 advertised interaction answers, and a client registered with the default scopes can send a PA referral Bundle."""
 
+import datetime as dt
 import json
 from urllib.parse import urlencode
 
@@ -12,17 +13,20 @@ from fhir_bridge.models import EhrClient, StoredResource
 from fhir_bridge.smart_keys import client_assertion, generate_private_key, public_jwks, token_request_form
 from fhir_bridge.smart_scopes import DEFAULT_SCOPES
 from network.models import Organization
+from referrals.models import ReportKind
+from referrals.reports import report_draft, report_send_unsigned
 from tests.conftest import FhirClient, json_of
 from tests.fhir_bridge.conftest import TEST_TOKEN_URL
 from referrals.records import adverse_event_record
 from tests.network.factories import OrganizationFactory, RoleFactory
 from tests.referrals.cases import THERAPIST, aware, case_make
+from tests.referrals.report_cases import START, accepted_referral
 
 pytestmark = pytest.mark.django_db
 
 # Types the PA IG or FHIR names that the hub does not serve: the router must refuse them (404), and neither
 # discovery document may list them.
-UNSERVED = ("DiagnosticReport", "Encounter", "Procedure", "DocumentReference", "Communication")
+UNSERVED = ("Encounter", "Procedure", "DocumentReference", "Communication")
 _WRITES = {"create", "update"}
 # Served, but granted only by a scope naming it (route_table's by_default=False): the audit trail.
 NOT_BY_DEFAULT = {"AuditEvent"}
@@ -142,6 +146,15 @@ def _adverse_event_make(clinic):
     )
 
 
+def _report_sent(clinic) -> dict[str, str]:
+    """A progress report sent for a case of ``clinic``: the ids of its DiagnosticReport and Binary."""
+    referral = accepted_referral(clinic)
+    report = report_draft(referral=referral, period_start=START, period_end=START + dt.timedelta(days=27),
+                          kind=ReportKind.PROGRESS)
+    report = report_send_unsigned(report=report)
+    return {"DiagnosticReport": str(report.public_id), "Binary": f"{report.public_id}-pdf"}
+
+
 def test_every_advertised_interaction_answers_a_sample_request(fhir, ehr_client):
     RoleFactory(fhir_id="role-sample")
     OrganizationFactory(fhir_id="ymca-sample", kind=Organization.Kind.YMCA)
@@ -165,6 +178,9 @@ def test_every_advertised_interaction_answers_a_sample_request(fhir, ehr_client)
             answered.append((resource_type, "create"))
         elif resource_type == "AdverseEvent":  # rendered from a case's record, never created over FHIR
             ids[resource_type] = f"adverse-event-{_adverse_event_make(ehr_client.clinic).pk}"
+        elif resource_type in ("DiagnosticReport", "Binary"):  # rendered by the hub when a report is sent
+            if resource_type not in ids:
+                ids.update(_report_sent(ehr_client.clinic))
         else:
             rows = json_of(fhir.get(resource_type))["entry"]
             ids[resource_type] = next(

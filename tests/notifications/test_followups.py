@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from notifications.followups import Planned, followup_run, followup_schedule, followups_claim
+from notifications.followups import Planned, followup_run, followup_schedule, followups_claim, followups_run
 from notifications.kinds import KINDS, Kind
 from notifications.models import FollowUp
 from notifications.tasks import followup, followup_delivery, followup_routing, sweep
@@ -174,3 +174,30 @@ def test_two_sweeps_at_the_same_moment_claim_each_row_once(dispatched):
     first, second = map(set, results)
     assert first and second and not first & second
     assert len(first | second) == 900
+
+
+def _write_and_count(row, now):
+    FollowUp.objects.create(kind="test-count", key=f"written-by:{row.pk}", due_at=now + dt.timedelta(days=1))
+    return _count(row, now)
+
+
+def test_a_chunk_shares_transactions_and_a_failing_handler_fails_alone(dispatched, monkeypatch):
+    monkeypatch.setitem(KINDS, "test-write", Kind(_write_and_count))
+    now = timezone.now()
+    ids = followup_schedule(
+        plans=[_plan("a", kind="test-write"), _plan("b", kind="test-explode"), _plan("c", kind="test-write")], now=now
+    )
+
+    outcomes = dict(followups_run(followup_ids=[*ids, ids[0]], now=now))  # an id twice: run once
+
+    rows = {r.key: r for r in FollowUp.objects.filter(pk__in=ids)}
+    assert outcomes == {ids[0]: "counted", ids[1]: "error: receiver on fire", ids[2]: "counted"}
+    assert [(rows[k].state, rows[k].attempts) for k in "abc"] == [("done", 1), ("pending", 1), ("done", 1)]
+    assert rows["b"].due_at > now  # retried later, with backoff
+    # The handlers that succeeded kept their writes (run again, after the first pass was rolled back); the
+    # failing one's are gone.
+    assert set(FollowUp.objects.filter(key__startswith="written-by:").values_list("key", flat=True)) == {
+        f"written-by:{ids[0]}", f"written-by:{ids[2]}"
+    }
+    assert not FollowUp.objects.filter(key__startswith="half-done").exists()
+    assert followups_run(followup_ids=ids[:1], now=now) == [(ids[0], "not pending, or being run by another worker")]

@@ -185,3 +185,18 @@ def test_dead_letters_are_replayed_from_the_admin(clinic, receiver, dispatched):
     drain(timezone.now())
     delivery.refresh_from_db()
     assert delivery.state == "delivered" and receiver.received[0]["body"] == b"{}"
+
+
+def test_the_admin_cannot_delete_a_delivery(clinic, receiver):
+    delivery = Delivery.objects.create(channel="rest-hook", endpoint=receiver.url, content="{}", state="dead",
+                                       attempts=10)
+    client = Client()
+    client.force_login(get_user_model().objects.create_superuser("admin", "admin@hub.test", "x"))
+
+    bulk = client.post("/admin/notifications/delivery/", {
+        "action": "delete_selected", "_selected_action": [delivery.pk], "post": "yes",
+    })
+    single = client.post(f"/admin/notifications/delivery/{delivery.pk}/delete/", {"post": "yes"})
+
+    assert single.status_code == 403 and bulk.status_code in (200, 302)
+    assert Delivery.objects.filter(pk=delivery.pk).exists()  # a dead letter is replayed, never erased

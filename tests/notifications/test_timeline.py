@@ -43,7 +43,7 @@ def test_an_offer_expires_the_next_is_offered_and_the_nudges_fire_on_their_days(
         drain(start)
     assert _mail_to(smtp) == [("pro1@fit.test", "New referral offer")]
     body = smtp.messages[0]["data"]
-    assert f"offer {first.pk}" in body and f"/offers/{first.pk}" in body
+    assert f"offer {first.pk}" in body and f"/portal/offers#offer-{first.pk}" in body
     assert f"{first.deadline:%Y-%m-%d %H:%M} UTC" in body
     assert "Ann Example" not in body and "10001" not in body  # no PHI in an e-mail
 

@@ -17,7 +17,8 @@ from fhir_bridge.smart_clients import ehr_client_register
 from fhir_bridge.smart_keys import generate_private_key, load_private_key_pem, private_key_pem, public_jwks
 from fhir_bridge.smart_scopes import DEFAULT_SCOPES as DEMO_SCOPES  # the route table's, as registration's
 from network.demo import demo_network_load
-from referrals.models import Clinic
+from portal.demo import demo_accounts_load
+from referrals.models import Clinic, Referral
 from referrals.offers import referral_route_first
 
 DEMO_CLIENT_NAME = "Good Health Cardiology EHR (demo)"
@@ -86,6 +87,12 @@ class Command(BaseCommand):
         # Routed here rather than by the worker, so that the demo shows its choices as soon as the server is up.
         routed = [referral_route_first(referral_id=pk) for pk in opened]
         admin_note = self._demo_admin()
+        # Every demo referral, new or loaded before, so that a second run still names the accounts.
+        demo_ids = list(Referral.objects.filter(clinic=clinic).order_by("id").values_list("id", flat=True))
+        accounts = demo_accounts_load(referral_ids=demo_ids) if settings.DEBUG else []
+        portal_note = "\n".join(f"                    user / password: {line}" for line in accounts) or (
+            "                    (no demo offer was made: link users in the admin, Network > Accounts)"
+        )
 
         self.stdout.write(self.style.SUCCESS(f"\nExercise-referral hub demo: {len(opened)} new sample referral(s) loaded."))
         for outcome in filter(None, routed):
@@ -96,13 +103,15 @@ class Command(BaseCommand):
   Demo EHR client   {client.client_id}   clinic "{clinic.name}"
   Its private key   {key_path}
   Admin             {base_url}/admin/   {admin_note}
+  Therapists' app   {base_url}/portal/   (demo only)
+{portal_note}
   Routing queue     {base_url}/api/admin/routing/queue   (and /api/admin/referrals/<id>/routing: why it went where)
 
   Get a token (in another terminal, once the server is up):
     .venv/bin/python manage.py ehr_client_token --client-id {client.client_id} \\
         --key {key_path} --token-url {base_url}/auth/token --request
-  Then:
-    curl -H "Authorization: Bearer $TOKEN" '{base_url}/fhir/Task?status=requested&_include=Task:patient'
+  Then, the referral Tasks still waiting (not their offers), each with its Patient:
+    curl -H "Authorization: Bearer $TOKEN" '{base_url}/fhir/Task?part-of:missing=true&status=requested&_include=Task:patient'
 """)
 
     def _demo_admin(self) -> str:

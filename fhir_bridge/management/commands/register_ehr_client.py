@@ -1,6 +1,8 @@
-"""Register an EHR system as a SMART Backend Services client of one clinic.
+"""Register a SMART Backend Services client: a clinic's EHR, or a network organization's own system (a provider
+that answers offers and runs its cases over FHIR).
 
     python manage.py register_ehr_client --name "Riverside EHR" --clinic riverside --jwks ehr-jwks.json
+    python manage.py register_ehr_client --name "Fit 4 Life system" --organization fit4life --jwks jwks.json
 
 The first line of output is the client_id alone, so that scripts can capture it (``| head -n 1``).
 """
@@ -14,14 +16,16 @@ from django.core.validators import validate_slug
 from django.db import transaction
 
 from fhir_bridge.smart_clients import ehr_client_register
-from fhir_bridge.smart_scopes import DEFAULT_SCOPES
+from fhir_bridge.smart_scopes import DEFAULT_SCOPES, PROVIDER_SCOPES
+from network.models import Organization
 from referrals.models import Clinic
 
 
 class Command(BaseCommand):
     help = (
-        "Register an EHR client (SMART Backend Services) for a clinic. Prints the client_id on the first "
-        "line. Make a key and its JWKS with: "
+        "Register a client (SMART Backend Services) for a clinic's EHR (--clinic) or for a network "
+        "organization's own system (--organization). Prints the client_id on the first line. Make a key and "
+        "its JWKS with: "
         "manage.py ehr_client_token --key ehr-key.pem --new-key EC > ehr-jwks.json"
     )
 
@@ -29,8 +33,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--name", required=True, help="what the client is, e.g. 'Riverside Family Practice EHR'"
         )
-        parser.add_argument(
-            "--clinic", required=True, metavar="SLUG", help="the slug of the clinic it acts for"
+        side = parser.add_mutually_exclusive_group(required=True)
+        side.add_argument("--clinic", metavar="SLUG", help="the slug of the clinic whose EHR it is")
+        side.add_argument(
+            "--organization",
+            metavar="FHIR_ID",
+            help="the id of the network organization whose own system it is (Organization/<id>): it answers "
+            "the offers made to the organization's roles and runs the cases it accepted",
         )
         parser.add_argument(
             "--jwks",
@@ -44,8 +53,23 @@ class Command(BaseCommand):
             action="append",
             dest="scopes",
             metavar="SCOPE",
-            help="a system scope it may be granted (repeat, or separate with spaces); default: "
-            + " ".join(DEFAULT_SCOPES),
+            help="a system scope it may be granted (repeat, or separate with spaces); default for a clinic: "
+            + " ".join(DEFAULT_SCOPES)
+            + "; for an organization: "
+            + " ".join(PROVIDER_SCOPES),
+        )
+        parser.add_argument(
+            "--fhir-base",
+            default="",
+            metavar="URL",
+            help="notify and pull: the EHR's FHIR base URL, the only place the hub fetches a referral's resources from",
+        )
+        parser.add_argument(
+            "--token-url",
+            default="",
+            metavar="URL",
+            help="notify and pull: the EHR's token endpoint, where the hub authenticates as a SMART backend client "
+            "with the key published at /.well-known/jwks.json",
         )
         parser.add_argument(
             "--create-clinic", action="store_true", help="create the clinic if no clinic has SLUG"
@@ -54,32 +78,65 @@ class Command(BaseCommand):
             "--clinic-name", help="the new clinic's name with --create-clinic (default: from SLUG)"
         )
 
-    def handle(self, *args, name, clinic, jwks, scopes, create_clinic, clinic_name, **options):
+    def handle(self, *args, name, clinic, organization, jwks, scopes, create_clinic, clinic_name, fhir_base="",
+               token_url="", **options):
         document = _jwks_read(Path(jwks))  # Path() again: call_command(jwks="...") skips argparse's type
-        scope_list = [scope for argument in scopes or DEFAULT_SCOPES for scope in argument.split()]
+        if (clinic is None) == (organization is None):  # call_command skips argparse's group check
+            raise CommandError("Give exactly one of --clinic and --organization.")
+        if organization is not None and create_clinic:
+            raise CommandError("--create-clinic goes with --clinic, not --organization.")
+        defaults = PROVIDER_SCOPES if organization is not None else DEFAULT_SCOPES
+        scope_list = [scope for argument in scopes or defaults for scope in argument.split()]
 
         # One transaction: a clinic created here is not left behind when the registration is refused.
+        created = False
         with transaction.atomic():
-            clinic_row, created = _clinic_find(clinic, create=create_clinic, name=clinic_name)
+            if organization is not None:
+                side_row = _organization_find(organization)
+                side = {"organization": side_row}
+            else:
+                side_row, created = _clinic_find(clinic, create=create_clinic, name=clinic_name)
+                side = {"clinic": side_row}
             try:
-                client = ehr_client_register(name=name, clinic=clinic_row, jwks=document, scopes=scope_list)
+                client = ehr_client_register(
+                    name=name, jwks=document, scopes=scope_list, fhir_base_url=fhir_base, token_url=token_url, **side
+                )
             except ValidationError as exc:
                 raise CommandError(" ".join(exc.messages)) from None
 
         self.stdout.write(client.client_id)
         kids = ", ".join(f"{key['kid']} ({key['kty']})" for key in client.jwks["keys"])
-        self.stdout.write(self.style.SUCCESS(f"Registered {client.name!r} as an EHR client."))
+        kind = "a provider client" if organization is not None else "an EHR client"
+        self.stdout.write(self.style.SUCCESS(f"Registered {client.name!r} as {kind}."))
         self.stdout.write(f"  client_id: {client.client_id}")
-        self.stdout.write(
-            f"  clinic:    {clinic_row.name} ({clinic_row.slug}){' - created now' if created else ''}"
-        )
+        if organization is not None:
+            self.stdout.write(f"  organization: {side_row.name} (Organization/{side_row.fhir_id})")
+        else:
+            self.stdout.write(
+                f"  clinic:    {side_row.name} ({side_row.slug}){' - created now' if created else ''}"
+            )
         self.stdout.write(f"  keys:      {kids}")
         self.stdout.write(f"  scopes:    {client.scopes}")
+        if client.fhir_base_url:
+            self.stdout.write(f"  pulls from {client.fhir_base_url} (token: {client.token_url})")
+        # ehr_client_token asks for DEFAULT_SCOPES unless told otherwise; a client registered with fewer would be
+        # refused invalid_scope, so the hint names the scopes it may have.
+        scope_option = "" if scopes is None else f" --scope '{' '.join(scope_list)}'"
         self.stdout.write(
             "Get an access token with:\n"
             f"  python manage.py ehr_client_token --client-id {client.client_id} --key PRIVATE_KEY.pem "
-            "--request"
+            f"--request{scope_option}"
         )
+
+
+def _organization_find(fhir_id: str) -> Organization:
+    organization = Organization.objects.filter(fhir_id=fhir_id).first()
+    if organization is None:
+        raise CommandError(
+            f"No network organization has the id {fhir_id!r}. Find it with GET /fhir/Organization?name=... "
+            "or in the admin."
+        )
+    return organization
 
 
 def _jwks_read(path: Path) -> dict:

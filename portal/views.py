@@ -1,0 +1,353 @@
+"""The therapists' web app: each view parses, calls one domain service (or selector) and renders.
+
+Who may see what is decided once, in ``portal_view``: a signed-in user with a portal Account, past the second
+factor when they enrolled one. Everything an account reaches is scoped in portal/selectors.py; an id that is
+not theirs is a 404.
+"""
+
+import functools
+import logging
+
+import segno
+from django.contrib.auth import views as auth_views
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponseNotAllowed
+from django.shortcuts import redirect, render
+from django.urls import reverse, reverse_lazy
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
+from django_otp import login as otp_login
+from django_otp import user_has_device
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from portal import selectors
+from portal.forms import (
+    AdverseEventForm,
+    CheckinForm,
+    DynamicAssessmentForm,
+    ProgramForm,
+    PromAssessmentForm,
+    StaticAssessmentForm,
+    DeclineForm,
+    FirstContactForm,
+    ReasonForm,
+    ScheduleForm,
+    SessionForm,
+    TokenForm,
+    VersionForm,
+)
+from referrals.errors import DomainError, ErrorCode
+from referrals.offers import offer_accept, offer_decline
+
+try:  # the records engineer's case transitions and records (issue 9's contract); offered once they exist
+    from referrals import cases as case_services
+    from referrals import records as record_services
+except ImportError:  # pragma: no cover - until referrals/cases.py and records.py land on main
+    case_services = record_services = None
+
+logger = logging.getLogger(__name__)
+
+
+def _safe_next(request, fallback: str) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return target
+    return fallback
+
+
+def portal_view(view):
+    """Sign-in, then the portal account, then (when the user enrolled one) the second factor."""
+
+    @functools.wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect(f"{reverse('portal:login')}?next={request.path}")
+        if user_has_device(request.user) and not request.user.is_verified():
+            return redirect(f"{reverse('portal:verify')}?next={request.path}")
+        account = selectors.account_get(user=request.user)
+        if account is None:
+            return render(request, "portal/no_account.html", status=403)
+        request.account = account
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+# --- Sign-in ----------------------------------------------------------------------------------------------------
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "portal/login.html"
+    redirect_authenticated_user = True
+
+
+def verify(request):
+    """The second factor, after the password, for a user who enrolled a TOTP device."""
+    if not request.user.is_authenticated:
+        return redirect("portal:login")
+    device = TOTPDevice.objects.devices_for_user(request.user, confirmed=True).first()
+    if device is None or request.user.is_verified():
+        return redirect(_safe_next(request, reverse("portal:offers")))
+    form = TokenForm(request.POST or None, device=device)
+    if request.method == "POST" and form.is_valid():
+        otp_login(request, device)
+        return redirect(_safe_next(request, reverse("portal:offers")))
+    return render(request, "portal/verify.html", {"form": form, "next": _safe_next(request, "")})
+
+
+password_reset = auth_views.PasswordResetView.as_view(
+    template_name="registration/password_reset_form.html",
+    email_template_name="registration/password_reset_email.txt",
+    subject_template_name="registration/password_reset_subject.txt",
+    success_url=reverse_lazy("portal:password_reset_done"),
+)
+password_reset_done = auth_views.PasswordResetDoneView.as_view(template_name="registration/password_reset_done.html")
+password_reset_confirm = auth_views.PasswordResetConfirmView.as_view(
+    template_name="registration/password_reset_confirm.html", success_url=reverse_lazy("portal:password_reset_complete")
+)
+password_reset_complete = auth_views.PasswordResetCompleteView.as_view(
+    template_name="registration/password_reset_complete.html"
+)
+
+
+@portal_view
+def account(request):
+    """The account page: who this is, whom they act for, and the second factor (enrol, confirm, turn off)."""
+    user = request.user
+    confirmed = TOTPDevice.objects.devices_for_user(user, confirmed=True).first()
+    pending = TOTPDevice.objects.devices_for_user(user, confirmed=False).first()
+    form = None
+    if request.method == "POST":
+        action = request.POST.get("action")
+        if action == "enrol" and confirmed is None:
+            TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+            TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
+            return redirect("portal:account")
+        if action == "confirm" and pending is not None:
+            form = TokenForm(request.POST, device=pending)
+            if form.is_valid():
+                pending.confirmed = True
+                pending.save(update_fields=["confirmed"])
+                otp_login(request, pending)  # this session has just proved the factor
+                return redirect("portal:account")
+        elif action == "disable" and confirmed is not None:
+            form = TokenForm(request.POST, device=confirmed)
+            if form.is_valid():
+                TOTPDevice.objects.filter(user=user).delete()
+                return redirect("portal:account")
+    qr = None
+    if pending is not None:
+        qr = segno.make(pending.config_url, error="m").svg_inline(scale=4, dark="#111", light="#fff")
+    return render(
+        request,
+        "portal/account.html",
+        {
+            "account": request.account,
+            "confirmed": confirmed,
+            "pending": pending,
+            "qr_svg": qr,
+            "secret": pending and _base32(pending.bin_key),
+            "form": form or TokenForm(device=None),
+        },
+    )
+
+
+def _base32(key: bytes) -> str:
+    import base64
+
+    return base64.b32encode(key).decode().rstrip("=")
+
+
+# --- Offers -----------------------------------------------------------------------------------------------------
+
+
+@portal_view
+def offers(request):
+    return render(request, "portal/offers.html", {"cards": selectors.offers_for_account(account=request.account)})
+
+
+def _answered(request, offer, *, status=409):
+    answer = selectors.offer_answer_get(offer=offer)
+    template = "portal/_offer_answered.html" if request.htmx else "portal/offer_answered.html"
+    # htmx swaps only 2xx answers into the page; a plain form post gets the honest status.
+    return render(request, template, {"offer": offer, "answer": answer}, status=200 if request.htmx else status)
+
+
+@portal_view
+@require_POST
+def offer_accept_view(request, offer_id: int):
+    offer = selectors.offer_for_account(account=request.account, offer_id=offer_id)
+    if offer is None:
+        raise Http404("No such offer")
+    try:
+        offer_accept(offer=offer, actor=request.account.actor)
+    except DomainError:
+        # Someone answered first (their manager, or the deadline): say who and when, change nothing.
+        return _answered(request, offer)
+    target = reverse("portal:case", args=[offer.referral_id])
+    return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
+
+
+@portal_view
+def offer_decline_view(request, offer_id: int):
+    offer = selectors.offer_for_account(account=request.account, offer_id=offer_id)
+    if offer is None:
+        raise Http404("No such offer")
+    if request.method not in ("GET", "POST"):
+        return HttpResponseNotAllowed(["GET", "POST"])
+    form = DeclineForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            offer_decline(offer=offer, reason=form.reason_text(), actor=request.account.actor)
+        except DomainError:
+            return _answered(request, offer)
+        target = reverse("portal:offers")
+        return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
+    card = selectors.offer_card(account=request.account, offer_id=offer_id)
+    if card.status != "requested":
+        return _answered(request, offer)
+    template = "portal/_decline_form.html" if request.htmx else "portal/offer_decline.html"
+    status = 400 if form.errors and not request.htmx else 200  # htmx swaps only 2xx answers
+    return render(request, template, {"card": card, "form": form}, status=status)
+
+
+# --- Cases ------------------------------------------------------------------------------------------------------
+
+
+@portal_view
+def cases(request):
+    show_closed = request.GET.get("closed") == "1"
+    paginator = Paginator(selectors.cases_for_account(account=request.account, open_only=not show_closed), selectors.CASES_PER_PAGE)
+    page = paginator.get_page(request.GET.get("page"))
+    return render(request, "portal/cases.html", {"page": page, "show_closed": show_closed})
+
+
+# What the case page may do: (the domain module, its service, the form, the button). Recording a session comes
+# first: on a phone at the gym it is the form a therapist opens most.
+CASE_ACTIONS = {
+    "session": ("records", "session_record", SessionForm, "Record session"),
+    "checkin": ("records", "checkin_record", CheckinForm, "Record PAVS check-in"),
+    "schedule": ("records", "session_schedule", ScheduleForm, "Book a session"),
+    "adverse-event": ("records", "adverse_event_record", AdverseEventForm, "Report an adverse event or red flag"),
+    "assess-static": ("records", "assessment_record", StaticAssessmentForm, "Assessment: static (vitals, body)"),
+    "assess-dynamic": ("records", "assessment_record", DynamicAssessmentForm, "Assessment: dynamic (function)"),
+    "assess-prom": ("records", "assessment_record", PromAssessmentForm, "Assessment: PROMs"),
+    "program": ("records", "program_set", ProgramForm, "Set the exercise program (FITT)"),
+    "first-contact": ("cases", "case_first_contact", FirstContactForm, "Record first contact"),
+    "start": ("cases", "case_start", VersionForm, "Mark in progress"),
+    "hold": ("cases", "case_hold", ReasonForm, "Put on hold"),
+    "resume": ("cases", "case_resume", VersionForm, "Resume"),
+    "discharge": ("cases", "case_discharge", VersionForm, "Discharge (completed)"),
+    "fail": ("cases", "case_fail", ReasonForm, "Close as failed"),
+}
+# Which of them a case in each status offers (the PA state machine, as referrals/cases.py enforces it).
+_RECORDS = ["assess-static", "assess-dynamic", "assess-prom", "program", "adverse-event"]
+ACTIONS_BY_STATUS = {
+    "accepted": ["session", "schedule", "first-contact", "checkin", *_RECORDS, "start", "discharge", "fail"],
+    "in-progress": ["session", "checkin", "schedule", *_RECORDS, "hold", "discharge", "fail"],
+    "on-hold": ["resume", "checkin", "assess-static", "assess-dynamic", "assess-prom", "adverse-event", "fail"],
+}
+
+
+def _service(action: str):
+    module_name, name, _, _ = CASE_ACTIONS[action]
+    module = {"cases": case_services, "records": record_services}[module_name]
+    return getattr(module, name, None) if module is not None else None
+
+
+def _initial(action: str, view, version) -> dict:
+    """What a fresh form shows: the version, now (in the site's time zone), and the program's usual dose."""
+    initial = {"expected_version": version}
+    now = timezone.now().astimezone(view.time_zone).replace(tzinfo=None, second=0, microsecond=0)
+    initial.update(starts_at=now, contacted_at=now, occurred_at=now, assessed_at=now, date=now.date(),
+                   starts_on=now.date())
+    if action == "program" and view.program is not None:  # a new version starts from the current one
+        for c in view.program.components.all():
+            initial.update({f"{c.kind}_frequency": c.frequency_per_week, f"{c.kind}_minutes": c.minutes,
+                            f"{c.kind}_intensity_kind": c.intensity_kind, f"{c.kind}_intensity_low": c.intensity_low,
+                            f"{c.kind}_intensity_high": c.intensity_high, f"{c.kind}_type": c.type})
+    if action == "session" and view.program is not None:
+        minutes = 0
+        for component in view.program.components.all():
+            minutes += component.minutes or 0
+            initial[f"{component.kind}_minutes"] = component.minutes
+        initial["duration_minutes"] = minutes or None
+    return initial
+
+
+def _case_version(view) -> int | None:
+    """The version a case form is built from: the referral's own counter (the records' Referral.version), else
+    the referral Task's version."""
+    version = getattr(view.referral, "version", None)
+    return version if version is not None else view.task_version
+
+
+def _case_page(request, offer, *, action_errors=None, status=200):
+    """The case page. Only its first form (recording a session, when the case takes one) is built with it: the
+    others come when opened (htmx), or on a page of their own, so that the page stays fast on a phone."""
+    view = selectors.case_view(offer=offer)
+    version = _case_version(view)
+    actions = []
+    for key in ACTIONS_BY_STATUS.get(view.referral.status, []):
+        if _service(key) is None:
+            continue
+        _, _, form_class, label = CASE_ACTIONS[key]
+        form = (action_errors or {}).get(key)
+        if form is None and not actions:
+            form = form_class(initial=_initial(key, view, version), tz=view.time_zone)
+        actions.append({"key": key, "label": label, "form": form})
+    context = {"case": view, "actions": actions, "version": version, "referral_id": view.referral.pk}
+    return render(request, "portal/case.html", context, status=status)
+
+
+@portal_view
+def case(request, referral_id: int):
+    offer = selectors.case_for_account(account=request.account, referral_id=referral_id)
+    if offer is None:
+        raise Http404("No such case")
+    return _case_page(request, offer)
+
+
+@portal_view
+def case_action(request, referral_id: int, action: str):
+    """GET: the form alone (the fragment for htmx, else a page); POST: the change, then back to the case."""
+    if request.method not in ("GET", "POST"):
+        return HttpResponseNotAllowed(["GET", "POST"])
+    offer = selectors.case_for_account(account=request.account, referral_id=referral_id)
+    if offer is None or action not in CASE_ACTIONS:
+        raise Http404("No such case or action")
+    service = _service(action)
+    if service is None:
+        raise Http404("No such action")
+    if request.method == "GET":
+        view = selectors.case_view(offer=offer)
+        _, _, form_class, label = CASE_ACTIONS[action]
+        form = form_class(initial=_initial(action, view, _case_version(view)), tz=view.time_zone)
+        context = {"action": {"key": action, "label": label, "form": form}, "referral_id": referral_id}
+        return render(request, "portal/_case_form.html" if request.htmx else "portal/case_form.html", context)
+    form = CASE_ACTIONS[action][2](request.POST, tz=selectors.case_time_zone(referral=offer.referral))
+    stale = False
+    if form.is_valid():
+        try:
+            service(referral=offer.referral, actor=request.account.actor, **form.values())
+        except DomainError as error:
+            if error.code in (ErrorCode.STALE, ErrorCode.CONFLICT):
+                stale = True
+                form.add_error(None, "Someone changed this case while you had it open, so nothing was saved. "
+                                     "Here it is as it is now: check it, then send your form again.")
+                # the form again, on the current version, with what was typed
+                data = request.POST.copy()
+                data["expected_version"] = str(_case_version(selectors.case_view(offer=offer)) or "")
+                errors = form.errors
+                form = CASE_ACTIONS[action][2](data, tz=form.tz)
+                form.is_valid()
+                form._errors = errors
+            else:
+                form.add_error(error.field if error.field in form.fields else None, str(error))
+        else:
+            return redirect(f"{reverse('portal:case', args=[referral_id])}#case-actions")
+    # Refused: the page as it is now, with the form's errors in place.
+    offer = selectors.case_for_account(account=request.account, referral_id=referral_id)
+    return _case_page(request, offer, action_errors={action: form}, status=409 if stale else 400)
