@@ -499,11 +499,6 @@ def report_facts(*, referral: Referral, period_start: dt.date, period_end: dt.da
     )
 
 
-def reports_of(*, referral: Referral) -> list[Report]:
-    """The referral's reports, oldest period first, superseded ones included."""
-    return list(Report.objects.filter(referral=referral).order_by("period_start", "id"))
-
-
 def report_case_start(*, referral: Referral) -> dt.date:
     """The day the case's reporting starts: its first attended session, else the day a professional accepted
     it, else the day the referral came in."""
