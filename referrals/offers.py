@@ -47,7 +47,6 @@ from referrals.selectors import (
     offer_live_get,
     role_active_case_count,
     role_for_update,
-    routing_decision_latest,
 )
 from referrals.services import NoteFacts, referral_update
 

@@ -101,10 +101,6 @@ def offer_live_get(*, referral_id: int) -> Offer | None:
     )
 
 
-def routing_decision_latest(*, referral_id: int) -> RoutingDecision | None:
-    return RoutingDecision.objects.filter(referral_id=referral_id).order_by("-id").first()
-
-
 def referrals_with_routing() -> QuerySet[Referral]:
     """Referrals with their clinic, each annotated with its latest routing decision's ``routing_gist`` and
     ``routing_flags`` (None before the first): a list of them costs one query, not one per referral."""
