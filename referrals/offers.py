@@ -13,7 +13,6 @@ referrals routed at the same moment can never both take the last slot.
 
 import datetime as dt
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings

@@ -4,7 +4,6 @@ routing keeps the hard constraints unless a reason is recorded."""
 import datetime as dt
 
 import pytest
-from django.utils import timezone
 
 from referrals.models import (
     BusinessStatus,

@@ -8,7 +8,7 @@ from referrals.errors import DomainError, ErrorCode
 from referrals.models import Clinic, Referral, ReferralEvent, Session
 from referrals.records import session_record
 from tests.conftest import fire_at_once
-from tests.referrals.cases import THERAPIST, aware, case_make
+from tests.referrals.cases import aware, case_make
 from tests.referrals.test_concurrency import _qualification_data
 
 pytestmark = [
