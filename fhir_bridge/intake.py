@@ -218,6 +218,14 @@ def _query_key(query: str) -> str:
     return "&".join(f"{k}={v}" for k, v in sorted(parse_qsl(query, keep_blank_values=True)))
 
 
+def _matches(caller: Caller, resource_type: str, criteria: list[tuple[str, str]]) -> list[StoredResource]:
+    """At most two of the clinic's resources that a conditional query finds: enough to tell none, one and several.
+    Raises FhirError when the query cannot be applied."""
+    criteria = conditional_criteria(resource_type, criteria)
+    query = filtered(visible(caller.clinic_id, resource_type), resource_type, criteria, base_url=caller.base_url)
+    return list(query[:2])
+
+
 def conditional_match(caller: Caller, resource_type: str, query: str, *, expression: str) -> StoredResource | None:
     """The one resource an If-None-Exist query finds, None when it finds none; 412 when it finds several."""
     criteria = parse_qsl(query, keep_blank_values=True)
@@ -225,8 +233,7 @@ def conditional_match(caller: Caller, resource_type: str, query: str, *, express
     if not criteria:
         raise error(400, "invalid", "If-None-Exist names no search parameter", expression=expression)
     try:
-        criteria = conditional_criteria(resource_type, criteria)
-        found = list(filtered(visible(caller.clinic_id, resource_type), resource_type, criteria, base_url=caller.base_url)[:2])
+        found = _matches(caller, resource_type, criteria)
     except FhirError as exc:
         raise FhirError(400, [Issue(i.severity, i.code, expression, i.diagnostics) for i in exc.issues]) from None
     if len(found) > 1:
@@ -533,8 +540,7 @@ def _conditional_reference(caller: Caller, ref: str) -> "StoredResource | Issue"
     if resource_type not in BUNDLE_TYPES:
         return Issue("error", "not-supported", "", f"conditional reference {ref!r}: {resource_type} is not served here")
     try:
-        criteria = conditional_criteria(resource_type, parse_qsl(query, keep_blank_values=True))
-        found = list(filtered(visible(caller.clinic_id, resource_type), resource_type, criteria, base_url=caller.base_url)[:2])
+        found = _matches(caller, resource_type, parse_qsl(query, keep_blank_values=True))
     except FhirError as exc:
         return Issue("error", "invalid", "", f"conditional reference {ref!r}: {exc}")
     if not found:

@@ -65,42 +65,25 @@ def check_document(document: object) -> None:
     """Walk the document once, without recursion (so depth itself cannot break the walk), and raise FhirError at
     the first value over a limit."""
     max_depth, max_chars = settings.HUB_MAX_JSON_DEPTH, settings.HUB_MAX_STRING_CHARS
-    stack = [(document, 1)]
-    fault = None
-    while stack:
+    stack = [(document, 1)] if isinstance(document, (dict, list)) else []
+    fault = "string" if isinstance(document, str) and (len(document) > max_chars or NUL in document) else None
+    while stack and not fault:
         node, depth = stack.pop()
-        if isinstance(node, dict):
-            if depth > max_depth:
-                fault = "depth"
-                break
-            for key, value in node.items():
-                if NUL in key:
-                    fault = "nul"
-                    break
-                if isinstance(value, str):
-                    if len(value) > max_chars or NUL in value:
-                        fault = "string"
-                        break
-                elif isinstance(value, (dict, list)):
-                    stack.append((value, depth + 1))
-            if fault:
-                break
-        elif isinstance(node, list):
-            if depth > max_depth:
-                fault = "depth"
-                break
-            for value in node:
-                if isinstance(value, str):
-                    if len(value) > max_chars or NUL in value:
-                        fault = "string"
-                        break
-                elif isinstance(value, (dict, list)):
-                    stack.append((value, depth + 1))
-            if fault:
-                break
-        elif isinstance(node, str) and (len(node) > max_chars or NUL in node):
-            fault = "string"
+        if depth > max_depth:
+            fault = "depth"
             break
+        if isinstance(node, dict):
+            if any(NUL in key for key in node):
+                fault = "string"  # a key, named by the second walk like a value
+                break
+            node = node.values()
+        for value in node:
+            if isinstance(value, str):
+                if len(value) > max_chars or NUL in value:
+                    fault = "string"
+                    break
+            elif isinstance(value, (dict, list)):
+                stack.append((value, depth + 1))
     if fault == "depth":
         raise error(400, "structure", _too_deep(), expression=_root(document))
     if fault:
