@@ -289,7 +289,11 @@ def delivery_attempt(*, delivery_id: int, subscription_id: int | None, now: dt.d
         delivery.delivered_at = now
         delivery.next_attempt_at = None
         delivery.last_error = ""
-        if sub is not None:
+        # Only when there is something to reset: a no-op UPDATE per message would still take the subscription's
+        # row lock to the chunk's commit, and the fan-out, which numbers under that lock, would wait for the
+        # chunk's slower receivers (the reason for the advisory turn, _subscription_turn).
+        healthy = sub is not None and sub.error_count == 0 and sub.status == Subscription.Status.ACTIVE
+        if sub is not None and not healthy:
             Subscription.objects.filter(pk=sub.pk).exclude(status=Subscription.Status.OFF).update(
                 error_count=0, status=Subscription.Status.ACTIVE
             )
