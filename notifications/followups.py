@@ -6,9 +6,9 @@ The path of one follow-up:
 2. ``followups_claim`` (Celery beat's ``notifications.sweep``, every HUB_SWEEP_SECONDS) takes due rows whose
    lease is free with ``SELECT ... FOR UPDATE SKIP LOCKED``, sets the lease, and hands each to a task on commit.
    Two sweeps at once claim different rows; a row whose worker died is claimed again when its lease ends.
-3. ``followup_run`` (the task) locks its row and runs its kind's handler only if it is still pending and due;
-   the handler's writes and the row's ``done`` commit together. A second delivery of the same task finds the
-   row done and does nothing.
+3. ``followups_run`` (the task, a chunk of rows at a time) locks its rows and runs each kind's handler only if
+   the row is still pending and due; the handler's writes and the row's ``done`` commit together. A second
+   delivery of the same task finds the rows done and does nothing. (``followup_run`` does the same for one row.)
 
 Nothing is ever scheduled as a far-future ETA or countdown in the broker: the row is the schedule.
 """

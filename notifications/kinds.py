@@ -158,7 +158,7 @@ def subscription_heartbeat(row: FollowUp, now: dt.datetime) -> str:
 
 def delivery_attempt_run(row: FollowUp, now: dt.datetime) -> str:
     """One attempt of one Delivery (its first, a retry, or a replay's): see outbox.delivery_attempt."""
-    return delivery_attempt(delivery_id=row.delivery_id, now=now)
+    return delivery_attempt(delivery_id=row.delivery_id, subscription_id=row.subscription_id, now=now)
 
 
 KINDS: dict[str, Kind] = {

@@ -257,7 +257,7 @@ def _resume_next(delivery: Delivery, now: dt.datetime) -> None:
     )
 
 
-def delivery_attempt(*, delivery_id: int, now: dt.datetime) -> str:
+def delivery_attempt(*, delivery_id: int, subscription_id: int | None, now: dt.datetime) -> str:
     """Attempt one delivery: the handler of the delivery-attempt follow-up, run in that row's transaction.
 
     A subscription's numbered notifications go in event-number order, after its handshake: one with an earlier
@@ -265,10 +265,12 @@ def delivery_attempt(*, delivery_id: int, now: dt.datetime) -> str:
     dead, which resumes it. Delivered: done. A transient failure (timeout, connection, 5xx, 429) schedules the
     next attempt with backoff and jitter, or, at HUB_DELIVERY_MAX_ATTEMPTS, dead-letters the row; a permanent one
     (refused by policy, other 4xx) dead-letters it at once, and so does any failed heartbeat (the next is due
-    anyway). A delivery already delivered or dead is not sent."""
-    found = Delivery.objects.filter(pk=delivery_id).values_list("subscription_id", flat=True).first()
-    if found is not None:
-        _subscription_turn(found)
+    anyway). A delivery already delivered or dead is not sent.
+
+    ``subscription_id`` is the delivery's (its follow-up row carries it, _attempt_plan): the turn is taken before
+    the row's lock without reading the row twice, on this path that every message takes."""
+    if subscription_id is not None:
+        _subscription_turn(subscription_id)
     delivery = (
         Delivery.objects.select_for_update(of=("self",)).select_related("subscription").filter(pk=delivery_id).first()
     )
@@ -287,7 +289,11 @@ def delivery_attempt(*, delivery_id: int, now: dt.datetime) -> str:
         delivery.delivered_at = now
         delivery.next_attempt_at = None
         delivery.last_error = ""
-        if sub is not None:
+        # Only when there is something to reset: a no-op UPDATE per message would still take the subscription's
+        # row lock to the chunk's commit, and the fan-out, which numbers under that lock, would wait for the
+        # chunk's slower receivers (the reason for the advisory turn, _subscription_turn).
+        healthy = sub is not None and sub.error_count == 0 and sub.status == Subscription.Status.ACTIVE
+        if sub is not None and not healthy:
             Subscription.objects.filter(pk=sub.pk).exclude(status=Subscription.Status.OFF).update(
                 error_count=0, status=Subscription.Status.ACTIVE
             )
