@@ -57,6 +57,8 @@ from fhir_bridge.codes import (
 )
 from fhir_bridge.models import EhrClient, StoredResource
 from fhir_bridge.outcomes import FhirError, error, not_found
+# The offer Task's status as the projection renders it: the provider's answer is read against the same table.
+from fhir_bridge.projection import _OFFER_TASK_STATUS
 from fhir_bridge.profiles import Issue
 from fhir_bridge.search import search
 from fhir_bridge.store import new_id, resources_create
@@ -82,14 +84,6 @@ REDACTED_TYPES = ("Patient", "ServiceRequest")
 CASE_STATUSES = frozenset(
     {ReferralStatus.IN_PROGRESS, ReferralStatus.ON_HOLD, ReferralStatus.COMPLETED, ReferralStatus.FAILED}
 )
-# The offer Task's status, as the projection renders each offer status (projection._OFFER_TASK_STATUS).
-_OFFER_TASK_STATUS = {
-    OfferStatus.REQUESTED: "requested",
-    OfferStatus.ACCEPTED: "accepted",
-    OfferStatus.REJECTED: "rejected",
-    OfferStatus.EXPIRED: "cancelled",
-    OfferStatus.CANCELLED: "cancelled",
-}
 # Task elements a provider's update must leave as they are (compared by reference where they are references).
 _FIXED_ELEMENTS = (
     "intent", "code", "focus", "for", "requester", "authoredOn", "identifier", "basedOn", "partOf", "owner",
