@@ -15,7 +15,6 @@ import datetime as dt
 import zoneinfo
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -206,7 +205,7 @@ class CaseView:
     task_version: int | None
     events: list[ReferralEvent]
     time_zone: zoneinfo.ZoneInfo = zoneinfo.ZoneInfo("UTC")
-    # The records (referrals.selectors.case_record and case_dose), where the domain has them: None before.
+    # The records (referrals.selectors.case_record and case_dose).
     record: object | None = None
     dose: object | None = None
 
@@ -265,10 +264,6 @@ def case_view(*, offer: Offer) -> CaseView:
     task = resources.get("Task")
     groups = _group_names()
     time_zone = case_time_zone(referral=referral)
-    record = dose = None
-    if hasattr(referral_selectors, "case_record"):
-        record = referral_selectors.case_record(referral)
-        dose = referral_selectors.case_dose(referral, time_zone)
     return CaseView(
         offer=offer,
         referral=referral,
@@ -278,14 +273,11 @@ def case_view(*, offer: Offer) -> CaseView:
         task_version=task.version_id if task else None,
         events=list(ReferralEvent.objects.filter(referral_id=referral.pk).order_by("-id")[:20]),
         time_zone=time_zone,
-        record=record,
-        dose=dose,
+        record=referral_selectors.case_record(referral),
+        dose=referral_selectors.case_dose(referral, time_zone),
     )
 
 
 def case_time_zone(*, referral: Referral) -> zoneinfo.ZoneInfo:
-    """The zone a case's times are read and shown in: its site's (referrals.selectors.case_time_zone, once the
-    records add Site.time_zone), else the hub's default, else UTC."""
-    if hasattr(referral_selectors, "case_time_zone"):
-        return referral_selectors.case_time_zone(referral)
-    return zoneinfo.ZoneInfo(getattr(settings, "HUB_DEFAULT_TIME_ZONE", "UTC"))
+    """The zone a case's times are read and shown in: its site's, else the hub's default."""
+    return referral_selectors.case_time_zone(referral)
