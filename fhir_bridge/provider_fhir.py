@@ -154,7 +154,7 @@ def served(row_or_content) -> dict:
 # --- The redacted Patient and ServiceRequest ----------------------------------------------------------------
 
 
-def _age(birth_date: str, today: dt.date) -> int | None:
+def age_years(birth_date: str, today: dt.date) -> int | None:
     """Whole years from a FHIR date (``1960``, ``1960-04`` or ``1960-04-12``); a partial date counts from its
     first day, so the age may come out a year high; a band is what is served, and that is good enough."""
     parts = birth_date.split("-") if birth_date else []
@@ -170,7 +170,7 @@ def _age(birth_date: str, today: dt.date) -> int | None:
 
 def age_band(birth_date: str, today: dt.date) -> tuple[int, int | None] | None:
     """The decade of life (60, 69), or (90, None) from 90 on: HIPAA's Safe Harbor groups every age over 89."""
-    age = _age(birth_date, today)
+    age = age_years(birth_date, today)
     if age is None or age < 0:
         return None
     if age >= 90:

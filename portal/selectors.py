@@ -19,6 +19,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from fhir_bridge.models import StoredResource
+from fhir_bridge.provider_fhir import age_years
 from network.models import Account, ConditionGroup
 from referrals import selectors as referral_selectors
 from referrals.models import OPEN_STATUSES, Offer, OfferEvent, OfferStatus, Referral, ReferralEvent
@@ -48,15 +49,8 @@ def age_band(birth_date: str, *, today: dt.date) -> str:
     """A ten-year band ("60-69") from a FHIR date that may be partial ("1960", "1960-04"); "90+" above 89 (as
     HIPAA's safe harbour groups them); "unknown" when there is no usable year. Partial dates count from the
     earliest day they allow, so a band is never younger than the patient."""
-    try:
-        year = int(birth_date[:4])
-        month = int(birth_date[5:7]) if len(birth_date) >= 7 else 1
-        day = int(birth_date[8:10]) if len(birth_date) >= 10 else 1
-        born = dt.date(year, month, day)
-    except ValueError:
-        return "unknown"
-    age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
-    if age < 0:
+    age = age_years(birth_date, today)
+    if age is None or age < 0:
         return "unknown"
     if age >= 90:
         return "90+"
