@@ -29,17 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SERVER = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
+from bench.routing import SERVER, database_fresh  # noqa: E402 (after the path is set)
 START = dt.date(2026, 9, 7)
 END = START + dt.timedelta(days=27)
-
-
-def database_fresh(database: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{database}"')
 
 
 def django_start(database: str) -> None:

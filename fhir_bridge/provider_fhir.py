@@ -57,6 +57,8 @@ from fhir_bridge.codes import (
 )
 from fhir_bridge.models import EhrClient, StoredResource
 from fhir_bridge.outcomes import FhirError, error, not_found
+# The offer Task's status as the projection renders it: the provider's answer is read against the same table.
+from fhir_bridge.projection import _OFFER_TASK_STATUS
 from fhir_bridge.profiles import Issue
 from fhir_bridge.search import search
 from fhir_bridge.store import new_id, resources_create
@@ -82,14 +84,6 @@ REDACTED_TYPES = ("Patient", "ServiceRequest")
 CASE_STATUSES = frozenset(
     {ReferralStatus.IN_PROGRESS, ReferralStatus.ON_HOLD, ReferralStatus.COMPLETED, ReferralStatus.FAILED}
 )
-# The offer Task's status, as the projection renders each offer status (projection._OFFER_TASK_STATUS).
-_OFFER_TASK_STATUS = {
-    OfferStatus.REQUESTED: "requested",
-    OfferStatus.ACCEPTED: "accepted",
-    OfferStatus.REJECTED: "rejected",
-    OfferStatus.EXPIRED: "cancelled",
-    OfferStatus.CANCELLED: "cancelled",
-}
 # Task elements a provider's update must leave as they are (compared by reference where they are references).
 _FIXED_ELEMENTS = (
     "intent", "code", "focus", "for", "requester", "authoredOn", "identifier", "basedOn", "partOf", "owner",
@@ -160,7 +154,7 @@ def served(row_or_content) -> dict:
 # --- The redacted Patient and ServiceRequest ----------------------------------------------------------------
 
 
-def _age(birth_date: str, today: dt.date) -> int | None:
+def age_years(birth_date: str, today: dt.date) -> int | None:
     """Whole years from a FHIR date (``1960``, ``1960-04`` or ``1960-04-12``); a partial date counts from its
     first day, so the age may come out a year high; a band is what is served, and that is good enough."""
     parts = birth_date.split("-") if birth_date else []
@@ -176,7 +170,7 @@ def _age(birth_date: str, today: dt.date) -> int | None:
 
 def age_band(birth_date: str, today: dt.date) -> tuple[int, int | None] | None:
     """The decade of life (60, 69), or (90, None) from 90 on: HIPAA's Safe Harbor groups every age over 89."""
-    age = _age(birth_date, today)
+    age = age_years(birth_date, today)
     if age is None or age < 0:
         return None
     if age >= 90:

@@ -15,11 +15,11 @@ import datetime as dt
 import zoneinfo
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from fhir_bridge.models import StoredResource
+from fhir_bridge.provider_fhir import age_years
 from network.models import Account, ConditionGroup
 from referrals import selectors as referral_selectors
 from referrals.models import OPEN_STATUSES, Offer, OfferEvent, OfferStatus, Referral, ReferralEvent
@@ -49,15 +49,8 @@ def age_band(birth_date: str, *, today: dt.date) -> str:
     """A ten-year band ("60-69") from a FHIR date that may be partial ("1960", "1960-04"); "90+" above 89 (as
     HIPAA's safe harbour groups them); "unknown" when there is no usable year. Partial dates count from the
     earliest day they allow, so a band is never younger than the patient."""
-    try:
-        year = int(birth_date[:4])
-        month = int(birth_date[5:7]) if len(birth_date) >= 7 else 1
-        day = int(birth_date[8:10]) if len(birth_date) >= 10 else 1
-        born = dt.date(year, month, day)
-    except ValueError:
-        return "unknown"
-    age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
-    if age < 0:
+    age = age_years(birth_date, today)
+    if age is None or age < 0:
         return "unknown"
     if age >= 90:
         return "90+"
@@ -206,7 +199,7 @@ class CaseView:
     task_version: int | None
     events: list[ReferralEvent]
     time_zone: zoneinfo.ZoneInfo = zoneinfo.ZoneInfo("UTC")
-    # The records (referrals.selectors.case_record and case_dose), where the domain has them: None before.
+    # The records (referrals.selectors.case_record and case_dose).
     record: object | None = None
     dose: object | None = None
 
@@ -265,10 +258,6 @@ def case_view(*, offer: Offer) -> CaseView:
     task = resources.get("Task")
     groups = _group_names()
     time_zone = case_time_zone(referral=referral)
-    record = dose = None
-    if hasattr(referral_selectors, "case_record"):
-        record = referral_selectors.case_record(referral)
-        dose = referral_selectors.case_dose(referral, time_zone)
     return CaseView(
         offer=offer,
         referral=referral,
@@ -278,14 +267,11 @@ def case_view(*, offer: Offer) -> CaseView:
         task_version=task.version_id if task else None,
         events=list(ReferralEvent.objects.filter(referral_id=referral.pk).order_by("-id")[:20]),
         time_zone=time_zone,
-        record=record,
-        dose=dose,
+        record=referral_selectors.case_record(referral),
+        dose=referral_selectors.case_dose(referral, time_zone),
     )
 
 
 def case_time_zone(*, referral: Referral) -> zoneinfo.ZoneInfo:
-    """The zone a case's times are read and shown in: its site's (referrals.selectors.case_time_zone, once the
-    records add Site.time_zone), else the hub's default, else UTC."""
-    if hasattr(referral_selectors, "case_time_zone"):
-        return referral_selectors.case_time_zone(referral)
-    return zoneinfo.ZoneInfo(getattr(settings, "HUB_DEFAULT_TIME_ZONE", "UTC"))
+    """The zone a case's times are read and shown in: its site's, else the hub's default."""
+    return referral_selectors.case_time_zone(referral)

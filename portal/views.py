@@ -38,14 +38,11 @@ from portal.forms import (
     TokenForm,
     VersionForm,
 )
+from referrals import cases as case_services
+from referrals import records as record_services
 from referrals.errors import DomainError, ErrorCode
+from referrals.models import Referral
 from referrals.offers import offer_accept, offer_decline
-
-try:  # the records engineer's case transitions and records (issue 9's contract); offered once they exist
-    from referrals import cases as case_services
-    from referrals import records as record_services
-except ImportError:  # pragma: no cover - until referrals/cases.py and records.py land on main
-    case_services = record_services = None
 
 logger = logging.getLogger(__name__)
 
@@ -253,8 +250,7 @@ ACTIONS_BY_STATUS = {
 
 def _service(action: str):
     module_name, name, _, _ = CASE_ACTIONS[action]
-    module = {"cases": case_services, "records": record_services}[module_name]
-    return getattr(module, name, None) if module is not None else None
+    return getattr({"cases": case_services, "records": record_services}[module_name], name)
 
 
 def _initial(action: str, view, version) -> dict:
@@ -277,22 +273,13 @@ def _initial(action: str, view, version) -> dict:
     return initial
 
 
-def _case_version(view) -> int | None:
-    """The version a case form is built from: the referral's own counter (the records' Referral.version), else
-    the referral Task's version."""
-    version = getattr(view.referral, "version", None)
-    return version if version is not None else view.task_version
-
-
 def _case_page(request, offer, *, action_errors=None, status=200):
     """The case page. Only its first form (recording a session, when the case takes one) is built with it: the
     others come when opened (htmx), or on a page of their own, so that the page stays fast on a phone."""
     view = selectors.case_view(offer=offer)
-    version = _case_version(view)
+    version = view.referral.version
     actions = []
     for key in ACTIONS_BY_STATUS.get(view.referral.status, []):
-        if _service(key) is None:
-            continue
         _, _, form_class, label = CASE_ACTIONS[key]
         form = (action_errors or {}).get(key)
         if form is None and not actions:
@@ -319,12 +306,10 @@ def case_action(request, referral_id: int, action: str):
     if offer is None or action not in CASE_ACTIONS:
         raise Http404("No such case or action")
     service = _service(action)
-    if service is None:
-        raise Http404("No such action")
     if request.method == "GET":
         view = selectors.case_view(offer=offer)
         _, _, form_class, label = CASE_ACTIONS[action]
-        form = form_class(initial=_initial(action, view, _case_version(view)), tz=view.time_zone)
+        form = form_class(initial=_initial(action, view, view.referral.version), tz=view.time_zone)
         context = {"action": {"key": action, "label": label, "form": form}, "referral_id": referral_id}
         return render(request, "portal/_case_form.html" if request.htmx else "portal/case_form.html", context)
     form = CASE_ACTIONS[action][2](request.POST, tz=selectors.case_time_zone(referral=offer.referral))
@@ -339,7 +324,7 @@ def case_action(request, referral_id: int, action: str):
                                      "Here it is as it is now: check it, then send your form again.")
                 # the form again, on the current version, with what was typed
                 data = request.POST.copy()
-                data["expected_version"] = str(_case_version(selectors.case_view(offer=offer)) or "")
+                data["expected_version"] = str(Referral.objects.values_list("version", flat=True).get(pk=referral_id))
                 errors = form.errors
                 form = CASE_ACTIONS[action][2](data, tz=form.tz)
                 form.is_valid()
