@@ -249,7 +249,7 @@ def task_project(sender, *, referral: Referral, **kwargs) -> None:
 # --- offers: each one a child Task of the referral Task --------------------------------------------------------
 
 # An offer's status as a Task status, and the statusReason the hub gives where the Task needs one (pa-taskrm-1).
-_OFFER_TASK_STATUS = {
+OFFER_TASK_STATUS = {
     OfferStatus.REQUESTED: "requested",
     OfferStatus.ACCEPTED: "accepted",
     OfferStatus.REJECTED: "rejected",
@@ -263,7 +263,7 @@ def offer_task_id(offer: Offer) -> str:
 
 
 def offer_task_render(*, offer: Offer, referral_task: dict, now) -> dict:
-    status = _OFFER_TASK_STATUS[offer.status]
+    status = OFFER_TASK_STATUS[offer.status]
     role = offer.role
     task = {
         "resourceType": "Task",

@@ -58,7 +58,7 @@ from fhir_bridge.codes import (
 from fhir_bridge.models import EhrClient, StoredResource
 from fhir_bridge.outcomes import FhirError, error, not_found
 # The offer Task's status as the projection renders it: the provider's answer is read against the same table.
-from fhir_bridge.projection import _OFFER_TASK_STATUS
+from fhir_bridge.projection import OFFER_TASK_STATUS
 from fhir_bridge.profiles import Issue
 from fhir_bridge.search import search
 from fhir_bridge.store import new_id, resources_create
@@ -422,7 +422,7 @@ def task_update(*, client: EhrClient, fhir_id: str, body: dict, expected_version
 
 def _offer_answer(*, offer: Offer, referral: Referral, status: str, reason: str, actor: str) -> None:
     offer.refresh_from_db()
-    current = _OFFER_TASK_STATUS[offer.status]
+    current = OFFER_TASK_STATUS[offer.status]
     if status == current:
         return  # nothing to answer (a resend of what it reads)
     if offer.status != OfferStatus.REQUESTED:
