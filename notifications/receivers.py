@@ -41,7 +41,12 @@ def _fan_out_on_commit() -> None:
 @receiver(referral_created, dispatch_uid="notifications.referral_created")
 def _referral_created(sender, referral: Referral, **kwargs):
     """A new requested referral gets the routing safety net: a follow-up that routes it if the route message
-    is lost (runs in the creation's transaction)."""
+    is lost (runs in the creation's transaction).
+
+    A new requested referral sends no fan-out message of its own: the route message its intake enqueues (or
+    this safety net) changes it next, always (an offer, or "awaiting manual routing", each a referral_update),
+    and that change's fan-out takes the creation's event with it, in order. One broker message per referral
+    intake, not two: a publish costs the intake request about as much as an INSERT."""
     if referral.status == ReferralStatus.REQUESTED:
         from notifications.kinds import KINDS
 
@@ -57,7 +62,8 @@ def _referral_created(sender, referral: Referral, **kwargs):
             ],
             now=now,
         )
-    _fan_out_on_commit()
+    else:  # created in another state (a referral the hub itself opens): nothing routes it, so fan out now
+        _fan_out_on_commit()
 
 
 @receiver(referral_changed, dispatch_uid="notifications.referral_changed")
