@@ -224,7 +224,9 @@ def case_for_account(*, account: Account, referral_id: int) -> Offer | None:
     """The accepted offer through which the account holds this referral, or None (not theirs, or not accepted)."""
     return (
         _scoped(Offer.objects.filter(status=OfferStatus.ACCEPTED), account)
-        .select_related("referral__facts", "referral__clinic", "role__professional", "decision")
+        # What the case page and the case's record show (referrals.selectors.case_record takes them from here).
+        .select_related("referral__facts", "referral__clinic", "role__professional", "role__organization",
+                        "role__site", "decision")
         .filter(referral_id=referral_id)
         .first()
     )
@@ -246,7 +248,8 @@ def _contact(patient: dict | None) -> dict:
 
 
 def case_view(*, offer: Offer) -> CaseView:
-    """The case behind an accepted offer (from case_for_account): three more queries, whatever its history."""
+    """The case behind an accepted offer (from case_for_account, whose reads of the referral, its facts and the
+    offer's role and site are used, not repeated): a fixed number of queries, whatever its history."""
     referral = offer.referral
     resources = {
         r.resource_type: r
@@ -257,7 +260,8 @@ def case_view(*, offer: Offer) -> CaseView:
     patient = resources.get("Patient")
     task = resources.get("Task")
     groups = _group_names()
-    time_zone = case_time_zone(referral=referral)
+    time_zone = case_time_zone(referral=referral, offer=offer)
+    record = referral_selectors.case_record(referral, offer=offer)
     return CaseView(
         offer=offer,
         referral=referral,
@@ -267,11 +271,12 @@ def case_view(*, offer: Offer) -> CaseView:
         task_version=task.version_id if task else None,
         events=list(ReferralEvent.objects.filter(referral_id=referral.pk).order_by("-id")[:20]),
         time_zone=time_zone,
-        record=referral_selectors.case_record(referral),
-        dose=referral_selectors.case_dose(referral, time_zone),
+        record=record,
+        dose=referral_selectors.case_dose(referral, time_zone, record=record),
     )
 
 
-def case_time_zone(*, referral: Referral) -> zoneinfo.ZoneInfo:
-    """The zone a case's times are read and shown in: its site's, else the hub's default."""
-    return referral_selectors.case_time_zone(referral)
+def case_time_zone(*, referral: Referral, offer: Offer | None = None) -> zoneinfo.ZoneInfo:
+    """The zone a case's times are read and shown in: its site's, else the hub's default. ``offer``: the case's
+    offer from case_for_account, whose role's site is read already."""
+    return referral_selectors.case_time_zone(referral, offer=offer)

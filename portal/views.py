@@ -312,7 +312,7 @@ def case_action(request, referral_id: int, action: str):
         form = form_class(initial=_initial(action, view, view.referral.version), tz=view.time_zone)
         context = {"action": {"key": action, "label": label, "form": form}, "referral_id": referral_id}
         return render(request, "portal/_case_form.html" if request.htmx else "portal/case_form.html", context)
-    form = CASE_ACTIONS[action][2](request.POST, tz=selectors.case_time_zone(referral=offer.referral))
+    form = CASE_ACTIONS[action][2](request.POST, tz=selectors.case_time_zone(referral=offer.referral, offer=offer))
     stale = False
     if form.is_valid():
         try:
