@@ -276,6 +276,11 @@ def case_view(*, offer: Offer) -> CaseView:
     )
 
 
+def case_program(*, referral: Referral):
+    """The case's current exercise program with its components (two queries), or None."""
+    return referral_selectors.program_current(referral)
+
+
 def case_time_zone(*, referral: Referral, offer: Offer | None = None) -> zoneinfo.ZoneInfo:
     """The zone a case's times are read and shown in: its site's, else the hub's default. ``offer``: the case's
     offer from case_for_account, whose role's site is read already."""

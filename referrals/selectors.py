@@ -219,9 +219,7 @@ def case_record(referral: Referral, *, offer: Offer | None = None) -> CaseRecord
     else:
         referral = offer.referral
     assessments = list(Assessment.objects.filter(referral=referral).prefetch_related("measurements"))
-    program = (
-        ExerciseProgram.objects.filter(referral=referral, is_current=True).prefetch_related("components").first()
-    )
+    program = program_current(referral)
     sessions = list(Session.objects.filter(referral=referral).prefetch_related("components"))
     return CaseRecord(
         referral=referral,
@@ -233,6 +231,11 @@ def case_record(referral: Referral, *, offer: Offer | None = None) -> CaseRecord
         adverse_events=list(AdverseEvent.objects.filter(referral=referral)),
         notes=list(referral.notes.all()),
     )
+
+
+def program_current(referral: Referral) -> ExerciseProgram | None:
+    """The case's current exercise program, its components prefetched (two queries), or None."""
+    return ExerciseProgram.objects.filter(referral=referral, is_current=True).prefetch_related("components").first()
 
 
 def case_time_zone(referral: Referral, *, offer: Offer | None = None) -> zoneinfo.ZoneInfo:
@@ -297,9 +300,7 @@ def case_dose(referral: Referral, tz: zoneinfo.ZoneInfo | str, *, record: CaseRe
             )
             .only("starts_at", "attendance", "duration_minutes")
         )
-        program = (
-            ExerciseProgram.objects.filter(referral=referral, is_current=True).prefetch_related("components").first()
-        )
+        program = program_current(referral)
     prescribed = strength_prescribed = None
     if program is not None:
         components = list(program.components.all())

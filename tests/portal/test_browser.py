@@ -8,6 +8,7 @@ Skipped, with the reason, where Chromium or chromedriver is missing; .ci/run ins
 
 import os
 import shutil
+import zoneinfo
 from pathlib import Path
 
 import pytest
@@ -198,7 +199,7 @@ def _submit(browser, details, referral_id: int) -> None:
     assert scroll <= WIDTHS["phone"][0], f"the case page scrolls sideways at phone width ({scroll})"
 
 
-def test_a_therapist_runs_a_case_on_a_phone(live_server, browser, clinic, practice):
+def test_a_therapist_runs_a_case_on_a_phone(live_server, browser, screenshots, clinic, practice):
     """At phone width, from the offer to a case on hold and back: accept, record a static assessment, set the
     program, record a session and a PAVS check-in, put the case on hold and resume it. Each form is opened from
     the case page and sent with one tap; each leaves its row, and the page shows it."""
@@ -241,7 +242,12 @@ def test_a_therapist_runs_a_case_on_a_phone(live_server, browser, clinic, practi
     session = _open_action(browser, "session")  # open with the page, the program's minutes filled in
     assert session.find_element(By.NAME, "duration_minutes").get_attribute("value") == "50"
     _submit(browser, session, referral_id)
-    assert Session.objects.get(referral_id=referral_id).duration_minutes == 50
+    recorded = Session.objects.get(referral_id=referral_id)
+    assert recorded.duration_minutes == 50
+    # shown in the site's time zone, the one the form took it in, not the server's UTC
+    shown = browser.find_element(By.CSS_SELECTOR, "#sessions li").text
+    local = recorded.starts_at.astimezone(zoneinfo.ZoneInfo(practice.roles[0].site.time_zone))
+    assert local.strftime("%a %-d %b %H:%M") in shown, shown
     assert Referral.objects.get(pk=referral_id).status == ReferralStatus.IN_PROGRESS
 
     checkin = _open_action(browser, "checkin")
@@ -264,3 +270,4 @@ def test_a_therapist_runs_a_case_on_a_phone(live_server, browser, clinic, practi
     _submit(browser, resume, referral_id)
     assert Referral.objects.get(pk=referral_id).status == ReferralStatus.IN_PROGRESS
     assert browser.find_elements(By.ID, "action-session")  # back to recording sessions
+    _screenshots(browser, "case-records", screenshots)
