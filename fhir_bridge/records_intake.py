@@ -68,8 +68,9 @@ SESSION_COMPONENTS = {
     (LOINC_SYSTEM, "55426-1"): ("hr_peak", "/min"),
     (MEASURE_SYSTEM, "rpe"): ("rpe", "{score}"),
 }
-# An Observation that reports a result the domain keeps: not preliminary, cancelled or entered-in-error.
-RECORDED_STATUSES = frozenset({"final", "amended", "corrected"})
+# A new record is a final result: a preliminary one is not the record yet, and an amended or corrected one
+# would change a record this POST does not name (the hub takes no corrections over FHIR; they are new records).
+RECORDED_STATUSES = frozenset({"final"})
 
 
 def _codes(concept) -> list[tuple[str, str]]:
@@ -227,7 +228,7 @@ def observation_record(*, referral: Referral, body: dict, actor: str) -> StoredR
     if body.get("status") not in RECORDED_STATUSES:
         raise error(
             422, "business-rule",
-            f"a case record is a result: Observation.status must be one of {', '.join(sorted(RECORDED_STATUSES))}",
+            f"a case record is a final result: Observation.status must be 'final', not {body.get('status')!r}",
             expression="Observation.status",
         )
     if kind == "pavs":

@@ -77,6 +77,7 @@ class OfferCard:
     why: dict = field(default_factory=dict)  # the routing decision's candidate entry for this role: rank, score, parts
     eligible: int | None = None  # how many were eligible in that run
     status: str = OfferStatus.REQUESTED
+    time_zone: str = "UTC"  # the offered role's site's (IANA name): the deadline is shown in it
 
 
 def _group_names() -> dict[str, str]:
@@ -109,19 +110,21 @@ def _card(offer: Offer, *, groups: dict[str, str], today: dt.date) -> OfferCard:
         },
         eligible=decision.summary.get("eligible"),
         status=offer.status,
+        time_zone=offer.role.site.time_zone,
     )
 
 
 def _offer_rows(account: Account) -> QuerySet[Offer]:
     # Only the columns a card needs: the referral's identity columns stay in the database.
     return _scoped(Offer.objects.all(), account).select_related(
-        "referral__facts", "decision", "role__professional"
+        "referral__facts", "decision", "role__professional", "role__site"
     ).only(
         "id", "status", "delivery", "deadline", "created_at", "role_id", "referral_id", "decision_id",
         "referral__patient_birth_date", "referral__status",
         "referral__facts__clearance", "referral__facts__precautions",
         "decision__candidates", "decision__condition_groups", "decision__summary", "decision__trigger",
         "role__fhir_id", "role__professional__given_name", "role__professional__family_name",
+        "role__site__time_zone",
     )
 
 

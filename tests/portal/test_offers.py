@@ -21,6 +21,17 @@ def test_a_therapist_sees_the_offer_with_the_least_phi(offer, practice):
         assert value not in page
 
 
+def test_the_deadline_is_shown_in_the_sites_time_zone(offer, practice):
+    import zoneinfo
+
+    site = offer.role.site
+    site.time_zone = "America/Los_Angeles"
+    site.save(update_fields=["time_zone"])
+    page = signed_in(practice.therapist).get(reverse("portal:offers")).content.decode()
+    local = offer.deadline.astimezone(zoneinfo.ZoneInfo("America/Los_Angeles"))
+    assert local.strftime("%a %-d %b, %H:%M P") in page  # PST or PDT, never the server's UTC
+
+
 def test_a_colleague_does_not_see_another_therapists_offer(offer, practice):
     page = signed_in(practice.colleague).get(reverse("portal:offers")).content.decode()
     assert f'id="offer-{offer.pk}"' not in page
