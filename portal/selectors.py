@@ -137,8 +137,9 @@ def offers_for_account(*, account: Account) -> list[OfferCard]:
 
 
 def offer_for_account(*, account: Account, offer_id: int) -> Offer | None:
-    """One offer of the account's, in any status, with its role (what the answer services need)."""
-    return _scoped(Offer.objects.select_related("role__professional"), account).filter(pk=offer_id).first()
+    """One offer of the account's, in any status, with its role (what the answer services need) and its site
+    (whose time zone an answer is shown in)."""
+    return _scoped(Offer.objects.select_related("role__professional", "role__site"), account).filter(pk=offer_id).first()
 
 
 def offer_card(*, account: Account, offer_id: int) -> OfferCard | None:

@@ -1,5 +1,7 @@
 """My offers: the least PHI before acceptance; accept; decline with a reason; the first answer wins."""
 
+import zoneinfo
+
 import pytest
 from django.urls import reverse
 
@@ -22,8 +24,6 @@ def test_a_therapist_sees_the_offer_with_the_least_phi(offer, practice):
 
 
 def test_the_deadline_is_shown_in_the_sites_time_zone(offer, practice):
-    import zoneinfo
-
     site = offer.role.site
     site.time_zone = "America/Los_Angeles"
     site.save(update_fields=["time_zone"])
@@ -95,6 +95,10 @@ def test_the_second_answer_sees_who_answered_first(offer, practice):
     assert "already accepted" in page and "user:manager" in page
     offer.refresh_from_db()
     assert offer.status == OfferStatus.ACCEPTED and offer.decline_reason == ""
+    from portal.selectors import offer_answer_get
+
+    answered = offer_answer_get(offer=offer).at.astimezone(zoneinfo.ZoneInfo(offer.role.site.time_zone))
+    assert answered.strftime("%a %-d %b, %H:%M") in page  # when, in the site's time zone
 
 
 def test_an_unknown_offer_is_404(practice):
