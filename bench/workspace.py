@@ -211,6 +211,8 @@ def main() -> int:
         ("cases (therapist)", therapist, "/portal/cases"),
         ("case (manager)", manager, f"/portal/cases/{data['referrals'][len(data['referrals']) // 2]}"),
         ("case (therapist)", therapist, f"/portal/cases/{data['therapist_cases'][0]}"),
+        # a form opened from the case page (htmx fetches it on the first tap)
+        ("case form: check-in (therapist)", therapist, f"/portal/cases/{data['therapist_cases'][0]}/checkin"),
         ("account", therapist, "/portal/account"),
     ]
     print(f"workspace: 1 organization, {args.cases} cases, {args.offers} live offers, "

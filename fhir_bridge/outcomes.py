@@ -54,7 +54,10 @@ _DOMAIN_FIELD_PATHS = {
 }
 
 
-def domain_error(exc: DomainError) -> FhirError:
-    """The OperationOutcome a domain refusal answers with (the one place the FHIR edge maps DomainError)."""
+def domain_error(exc: DomainError, *, paths: dict[str, str] | None = None) -> FhirError:
+    """The OperationOutcome a domain refusal answers with (the one place the FHIR edge maps DomainError).
+    ``paths`` maps the domain fields of this one call to the elements their values came from (a provider's
+    Observation: ``{"days_per_week": "Observation.component[0].valueQuantity.value"}``)."""
     status, code = _DOMAIN_STATUS.get(exc.code, (422, "business-rule"))
-    return error(status, code, str(exc), expression=_DOMAIN_FIELD_PATHS.get(exc.field, ""))
+    expression = (paths or {}).get(exc.field) or _DOMAIN_FIELD_PATHS.get(exc.field, "")
+    return error(status, code, str(exc), expression=expression)

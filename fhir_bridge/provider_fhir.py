@@ -21,16 +21,19 @@ Task               status it may set                   domain service
 =================  ==================================  ===================================================
 offer (requested)  accepted                            referrals.offers.offer_accept
 offer (requested)  rejected + statusReason             referrals.offers.offer_decline
-referral (case)    in-progress, on-hold + statusReason, referrals.services.referral_update, within the PA
-                   completed, failed + statusReason     state machine (referrals.models.ALLOWED_TRANSITIONS)
+referral (case)    in-progress, on-hold + statusReason, referrals.cases: case_start (from accepted),
+                   completed, failed + statusReason     case_resume (from on-hold), case_hold, case_discharge,
+                                                        case_fail, within the PA state machine
+                                                        (referrals.models.ALLOWED_TRANSITIONS)
 =================  ==================================  ===================================================
 
 Any other move is 409 with an OperationOutcome naming it ("'completed' → 'in-progress'"); a missing or
 superfluous statusReason is 422 (pa-taskrm-1, checked by profiles.py before anything else).
 
 It posts the PA Observations of its cases (PAVS and the others): each must name a case it accepted, by
-``basedOn`` (the case's ServiceRequest or Task) or ``subject`` (its Patient); it is stored with that case, where
-the clinic's EHR reads it too.
+``basedOn`` (the case's ServiceRequest or Task) or ``subject`` (its Patient). A PAVS check-in, an assessment's
+measure or a session goes through the case records' services (records_intake.py), the same rows as the web
+app's forms; any other is stored with that case as sent. The clinic's EHR reads both.
 """
 
 import datetime as dt
@@ -60,6 +63,7 @@ from fhir_bridge.outcomes import FhirError, error, not_found
 # The offer Task's status as the projection renders it: the provider's answer is read against the same table.
 from fhir_bridge.projection import OFFER_TASK_STATUS
 from fhir_bridge.profiles import Issue
+from fhir_bridge.records_intake import observation_record
 from fhir_bridge.search import search
 from fhir_bridge.store import new_id, resources_create
 from network.models import Organization, ProfessionalRole
@@ -70,6 +74,7 @@ from referrals.models import (
     Referral,
     ReferralStatus,
 )
+from referrals.cases import case_discharge, case_fail, case_hold, case_resume, case_start
 from referrals.errors import DomainError, ErrorCode
 from referrals.offers import offer_accept, offer_decline
 from referrals.services import referral_update
@@ -471,8 +476,20 @@ def _case_move(*, referral: Referral, status: str, reason: str, notes: list[dict
         )
     if not referral.can_move_to(status):
         raise _transition_refused("referral", current, status, "the PA Task state machine has no such step")
-    # A DomainError from here on (a race lost, a reason the profile let through) is mapped by the adapter.
-    referral_update(referral=referral, status=status, reason=reason, actor=actor)
+    # The web app's case services, so that a move is the same change (and the same event) whichever edge makes it.
+    # The provider's If-Match was checked against the Task under the referral's lock: the case's version now is
+    # the one it read. A DomainError from here on (a race lost, a reason the profile let through) is mapped by
+    # the adapter.
+    version = referral.version
+    if status == ReferralStatus.IN_PROGRESS:
+        step = case_resume if current == ReferralStatus.ON_HOLD else case_start
+        step(referral=referral, actor=actor, expected_version=version)
+    elif status == ReferralStatus.ON_HOLD:
+        case_hold(referral=referral, reason=reason, actor=actor, expected_version=version)
+    elif status == ReferralStatus.COMPLETED:
+        case_discharge(referral=referral, actor=actor, expected_version=version)
+    else:
+        case_fail(referral=referral, reason=reason, actor=actor, expected_version=version)
     log.info("referral %s %s → %s by %s", referral.pk, current, status, actor)
 
 
@@ -513,13 +530,19 @@ def _case_of_observation(organization_id: int, body: dict) -> tuple[Referral, st
 
 
 def observation_create(*, client: EhrClient, body: dict) -> StoredResource:
-    """Store a PA Observation a provider records for one of its cases, with that case (the clinic reads it).
+    """Record a PA Observation a provider posts for one of its cases. Returns the Observation served for it.
 
-    Validated like any Observation (profiles.py: the PAVS/EVS profiles for their four codes). The case
-    records' services (records engineer: PAVS → checkin_record, vital signs → assessment_record) take it over
-    when they land; until then it is kept as sent."""
+    Validated like any Observation (profiles.py: the PAVS/EVS profiles for their four codes), then, when it is
+    one of the case records (a PAVS check-in, an assessment's measure, a session: records_intake.py), recorded
+    through the case records' service, as the therapist's web form records it; the hub serves the Observation
+    it renders from that record. Any other Observation is stored with the case as sent, where the clinic reads
+    it too."""
     intake.validate([("Observation", body)])
     referral, _ = _case_of_observation(client.organization_id, body)
+    recorded = observation_record(referral=referral, body=body, actor=actor(client))
+    if recorded is not None:
+        log.info("observation %s recorded for referral %s by %s", recorded.fhir_id, referral.pk, actor(client))
+        return recorded
     resource = orjson.loads(orjson.dumps(body))  # a copy to rewrite; what came in stays as sent
     resource["id"] = new_id()
     with transaction.atomic():
@@ -527,6 +550,5 @@ def observation_create(*, client: EhrClient, body: dict) -> StoredResource:
             contents=[resource], clinic_id=referral.clinic_id, referral_id=referral.pk, client=client,
             now=timezone.now(),
         )
-    log.info("observation %s recorded for referral %s by %s", row.fhir_id, referral.pk, actor(client))
+    log.info("observation %s stored as sent for referral %s by %s", row.fhir_id, referral.pk, actor(client))
     return row
-

@@ -77,6 +77,7 @@ class OfferCard:
     why: dict = field(default_factory=dict)  # the routing decision's candidate entry for this role: rank, score, parts
     eligible: int | None = None  # how many were eligible in that run
     status: str = OfferStatus.REQUESTED
+    time_zone: str = "UTC"  # the offered role's site's (IANA name): the deadline is shown in it
 
 
 def _group_names() -> dict[str, str]:
@@ -109,19 +110,21 @@ def _card(offer: Offer, *, groups: dict[str, str], today: dt.date) -> OfferCard:
         },
         eligible=decision.summary.get("eligible"),
         status=offer.status,
+        time_zone=offer.role.site.time_zone,
     )
 
 
 def _offer_rows(account: Account) -> QuerySet[Offer]:
     # Only the columns a card needs: the referral's identity columns stay in the database.
     return _scoped(Offer.objects.all(), account).select_related(
-        "referral__facts", "decision", "role__professional"
+        "referral__facts", "decision", "role__professional", "role__site"
     ).only(
         "id", "status", "delivery", "deadline", "created_at", "role_id", "referral_id", "decision_id",
         "referral__patient_birth_date", "referral__status",
         "referral__facts__clearance", "referral__facts__precautions",
         "decision__candidates", "decision__condition_groups", "decision__summary", "decision__trigger",
         "role__fhir_id", "role__professional__given_name", "role__professional__family_name",
+        "role__site__time_zone",
     )
 
 
@@ -134,8 +137,9 @@ def offers_for_account(*, account: Account) -> list[OfferCard]:
 
 
 def offer_for_account(*, account: Account, offer_id: int) -> Offer | None:
-    """One offer of the account's, in any status, with its role (what the answer services need)."""
-    return _scoped(Offer.objects.select_related("role__professional"), account).filter(pk=offer_id).first()
+    """One offer of the account's, in any status, with its role (what the answer services need) and its site
+    (whose time zone an answer is shown in)."""
+    return _scoped(Offer.objects.select_related("role__professional", "role__site"), account).filter(pk=offer_id).first()
 
 
 def offer_card(*, account: Account, offer_id: int) -> OfferCard | None:
@@ -224,7 +228,9 @@ def case_for_account(*, account: Account, referral_id: int) -> Offer | None:
     """The accepted offer through which the account holds this referral, or None (not theirs, or not accepted)."""
     return (
         _scoped(Offer.objects.filter(status=OfferStatus.ACCEPTED), account)
-        .select_related("referral__facts", "referral__clinic", "role__professional", "decision")
+        # What the case page and the case's record show (referrals.selectors.case_record takes them from here).
+        .select_related("referral__facts", "referral__clinic", "role__professional", "role__organization",
+                        "role__site", "decision")
         .filter(referral_id=referral_id)
         .first()
     )
@@ -246,7 +252,8 @@ def _contact(patient: dict | None) -> dict:
 
 
 def case_view(*, offer: Offer) -> CaseView:
-    """The case behind an accepted offer (from case_for_account): three more queries, whatever its history."""
+    """The case behind an accepted offer (from case_for_account, whose reads of the referral, its facts and the
+    offer's role and site are used, not repeated): a fixed number of queries, whatever its history."""
     referral = offer.referral
     resources = {
         r.resource_type: r
@@ -257,7 +264,8 @@ def case_view(*, offer: Offer) -> CaseView:
     patient = resources.get("Patient")
     task = resources.get("Task")
     groups = _group_names()
-    time_zone = case_time_zone(referral=referral)
+    time_zone = case_time_zone(referral=referral, offer=offer)
+    record = referral_selectors.case_record(referral, offer=offer)
     return CaseView(
         offer=offer,
         referral=referral,
@@ -267,11 +275,17 @@ def case_view(*, offer: Offer) -> CaseView:
         task_version=task.version_id if task else None,
         events=list(ReferralEvent.objects.filter(referral_id=referral.pk).order_by("-id")[:20]),
         time_zone=time_zone,
-        record=referral_selectors.case_record(referral),
-        dose=referral_selectors.case_dose(referral, time_zone),
+        record=record,
+        dose=referral_selectors.case_dose(referral, time_zone, record=record),
     )
 
 
-def case_time_zone(*, referral: Referral) -> zoneinfo.ZoneInfo:
-    """The zone a case's times are read and shown in: its site's, else the hub's default."""
-    return referral_selectors.case_time_zone(referral)
+def case_program(*, referral: Referral):
+    """The case's current exercise program with its components (two queries), or None."""
+    return referral_selectors.program_current(referral)
+
+
+def case_time_zone(*, referral: Referral, offer: Offer | None = None) -> zoneinfo.ZoneInfo:
+    """The zone a case's times are read and shown in: its site's, else the hub's default. ``offer``: the case's
+    offer from case_for_account, whose role's site is read already."""
+    return referral_selectors.case_time_zone(referral, offer=offer)

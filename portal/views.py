@@ -253,20 +253,21 @@ def _service(action: str):
     return getattr({"cases": case_services, "records": record_services}[module_name], name)
 
 
-def _initial(action: str, view, version) -> dict:
-    """What a fresh form shows: the version, now (in the site's time zone), and the program's usual dose."""
+def _initial(action: str, *, time_zone, program, version) -> dict:
+    """What a fresh form shows: the version, now (in the site's time zone), and the current program's usual
+    dose (``program``, with its components prefetched, or None)."""
     initial = {"expected_version": version}
-    now = timezone.now().astimezone(view.time_zone).replace(tzinfo=None, second=0, microsecond=0)
+    now = timezone.now().astimezone(time_zone).replace(tzinfo=None, second=0, microsecond=0)
     initial.update(starts_at=now, contacted_at=now, occurred_at=now, assessed_at=now, date=now.date(),
                    starts_on=now.date())
-    if action == "program" and view.program is not None:  # a new version starts from the current one
-        for c in view.program.components.all():
+    if action == "program" and program is not None:  # a new version starts from the current one
+        for c in program.components.all():
             initial.update({f"{c.kind}_frequency": c.frequency_per_week, f"{c.kind}_minutes": c.minutes,
                             f"{c.kind}_intensity_kind": c.intensity_kind, f"{c.kind}_intensity_low": c.intensity_low,
                             f"{c.kind}_intensity_high": c.intensity_high, f"{c.kind}_type": c.type})
-    if action == "session" and view.program is not None:
+    if action == "session" and program is not None:
         minutes = 0
-        for component in view.program.components.all():
+        for component in program.components.all():
             minutes += component.minutes or 0
             initial[f"{component.kind}_minutes"] = component.minutes
         initial["duration_minutes"] = minutes or None
@@ -283,7 +284,8 @@ def _case_page(request, offer, *, action_errors=None, status=200):
         _, _, form_class, label = CASE_ACTIONS[key]
         form = (action_errors or {}).get(key)
         if form is None and not actions:
-            form = form_class(initial=_initial(key, view, version), tz=view.time_zone)
+            form = form_class(initial=_initial(key, time_zone=view.time_zone, program=view.program, version=version),
+                              tz=view.time_zone)
         actions.append({"key": key, "label": label, "form": form})
     context = {"case": view, "actions": actions, "version": version, "referral_id": view.referral.pk}
     return render(request, "portal/case.html", context, status=status)
@@ -307,12 +309,17 @@ def case_action(request, referral_id: int, action: str):
         raise Http404("No such case or action")
     service = _service(action)
     if request.method == "GET":
-        view = selectors.case_view(offer=offer)
+        # One form, opened from the case page on a phone: what it needs only, not the whole case again.
+        time_zone = selectors.case_time_zone(referral=offer.referral, offer=offer)
+        program = selectors.case_program(referral=offer.referral) if action in ("program", "session") else None
         _, _, form_class, label = CASE_ACTIONS[action]
-        form = form_class(initial=_initial(action, view, view.referral.version), tz=view.time_zone)
+        form = form_class(
+            initial=_initial(action, time_zone=time_zone, program=program, version=offer.referral.version),
+            tz=time_zone,
+        )
         context = {"action": {"key": action, "label": label, "form": form}, "referral_id": referral_id}
         return render(request, "portal/_case_form.html" if request.htmx else "portal/case_form.html", context)
-    form = CASE_ACTIONS[action][2](request.POST, tz=selectors.case_time_zone(referral=offer.referral))
+    form = CASE_ACTIONS[action][2](request.POST, tz=selectors.case_time_zone(referral=offer.referral, offer=offer))
     stale = False
     if form.is_valid():
         try:

@@ -205,18 +205,21 @@ class CaseRecord:
     notes: list
 
 
-def case_record(referral: Referral) -> CaseRecord:
-    """The case's whole record in a fixed number of queries (eleven), whatever its size."""
-    referral = Referral.objects.select_related("facts", "clinic").get(pk=referral.pk)
-    offer = (
-        Offer.objects.filter(referral=referral, status=OfferStatus.ACCEPTED)
-        .select_related("role", "role__professional", "role__organization", "role__site")
-        .first()
-    )
+def case_record(referral: Referral, *, offer: Offer | None = None) -> CaseRecord:
+    """The case's whole record in a fixed number of queries (eleven), whatever its size. ``offer``: the case's
+    accepted offer, read already with its referral (and the referral's facts and clinic) and its role's
+    professional, organization and site: the two queries that read them are then saved."""
+    if offer is None:
+        referral = Referral.objects.select_related("facts", "clinic").get(pk=referral.pk)
+        offer = (
+            Offer.objects.filter(referral=referral, status=OfferStatus.ACCEPTED)
+            .select_related("role", "role__professional", "role__organization", "role__site")
+            .first()
+        )
+    else:
+        referral = offer.referral
     assessments = list(Assessment.objects.filter(referral=referral).prefetch_related("measurements"))
-    program = (
-        ExerciseProgram.objects.filter(referral=referral, is_current=True).prefetch_related("components").first()
-    )
+    program = program_current(referral)
     sessions = list(Session.objects.filter(referral=referral).prefetch_related("components"))
     return CaseRecord(
         referral=referral,
@@ -230,13 +233,22 @@ def case_record(referral: Referral) -> CaseRecord:
     )
 
 
-def case_time_zone(referral: Referral) -> zoneinfo.ZoneInfo:
-    """The time zone of the site that delivers the case (its accepted offer's role's site), else the default."""
-    name = (
-        Offer.objects.filter(referral=referral, status=OfferStatus.ACCEPTED)
-        .values_list("role__site__time_zone", flat=True)
-        .first()
-    )
+def program_current(referral: Referral) -> ExerciseProgram | None:
+    """The case's current exercise program, its components prefetched (two queries), or None."""
+    return ExerciseProgram.objects.filter(referral=referral, is_current=True).prefetch_related("components").first()
+
+
+def case_time_zone(referral: Referral, *, offer: Offer | None = None) -> zoneinfo.ZoneInfo:
+    """The time zone of the site that delivers the case (its accepted offer's role's site), else the default.
+    ``offer``: that offer, read with its role's site (no query then)."""
+    if offer is not None:
+        name = offer.role.site.time_zone
+    else:
+        name = (
+            Offer.objects.filter(referral=referral, status=OfferStatus.ACCEPTED)
+            .values_list("role__site__time_zone", flat=True)
+            .first()
+        )
     return zoneinfo.ZoneInfo(name or settings.HUB_DEFAULT_TIME_ZONE)
 
 
@@ -270,20 +282,25 @@ def _monday(day: dt.date) -> dt.date:
     return day - dt.timedelta(days=day.weekday())
 
 
-def case_dose(referral: Referral, tz: zoneinfo.ZoneInfo | str) -> CaseDose:
+def case_dose(referral: Referral, tz: zoneinfo.ZoneInfo | str, *, record: CaseRecord | None = None) -> CaseDose:
     """Supervised minutes and strength sessions per week, and adherence against the current program's FITT dose,
-    with weeks counted in ``tz`` (the site's: case_time_zone). Five queries, whatever the number of sessions."""
+    with weeks counted in ``tz`` (the site's: case_time_zone). Five queries, whatever the number of sessions;
+    none when ``record`` (the case's case_record, which has read all of it) is given."""
     tz = zoneinfo.ZoneInfo(tz) if isinstance(tz, str) else tz
-    sessions = list(
-        Session.objects.filter(referral=referral, attendance__in=[Attendance.ATTENDED, Attendance.NO_SHOW])
-        .annotate(
-            strength=Exists(SessionComponent.objects.filter(session=OuterRef("pk"), kind=ComponentKind.RESISTANCE))
+    if record is not None:
+        sessions = [s for s in record.sessions if s.attendance in (Attendance.ATTENDED, Attendance.NO_SHOW)]
+        for s in sessions:
+            s.strength = any(c.kind == ComponentKind.RESISTANCE for c in s.components.all())
+        program = record.program
+    else:
+        sessions = list(
+            Session.objects.filter(referral=referral, attendance__in=[Attendance.ATTENDED, Attendance.NO_SHOW])
+            .annotate(
+                strength=Exists(SessionComponent.objects.filter(session=OuterRef("pk"), kind=ComponentKind.RESISTANCE))
+            )
+            .only("starts_at", "attendance", "duration_minutes")
         )
-        .only("starts_at", "attendance", "duration_minutes")
-    )
-    program = (
-        ExerciseProgram.objects.filter(referral=referral, is_current=True).prefetch_related("components").first()
-    )
+        program = program_current(referral)
     prescribed = strength_prescribed = None
     if program is not None:
         components = list(program.components.all())
@@ -308,7 +325,12 @@ def case_dose(referral: Referral, tz: zoneinfo.ZoneInfo | str) -> CaseDose:
                                  round(w["minutes"] / prescribed, 3) if prescribed else None))
             monday += dt.timedelta(days=7)
     total = sum(r.supervised_minutes for r in rows)
-    facts = ClinicalFacts.objects.filter(referral=referral).only("pavs_baseline", "goals").first()
+    if record is not None:
+        facts = getattr(record.referral, "facts", None)
+        latest = max(record.checkins, key=lambda c: (c.date, c.id), default=None)
+    else:
+        facts = ClinicalFacts.objects.filter(referral=referral).only("pavs_baseline", "goals").first()
+        latest = PavsCheckIn.objects.filter(referral=referral).order_by("-date", "-id").first()
     goal = None
     for g in facts.goals if facts else []:
         target, measure = g.get("target") or {}, g.get("measure") or {}
@@ -322,6 +344,6 @@ def case_dose(referral: Referral, tz: zoneinfo.ZoneInfo | str) -> CaseDose:
         mean_supervised_minutes=round(total / len(rows), 1) if rows else None,
         adherence=round(total / (prescribed * len(rows)), 3) if rows and prescribed else None,
         baseline_minutes_per_week=facts.pavs_value("82290-8") if facts else None,
-        latest_checkin=PavsCheckIn.objects.filter(referral=referral).order_by("-date", "-id").first(),
+        latest_checkin=latest,
         goal_minutes_per_week=goal,
     )

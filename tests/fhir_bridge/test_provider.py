@@ -315,6 +315,12 @@ def test_a_case_goes_through_the_pa_state_machine(provider, offered):
     assert [v["resource"]["status"] for v in versions][:6] == [
         "failed", "on-hold", "in-progress", "on-hold", "in-progress", "accepted"
     ]
+    # Through the web app's case services: one status event each, naming its step as the web app's do.
+    steps = ReferralEvent.objects.filter(
+        referral=offered["referral"], kind=ReferralEvent.Kind.STATUS_CHANGED, detail__has_key="case"
+    ).order_by("id")
+    assert [e.detail["case"] for e in steps] == ["start", "hold", "resume", "hold", "fail"]
+    assert {e.actor for e in steps} == {f"provider-client:{EhrClient.objects.get(organization__isnull=False).client_id}"}
 
 
 def test_accepted_to_completed_succeeds(provider, offered):
@@ -367,13 +373,19 @@ def test_cancelling_is_the_clinics_and_a_cancelled_case_stays_cancelled(provider
 # --- Observations of a case ---------------------------------------------------------------------------------
 
 
-def _pavs(patient_ref: str, request_ref: str, value=3) -> dict:
+def _pavs(patient_ref: str, request_ref: str, value=3, minutes_per_day=30) -> dict:
+    """The IG's days-per-week answer, with the minutes per day the check-in needs beside it as a component."""
     observation = example("Scen2ObsDaysPerWeek2")
     observation.pop("id", None)
     observation["subject"] = {"reference": patient_ref}
     observation["basedOn"] = [{"reference": request_ref}]
     observation.pop("performer", None)
     observation["valueQuantity"]["value"] = value
+    observation["component"] = [{
+        "code": {"coding": [{"system": "http://loinc.org", "code": "68516-4"}]},
+        "valueQuantity": {"value": minutes_per_day, "unit": "min/d", "system": "http://unitsofmeasure.org",
+                          "code": "min/d"},
+    }]
     return observation
 
 
@@ -386,6 +398,7 @@ def test_a_provider_posts_pavs_for_its_case_and_the_clinic_reads_it(provider, fh
     assert response.status_code == 201, response.content
     stored = StoredResource.objects.get(resource_type="Observation", fhir_id=json_of(response)["id"])
     assert stored.referral_id == offered["referral"].pk
+    assert offered["referral"].checkins.get().days_per_week == 4  # a check-in, as the web form records it
     assert json_of(fhir.get(f"Observation/{stored.fhir_id}"))["valueQuantity"]["value"] == 4
     assert json_of(provider.get(f"Observation/{stored.fhir_id}"))["valueQuantity"]["value"] == 4
 

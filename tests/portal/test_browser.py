@@ -8,6 +8,7 @@ Skipped, with the reason, where Chromium or chromedriver is missing; .ci/run ins
 
 import os
 import shutil
+import zoneinfo
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,100 @@ def _session_and_checkin(browser, referral_id: int, version_before: int) -> None
     checkin.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     _wait(browser, lambda d: "90 min/week" in d.find_element(By.ID, "latest-checkin").text)
     assert int(browser.find_element(By.ID, "task-version").text) >= after_session
+
+
+def _open_action(browser, key: str):
+    """Open one of the case page's forms (htmx brings it in on the first toggle) and return its <details>."""
+    from selenium.webdriver.common.by import By
+
+    details = browser.find_element(By.ID, f"action-{key}")
+    if details.get_attribute("open") is None:
+        details.find_element(By.TAG_NAME, "summary").click()
+    _wait(browser, lambda d: d.find_element(By.ID, f"action-{key}").find_elements(By.CSS_SELECTOR, "form button[type=submit]"))
+    return browser.find_element(By.ID, f"action-{key}")
+
+
+def _submit(browser, details, referral_id: int) -> None:
+    """Send an opened case form and wait for the case page to come back with the new version."""
+    from selenium.webdriver.common.by import By
+
+    version = Referral.objects.get(pk=referral_id).version
+    details.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    _wait(browser, lambda d: Referral.objects.get(pk=referral_id).version > version
+          and d.find_elements(By.ID, "task-version"))
+    scroll = browser.execute_script("return document.documentElement.scrollWidth")
+    assert scroll <= WIDTHS["phone"][0], f"the case page scrolls sideways at phone width ({scroll})"
+
+
+def test_a_therapist_runs_a_case_on_a_phone(live_server, browser, screenshots, clinic, practice):
+    """At phone width, from the offer to a case on hold and back: accept, record a static assessment, set the
+    program, record a session and a PAVS check-in, put the case on hold and resume it. Each form is opened from
+    the case page and sent with one tap; each leaves its row, and the page shows it."""
+    from selenium.webdriver.common.by import By
+
+    from referrals.models import Assessment, ExerciseProgram, PavsCheckIn, Session
+
+    qualification_data()
+    practice.roles[1].accepting = False
+    practice.roles[1].save(update_fields=["accepting"])
+    offer = offer_make(clinic, practice.roles[0])
+    referral_id = offer.referral_id
+    browser.set_window_size(*WIDTHS["phone"])
+    browser.get(f"{live_server.url}/portal/login")
+    browser.find_element(By.NAME, "username").send_keys("therapist")
+    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    _wait(browser, lambda d: d.current_url.endswith("/portal/offers"))
+    browser.find_element(By.CSS_SELECTOR, f"#offer-{offer.pk} button[name=accept]").click()
+    _wait(browser, lambda d: d.current_url.endswith(f"/portal/cases/{referral_id}"))
+
+    assessment = _open_action(browser, "assess-static")
+    assessment.find_element(By.NAME, "m_bp-systolic").send_keys("128")
+    assessment.find_element(By.NAME, "m_bp-diastolic").send_keys("82")
+    assessment.find_element(By.NAME, "m_weight").send_keys("81.5")
+    _submit(browser, assessment, referral_id)
+    assert set(Assessment.objects.get(referral_id=referral_id).measurements.values_list("code", flat=True)) == {
+        "bp-systolic", "bp-diastolic", "weight"}
+    assert "81.5 kg" in browser.find_element(By.ID, "sessions").text
+
+    program = _open_action(browser, "program")
+    program.find_element(By.NAME, "aerobic_frequency").send_keys("3")
+    program.find_element(By.NAME, "aerobic_minutes").send_keys("30")
+    program.find_element(By.NAME, "resistance_frequency").send_keys("2")
+    program.find_element(By.NAME, "resistance_minutes").send_keys("20")
+    _submit(browser, program, referral_id)
+    assert ExerciseProgram.objects.get(referral_id=referral_id, is_current=True).components.count() == 2
+    assert "130 min/week" in browser.find_element(By.ID, "dose").text  # 3 × 30 + 2 × 20 prescribed
+
+    session = _open_action(browser, "session")  # open with the page, the program's minutes filled in
+    assert session.find_element(By.NAME, "duration_minutes").get_attribute("value") == "50"
+    _submit(browser, session, referral_id)
+    recorded = Session.objects.get(referral_id=referral_id)
+    assert recorded.duration_minutes == 50
+    # shown in the site's time zone, the one the form took it in, not the server's UTC
+    shown = browser.find_element(By.CSS_SELECTOR, "#sessions li").text
+    local = recorded.starts_at.astimezone(zoneinfo.ZoneInfo(practice.roles[0].site.time_zone))
+    assert local.strftime("%a %-d %b %H:%M") in shown, shown
+    assert Referral.objects.get(pk=referral_id).status == ReferralStatus.IN_PROGRESS
+
+    checkin = _open_action(browser, "checkin")
+    checkin.find_element(By.NAME, "days_per_week").send_keys("4")
+    checkin.find_element(By.NAME, "minutes_per_day").send_keys("25")
+    _submit(browser, checkin, referral_id)
+    assert PavsCheckIn.objects.get(referral_id=referral_id).minutes_per_week == 100
+    assert "100 min/week" in browser.find_element(By.ID, "latest-checkin").text
+
+    hold = _open_action(browser, "hold")
+    hold.find_element(By.NAME, "reason").send_keys("Knee injury, two weeks off")
+    _submit(browser, hold, referral_id)
+    referral = Referral.objects.get(pk=referral_id)
+    assert (referral.status, referral.status_reason) == (ReferralStatus.ON_HOLD, "Knee injury, two weeks off")
+    assert "Knee injury" in browser.find_element(By.CSS_SELECTOR, ".status-line").text
+    task = StoredResource.objects.get(referral_id=referral_id, resource_type="Task").content
+    assert (task["status"], task["statusReason"]["text"]) == ("on-hold", "Knee injury, two weeks off")
+
+    resume = _open_action(browser, "resume")  # the first form of an on-hold case: open with the page
+    _submit(browser, resume, referral_id)
+    assert Referral.objects.get(pk=referral_id).status == ReferralStatus.IN_PROGRESS
+    assert browser.find_elements(By.ID, "action-session")  # back to recording sessions
+    _screenshots(browser, "case-records", screenshots)

@@ -83,14 +83,10 @@ def _queries(client, url) -> int:
     return len(queries)
 
 
-# session + user + account (+ the OTP middleware's device lookup), then each page's own reads; the case page
-# reads the case's records too (referrals.selectors.case_record and case_dose) once they are on the branch.
-try:
-    import referrals.records  # noqa: F401
-
-    CASE_QUERIES = 21
-except ImportError:
-    CASE_QUERIES = 8
+# session + user + account (+ the OTP middleware's device lookup), then each page's own reads. The case page reads
+# the offer with its referral, facts and site once (case_for_account), then the stored Task and Patient, the
+# condition groups, the events and the case's records (referrals.selectors.case_record; case_dose reuses them).
+CASE_QUERIES = 14
 EXPECTED_QUERIES = {"offers": 6, "cases": 6, "case": CASE_QUERIES}
 
 

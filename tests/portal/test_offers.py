@@ -1,5 +1,7 @@
 """My offers: the least PHI before acceptance; accept; decline with a reason; the first answer wins."""
 
+import zoneinfo
+
 import pytest
 from django.urls import reverse
 
@@ -19,6 +21,15 @@ def test_a_therapist_sees_the_offer_with_the_least_phi(offer, practice):
     assert "1.0 km" in page  # the routing decision's distance
     for value in PATIENT.values():
         assert value not in page
+
+
+def test_the_deadline_is_shown_in_the_sites_time_zone(offer, practice):
+    site = offer.role.site
+    site.time_zone = "America/Los_Angeles"
+    site.save(update_fields=["time_zone"])
+    page = signed_in(practice.therapist).get(reverse("portal:offers")).content.decode()
+    local = offer.deadline.astimezone(zoneinfo.ZoneInfo("America/Los_Angeles"))
+    assert local.strftime("%a %-d %b, %H:%M P") in page  # PST or PDT, never the server's UTC
 
 
 def test_a_colleague_does_not_see_another_therapists_offer(offer, practice):
@@ -84,6 +95,10 @@ def test_the_second_answer_sees_who_answered_first(offer, practice):
     assert "already accepted" in page and "user:manager" in page
     offer.refresh_from_db()
     assert offer.status == OfferStatus.ACCEPTED and offer.decline_reason == ""
+    from portal.selectors import offer_answer_get
+
+    answered = offer_answer_get(offer=offer).at.astimezone(zoneinfo.ZoneInfo(offer.role.site.time_zone))
+    assert answered.strftime("%a %-d %b, %H:%M") in page  # when, in the site's time zone
 
 
 def test_an_unknown_offer_is_404(practice):
