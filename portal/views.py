@@ -236,7 +236,7 @@ CASE_ACTIONS = {
     "start": ("cases", "case_start", VersionForm, "Mark in progress"),
     "hold": ("cases", "case_hold", ReasonForm, "Put on hold"),
     "resume": ("cases", "case_resume", VersionForm, "Resume"),
-    "discharge": ("cases", "case_discharge", VersionForm, "Discharge (completed)"),
+    "discharge": ("cases", "case_discharge", VersionForm, "Discharge (completed when its report is sent)"),
     "fail": ("cases", "case_fail", ReasonForm, "Close as failed"),
 }
 # Which of them a case in each status offers (the PA state machine, as referrals/cases.py enforces it).
