@@ -33,8 +33,9 @@ GOALS = [
 ]
 
 
-def accepted_referral(clinic, **overrides):
-    role_make(at=ZIP_10001)
+def accepted_referral(clinic, *, email: str = "", **overrides):
+    """The referral accepted by the one role there is (``email`` its address, for the nudges)."""
+    role_make(at=ZIP_10001, email=email)
     facts = dict(
         patient_name="Rosa Martinez", patient_birth_date="1958-04-02", patient_gender="female",
         patient_postal_code="10001", latitude=ZIP_10001[0], longitude=ZIP_10001[1], state="NY",
