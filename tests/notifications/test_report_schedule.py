@@ -185,3 +185,117 @@ def test_twelve_weeks_of_sessions_give_two_progress_reports_and_a_discharge_matc
     referral.refresh_from_db()
     assert (referral.status, referral.business_status) == (ReferralStatus.COMPLETED, "discharge-report-sent")
     assert not FollowUp.objects.filter(kind="report-due", state="pending").exists()  # the schedule ended
+
+
+def _run(c: Clock, day: dt.date, hour: int = 0, minute: int = 30) -> list[str]:
+    """The sweep at ``day`` ``hour``:``minute`` in the site's time: every follow-up due by then, run."""
+    from tests.notifications.conftest import drain
+
+    return drain(c.at(day, hour, minute))
+
+
+def _accepted(clinic, clock, **overrides):
+    with time_machine.travel(dt.datetime(2026, 9, 4, 17, tzinfo=dt.UTC), tick=False):
+        referral = accepted_referral(clinic, email="therapist@gym.test", **overrides)
+    return referral, clock(referral)
+
+
+def test_a_case_that_never_starts_gets_did_not_start_at_twelve_weeks_and_fails(clinic, dispatched, coordinator,
+                                                                                clock):
+    referral, c = _accepted(clinic, clock)  # Friday Sep 4, 12:00 in Chicago
+    accepted_on = dt.date(2026, 9, 4)
+    _run(c, accepted_on + dt.timedelta(days=83), 23, 59)
+    assert not Report.objects.filter(referral=referral).exists()
+    _run(c, accepted_on + dt.timedelta(days=84))
+    (report,) = Report.objects.filter(referral=referral)
+    assert (report.kind, report.status, report.period_start, report.period_end) == (
+        ReportKind.DID_NOT_START, ReportStatus.SENT_UNSIGNED, accepted_on, accepted_on + dt.timedelta(days=83))
+    referral.refresh_from_db()
+    assert (referral.status, referral.status_reason, referral.business_status) == (
+        ReferralStatus.FAILED, "No session attended", "discharge-report-sent")
+    assert "Did not start" in _pdf_text(report)
+    assert len(_emails("'Did not start' report went to the physician")) == 1
+    c.stop()
+
+
+def test_a_period_with_nothing_recorded_sends_a_no_update_report_at_once_and_tells_the_admin(
+    clinic, dispatched, coordinator, clock
+):
+    referral, c = _accepted(clinic, clock)
+    c.at(START + dt.timedelta(days=6), 18)
+    record_week(referral, START, minutes_per_week=week_of(0))  # week 1 only; then nothing
+    _run(c, START + dt.timedelta(days=28))
+    (first,) = Report.objects.filter(referral=referral)
+    assert (first.kind, first.status) == (ReportKind.PROGRESS, ReportStatus.DRAFT)
+    _run(c, START + dt.timedelta(days=56))
+    second = Report.objects.filter(referral=referral).order_by("period_start").last()
+    assert (second.kind, second.status, second.period_start) == (
+        ReportKind.NO_UPDATE, ReportStatus.SENT_UNSIGNED, START + dt.timedelta(days=28))
+    assert len(_pdf_text(second)) > 0 and len(PdfReader(io.BytesIO(bytes(second.pdf))).pages) == 1
+    assert len(_emails("'No update' report went to the physician")) == 1
+    assert len(_emails("waits for your signature")) == 1  # for the first report only: nothing to review here
+    c.stop()
+
+
+def test_an_organization_that_reports_every_six_weeks_gets_its_first_report_at_week_six(clinic, dispatched, clock):
+    referral, c = _accepted(clinic, clock)
+    Organization.objects.filter(pk=referral.offers.get(status="accepted").organization_id).update(
+        report_every_weeks=6)
+    for week in range(6):
+        c.at(START + dt.timedelta(days=7 * week + 6), 18)
+        record_week(referral, START + dt.timedelta(days=7 * week), minutes_per_week=week_of(week))
+        _run(c, START + dt.timedelta(days=7 * week + 7))
+        assert Report.objects.filter(referral=referral).count() == (1 if week == 5 else 0), week
+    report = Report.objects.get(referral=referral)
+    assert (report.kind, report.period_end) == (ReportKind.PROGRESS, START + dt.timedelta(days=41))
+    c.stop()
+
+
+@pytest.mark.parametrize("close", ["fail", "hold", "discharge"])
+def test_a_case_closed_early_or_on_hold_at_the_end_gets_its_discharge_report(clinic, dispatched, coordinator, clock,
+                                                                              close):
+    referral, c = _accepted(clinic, clock)
+    for week in range(2):
+        c.at(START + dt.timedelta(days=7 * week + 6), 18)
+        record_week(referral, START + dt.timedelta(days=7 * week), minutes_per_week=week_of(week))
+    referral.refresh_from_db()
+    if close == "fail":  # the therapist closes it as failed: failed at once, its discharge report drafted
+        case_fail(referral=referral, reason="Moved away", actor=THERAPIST, expected_version=referral.version)
+        _run(c, START + dt.timedelta(days=14), 9)
+        expected = (ReferralStatus.FAILED, "Moved away")
+    elif close == "hold":  # on hold when the twelve weeks end: failed with the hold's reason
+        case_hold(referral=referral, reason="Knee surgery", actor=THERAPIST, expected_version=referral.version)
+        for due in (28, 56):  # two no-update reports while it is on hold
+            _run(c, START + dt.timedelta(days=due))
+        _run(c, START + dt.timedelta(days=84))
+        expected = (ReferralStatus.FAILED, "Knee surgery")
+    else:  # the therapist discharges it: it completes with its report, not before
+        case_discharge(referral=referral, actor=THERAPIST, expected_version=referral.version)
+        referral.refresh_from_db()
+        assert referral.status == ReferralStatus.IN_PROGRESS
+        _run(c, START + dt.timedelta(days=14), 9)
+        expected = (ReferralStatus.COMPLETED, "")
+    report = Report.objects.get(referral=referral, kind=ReportKind.DISCHARGE)
+    assert report.status == ReportStatus.DRAFT and len(_emails("waits for your signature")) >= 1
+    # Nobody signs it: after the wait it goes out preliminary, and the referral ends as the case stands.
+    _run(c, timezone_date(c) + dt.timedelta(days=4), 12)
+    report.refresh_from_db()
+    referral.refresh_from_db()
+    assert report.status == ReportStatus.SENT_UNSIGNED
+    assert (referral.status, referral.status_reason, referral.business_status) == (*expected, "discharge-report-sent")
+    draft = ReportDraft.from_json(report.draft)
+    assert draft.participation.attended == 6
+    if close == "hold":
+        assert "On hold: Knee surgery." in draft.barriers
+    # The schedule is over: nothing more is drafted, however long the clock runs.
+    drafted = Report.objects.filter(referral=referral).count()
+    _run(c, START + dt.timedelta(days=200))
+    assert Report.objects.filter(referral=referral).count() == drafted
+    assert Report.objects.filter(referral=referral, kind__in=["discharge", "did-not-start"]).count() == 1
+    c.stop()
+
+
+def timezone_date(c: Clock) -> dt.date:
+    from django.utils import timezone
+
+    return timezone.localdate(timezone.now(), c.tz)
