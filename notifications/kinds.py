@@ -257,16 +257,18 @@ def report_unsigned(row: FollowUp, now: dt.datetime) -> str:
     HUB_REPORT_UNSIGNED_WAIT_HOURS ago goes out as preliminary ("not reviewed by the therapist"), and the
     coordinators are told. A draft signed meanwhile is left alone (signing sent it, final)."""
     wait = dt.timedelta(hours=settings.HUB_REPORT_UNSIGNED_WAIT_HOURS)
-    late = list(Report.objects.filter(referral_id=row.referral_id, status=ReportStatus.DRAFT,
-                                      created_at__lte=now - wait + dt.timedelta(seconds=1)).order_by("period_start"))
+    late = list(
+        Report.objects.filter(referral_id=row.referral_id, status=ReportStatus.DRAFT, created_at__lte=now - wait)
+        .order_by("period_start")
+    )
     if not late:
         return "signed or sent already"
     for report in late:
         report_send_unsigned(report=report, actor=HUB_ACTOR)
     told = _admin_tell(
         f"Referral {row.referral_id}: a report went out unsigned",
-        f"{len(late)} report(s) on referral {row.referral_id} went to the physician as preliminary: nobody signed "
-        f"them within {settings.HUB_REPORT_UNSIGNED_WAIT_HOURS} h.\n"
+        f"{len(late)} report(s) on referral {row.referral_id} went to the physician as preliminary: nobody "
+        f"signed them within {settings.HUB_REPORT_UNSIGNED_WAIT_HOURS} h.\n"
         f"{link(f'api/admin/referrals/{row.referral_id}/routing')}\n",
         now,
     )

@@ -112,7 +112,8 @@ def _report_drafted(sender, report: Report, **kwargs):
     now = timezone.now()
     followup_schedule(
         plans=[
-            Planned(kind="report-nudge", key=f"report-nudge:{report.pk}", due_at=now, referral_id=report.referral_id),
+            Planned(kind="report-nudge", key=f"report-nudge:{report.pk}", due_at=now,
+                    referral_id=report.referral_id),
             Planned(kind="report-unsigned", key=f"report-unsigned:{report.pk}",
                     due_at=now + dt.timedelta(hours=settings.HUB_REPORT_UNSIGNED_WAIT_HOURS),
                     referral_id=report.referral_id),

@@ -81,7 +81,8 @@ def demo_case_play(referral: Referral, *, start: dt.date, now: dt.datetime) -> i
             missed = week == 2 and day.weekday() == 2
             if referral.status != ReferralStatus.ON_HOLD:
                 session_record(referral=referral, attendance="no-show" if missed else "attended", starts_at=at,
-                               duration_minutes=None if missed else 45 + 5 * (week % 3), rpe=None if missed else 4,
+                               duration_minutes=None if missed else 45 + 5 * (week % 3),
+                               rpe=None if missed else 4,
                                actor=ACTOR, expected_version=_version(referral))
                 sessions += 1
             if day.weekday() == 4 and week % 4 == 0:
@@ -172,7 +173,8 @@ class Command(BaseCommand):
         self.stdout.write(
             "\nAs the demo EHR (a token as `make run` printed it):\n"
             "  curl -H \"Authorization: Bearer $TOKEN\" "
-            "'http://127.0.0.1:8000/fhir/DiagnosticReport?based-on=ServiceRequest/<id>&_include=DiagnosticReport:result'\n"
+            "'http://127.0.0.1:8000/fhir/DiagnosticReport?based-on=ServiceRequest/<id>"
+            "&_include=DiagnosticReport:result'\n"
             "  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8000/fhir/Binary/<id>-pdf "
             "| jq -r .data | base64 -d > report.pdf\n"
         )
