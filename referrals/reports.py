@@ -538,24 +538,28 @@ def report_recorded(*, referral: Referral, until: dt.date, tz: zoneinfo.ZoneInfo
     )
 
 
-def report_professional(*, referral: Referral) -> str:
-    """Who delivers the case: the professional of its accepted offer, with the organization; "" for nobody."""
+def report_professional(*, referral: Referral) -> tuple[str, zoneinfo.ZoneInfo]:
+    """Who delivers the case: the professional of its accepted offer, with the organization ("" for nobody);
+    and the time zone of their site (selectors.case_time_zone's), from the same row."""
     offer = (
         Offer.objects.filter(referral=referral, status=OfferStatus.ACCEPTED)
-        .select_related("role__professional", "role__organization")
+        .select_related("role__professional", "role__organization", "role__site")
         .first()
     )
     if offer is None:
-        return "" if referral.owner_reference == HUB_ORGANIZATION_REFERENCE else referral.owner_display
-    return f"{offer.role.professional.display_name}, {offer.role.organization.name}"
+        who = "" if referral.owner_reference == HUB_ORGANIZATION_REFERENCE else referral.owner_display
+        return who, zoneinfo.ZoneInfo(settings.HUB_DEFAULT_TIME_ZONE)
+    tz = zoneinfo.ZoneInfo(offer.role.site.time_zone or settings.HUB_DEFAULT_TIME_ZONE)
+    return f"{offer.role.professional.display_name}, {offer.role.organization.name}", tz
 
 
 def report_facts(*, referral: Referral, period_start: dt.date, period_end: dt.date, kind: str) -> ReportDraft:
     """The draft of a ``kind`` report for the period, read from the record (see ``draft_build``)."""
     facts = ClinicalFacts.objects.filter(referral=referral).first()
+    professional, tz = report_professional(referral=referral)
     return draft_build(
-        referral=referral, facts=facts, recorded=report_recorded(referral=referral, until=period_end), kind=kind,
-        period_start=period_start, period_end=period_end, professional=report_professional(referral=referral),
+        referral=referral, facts=facts, recorded=report_recorded(referral=referral, until=period_end, tz=tz),
+        kind=kind, period_start=period_start, period_end=period_end, professional=professional,
     )
 
 
