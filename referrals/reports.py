@@ -5,7 +5,10 @@ The parts:
 - ``ReportDraft``: the report as a plain value, the four questions the PA IG asks of a report (were the
   referral's issues addressed, what remains, the participation, the plan), the measures table, the weekly PAVS
   series for the chart, and the adverse events. ``draft_build`` makes one from plain inputs (``Recorded``);
-  ``report_facts`` (a selector) reads them from the record.
+  ``report_facts`` (a selector) reads them from the record (``report_recorded``: the case records of
+  referrals/models.py, values only, a fixed number of queries).
+- The schedule: ``report_next_due`` says which report a case owes next and when (progress every few weeks from
+  the first session, the discharge at the program's end); notifications' follow-up kinds run it.
 - ``Report`` (referrals/models.py): one row per report, draft → signed | sent-unsigned | superseded.
 - The services ``report_draft``, ``report_edit``, ``report_sign`` and ``report_send_unsigned``. Sending writes
   the PDF (referrals/report_pdf.py), sends ``report_sent`` (the FHIR bridge stores the DiagnosticReport and its
