@@ -624,7 +624,9 @@ def report_next_due(*, referral: Referral) -> ReportDue | None:
     program ends at the referral's requested end (ServiceRequest occurrencePeriod.end), else
     HUB_REPORT_PROGRAM_WEEKS after the first session, and its last period is the discharge report's. A case that
     never started is owed one report, a discharge ("did not start" when drafted) at the requested end, else
-    HUB_REPORT_PROGRAM_WEEKS after its acceptance. Dates are the site's (selectors.case_time_zone)."""
+    HUB_REPORT_PROGRAM_WEEKS after its acceptance. A requested end that was over before the case started (or
+    before it was accepted) cannot end it: the default length applies. Dates are the site's
+    (selectors.case_time_zone)."""
     live = list(
         Report.objects.filter(referral=referral).exclude(status=ReportStatus.SUPERSEDED)
         .values_list("kind", "period_end")
@@ -635,13 +637,16 @@ def report_next_due(*, referral: Referral) -> ReportDue | None:
     program_days = dt.timedelta(days=7 * settings.HUB_REPORT_PROGRAM_WEEKS)
     covered = max((end for _, end in live), default=None)
     first = report_first_session(referral=referral, tz=tz)
+    requested = referral.occurrence_end
     if first is None:
         start = report_case_start(referral=referral)
         period_start = max(start, covered + dt.timedelta(days=1)) if covered else start
-        end = max(referral.occurrence_end or start + program_days - dt.timedelta(days=1), period_start)
+        end = requested if requested and requested >= start else start + program_days - dt.timedelta(days=1)
+        end = max(end, period_start)
         return ReportDue(ReportKind.DISCHARGE, period_start, end, _due_at(end, tz))
     period_start = covered + dt.timedelta(days=1) if covered else first
-    program_end = max(referral.occurrence_end or first + program_days - dt.timedelta(days=1), period_start)
+    program_end = requested if requested and requested >= first else first + program_days - dt.timedelta(days=1)
+    program_end = max(program_end, period_start)
     every = dt.timedelta(days=7 * report_every_weeks(referral=referral))
     end = first + every - dt.timedelta(days=1)
     while end < period_start:

@@ -299,3 +299,22 @@ def timezone_date(c: Clock) -> dt.date:
     from django.utils import timezone
 
     return timezone.localdate(timezone.now(), c.tz)
+
+
+@pytest.mark.parametrize("requested_end, discharge_end", [
+    (START + dt.timedelta(days=41), START + dt.timedelta(days=41)),  # six weeks asked for: the discharge then
+    (dt.date(2023, 6, 16), START + dt.timedelta(days=83)),  # over before the case started: twelve weeks
+])
+def test_the_requested_end_ends_the_program_unless_it_was_over_before_the_case_started(
+    clinic, dispatched, clock, requested_end, discharge_end
+):
+    referral, c = _accepted(clinic, clock, occurrence_end=requested_end)
+    weeks = (discharge_end - START).days // 7 + 1
+    for week in range(weeks):
+        c.at(START + dt.timedelta(days=7 * week + 6), 18)
+        record_week(referral, START + dt.timedelta(days=7 * week), minutes_per_week=week_of(week))
+        _run(c, START + dt.timedelta(days=7 * week + 7))
+    reports = list(Report.objects.filter(referral=referral).order_by("period_start").values_list("kind", "period_end"))
+    assert reports[-1] == (ReportKind.DISCHARGE, discharge_end)
+    assert [k for k, _ in reports[:-1]] == [ReportKind.PROGRESS] * ((discharge_end - START).days // 28)
+    c.stop()
