@@ -66,26 +66,28 @@ def offer_deadline(row: FollowUp, now: dt.datetime) -> str:
     return "expired; " + ("nobody left" if outcome.awaiting_manual_routing else f"offered on ({outcome.offer.pk})")
 
 
+def _admin_tell(subject: str, body: str, now: dt.datetime) -> str:
+    """E-mail the coordinators (no PHI: ids and links); the outcome for the row."""
+    to = coordinator_emails()
+    if not to:
+        return "no coordinator has an e-mail address"
+    emails_queue(to=to, subject=subject, body=body, now=now)
+    return f"told {len(to)} coordinators"
+
+
 def manual_routing_alert(row: FollowUp, now: dt.datetime) -> str:
     """Tell the coordinators that a referral waits for them (nobody eligible, or every candidate declined or
     let the offer expire)."""
     referral = Referral.objects.filter(pk=row.referral_id).first()
     if referral is None or referral.business_status != BusinessStatus.AWAITING_MANUAL_ROUTING:
         return "no longer waiting"
-    to = coordinator_emails()
-    if not to:
-        return "no coordinator has an e-mail address"
-    emails_queue(
-        to=to,
-        subject=f"Referral {referral.pk} needs manual routing",
-        body=(
-            f"Referral {referral.pk} waits for a coordinator: the hub found nobody eligible with room.\n"
-            f"Routing queue: {link('api/admin/routing/queue')}\n"
-            f"Why: {link(f'api/admin/referrals/{referral.pk}/routing')}\n"
-        ),
-        now=now,
+    return _admin_tell(
+        f"Referral {referral.pk} needs manual routing",
+        f"Referral {referral.pk} waits for a coordinator: the hub found nobody eligible with room.\n"
+        f"Routing queue: {link('api/admin/routing/queue')}\n"
+        f"Why: {link(f'api/admin/referrals/{referral.pk}/routing')}\n",
+        now,
     )
-    return f"told {len(to)} coordinators"
 
 
 def manual_routing_physician(row: FollowUp, now: dt.datetime) -> str:
@@ -151,25 +153,12 @@ def first_session_admin(row: FollowUp, now: dt.datetime) -> str:
     referral = Referral.objects.filter(pk=row.referral_id).first()
     if referral is None or referral.status != ReferralStatus.ACCEPTED:
         return "first session happened, or the referral closed"
-    to = coordinator_emails()
-    if not to:
-        return "no coordinator has an e-mail address"
-    emails_queue(
-        to=to,
-        subject=f"Referral {referral.pk}: no first session two weeks after acceptance",
-        body=f"Referral {referral.pk} was accepted two weeks ago and has no first session yet.\n"
+    return _admin_tell(
+        f"Referral {referral.pk}: no first session two weeks after acceptance",
+        f"Referral {referral.pk} was accepted two weeks ago and has no first session yet.\n"
         f"{link(f'api/admin/referrals/{referral.pk}/routing')}\n",
-        now=now,
+        now,
     )
-    return f"told {len(to)} coordinators"
-
-
-def _admin_tell(subject: str, body: str, now: dt.datetime) -> str:
-    to = coordinator_emails()
-    if not to:
-        return "no coordinator has an e-mail address"
-    emails_queue(to=to, subject=subject, body=body, now=now)
-    return f"told {len(to)} coordinators"
 
 
 def report_plan(referral_id: int, due: ReportDue | None) -> list[Planned]:
