@@ -11,6 +11,7 @@ import pytest
 import time_machine
 from pypdf import PdfReader
 
+from fhir_bridge import fhir as fhir_models
 from fhir_bridge.models import StoredResource
 from fhir_bridge.profiles import check_resource
 from network.models import Organization
@@ -135,11 +136,18 @@ def test_twelve_weeks_of_sessions_give_two_progress_reports_and_a_discharge_matc
             second.refresh_from_db()
             assert second.status == ReportStatus.SENT_UNSIGNED
             assert len(_emails("went out unsigned")) == 1
-    # Week 12's is the discharge: the therapist signs it and the referral completes.
+            preliminary = StoredResource.objects.get(resource_type="DiagnosticReport", fhir_id=str(second.public_id))
+            assert (preliminary.content["status"], preliminary.version_id) == ("preliminary", 1)
+    # Week 12's is the discharge: the therapist signs it and the referral completes. They sign week 8's too,
+    # late: it goes out again, final, as the next version of the same DiagnosticReport.
     discharge = Report.objects.get(referral=referral, kind=ReportKind.DISCHARGE)
     c.at(START + dt.timedelta(days=85), 9)
     report_sign(report=discharge, actor=THERAPIST, expected_version=discharge.version)
     sent += physician.told()
+    c.at(START + dt.timedelta(days=85), 10)  # an hour later (the clock stands still between travels)
+    second = Report.objects.get(pk=reports[1].pk)
+    report_sign(report=second, actor=THERAPIST, expected_version=second.version)
+    late = physician.told()
     c.stop()
 
     first, second, discharge = Report.objects.filter(referral=referral).order_by("period_start")
@@ -149,7 +157,12 @@ def test_twelve_weeks_of_sessions_give_two_progress_reports_and_a_discharge_matc
         f"DiagnosticReport/{r.public_id}" for r in (first, second, discharge)]
     assert sent[-1]["status"] == "completed"
     assert len({t["meta"]["versionId"] for t in sent}) == 3
-    assert [r.status for r in (first, second, discharge)] == ["signed", "sent-unsigned", "signed"]
+    # The late signature: one notification more; the Task stays completed and discharged, three outputs.
+    assert [(t["status"], _business(t), len(t["output"])) for t in late] == [
+        ("completed", "discharge-report-sent", 3)]
+    assert [r.status for r in (first, second, discharge)] == ["signed", "signed", "signed"]
+    final = StoredResource.objects.get(resource_type="DiagnosticReport", fhir_id=str(second.public_id))
+    assert (final.content["status"], final.version_id) == ("final", 2)
 
     # The figures are the record's.
     expected = [
@@ -173,7 +186,8 @@ def test_twelve_weeks_of_sessions_give_two_progress_reports_and_a_discharge_matc
         assert f"{pavs} min/wk" in text and f"{walk} m" in text and f"Attended {attended} of" in text
         dr = StoredResource.objects.get(resource_type="DiagnosticReport", fhir_id=str(report.public_id)).content
         assert [i for i in check_resource(dr) if i.severity in ("error", "fatal")] == []
-        assert dr["status"] == ("preliminary" if report is second else "final")
+        assert fhir_models.structural_issues(dr, path="DiagnosticReport") == []  # R4 itself (fhir.resources)
+        assert dr["status"] == "final"
         assert dr["effectivePeriod"] == {"start": period[0], "end": period[1]}
         assert len(dr["result"]) > 10
     # The chart runs week by week from the first session: the discharge's shows all twelve check-ins.
