@@ -387,6 +387,8 @@ def case_report(request, referral_id: int, report_id: int):
                                    "answer_plan": report.answer_plan})
     else:
         form = None
+        if request.method == "POST":  # signed (or superseded) meanwhile: nothing to change any more
+            status = 409
     context = {"report": report, "draft": ReportDraft.from_json(report.draft), "form": form,
                "referral_id": referral_id, "patient": offer.referral.patient_name}
     return render(request, "portal/report.html", context, status=status)

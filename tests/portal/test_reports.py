@@ -60,6 +60,8 @@ def test_the_therapist_edits_and_signs_a_draft_from_the_case_page(report, practi
     # Signed, the page shows the answers and no form any more; the PDF is the one sent.
     page = client.get(url).content.decode()
     assert "Sign and send" not in page and "Knee pain on stairs." in page
+    again = client.post(url, _answers(report, answer_plan="Too late.", do="save"))  # a second tab
+    assert again.status_code == 409 and Report.objects.get(pk=report.pk).answer_plan == "Progress to 3 x 45 min."
     pdf = client.get(reverse("portal:case_report_pdf", args=[report.referral_id, report.pk]))
     assert pdf["Content-Type"] == "application/pdf" and pdf.content == bytes(report.pdf)
 
