@@ -6,7 +6,8 @@ PostgreSQL. Prints reports per second, the p50/p99 of one PDF render, and each w
 
 It drops and re-creates ``--database`` on 127.0.0.1:5432 (user postgres; BENCH_PG_URL to change the server),
 migrates it, and opens ``--reports`` accepted referrals through the domain (referral_create, routing, the offer
-accepted), each with its FHIR Task, Patient and ServiceRequest and a four-week record (bench_record below). Then
+accepted), each with its FHIR Task, Patient and ServiceRequest and a four-week record (bench_record below), which
+the drafts read from the database (reports.report_recorded). Then
 each worker process takes its share of the referrals and, for each, does what the schedule does when a
 progress report falls due and nobody signs it: ``report_draft`` (the draft from the record) then
 ``report_send_unsigned`` (the PDF, the DiagnosticReport and its Binary stored, the referral Task's next version
@@ -45,26 +46,62 @@ def django_start(database: str) -> None:
     django.setup()
 
 
-def bench_record():
-    """The record each report is drafted from: twelve sessions over four weeks, weekly PAVS check-ins, two
-    assessments and an adverse event (the same as the tests' four weeks)."""
-    from referrals.reports import AdverseLine, CheckIn, Measured, Recorded, SessionFact
+def bench_record(referral_ids: list[int]) -> None:
+    """The record each report is drafted from, written in bulk (the rows referrals/records.py writes, without
+    the services' checks, events and FHIR Observations, which setting up 1,000 cases one write at a time would
+    spend minutes on): a program of aerobic 3 x 40 min/wk, twelve sessions over four weeks (one missed), weekly
+    PAVS check-ins, two assessments (6-minute walk, blood pressure) and an adverse event; the same as the tests'
+    four weeks (tests/referrals/report_cases.py)."""
+    from django.utils import timezone
 
-    sessions, checkins = [], []
-    for week in range(4):
-        monday = START + dt.timedelta(days=7 * week)
-        for day in (0, 2, 4):
-            missed = week == 2 and day == 2
-            sessions.append(SessionFact(monday + dt.timedelta(days=day), "no-show" if missed else "attended",
-                                        0 if missed else 40))
-        checkins.append(CheckIn(monday + dt.timedelta(days=6), (60, 90, 110, 135)[week], (0, 1, 2, 2)[week]))
+    from referrals.models import (
+        AdverseEvent, Assessment, ExerciseProgram, Measurement, PavsCheckIn, ProgramComponent, Session,
+    )
+
+    tz = dt.timezone(dt.timedelta(hours=-5))
+    now = timezone.now()
+    at = lambda day, hour=10: dt.datetime.combine(day, dt.time(hour), tzinfo=tz)  # noqa: E731
     later = START + dt.timedelta(days=25)
-    measured = (Measured("six-minute-walk", 380, START), Measured("bp-systolic", 138, START),
-                Measured("bp-diastolic", 88, START), Measured("six-minute-walk", 430, later),
-                Measured("bp-systolic", 128, later), Measured("bp-diastolic", 82, later))
-    fall = AdverseLine((START + dt.timedelta(days=10)).isoformat(), "fall", "mild", False, "Checked, no injury", False)
-    return Recorded(checkins=tuple(checkins), measured=measured, sessions=tuple(sessions), adverse_events=(fall,),
-                    prescribed_minutes_per_week=120, program="aerobic 3 x 40 min/wk")
+    programs = ExerciseProgram.objects.bulk_create(
+        ExerciseProgram(referral_id=pk, version=1, starts_on=START, recorded_by="bench", recorded_at=now)
+        for pk in referral_ids)
+    ProgramComponent.objects.bulk_create(
+        ProgramComponent(program=p, kind="aerobic", frequency_per_week=3, minutes=40) for p in programs)
+    sessions, checkins, assessments, events = [], [], [], []
+    for pk in referral_ids:
+        for week in range(4):
+            monday = START + dt.timedelta(days=7 * week)
+            for day in (0, 2, 4):
+                missed = week == 2 and day == 2
+                sessions.append(Session(referral_id=pk, starts_at=at(monday + dt.timedelta(days=day)),
+                                        attendance="no-show" if missed else "attended",
+                                        duration_minutes=None if missed else 40, recorded_by="bench",
+                                        recorded_at=now))
+            minutes = (60, 90, 110, 135)[week]
+            checkins.append(PavsCheckIn(referral_id=pk, date=monday + dt.timedelta(days=6), days_per_week=5,
+                                        minutes_per_day=minutes // 5, minutes_per_week=minutes,
+                                        strength_days_per_week=(0, 1, 2, 2)[week], recorded_by="bench",
+                                        recorded_at=now))
+        for day in (START, later):
+            assessments.append(Assessment(referral_id=pk, kind="static", assessed_at=at(day, 9),
+                                          recorded_by="bench", recorded_at=now))
+        events.append(AdverseEvent(referral_id=pk, occurred_at=at(START + dt.timedelta(days=10)), kind="fall",
+                                   severity="mild", action_taken="Checked, no injury", recorded_by="bench",
+                                   recorded_at=now))
+    Session.objects.bulk_create(sessions, batch_size=2000)
+    PavsCheckIn.objects.bulk_create(checkins, batch_size=2000)
+    AdverseEvent.objects.bulk_create(events, batch_size=2000)
+    assessments = Assessment.objects.bulk_create(assessments, batch_size=2000)
+    measures = []
+    for a in assessments:
+        first = a.assessed_at.date() == START
+        for code, value, unit in (("six-minute-walk", 380 if first else 430, "m"),
+                                  ("bp-systolic", 138 if first else 128, "mm[Hg]"),
+                                  ("bp-diastolic", 88 if first else 82, "mm[Hg]")):
+            measures.append(Measurement(referral_id=a.referral_id, assessment=a, code=code, value=value,
+                                        unit=unit, measured_at=a.assessed_at, recorded_by="bench",
+                                        recorded_at=now))
+    Measurement.objects.bulk_create(measures, batch_size=2000)
 
 
 def setup(count: int) -> list[int]:
@@ -90,6 +127,7 @@ def setup(count: int) -> list[int]:
         ))
         offer_accept(offer=referral_route_first(referral_id=referral.pk).offer)
         ids.append(referral.pk)
+    bench_record(ids)
     return ids
 
 
@@ -106,8 +144,6 @@ def worker(database: str, ids: list[int], queue) -> None:
     from referrals.models import Referral, ReportKind
     from referrals import report_pdf as pdf_module
 
-    record = bench_record()
-    reports.report_recorded = lambda *, referral, until: record
     renders = []
     real_render = pdf_module.report_pdf
 

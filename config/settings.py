@@ -216,6 +216,14 @@ HUB_OFFER_DEADLINE_HOURS = env_int("HUB_OFFER_DEADLINE_HOURS", 48, minimum=1)
 # How long a referral may wait for manual routing before the physician is told (notifications' follow-up kind
 # manual-routing-physician; the coordinators are told at once).
 HUB_MANUAL_ROUTING_PHYSICIAN_HOURS = env_int("HUB_MANUAL_ROUTING_PHYSICIAN_HOURS", 24, minimum=1)
+# Reports to the physician (referrals/reports.py; notifications' follow-up kinds report-due and report-unsigned):
+# a progress report every HUB_REPORT_EVERY_WEEKS from the first session (network.Organization.report_every_weeks
+# where an organization differs), the discharge report at the referral's requested end or HUB_REPORT_PROGRAM_WEEKS
+# after the first session; a draft nobody signs goes out as preliminary HUB_REPORT_UNSIGNED_WAIT_HOURS after it
+# was drafted (the therapist is nudged when it is drafted, the coordinators told when it goes out unsigned).
+HUB_REPORT_EVERY_WEEKS = env_int("HUB_REPORT_EVERY_WEEKS", 4, minimum=1)
+HUB_REPORT_PROGRAM_WEEKS = env_int("HUB_REPORT_PROGRAM_WEEKS", 12, minimum=1)
+HUB_REPORT_UNSIGNED_WAIT_HOURS = env_int("HUB_REPORT_UNSIGNED_WAIT_HOURS", 72, minimum=1)
 # Receivers of outbound HTTP (Subscription rest-hooks) that may be on addresses the hub otherwise refuses (loopback,
 # private, its own): host[:port], IP[:port] or CIDR entries, "http://" in front to allow plain HTTP to them (see
 # notifications/http.py). The embedded run (DEBUG) allows the loopback, for a local receiver.

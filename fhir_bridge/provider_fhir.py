@@ -22,7 +22,7 @@ Task               status it may set                   domain service
 offer (requested)  accepted                            referrals.offers.offer_accept
 offer (requested)  rejected + statusReason             referrals.offers.offer_decline
 referral (case)    in-progress, on-hold + statusReason, referrals.cases: case_start (from accepted),
-                   completed, failed + statusReason     case_resume (from on-hold), case_hold, case_discharge,
+                   completed, failed + statusReason     case_resume (from on-hold), case_hold, case_complete,
                                                         case_fail, within the PA state machine
                                                         (referrals.models.ALLOWED_TRANSITIONS)
 =================  ==================================  ===================================================
@@ -74,7 +74,7 @@ from referrals.models import (
     Referral,
     ReferralStatus,
 )
-from referrals.cases import case_discharge, case_fail, case_hold, case_resume, case_start
+from referrals.cases import case_complete, case_fail, case_hold, case_resume, case_start
 from referrals.errors import DomainError, ErrorCode
 from referrals.offers import offer_accept, offer_decline
 from referrals.services import referral_update
@@ -487,7 +487,7 @@ def _case_move(*, referral: Referral, status: str, reason: str, notes: list[dict
     elif status == ReferralStatus.ON_HOLD:
         case_hold(referral=referral, reason=reason, actor=actor, expected_version=version)
     elif status == ReferralStatus.COMPLETED:
-        case_discharge(referral=referral, actor=actor, expected_version=version)
+        case_complete(referral=referral, actor=actor, expected_version=version)
     else:
         case_fail(referral=referral, reason=reason, actor=actor, expected_version=version)
     log.info("referral %s %s → %s by %s", referral.pk, current, status, actor)

@@ -15,6 +15,7 @@ import zoneinfo
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -49,6 +50,12 @@ class Organization(models.Model):
     )
     email = models.EmailField(blank=True)
     phone = models.CharField(max_length=40, blank=True)
+    # How often this organization's cases report to the physician, where it differs from the hub's
+    # HUB_REPORT_EVERY_WEEKS (a cardiac rehab centre that reports every 6 weeks). Empty: the hub's setting.
+    report_every_weeks = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(26)],
+        help_text="Weeks between progress reports for this organization's cases; empty for the hub's default.",
+    )
 
     def __str__(self):
         return self.name

@@ -12,16 +12,29 @@ from django.conf import settings
 from referrals.errors import DomainError
 from referrals.models import (
     HUB_ORGANIZATION_REFERENCE,
+    TERMINAL_STATUSES,
     BusinessStatus,
     Offer,
     OfferStatus,
     Referral,
     ReferralStatus,
+    Report,
+    ReportKind,
+    ReportStatus,
     RoutingDecision,
 )
 from referrals.offers import HUB_ACTOR, offer_expire, referral_route_first
+from referrals.records import RECORDABLE_STATUSES
+from referrals.reports import (
+    DISCHARGE_KINDS,
+    ReportDue,
+    report_draft,
+    report_next_due,
+    report_period_discharge,
+    report_send_unsigned,
+)
 from referrals.services import NoteFacts, referral_update
-from notifications.followups import DELIVERY, ROUTING, SWEEPS, Kind
+from notifications.followups import DELIVERY, ROUTING, SWEEPS, Kind, Planned, followup_schedule
 from notifications import subscriptions
 from notifications.models import FollowUp
 from notifications.outbox import DELIVERY_ATTEMPT, delivery_attempt, emails_queue, link
@@ -53,26 +66,28 @@ def offer_deadline(row: FollowUp, now: dt.datetime) -> str:
     return "expired; " + ("nobody left" if outcome.awaiting_manual_routing else f"offered on ({outcome.offer.pk})")
 
 
+def _admin_tell(subject: str, body: str, now: dt.datetime) -> str:
+    """E-mail the coordinators (no PHI: ids and links); the outcome for the row."""
+    to = coordinator_emails()
+    if not to:
+        return "no coordinator has an e-mail address"
+    emails_queue(to=to, subject=subject, body=body, now=now)
+    return f"told {len(to)} coordinators"
+
+
 def manual_routing_alert(row: FollowUp, now: dt.datetime) -> str:
     """Tell the coordinators that a referral waits for them (nobody eligible, or every candidate declined or
     let the offer expire)."""
     referral = Referral.objects.filter(pk=row.referral_id).first()
     if referral is None or referral.business_status != BusinessStatus.AWAITING_MANUAL_ROUTING:
         return "no longer waiting"
-    to = coordinator_emails()
-    if not to:
-        return "no coordinator has an e-mail address"
-    emails_queue(
-        to=to,
-        subject=f"Referral {referral.pk} needs manual routing",
-        body=(
-            f"Referral {referral.pk} waits for a coordinator: the hub found nobody eligible with room.\n"
-            f"Routing queue: {link('api/admin/routing/queue')}\n"
-            f"Why: {link(f'api/admin/referrals/{referral.pk}/routing')}\n"
-        ),
-        now=now,
+    return _admin_tell(
+        f"Referral {referral.pk} needs manual routing",
+        f"Referral {referral.pk} waits for a coordinator: the hub found nobody eligible with room.\n"
+        f"Routing queue: {link('api/admin/routing/queue')}\n"
+        f"Why: {link(f'api/admin/referrals/{referral.pk}/routing')}\n",
+        now,
     )
-    return f"told {len(to)} coordinators"
 
 
 def manual_routing_physician(row: FollowUp, now: dt.datetime) -> str:
@@ -138,17 +153,115 @@ def first_session_admin(row: FollowUp, now: dt.datetime) -> str:
     referral = Referral.objects.filter(pk=row.referral_id).first()
     if referral is None or referral.status != ReferralStatus.ACCEPTED:
         return "first session happened, or the referral closed"
-    to = coordinator_emails()
-    if not to:
-        return "no coordinator has an e-mail address"
-    emails_queue(
-        to=to,
-        subject=f"Referral {referral.pk}: no first session two weeks after acceptance",
-        body=f"Referral {referral.pk} was accepted two weeks ago and has no first session yet.\n"
+    return _admin_tell(
+        f"Referral {referral.pk}: no first session two weeks after acceptance",
+        f"Referral {referral.pk} was accepted two weeks ago and has no first session yet.\n"
         f"{link(f'api/admin/referrals/{referral.pk}/routing')}\n",
+        now,
+    )
+
+
+def report_plan(referral_id: int, due: ReportDue | None) -> list[Planned]:
+    """The report-due follow-up of the case's next scheduled report (none once its discharge report exists),
+    keyed by its due day so that scheduling it again changes nothing."""
+    if due is None:
+        return []
+    return [Planned(kind="report-due", key=f"report-due:{referral_id}:{due.period_end.isoformat()}",
+                    due_at=due.due_at, referral_id=referral_id)]
+
+
+def report_due(row: FollowUp, now: dt.datetime) -> str:
+    """A scheduled report falls due (referrals.reports.report_next_due says which), or the case was closed.
+
+    - An open case whose report is due: the report is drafted from the record (report_draft, which nudges the
+      therapist and schedules its preliminary send through ``report_drafted``). One with nothing recorded in its
+      period ("no update") or that never started ("did not start") has nothing to review: it goes out at once,
+      unsigned, and the coordinators are told. Then the next period's report-due is scheduled.
+    - Not due yet (the schedule moved: a report asked for in between, a first session recorded late): the row
+      for the real due day is scheduled.
+    - A case closed (completed or failed by whoever) without a discharge report: the discharge report is drafted
+      now, for the period since the last report sent; it keeps the case's status and reason."""
+    referral = Referral.objects.select_for_update().select_related("clinic").filter(pk=row.referral_id).first()
+    if referral is None:
+        return "referral gone"
+    if referral.status in (ReferralStatus.COMPLETED, ReferralStatus.FAILED):
+        if Report.objects.filter(referral=referral, kind__in=sorted(DISCHARGE_KINDS)).exclude(
+                status=ReportStatus.SUPERSEDED).exists():
+            return "discharge reported already"
+        start, end = report_period_discharge(referral=referral)
+        report = report_draft(referral=referral, period_start=start, period_end=end, kind=ReportKind.DISCHARGE,
+                              due_at=now)
+        return f"{report.kind} report {report.pk} drafted for the closed case"
+    if referral.status not in RECORDABLE_STATUSES:
+        return f"referral is {referral.status}"
+    due = report_next_due(referral=referral)
+    if due is None:
+        return "discharge reported already"
+    if due.due_at > now:
+        followup_schedule(plans=report_plan(referral.pk, due), now=now)
+        return f"next report due {due.period_end.isoformat()}"
+    report = report_draft(referral=referral, period_start=due.period_start, period_end=due.period_end,
+                          kind=due.kind, due_at=now)
+    outcome = f"{report.kind} report {report.pk} drafted"
+    if report.kind in (ReportKind.NO_UPDATE, ReportKind.DID_NOT_START) and report.status == ReportStatus.DRAFT:
+        report_send_unsigned(report=report, actor=HUB_ACTOR)
+        what = "nothing was recorded in its period" if report.kind == ReportKind.NO_UPDATE else (
+            "the patient attended no session")
+        told = _admin_tell(
+            f"Referral {referral.pk}: a '{ReportKind(report.kind).label}' report went to the physician",
+            f"The report due for referral {referral.pk} went out at once, unsigned: {what}.\n"
+            f"{link(f'api/admin/referrals/{referral.pk}/routing')}\n",
+            now,
+        )
+        outcome += f"; sent at once, {told}"
+    referral.refresh_from_db()
+    if referral.status not in TERMINAL_STATUSES:
+        followup_schedule(plans=report_plan(referral.pk, report_next_due(referral=referral)), now=now)
+    return outcome
+
+
+def report_nudge(row: FollowUp, now: dt.datetime) -> str:
+    """A report was drafted and is due: ask the therapist who holds the case to review and sign it. Nothing when
+    every draft of the case was signed or sent meanwhile."""
+    drafts = Report.objects.filter(referral_id=row.referral_id, status=ReportStatus.DRAFT).count()
+    if not drafts:
+        return "no draft waits"
+    offer = _accepted_offer(row.referral_id)
+    if offer is None or not offer.role.email:
+        return "nobody to remind"
+    hours = settings.HUB_REPORT_UNSIGNED_WAIT_HOURS
+    emails_queue(
+        to=[offer.role.email],
+        subject="A report to the referring physician waits for your signature",
+        body=(f"A report on referral {row.referral_id} is due: please review and sign it. Unsigned, it goes to "
+              f"the physician in {hours} h marked 'not reviewed by the therapist'.\n"
+              f"{link(f'portal/cases/{row.referral_id}')}\n"),
         now=now,
     )
-    return f"told {len(to)} coordinators"
+    return "therapist reminded"
+
+
+def report_unsigned(row: FollowUp, now: dt.datetime) -> str:
+    """The wait for the therapist's signature is over: every draft of the case drafted at least
+    HUB_REPORT_UNSIGNED_WAIT_HOURS ago goes out as preliminary ("not reviewed by the therapist"), and the
+    coordinators are told. A draft signed meanwhile is left alone (signing sent it, final)."""
+    wait = dt.timedelta(hours=settings.HUB_REPORT_UNSIGNED_WAIT_HOURS)
+    late = list(
+        Report.objects.filter(referral_id=row.referral_id, status=ReportStatus.DRAFT, created_at__lte=now - wait)
+        .order_by("period_start")
+    )
+    if not late:
+        return "signed or sent already"
+    for report in late:
+        report_send_unsigned(report=report, actor=HUB_ACTOR)
+    told = _admin_tell(
+        f"Referral {row.referral_id}: a report went out unsigned",
+        f"{len(late)} report(s) on referral {row.referral_id} went to the physician as preliminary: nobody "
+        f"signed them within {settings.HUB_REPORT_UNSIGNED_WAIT_HOURS} h.\n"
+        f"{link(f'api/admin/referrals/{row.referral_id}/routing')}\n",
+        now,
+    )
+    return f"{len(late)} sent unsigned; {told}"
 
 
 def subscription_heartbeat(row: FollowUp, now: dt.datetime) -> str:
@@ -168,6 +281,9 @@ KINDS: dict[str, Kind] = {
     "manual-routing-physician": Kind(manual_routing_physician, dt.timedelta(0), ROUTING),  # delay: the setting
     "first-session-nudge": Kind(first_session_nudge, dt.timedelta(days=7), SWEEPS),
     "first-session-admin": Kind(first_session_admin, dt.timedelta(days=14), SWEEPS),
+    "report-due": Kind(report_due, dt.timedelta(0), SWEEPS),  # due: referrals.reports.report_next_due
+    "report-nudge": Kind(report_nudge, dt.timedelta(0), SWEEPS),  # when a report is drafted
+    "report-unsigned": Kind(report_unsigned, dt.timedelta(0), SWEEPS),  # delay: HUB_REPORT_UNSIGNED_WAIT_HOURS
     "subscription-heartbeat": Kind(subscription_heartbeat, dt.timedelta(0), DELIVERY),
     DELIVERY_ATTEMPT: Kind(delivery_attempt_run, dt.timedelta(0), DELIVERY),
 }

@@ -12,8 +12,10 @@ from django.utils import timezone
 
 from notifications.followups import Planned, followup_schedule
 from notifications.outbox import emails_queue, link
-from referrals.models import BusinessStatus, Offer, Referral, ReferralStatus
+from referrals.models import BusinessStatus, Offer, Referral, ReferralStatus, Report
 from referrals.offers import offer_changed
+from referrals.records import RECORDABLE_STATUSES
+from referrals.reports import report_drafted, report_next_due
 from referrals.services import referral_changed, referral_created
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ def _referral_created(sender, referral: Referral, **kwargs):
 
 @receiver(referral_changed, dispatch_uid="notifications.referral_changed")
 def _referral_changed(sender, referral: Referral, events, **kwargs):
-    from notifications.kinds import KINDS
+    from notifications.kinds import KINDS, report_plan
 
     now = timezone.now()
     plans = []
@@ -78,6 +80,18 @@ def _referral_changed(sender, referral: Referral, events, **kwargs):
                 plans.append(
                     Planned(kind=kind, key=f"{kind}:{referral.pk}", due_at=now + KINDS[kind].delay, referral_id=referral.pk)
                 )
+        if event.to_status != event.from_status and event.to_status in (ReferralStatus.ACCEPTED,
+                                                                         ReferralStatus.IN_PROGRESS):
+            # Accepted: the "did not start" report at the program's end; started: the first progress report. A
+            # row falling due on a schedule that moved meanwhile schedules the right one (report_due).
+            plans += report_plan(referral.pk, report_next_due(referral=referral))
+        if (event.to_status in (ReferralStatus.COMPLETED, ReferralStatus.FAILED)
+                and event.from_status in RECORDABLE_STATUSES
+                and (event.detail or {}).get("business_status") != BusinessStatus.DISCHARGE_REPORT_SENT):
+            # Closed other than by its discharge report (failed by the therapist, moved by a provider's system):
+            # the discharge report is drafted now.
+            plans.append(Planned(kind="report-due", key=f"report-due:{referral.pk}:closed", due_at=now,
+                                 referral_id=referral.pk))
         if (event.detail or {}).get("business_status") == BusinessStatus.AWAITING_MANUAL_ROUTING:
             cause = event.pk or int(now.timestamp() * 1e6)
             plans.append(
@@ -95,6 +109,23 @@ def _referral_changed(sender, referral: Referral, events, **kwargs):
             )
     followup_schedule(plans=plans, now=now)
     _fan_out_on_commit()
+
+
+@receiver(report_drafted, dispatch_uid="notifications.report_drafted")
+def _report_drafted(sender, report: Report, **kwargs):
+    """A report drafted (by the schedule, the therapist's discharge, an EHR's $report): nudge the therapist now,
+    and send it as preliminary once HUB_REPORT_UNSIGNED_WAIT_HOURS have passed unsigned."""
+    now = timezone.now()
+    followup_schedule(
+        plans=[
+            Planned(kind="report-nudge", key=f"report-nudge:{report.pk}", due_at=now,
+                    referral_id=report.referral_id),
+            Planned(kind="report-unsigned", key=f"report-unsigned:{report.pk}",
+                    due_at=now + dt.timedelta(hours=settings.HUB_REPORT_UNSIGNED_WAIT_HOURS),
+                    referral_id=report.referral_id),
+        ],
+        now=now,
+    )
 
 
 @receiver(offer_changed, dispatch_uid="notifications.offer_changed")

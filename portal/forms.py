@@ -281,3 +281,21 @@ class ProgramForm(CaseForm):
                 intensity_high=parts["intensity_high"], type=parts["type"] or "",
             ))
         return {**data, "components": components}
+
+
+class ReportForm(forms.Form):
+    """The four answers of a report to the physician, as the therapist edits them before signing; and the
+    report's version the page was built from (the service refuses a stale one)."""
+
+    expected_version = forms.IntegerField(widget=forms.HiddenInput, min_value=1)
+    answer_goals = forms.CharField(label="1. Were the referral's goals addressed?", max_length=2000,
+                                   widget=forms.Textarea(attrs={"rows": 3}))
+    answer_barriers = forms.CharField(label="2. What issues and barriers remain?", max_length=2000,
+                                      widget=forms.Textarea(attrs={"rows": 3}))
+    answer_participation = forms.CharField(label="3. Participation", max_length=2000,
+                                           widget=forms.Textarea(attrs={"rows": 3}))
+    answer_plan = forms.CharField(label="4. Plan, and what the physician should do next", max_length=2000,
+                                  widget=forms.Textarea(attrs={"rows": 3}))
+
+    def answers(self) -> dict:
+        return {k: v for k, v in self.cleaned_data.items() if k.startswith("answer_")}

@@ -22,7 +22,9 @@ from fhir_bridge.models import StoredResource
 from fhir_bridge.provider_fhir import age_years
 from network.models import Account, ConditionGroup
 from referrals import selectors as referral_selectors
-from referrals.models import OPEN_STATUSES, Offer, OfferEvent, OfferStatus, Referral, ReferralEvent
+from referrals.models import (
+    OPEN_STATUSES, Offer, OfferEvent, OfferStatus, Referral, ReferralEvent, Report, ReportStatus,
+)
 
 CASES_PER_PAGE = 50
 
@@ -206,6 +208,7 @@ class CaseView:
     # The records (referrals.selectors.case_record and case_dose).
     record: object | None = None
     dose: object | None = None
+    reports: list = field(default_factory=list)  # the case's reports to the physician, but the superseded
 
     @property
     def program(self):
@@ -277,12 +280,21 @@ def case_view(*, offer: Offer) -> CaseView:
         time_zone=time_zone,
         record=record,
         dose=referral_selectors.case_dose(referral, time_zone, record=record),
+        reports=list(
+            Report.objects.filter(referral_id=referral.pk).exclude(status=ReportStatus.SUPERSEDED)
+            .defer("pdf", "draft").order_by("period_start", "id")
+        ),
     )
 
 
 def case_program(*, referral: Referral):
     """The case's current exercise program with its components (two queries), or None."""
     return referral_selectors.program_current(referral)
+
+
+def report_for_case(*, offer: Offer, report_id: int) -> Report | None:
+    """One of the case's reports (from case_for_account's offer), or None."""
+    return Report.objects.filter(pk=report_id, referral_id=offer.referral_id).first()
 
 
 def case_time_zone(*, referral: Referral, offer: Offer | None = None) -> zoneinfo.ZoneInfo:

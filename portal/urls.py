@@ -21,5 +21,7 @@ urlpatterns = [
     path("offers/<int:offer_id>/decline", views.offer_decline_view, name="offer_decline"),
     path("cases", views.cases, name="cases"),
     path("cases/<int:referral_id>", views.case, name="case"),
+    path("cases/<int:referral_id>/reports/<int:report_id>", views.case_report, name="case_report"),
+    path("cases/<int:referral_id>/reports/<int:report_id>/pdf", views.case_report_pdf, name="case_report_pdf"),
     path("cases/<int:referral_id>/<slug:action>", views.case_action, name="case_action"),
 ]

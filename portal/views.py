@@ -11,7 +11,7 @@ import logging
 import segno
 from django.contrib.auth import views as auth_views
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponseNotAllowed
+from django.http import Http404, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils import timezone
@@ -33,6 +33,7 @@ from portal.forms import (
     DeclineForm,
     FirstContactForm,
     ReasonForm,
+    ReportForm,
     ScheduleForm,
     SessionForm,
     TokenForm,
@@ -41,8 +42,9 @@ from portal.forms import (
 from referrals import cases as case_services
 from referrals import records as record_services
 from referrals.errors import DomainError, ErrorCode
-from referrals.models import Referral
+from referrals.models import Referral, ReportStatus
 from referrals.offers import offer_accept, offer_decline
+from referrals.reports import ReportDraft, report_edit, report_sign
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +238,7 @@ CASE_ACTIONS = {
     "start": ("cases", "case_start", VersionForm, "Mark in progress"),
     "hold": ("cases", "case_hold", ReasonForm, "Put on hold"),
     "resume": ("cases", "case_resume", VersionForm, "Resume"),
-    "discharge": ("cases", "case_discharge", VersionForm, "Discharge (completed)"),
+    "discharge": ("cases", "case_discharge", VersionForm, "Discharge (completed when its report is sent)"),
     "fail": ("cases", "case_fail", ReasonForm, "Close as failed"),
 }
 # Which of them a case in each status offers (the PA state machine, as referrals/cases.py enforces it).
@@ -343,3 +345,75 @@ def case_action(request, referral_id: int, action: str):
     # Refused: the page as it is now, with the form's errors in place.
     offer = selectors.case_for_account(account=request.account, referral_id=referral_id)
     return _case_page(request, offer, action_errors={action: form}, status=409 if stale else 400)
+
+
+# --- Reports to the physician -----------------------------------------------------------------------------------
+
+_REPORT_OPEN = (ReportStatus.DRAFT, ReportStatus.SENT_UNSIGNED)
+
+
+@portal_view
+def case_report(request, referral_id: int, report_id: int):
+    """One report: its figures as drafted, and, while it is a draft or went out unsigned, the form of its four
+    answers. POST ``do=save`` keeps the edits (report_edit); ``do=sign`` signs and sends it, final
+    (report_sign). A stale form (the report changed meanwhile) is shown again with what was typed (409)."""
+    if request.method not in ("GET", "POST"):
+        return HttpResponseNotAllowed(["GET", "POST"])
+    offer = selectors.case_for_account(account=request.account, referral_id=referral_id)
+    report = selectors.report_for_case(offer=offer, report_id=report_id) if offer is not None else None
+    if report is None:
+        raise Http404("No such report")
+    status = 200
+    if request.method == "POST" and report.status in _REPORT_OPEN:
+        form = ReportForm(request.POST)
+        if form.is_valid():
+            values = dict(report=report, answers=form.answers(), actor=request.account.actor,
+                          expected_version=form.cleaned_data["expected_version"])
+            try:
+                (report_sign if request.POST.get("do") == "sign" else report_edit)(**values)
+            except DomainError as error:
+                status = 409 if error.code in (ErrorCode.STALE, ErrorCode.CONFLICT, ErrorCode.TRANSITION) else 400
+                form.add_error(error.field if error.field.startswith("answer_") else None, str(error))
+            else:
+                return redirect(reverse("portal:case_report", args=[referral_id, report_id]))
+        else:
+            status = 400
+        if status == 409:  # the form again on the report as it is now, with what was typed
+            report.refresh_from_db()
+            data = request.POST.copy()
+            data["expected_version"] = str(report.version)
+            errors = form.non_field_errors()
+            form = ReportForm(data)
+            form.is_valid()
+            for error in errors:
+                form.add_error(None, error)
+    elif report.status in _REPORT_OPEN:
+        form = ReportForm(initial={"expected_version": report.version, "answer_goals": report.answer_goals,
+                                   "answer_barriers": report.answer_barriers,
+                                   "answer_participation": report.answer_participation,
+                                   "answer_plan": report.answer_plan})
+    else:
+        form = None
+        if request.method == "POST":  # signed (or superseded) meanwhile: nothing to change any more
+            status = 409
+    context = {"report": report, "draft": ReportDraft.from_json(report.draft), "form": form,
+               "referral_id": referral_id, "patient": offer.referral.patient_name}
+    return render(request, "portal/report.html", context, status=status)
+
+
+@portal_view
+def case_report_pdf(request, referral_id: int, report_id: int):
+    """The report's PDF: as it was sent; a draft's as it would be sent now (its banner says "Draft")."""
+    offer = selectors.case_for_account(account=request.account, referral_id=referral_id)
+    report = selectors.report_for_case(offer=offer, report_id=report_id) if offer is not None else None
+    if report is None:
+        raise Http404("No such report")
+    if report.pdf is not None and report.status != ReportStatus.DRAFT:
+        pdf = bytes(report.pdf)
+    else:
+        from referrals.report_pdf import report_pdf  # ReportLab loads only where a PDF is drawn
+
+        pdf = report_pdf(report=report)
+    response = HttpResponse(pdf, content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="report-{referral_id}-{report.period_start}.pdf"'
+    return response

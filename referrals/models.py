@@ -212,6 +212,16 @@ class ClinicalFacts(models.Model):
         """The baseline's value for one PAVS LOINC code, or None."""
         return next((m["value"] for m in self.pavs_baseline if m.get("code") == code), None)
 
+    def goal_minutes_per_week(self) -> float | None:
+        """The target of the first goal measured in PAVS minutes per week (LOINC 82290-8, or a target in
+        min/wk), or None: the goal the dose and the reports' PAVS line are held against."""
+        for g in self.goals:
+            target, measure = g.get("target") or {}, g.get("measure") or {}
+            if target.get("unit") == "min/wk" or measure.get("code") == "82290-8":
+                value = target.get("value")
+                return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        return None
+
 
 class ReportKind(models.TextChoices):
     """What a report to the physician is (the PA Intervention Report), and so what it tells."""

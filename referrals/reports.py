@@ -5,7 +5,10 @@ The parts:
 - ``ReportDraft``: the report as a plain value, the four questions the PA IG asks of a report (were the
   referral's issues addressed, what remains, the participation, the plan), the measures table, the weekly PAVS
   series for the chart, and the adverse events. ``draft_build`` makes one from plain inputs (``Recorded``);
-  ``report_facts`` (a selector) reads them from the record.
+  ``report_facts`` (a selector) reads them from the record (``report_recorded``: the case records of
+  referrals/models.py, values only, a fixed number of queries).
+- The schedule: ``report_next_due`` says which report a case owes next and when (progress every few weeks from
+  the first session, the discharge at the program's end); notifications' follow-up kinds run it.
 - ``Report`` (referrals/models.py): one row per report, draft → signed | sent-unsigned | superseded.
 - The services ``report_draft``, ``report_edit``, ``report_sign`` and ``report_send_unsigned``. Sending writes
   the PDF (referrals/report_pdf.py), sends ``report_sent`` (the FHIR bridge stores the DiagnosticReport and its
@@ -19,8 +22,10 @@ mm[Hg], kg/m2. Dates are the site's calendar dates; a period is inclusive at bot
 import dataclasses
 import datetime as dt
 import math
+import zoneinfo
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import transaction
 from django.dispatch import Signal
 from django.utils import timezone
@@ -29,8 +34,11 @@ from referrals.errors import DomainError, ErrorCode
 from referrals.models import (
     HUB_ORGANIZATION_REFERENCE,
     TERMINAL_STATUSES,
+    AdverseEvent,
+    Attendance,
     BusinessStatus,
     ClinicalFacts,
+    Measurement,
     Offer,
     OfferStatus,
     Referral,
@@ -40,12 +48,19 @@ from referrals.models import (
     ReportKind,
     ReportStatus,
     SENT_REPORT_STATUSES,
+    PavsCheckIn,
+    ProgramComponent,
+    Session,
 )
+from referrals.selectors import case_time_zone
 from referrals.services import referral_update
 
 # Sent inside the transaction that sends a report (preliminary, or final when signed), before the referral moves:
 # the FHIR bridge stores the DiagnosticReport and its PDF on it, so that the Task's new version can point at them.
 report_sent = Signal()  # kwargs: report
+# Sent inside the transaction that drafts a report (report_draft, a new row only): the notifications edge nudges the
+# therapist to review and sign it and schedules its preliminary send after the wait.
+report_drafted = Signal()  # kwargs: report
 
 # PAVS (LOINC), as ClinicalFacts.pavs_baseline and the goals code them.
 PAVS_MINUTES_PER_WEEK, PAVS_STRENGTH_DAYS = "82290-8", "82291-6"
@@ -220,6 +235,8 @@ ASSESSMENT_ROWS = (
     ("bp", "Blood pressure", "mmHg", "lower"),
     ("bmi", "BMI", "kg/m2", "lower"),
 )
+# The records' measures a report reads (the assessments table and blood pressure).
+REPORTED_MEASURES = ("six-minute-walk", "chair-stand-30s", "timed-up-and-go", "bp-systolic", "bp-diastolic", "bmi")
 # A goal's measure (its LOINC code, or its target's unit) -> the table row it is judged by.
 GOAL_MEASURES = {
     PAVS_MINUTES_PER_WEEK: "pavs-minutes",
@@ -255,15 +272,7 @@ def fmt_change(value: float | None, unit: str = "") -> str:
     return ("+" if value > 0 else "") + fmt(value, unit)
 
 
-def _goal_minutes(goals: list[dict]) -> float | None:
-    for g in goals:
-        target, measure = g.get("target") or {}, g.get("measure") or {}
-        if target.get("unit") == "min/wk" or measure.get("code") == PAVS_MINUTES_PER_WEEK:
-            return _number(target.get("value"))
-    return None
-
-
-def _measure_lines(facts: ClinicalFacts | None, recorded: Recorded, goals: list[dict]) -> list[MeasureLine]:
+def _measure_lines(facts: ClinicalFacts | None, recorded: Recorded) -> list[MeasureLine]:
     baseline_pavs = facts.pavs_value(PAVS_MINUTES_PER_WEEK) if facts else None
     baseline_strength = facts.pavs_value(PAVS_STRENGTH_DAYS) if facts else None
     checkins = recorded.checkins
@@ -274,7 +283,7 @@ def _measure_lines(facts: ClinicalFacts | None, recorded: Recorded, goals: list[
             "pavs-minutes", "Activity (PAVS)", "min/wk", _number(baseline_pavs),
             latest.minutes_per_week if latest else None,
             _change(_number(baseline_pavs), latest.minutes_per_week if latest else None),
-            _goal_minutes(goals), "higher", latest.on.isoformat() if latest else "",
+            facts.goal_minutes_per_week() if facts else None, "higher", latest.on.isoformat() if latest else "",
         ),
         MeasureLine(
             "strength-days", "Strength days", "d/wk", _number(baseline_strength),
@@ -424,7 +433,7 @@ def draft_build(*, referral: Referral, facts: ClinicalFacts | None, recorded: Re
     if kind == ReportKind.DISCHARGE and recorded.first_attended is None:
         kind = ReportKind.DID_NOT_START
     goals_json = list(facts.goals) if facts else []
-    lines = _measure_lines(facts, recorded, goals_json)
+    lines = _measure_lines(facts, recorded)
     goals = _goal_lines(goals_json, lines)
     program_start = min([period_start] + [s.on for s in recorded.sessions])
     start = period_start if kind in (ReportKind.PROGRESS, ReportKind.NO_UPDATE) else program_start
@@ -472,44 +481,183 @@ def draft_build(*, referral: Referral, facts: ClinicalFacts | None, recorded: Re
 # --- Selectors -------------------------------------------------------------------------------------------------
 
 
-def report_recorded(*, referral: Referral, until: dt.date) -> Recorded:
-    """What the case's record holds up to ``until`` (inclusive), as plain values. Until the case records are part
-    of the domain the referral itself records nothing, and the report says "no update" (or "did not start")."""
-    return Recorded()
+def _program_text(components: list[tuple[str, int, int, str]]) -> str:
+    """("aerobic", 3, 40, "treadmill walk") ... -> "aerobic 3 x 40 min/wk (treadmill walk); ..." """
+    return "; ".join(f"{kind} {frequency} x {minutes} min/wk" + (f" ({kind_type})" if kind_type else "")
+                     for kind, frequency, minutes, kind_type in components)
 
 
-def report_professional(*, referral: Referral) -> str:
-    """Who delivers the case: the professional of its accepted offer, with the organization; "" for nobody."""
+def report_recorded(*, referral: Referral, until: dt.date, tz: zoneinfo.ZoneInfo | None = None) -> Recorded:
+    """What the case's record holds up to ``until`` (inclusive, a calendar date in ``tz``, by default the site's:
+    selectors.case_time_zone), as plain values, oldest first: the sessions (attended minutes), the PAVS
+    check-ins, the measures of the assessments, the adverse events, and the program in force on ``until`` (the
+    latest version started by then, else the current one) with its prescribed supervised minutes per week
+    (the sum of frequency x minutes of its components).
+
+    Six queries (five with ``tz``), whatever the size of the record: one per kind of record, values only."""
+    tz = tz or case_time_zone(referral)
+    before = dt.datetime.combine(until + dt.timedelta(days=1), dt.time.min, tzinfo=tz)  # exclusive
+    sessions = tuple(
+        SessionFact(starts_at.astimezone(tz).date(), attendance, minutes or 0)
+        for starts_at, attendance, minutes in Session.objects.filter(referral=referral, starts_at__lt=before)
+        .order_by("starts_at", "id").values_list("starts_at", "attendance", "duration_minutes")
+    )
+    checkins = tuple(
+        CheckIn(on, minutes, strength)
+        for on, minutes, strength in PavsCheckIn.objects.filter(referral=referral, date__lte=until)
+        .order_by("date", "id").values_list("date", "minutes_per_week", "strength_days_per_week")
+    )
+    measured = tuple(
+        Measured(code, value, measured_at.astimezone(tz).date())
+        for code, value, measured_at in Measurement.objects.filter(
+            referral=referral, measured_at__lt=before, code__in=REPORTED_MEASURES
+        ).order_by("measured_at", "id").values_list("code", "value", "measured_at")
+    )
+    adverse = tuple(
+        AdverseLine(occurred_at.astimezone(tz).date().isoformat(), kind, severity, serious, action, hold)
+        for occurred_at, kind, severity, serious, action, hold in AdverseEvent.objects.filter(
+            referral=referral, occurred_at__lt=before
+        ).order_by("occurred_at", "id").values_list("occurred_at", "kind", "severity", "serious", "action_taken",
+                                                    "put_on_hold")
+    )
+    versions: dict[int, list] = {}
+    in_force = current = None
+    for version, starts_on, is_current, *component in ProgramComponent.objects.filter(
+        program__referral=referral
+    ).order_by("program__version", "id").values_list(
+        "program__version", "program__starts_on", "program__is_current", "kind", "frequency_per_week", "minutes",
+        "type",
+    ):
+        versions.setdefault(version, []).append(tuple(component))
+        if starts_on <= until:
+            in_force = version
+        if is_current:
+            current = version
+    components = versions.get(in_force if in_force is not None else current, [])
+    return Recorded(
+        checkins=checkins, measured=measured, sessions=sessions, adverse_events=adverse,
+        prescribed_minutes_per_week=sum(f * m for _, f, m, _ in components) if components else None,
+        program=_program_text(components),
+    )
+
+
+def report_professional(*, referral: Referral) -> tuple[str, zoneinfo.ZoneInfo]:
+    """Who delivers the case: the professional of its accepted offer, with the organization ("" for nobody);
+    and the time zone of their site (selectors.case_time_zone's), from the same row."""
     offer = (
         Offer.objects.filter(referral=referral, status=OfferStatus.ACCEPTED)
-        .select_related("role__professional", "role__organization")
+        .select_related("role__professional", "role__organization", "role__site")
         .first()
     )
     if offer is None:
-        return "" if referral.owner_reference == HUB_ORGANIZATION_REFERENCE else referral.owner_display
-    return f"{offer.role.professional.display_name}, {offer.role.organization.name}"
+        who = "" if referral.owner_reference == HUB_ORGANIZATION_REFERENCE else referral.owner_display
+        return who, zoneinfo.ZoneInfo(settings.HUB_DEFAULT_TIME_ZONE)
+    tz = zoneinfo.ZoneInfo(offer.role.site.time_zone or settings.HUB_DEFAULT_TIME_ZONE)
+    return f"{offer.role.professional.display_name}, {offer.role.organization.name}", tz
 
 
 def report_facts(*, referral: Referral, period_start: dt.date, period_end: dt.date, kind: str) -> ReportDraft:
     """The draft of a ``kind`` report for the period, read from the record (see ``draft_build``)."""
     facts = ClinicalFacts.objects.filter(referral=referral).first()
+    professional, tz = report_professional(referral=referral)
     return draft_build(
-        referral=referral, facts=facts, recorded=report_recorded(referral=referral, until=period_end), kind=kind,
-        period_start=period_start, period_end=period_end, professional=report_professional(referral=referral),
+        referral=referral, facts=facts, recorded=report_recorded(referral=referral, until=period_end, tz=tz),
+        kind=kind, period_start=period_start, period_end=period_end, professional=professional,
     )
+
+
+def report_first_session(*, referral: Referral, tz: zoneinfo.ZoneInfo) -> dt.date | None:
+    """The day (in ``tz``) of the case's first attended session, None before it."""
+    first = (
+        Session.objects.filter(referral=referral, attendance=Attendance.ATTENDED).order_by("starts_at")
+        .values_list("starts_at", flat=True).first()
+    )
+    return first.astimezone(tz).date() if first else None
 
 
 def report_case_start(*, referral: Referral) -> dt.date:
     """The day the case's reporting starts: its first attended session, else the day a professional accepted
-    it, else the day the referral came in."""
-    first = report_recorded(referral=referral, until=timezone.localdate()).first_attended
+    it, else the day the referral came in (the site's calendar days)."""
+    tz = case_time_zone(referral)
+    first = report_first_session(referral=referral, tz=tz)
     if first is not None:
         return first
     accepted = (
         Offer.objects.filter(referral=referral, status=OfferStatus.ACCEPTED).values_list("responded_at", flat=True)
         .first()
     )
-    return timezone.localdate(accepted) if accepted else timezone.localdate(referral.created_at)
+    return timezone.localdate(accepted or referral.created_at, tz)
+
+
+# --- The schedule --------------------------------------------------------------------------------------------
+
+DISCHARGE_KINDS = frozenset({ReportKind.DISCHARGE, ReportKind.DID_NOT_START})
+
+
+@dataclass(frozen=True)
+class ReportDue:
+    """The next report the schedule owes the physician: its ``kind`` (progress, or discharge for the program's
+    last period), its period (site calendar dates, inclusive) and the moment it falls due, the start of the day
+    after the period (``due_at``, aware)."""
+
+    kind: str
+    period_start: dt.date
+    period_end: dt.date
+    due_at: dt.datetime
+
+
+def report_every_weeks(*, referral: Referral) -> int:
+    """Weeks between progress reports: the delivering organization's own (network.Organization
+    .report_every_weeks), else settings.HUB_REPORT_EVERY_WEEKS."""
+    own = (
+        Offer.objects.filter(referral=referral, status=OfferStatus.ACCEPTED)
+        .values_list("organization__report_every_weeks", flat=True).first()
+    )
+    return own or settings.HUB_REPORT_EVERY_WEEKS
+
+
+def report_next_due(*, referral: Referral) -> ReportDue | None:
+    """The next scheduled report of an open case, None once its discharge (or did-not-start) report exists.
+
+    From the first attended session a progress report every ``report_every_weeks`` (the periods' ends are fixed
+    at 4, 8, ... weeks from it; a report asked for in between, $report, only moves the next period's start); the
+    program ends at the referral's requested end (ServiceRequest occurrencePeriod.end), else
+    HUB_REPORT_PROGRAM_WEEKS after the first session, and its last period is the discharge report's. A case that
+    never started is owed one report, a discharge ("did not start" when drafted) at the requested end, else
+    HUB_REPORT_PROGRAM_WEEKS after its acceptance. A requested end that was over before the case started (or
+    before it was accepted) cannot end it: the default length applies. Dates are the site's
+    (selectors.case_time_zone)."""
+    live = list(
+        Report.objects.filter(referral=referral).exclude(status=ReportStatus.SUPERSEDED)
+        .values_list("kind", "period_end")
+    )
+    if any(kind in DISCHARGE_KINDS for kind, _ in live):
+        return None
+    tz = case_time_zone(referral)
+    program_days = dt.timedelta(days=7 * settings.HUB_REPORT_PROGRAM_WEEKS)
+    covered = max((end for _, end in live), default=None)
+    first = report_first_session(referral=referral, tz=tz)
+    requested = referral.occurrence_end
+    if first is None:
+        start = report_case_start(referral=referral)
+        period_start = max(start, covered + dt.timedelta(days=1)) if covered else start
+        end = requested if requested and requested >= start else start + program_days - dt.timedelta(days=1)
+        end = max(end, period_start)
+        return ReportDue(ReportKind.DISCHARGE, period_start, end, _due_at(end, tz))
+    period_start = covered + dt.timedelta(days=1) if covered else first
+    program_end = requested if requested and requested >= first else first + program_days - dt.timedelta(days=1)
+    program_end = max(program_end, period_start)
+    every = dt.timedelta(days=7 * report_every_weeks(referral=referral))
+    end = first + every - dt.timedelta(days=1)
+    while end < period_start:
+        end += every
+    end = min(end, program_end)
+    kind = ReportKind.DISCHARGE if end >= program_end else ReportKind.PROGRESS
+    return ReportDue(kind, period_start, end, _due_at(end, tz))
+
+
+def _due_at(period_end: dt.date, tz: zoneinfo.ZoneInfo) -> dt.datetime:
+    return dt.datetime.combine(period_end + dt.timedelta(days=1), dt.time.min, tzinfo=tz)
 
 
 def report_period_next(*, referral: Referral, until: dt.date) -> tuple[dt.date, dt.date]:
@@ -527,6 +675,16 @@ def report_period_next(*, referral: Referral, until: dt.date) -> tuple[dt.date, 
             "latest output", field="period_start",
         )
     return start, until
+
+
+def report_period_discharge(*, referral: Referral) -> tuple[dt.date, dt.date]:
+    """The period of a discharge report drafted today (the case closed): from the day after the last report sent
+    (else the case's start) to today; today alone when a report sent covers today already."""
+    today = timezone.localdate(timezone.now(), case_time_zone(referral))
+    try:
+        return report_period_next(referral=referral, until=today)
+    except DomainError:
+        return today, today
 
 
 # --- Services --------------------------------------------------------------------------------------------------
@@ -588,7 +746,7 @@ def report_draft(*, referral: Referral, period_start: dt.date, period_end: dt.da
     outcome_status, outcome_reason = _discharge_outcome(referral, draft.kind)
     # No race with another draft of the period: the referral's row lock above serialises them, and the second
     # finds the first. The unique constraint stays as the last line of defence.
-    return Report.objects.create(
+    report = Report.objects.create(
         referral=referral,
         kind=draft.kind,
         period_start=period_start,
@@ -602,6 +760,8 @@ def report_draft(*, referral: Referral, period_start: dt.date, period_end: dt.da
         outcome_status=outcome_status,
         outcome_reason=outcome_reason,
     )
+    report_drafted.send(sender=Report, report=report)
+    return report
 
 
 ANSWER_FIELDS = ("answer_goals", "answer_barriers", "answer_participation", "answer_plan")

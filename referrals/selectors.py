@@ -331,12 +331,6 @@ def case_dose(referral: Referral, tz: zoneinfo.ZoneInfo | str, *, record: CaseRe
     else:
         facts = ClinicalFacts.objects.filter(referral=referral).only("pavs_baseline", "goals").first()
         latest = PavsCheckIn.objects.filter(referral=referral).order_by("-date", "-id").first()
-    goal = None
-    for g in facts.goals if facts else []:
-        target, measure = g.get("target") or {}, g.get("measure") or {}
-        if target.get("unit") == "min/wk" or measure.get("code") == "82290-8":
-            goal = target.get("value")
-            break
     return CaseDose(
         weeks=rows,
         prescribed_minutes_per_week=prescribed,
@@ -345,5 +339,5 @@ def case_dose(referral: Referral, tz: zoneinfo.ZoneInfo | str, *, record: CaseRe
         adherence=round(total / (prescribed * len(rows)), 3) if rows and prescribed else None,
         baseline_minutes_per_week=facts.pavs_value("82290-8") if facts else None,
         latest_checkin=latest,
-        goal_minutes_per_week=goal,
+        goal_minutes_per_week=facts.goal_minutes_per_week() if facts else None,
     )

@@ -18,6 +18,7 @@ from fhir_bridge.provider_fhir import age_band, postal_area
 from fhir_bridge.smart_clients import ehr_client_register
 from fhir_bridge.smart_keys import generate_private_key, public_jwk
 from fhir_bridge.smart_scopes import PROVIDER_SCOPES
+from notifications.models import FollowUp
 from referrals.models import Offer, OfferStatus, Referral, ReferralEvent, ReferralStatus
 from referrals.offers import referral_route_manually
 from tests.conftest import fhir_client_for, json_of
@@ -328,6 +329,12 @@ def test_accepted_to_completed_succeeds(provider, offered):
     _accept(provider, offered)
     response = _move(provider, offered["task"]["id"], "completed")
     assert response.status_code == 200 and json_of(response)["status"] == "completed"
+    # Completed at once (the provider reads back what it wrote), and the discharge report follows: the follow-up
+    # engine drafts it for the closed case.
+    referral = Referral.objects.get(pk=offered["referral"].pk)
+    assert referral.status == "completed"
+    assert ReferralEvent.objects.filter(referral=referral, detail__case="complete").count() == 1
+    assert FollowUp.objects.filter(kind="report-due", key=f"report-due:{referral.pk}:closed").exists()
 
 
 def test_a_final_task_is_never_left(provider, offered):

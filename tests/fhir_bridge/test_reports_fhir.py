@@ -12,11 +12,10 @@ from fhir_bridge.codes import REPORT_KIND_SYSTEM
 from fhir_bridge.models import StoredResource
 from fhir_bridge.profiles import check_resource
 from fhir_bridge.store import resources_create
-from referrals import reports
 from referrals.models import ReportKind
 from referrals.reports import report_draft, report_send_unsigned, report_sign
 from tests.conftest import fhir_client_for, json_of
-from tests.referrals.report_cases import START, accepted_referral, four_weeks
+from tests.referrals.report_cases import START, accepted_referral, record_four_weeks
 
 pytestmark = pytest.mark.django_db
 
@@ -25,10 +24,11 @@ PARAMETERS = {"resourceType": "Parameters"}  # $report without send-now
 
 
 @pytest.fixture
-def referral(clinic, monkeypatch):
-    record = four_weeks()
-    monkeypatch.setattr(reports, "report_recorded", lambda *, referral, until: record)
-    return accepted_referral(clinic)
+def referral(clinic):
+    """An accepted referral with four weeks recorded through the case records' services."""
+    referral = accepted_referral(clinic)
+    record_four_weeks(referral)
+    return referral
 
 
 def _task(referral) -> StoredResource:
@@ -72,7 +72,20 @@ def test_a_signed_progress_report_is_a_conforming_diagnostic_report_in_the_task_
     assert dr["subject"] == {"reference": task["for"]["reference"]}
     assert dr["effectivePeriod"] == {"start": "2026-09-07", "end": "2026-10-04"}
     assert {"system": REPORT_KIND_SYSTEM, "code": "progress", "display": "Progress report"} in dr["code"]["coding"]
-    assert dr["result"] == [{"reference": "Observation/obs-in-period"}]
+    # The Observations of the period: the record's (its sessions, check-ins, assessments) and the one posted
+    # beside them; not the one after the period nor the one entered in error.
+    results = [r["reference"] for r in dr["result"]]
+    served = StoredResource.objects.filter(referral=referral, resource_type="Observation", is_deleted=False)
+    in_period = {f"Observation/{o.fhir_id}" for o in served
+                 if o.content["status"] != "entered-in-error"
+                 and "2026-09-07" <= (o.content.get("effectiveDateTime") or o.content["effectivePeriod"]["start"])[:10]
+                 <= "2026-10-04"}
+    assert set(results) == in_period and len(results) == len(in_period) > 30
+    assert "Observation/obs-in-period" in results
+    assert not {"Observation/obs-after", "Observation/obs-withdrawn"} & set(results)
+    for row in served.filter(fhir_id__in=[r.removeprefix("Observation/") for r in results]).exclude(
+            fhir_id="obs-in-period"):  # the hub's own: the test's hand-made one is no PA Observation
+        assert _errors(row.content) == [], row.fhir_id
     assert "Attended 11 of 12 scheduled sessions" in dr["conclusion"]
     assert not dr["conclusion"].startswith("Not reviewed")
     form = dr["presentedForm"][0]

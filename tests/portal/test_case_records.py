@@ -137,7 +137,11 @@ def test_hold_resume_and_discharge(case, practice):
                        {"expected_version": _version(case.pk)}).status_code == 302
     assert client.post(reverse("portal:case_action", args=[case.pk, "discharge"]),
                        {"expected_version": _version(case.pk)}).status_code == 302
-    assert Referral.objects.get(pk=case.pk).status == ReferralStatus.COMPLETED
+    # The referral completes with its discharge report: drafted now, for the therapist to sign.
+    referral = Referral.objects.get(pk=case.pk)
+    (report,) = referral.reports.all()
+    assert (referral.status, report.kind, report.status, report.outcome_status) == (
+        ReferralStatus.IN_PROGRESS, "discharge", "draft", ReferralStatus.COMPLETED)
 
 
 def test_the_case_page_costs_the_same_queries_with_more_records(case, practice):

@@ -85,8 +85,9 @@ def _queries(client, url) -> int:
 
 # session + user + account (+ the OTP middleware's device lookup), then each page's own reads. The case page reads
 # the offer with its referral, facts and site once (case_for_account), then the stored Task and Patient, the
-# condition groups, the events and the case's records (referrals.selectors.case_record; case_dose reuses them).
-CASE_QUERIES = 14
+# condition groups, the events, the case's records (referrals.selectors.case_record; case_dose reuses them) and
+# its reports to the physician (one query).
+CASE_QUERIES = 15
 EXPECTED_QUERIES = {"offers": 6, "cases": 6, "case": CASE_QUERIES}
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
+from referrals.reports import report_sign
 from referrals.cases import case_discharge, case_fail, case_first_contact, case_hold, case_resume, case_start
 from referrals.errors import DomainError, ErrorCode
 from referrals.models import (
@@ -262,11 +263,19 @@ def test_the_case_moves_through_its_transitions(case):
         _attend(case)
     assert refused.value.code == ErrorCode.NOT_OPEN
     case_resume(referral=case, actor=THERAPIST, expected_version=case.version)
+    _attend(case)
     case_discharge(referral=case, actor=THERAPIST, expected_version=case.version)
     case.refresh_from_db()
-    assert case.status == ReferralStatus.COMPLETED
+    # The referral completes with its discharge report, drafted now for the therapist to sign.
+    (report,) = case.reports.all()
+    assert (case.status, report.kind, report.status, report.outcome_status) == (
+        ReferralStatus.IN_PROGRESS, "discharge", "draft", ReferralStatus.COMPLETED)
+    assert case.business_status_text.endswith("the discharge report follows")
     steps = [e.detail.get("case") for e in _events(case, ReferralEvent.Kind.STATUS_CHANGED)][-5:]
     assert steps == ["first-contact", "start", "hold", "resume", "discharge"]
+    report_sign(report=report, actor=THERAPIST, expected_version=report.version)
+    case.refresh_from_db()
+    assert (case.status, case.business_status) == (ReferralStatus.COMPLETED, "discharge-report-sent")
 
 
 def test_a_hold_needs_a_reason_and_a_finished_case_is_final(case):

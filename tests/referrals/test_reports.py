@@ -10,17 +10,20 @@ from pypdf import PdfReader
 from referrals import reports
 from referrals.errors import DomainError, ErrorCode
 from referrals.models import BusinessStatus, ClinicalFacts, ReferralStatus, ReportKind, ReportStatus
+from referrals.records import ComponentPlan, program_set
 from referrals.reports import (
     Recorded,
     SessionFact,
     draft_build,
     report_draft,
     report_edit,
+    report_recorded,
     report_send_unsigned,
     report_sign,
 )
+from referrals.selectors import case_time_zone
 from referrals.services import referral_update
-from tests.referrals.report_cases import START, accepted_referral, four_weeks
+from tests.referrals.report_cases import START, accepted_referral, four_weeks, record_four_weeks, record_week
 
 pytestmark = pytest.mark.django_db
 
@@ -33,11 +36,39 @@ def referral(clinic):
 
 
 @pytest.fixture
-def recorded(monkeypatch):
-    """The record the drafts read: four weeks (tests/referrals/report_cases.py)."""
-    record = four_weeks()
-    monkeypatch.setattr(reports, "report_recorded", lambda *, referral, until: record)
-    return record
+def recorded(referral):
+    """The record the drafts read: four weeks, recorded through the case records' services
+    (tests/referrals/report_cases.py)."""
+    record_four_weeks(referral)
+    return four_weeks()
+
+
+def test_the_record_is_read_back_as_recorded_in_a_fixed_number_of_queries(referral, recorded,
+                                                                         django_assert_num_queries):
+    tz = case_time_zone(referral)
+    with django_assert_num_queries(5):
+        got = report_recorded(referral=referral, until=PERIOD_END, tz=tz)
+    assert got == recorded
+    assert (got.first_attended, got.prescribed_minutes_per_week, got.program) == (START, 120, "aerobic 3 x 40 min/wk")
+    # Up to the end of week 2: the later sessions, check-ins, the second assessment are not part of it.
+    mid = report_recorded(referral=referral, until=START + dt.timedelta(days=13))
+    assert len(mid.sessions) == 6 and [c.minutes_per_week for c in mid.checkins] == [60, 90]
+    assert [m.value for m in mid.measured if m.code == "six-minute-walk"] == [380]
+    # Twice the record, the same number of queries: no query per row.
+    record_week(referral, START + dt.timedelta(days=28), minutes_per_week=(4, 40, 2))
+    with django_assert_num_queries(5):
+        longer = report_recorded(referral=referral, until=START + dt.timedelta(days=34), tz=tz)
+    assert len(longer.sessions) == 15 and longer.checkins[-1].minutes_per_week == 160
+
+
+def test_the_program_in_force_at_the_period_end_sets_the_prescribed_dose(referral, recorded):
+    program_set(referral=referral, starts_on=PERIOD_END + dt.timedelta(days=1),
+                components=[ComponentPlan("aerobic", 3, 45), ComponentPlan("resistance", 2, 20, type="leg press")],
+                actor="user:therapist", expected_version=referral.version)
+    assert report_recorded(referral=referral, until=PERIOD_END).prescribed_minutes_per_week == 120
+    later = report_recorded(referral=referral, until=PERIOD_END + dt.timedelta(days=1))
+    assert (later.prescribed_minutes_per_week, later.program) == (
+        175, "aerobic 3 x 45 min/wk; resistance 2 x 20 min/wk (leg press)")
 
 
 def _text(pdf: bytes) -> tuple[str, int]:
@@ -110,7 +141,7 @@ def test_a_signed_report_goes_to_the_physician_with_its_pdf(referral, recorded):
     assert report.status == ReportStatus.SIGNED and report.signed_by == "user:therapist"
     referral.refresh_from_db()
     assert referral.business_status == BusinessStatus.PROGRESS_REPORT_SENT
-    assert referral.status == ReferralStatus.ACCEPTED  # a progress report moves nothing else
+    assert referral.status == ReferralStatus.IN_PROGRESS  # a progress report moves nothing else
     assert "Progress report for 2026-09-07 to 2026-10-04 sent (signed by the therapist)." in [
         n.text for n in referral.notes.all()]
 
@@ -171,11 +202,10 @@ def test_bad_answers_and_bad_kinds_are_refused(referral, recorded):
         ("closed-as-failed", (ReportKind.DISCHARGE, ReferralStatus.FAILED, "Moved away")),
     ],
 )
-def test_the_discharge_report_closes_the_referral_as_the_case_stands(referral, monkeypatch, case, expected):
-    record = four_weeks() if case != "never-started" else Recorded()
-    monkeypatch.setattr(reports, "report_recorded", lambda *, referral, until: record)
+def test_the_discharge_report_closes_the_referral_as_the_case_stands(referral, case, expected):
     if case != "never-started":
-        referral = referral_update(referral=referral, status=ReferralStatus.IN_PROGRESS, actor="user:t")
+        record_four_weeks(referral)  # its first attended session moves it to in-progress
+        assert referral.status == ReferralStatus.IN_PROGRESS
     if case == "on-hold":
         referral = referral_update(referral=referral, status=ReferralStatus.ON_HOLD, reason="Knee surgery",
                                    actor="user:t")
@@ -189,7 +219,7 @@ def test_the_discharge_report_closes_the_referral_as_the_case_stands(referral, m
     assert referral.business_status == BusinessStatus.DISCHARGE_REPORT_SENT
     text, pages = _text(bytes(report.pdf))
     assert pages <= 2 and ReportKind(report.kind).label in text
-def test_a_name_beyond_latin_1_is_printed_with_the_embedded_font(clinic, recorded):
+def test_a_name_beyond_latin_1_is_printed_with_the_embedded_font(clinic):
     referral = accepted_referral(clinic, patient_name="Đặng Văn Bình")
     report = report_draft(referral=referral, period_start=START, period_end=PERIOD_END, kind=ReportKind.PROGRESS)
     pdf = bytes(report_send_unsigned(report=report).pdf)
