@@ -12,7 +12,7 @@ from django.utils import timezone
 from audit.models import Access
 from audit.services import access_record, client_ip
 from console import charts
-from console.access import console_view, referrals_visible
+from console.access import clinics_visible, console_view, referrals_visible
 from console.export import EXPORT_COLUMNS, export_rows
 from console.forms import ExportForm, FunnelFilterForm
 from console.timeline import referral_timeline
@@ -43,7 +43,7 @@ def _audit(request, *, interaction: str, entity_type: str = "", entity_id: str =
 def overview(request):
     """The exercise funnel, median times and charts for the filtered referrals (no PHI on this page)."""
     form, filters = _filters(request)
-    visible = referrals_visible(request.console_role)
+    visible = clinics_visible(request.console_role)
     funnel = funnel_selectors.funnel_compute(visible, filters)
     weeks = funnel_selectors.referrals_per_week(visible, filters)
     grid = funnel_selectors.pavs_grid(visible, filters)
@@ -56,7 +56,7 @@ def overview(request):
         "age_seconds": (timezone.now() - refreshed).total_seconds() if refreshed else None,
         "weeks_chart": charts.bar_chart(
             [(charts.week_label(w), n) for w, n in weeks], label="Referrals received per week",
-            every=max(1, len(weeks) // 8),
+            every=max(1, len(weeks) // 8), width=1200,
         ),
         "funnel_chart": charts.funnel_chart(funnel.steps, label="The exercise funnel"),
         "accept_chart": charts.bar_chart(funnel.accept_histogram, label="Time from receipt to acceptance"),
@@ -76,8 +76,8 @@ PAGE_SIZE = 50
 def referral_list(request):
     """The filtered referrals, newest first, 50 a page, each linking its timeline; and the CSV export."""
     form, filters = _filters(request)
-    rows = funnel_selectors.milestones_filtered(referrals_visible(request.console_role), filters).select_related(
-        "referral__clinic", "organization"
+    rows = funnel_selectors.milestones_filtered(clinics_visible(request.console_role), filters).select_related(
+        "referral", "clinic", "organization"
     ).order_by("-received_at", "-referral_id")
     page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
     params = request.GET.copy()
@@ -94,7 +94,7 @@ def referral_export(request):
     _, filters = _filters(request)
     export = ExportForm(request.GET)
     phi = export.is_valid() and export.cleaned_data["phi"]
-    rows = funnel_selectors.milestones_filtered(referrals_visible(request.console_role), filters)
+    rows = funnel_selectors.milestones_filtered(clinics_visible(request.console_role), filters)
     with transaction.atomic():  # fail closed: no export leaves without its audit row
         _audit(request, interaction="export-phi" if phi else "export", entity_type="Referral")
     response = StreamingHttpResponse(export_rows(rows, phi=phi), content_type="text/csv; charset=utf-8")
