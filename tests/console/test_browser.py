@@ -18,19 +18,11 @@ from referrals.models import Referral
 from referrals.reports import report_draft, report_sign
 from tests.console.conftest import PASSWORD, console_user_make
 from tests.factories import ClinicFactory
-from tests.portal.test_browser import CHROMEDRIVER, CHROMIUM, _screenshots, _wait, browser, screenshots  # noqa: F401
+# The portal's browser setup: Chromium and chromedriver, the skip when they are missing, the screenshot widths.
+from tests.portal.test_browser import _screenshots, _wait, browser, pytestmark, screenshots  # noqa: F401
 from tests.referrals.report_cases import accepted_referral
 
-import os
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-        reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
-    ),
-    pytest.mark.django_db(transaction=True),
-]
 THERAPIST = "user:therapist"
 
 
