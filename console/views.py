@@ -2,6 +2,9 @@
 through ``referrals_visible``: a referral a clinic admin may not see is a 404, never a 403 that confirms it exists.
 Each view parses, calls selectors and renders."""
 
+import hashlib
+
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import Http404, HttpResponse, StreamingHttpResponse
@@ -39,15 +42,32 @@ def _audit(request, *, interaction: str, entity_type: str = "", entity_id: str =
     )
 
 
+def _overview_figures(clinic_ids, filters):
+    """The overview's figures, computed once per rollup refresh for each scope and filters: they cannot change
+    until the rollup does, so later requests read them from the cache (shared across processes on Redis)."""
+    refreshed = funnel_selectors.milestones_refreshed_at()
+    key = "console:overview:" + hashlib.sha256(
+        repr((clinic_ids, filters, refreshed and refreshed.isoformat())).encode()
+    ).hexdigest()
+    figures = cache.get(key)
+    if figures is None:
+        figures = (
+            funnel_selectors.funnel_compute(clinic_ids, filters),
+            funnel_selectors.referrals_per_week(clinic_ids, filters),
+            funnel_selectors.pavs_grid(clinic_ids, filters),
+        )
+        cache.set(key, figures, timeout=OVERVIEW_CACHE_SECONDS)
+    return (*figures, refreshed)
+
+
+OVERVIEW_CACHE_SECONDS = 15 * 60  # a newer refresh makes a new key long before this; it only bounds the memory
+
+
 @console_view
 def overview(request):
     """The exercise funnel, median times and charts for the filtered referrals (no PHI on this page)."""
     form, filters = _filters(request)
-    visible = clinics_visible(request.console_role)
-    funnel = funnel_selectors.funnel_compute(visible, filters)
-    weeks = funnel_selectors.referrals_per_week(visible, filters)
-    grid = funnel_selectors.pavs_grid(visible, filters)
-    refreshed = funnel_selectors.milestones_refreshed_at()
+    funnel, weeks, grid, refreshed = _overview_figures(clinics_visible(request.console_role), filters)
     return render(request, "console/overview.html", {
         "form": form,
         "funnel": funnel,

@@ -768,8 +768,9 @@ class ReferralMilestones(models.Model):
     class Meta:
         verbose_name_plural = "referral milestones"
         indexes = [
-            models.Index(fields=["received_at"], name="milestones_received"),
-            models.Index(fields=["clinic", "received_at"], name="milestones_clinic_received"),
+            # The console's list, newest first (read backwards), for everybody and for one clinic.
+            models.Index(fields=["received_at", "referral"], name="milestones_received"),
+            models.Index(fields=["clinic", "received_at", "referral"], name="milestones_clinic_received"),
         ]
 
     def __str__(self):

@@ -5,7 +5,6 @@ HUB_SCREENSHOT_DIR=docs/screenshots they refresh the ones the README links."""
 
 import datetime as dt
 
-import pytest
 from django.utils import timezone
 
 from console.history import history_generate

@@ -16,7 +16,7 @@ from referrals.funnel import (
     pavs_grid,
     referrals_per_week,
 )
-from referrals.models import Referral, ReferralMilestones, ReferralStatus
+from referrals.models import ReferralMilestones, ReferralStatus
 from referrals.reports import report_draft, report_sign
 from tests.factories import ClinicFactory
 from tests.network.factories import referral_make
