@@ -281,6 +281,7 @@ CELERY_TASK_ROUTES = {
     "notifications.sweep": {"queue": "sweeps"},
     "fhir_bridge.purge_spent_jtis": {"queue": "sweeps"},
     "referrals.milestones_refresh": {"queue": "sweeps"},
+    "console.rollup_refresh": {"queue": "sweeps"},
 }
 # The follow-up schedule (notifications/followups.py). Offer deadlines are follow-ups too: there is no other
 # sweep over Offer.deadline.
@@ -307,7 +308,8 @@ CELERY_BEAT_SCHEDULE = {
     # Claims due follow-ups (offer deadlines, nudges, alerts, delivery attempts) and fans out missed events.
     "sweep-follow-ups": {"task": "notifications.sweep", "schedule": float(HUB_SWEEP_SECONDS)},
     # The console's funnel rollup (referrals/funnel.py): its overview is at most this stale, and says so.
-    "refresh-milestones": {"task": "referrals.milestones_refresh", "schedule": float(HUB_ROLLUP_SECONDS)},
+    # (console.rollup_refresh runs referrals.funnel.milestones_refresh, then computes the default overviews.)
+    "refresh-milestones": {"task": "console.rollup_refresh", "schedule": float(HUB_ROLLUP_SECONDS)},
 }
 
 # --- E-mail --------------------------------------------------------------------------------------------------------

@@ -60,6 +60,13 @@ def _overview_figures(clinic_ids, filters):
     return (*figures, refreshed)
 
 
+def overview_warm(scopes) -> None:
+    """Compute and cache the default overview (no filters) of each scope (None: the network; [clinic id])."""
+    filters = FunnelFilterForm(network_admin=True).filters()
+    for clinic_ids in scopes:
+        _overview_figures(clinic_ids, filters)
+
+
 OVERVIEW_CACHE_SECONDS = 15 * 60  # a newer refresh makes a new key long before this; it only bounds the memory
 
 
