@@ -4,7 +4,9 @@ referral's timeline. Takes screenshots of the overview and the timeline at deskt
 HUB_SCREENSHOT_DIR=docs/screenshots they refresh the ones the README links."""
 
 import datetime as dt
+from importlib import import_module
 
+from django.apps import apps
 from django.utils import timezone
 
 from console.history import history_generate
@@ -49,6 +51,8 @@ def test_a_clinic_admin_sees_their_clinic_filters_the_funnel_and_opens_a_timelin
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
+    # The qualification data the fill migration seeds, again: a transactional test before this one flushed it.
+    import_module("network.migrations.0003_fill_qualification").fill(apps, None)
     demo_network_load()
     other = ClinicFactory(name="Riverside Family Medicine", slug="riverside")
     history_generate(referrals=240, weeks=26, clinics=[clinic, other], now=timezone.now(), seed=3)
