@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_htmx",
     "portal",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -287,6 +288,8 @@ CELERY_TASK_ROUTES = {
     "notifications.followup": {"queue": "sweeps"},
     "notifications.sweep": {"queue": "sweeps"},
     "fhir_bridge.purge_spent_jtis": {"queue": "sweeps"},
+    "referrals.milestones_refresh": {"queue": "sweeps"},
+    "console.rollup_refresh": {"queue": "sweeps"},
 }
 # The follow-up schedule (notifications/followups.py). Offer deadlines are follow-ups too: there is no other
 # sweep over Offer.deadline.
@@ -294,6 +297,7 @@ CELERY_TASK_ROUTES = {
 # (mode 0600) when the file does not exist.
 HUB_CLIENT_KEY_FILE = Path(env_str("HUB_CLIENT_KEY_FILE", str(VAR_DIR / "hub-client-key.pem")))
 HUB_SWEEP_SECONDS = env_int("HUB_SWEEP_SECONDS", 60, minimum=1)
+HUB_ROLLUP_SECONDS = env_int("HUB_ROLLUP_SECONDS", 120, minimum=10)  # the console's rollups; at most 300 s stale
 HUB_FOLLOWUP_BATCH = env_int("HUB_FOLLOWUP_BATCH", 500, minimum=1)
 HUB_SWEEP_MAX_BATCHES = 20  # per sweep run; what is left waits for the next one
 # Follow-ups per Celery message when the sweep hands them over (each still runs in its own transaction).
@@ -311,6 +315,9 @@ CELERY_BEAT_SCHEDULE = {
     "purge-spent-assertion-ids": {"task": "fhir_bridge.purge_spent_jtis", "schedule": 3600.0},
     # Claims due follow-ups (offer deadlines, nudges, alerts, delivery attempts) and fans out missed events.
     "sweep-follow-ups": {"task": "notifications.sweep", "schedule": float(HUB_SWEEP_SECONDS)},
+    # The console's funnel rollup (referrals/funnel.py): its overview is at most this stale, and says so.
+    # (console.rollup_refresh runs referrals.funnel.milestones_refresh, then computes the default overviews.)
+    "refresh-milestones": {"task": "console.rollup_refresh", "schedule": float(HUB_ROLLUP_SECONDS)},
 }
 
 # --- E-mail --------------------------------------------------------------------------------------------------------

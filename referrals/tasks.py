@@ -16,3 +16,13 @@ logger = logging.getLogger(__name__)
 @shared_task(name="referrals.route_referral", time_limit=60, soft_time_limit=50, ignore_result=True, **TRANSIENT_RETRY)
 def route_referral(referral_id: int) -> None:
     referral_route_first(referral_id=referral_id)
+
+
+# Beat, every HUB_ROLLUP_SECONDS: the console's funnel reads the milestones rollup, at most that stale (its age is
+# shown). Incremental and idempotent: a redelivered or overlapping run rewrites the same rows.
+@shared_task(name="referrals.milestones_refresh", time_limit=300, soft_time_limit=280, ignore_result=True, **TRANSIENT_RETRY)
+def milestones_refresh_task() -> None:
+    from referrals.funnel import milestones_refresh
+
+    rows = milestones_refresh()
+    logger.info("milestones rollup: %d row(s) refreshed", rows)
