@@ -213,6 +213,11 @@ HUB_CLIENT_RECHECK_SECONDS = env_int("HUB_CLIENT_RECHECK_SECONDS", 5)
 # Absolute base URL the hub is reached at (behind a proxy). Without it, URLs are built from the request.
 HUB_PUBLIC_BASE_URL = env_str("HUB_PUBLIC_BASE_URL")
 HUB_OFFER_DEADLINE_HOURS = env_int("HUB_OFFER_DEADLINE_HOURS", 48, minimum=1)
+# The share of the routing score given to the outcome scorecards (referrals/scorecards.py), in percent; 0 (the
+# default) leaves them out of routing. Every routing explanation that uses them states the weights.
+HUB_ROUTING_OUTCOME_WEIGHT_PERCENT = env_int("HUB_ROUTING_OUTCOME_WEIGHT_PERCENT", 0)
+if HUB_ROUTING_OUTCOME_WEIGHT_PERCENT > 50:
+    raise ImproperlyConfigured("HUB_ROUTING_OUTCOME_WEIGHT_PERCENT must be between 0 and 50")
 # How long a referral may wait for manual routing before the physician is told (notifications' follow-up kind
 # manual-routing-physician; the coordinators are told at once).
 HUB_MANUAL_ROUTING_PHYSICIAN_HOURS = env_int("HUB_MANUAL_ROUTING_PHYSICIAN_HOURS", 24, minimum=1)
@@ -279,6 +284,7 @@ CELERY_TASK_ROUTES = {
     "notifications.followup": {"queue": "sweeps"},
     "notifications.sweep": {"queue": "sweeps"},
     "fhir_bridge.purge_spent_jtis": {"queue": "sweeps"},
+    "referrals.scorecards_refresh": {"queue": "sweeps"},
 }
 # The follow-up schedule (notifications/followups.py). Offer deadlines are follow-ups too: there is no other
 # sweep over Offer.deadline.
@@ -303,6 +309,8 @@ CELERY_BEAT_SCHEDULE = {
     "purge-spent-assertion-ids": {"task": "fhir_bridge.purge_spent_jtis", "schedule": 3600.0},
     # Claims due follow-ups (offer deadlines, nudges, alerts, delivery attempts) and fans out missed events.
     "sweep-follow-ups": {"task": "notifications.sweep", "schedule": float(HUB_SWEEP_SECONDS)},
+    # The outcome scorecards (referrals/scorecards.py) the console shows and routing may weigh.
+    "refresh-scorecards": {"task": "referrals.scorecards_refresh", "schedule": 240.0},
 }
 
 # --- E-mail --------------------------------------------------------------------------------------------------------
