@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_htmx",
     "portal",
+    "console",
 ]
 
 MIDDLEWARE = [

@@ -29,6 +29,7 @@ urlpatterns = [
     path("api/admin/", include("referrals.urls")),
     re_path(r"^api/(?P<rest>.*)$", api_not_found),
     path("portal/", include("portal.urls")),
+    path("console/", include("console.urls")),
     re_path(r"^fhir/?$", FhirView.as_view(), name="fhir-base"),
     re_path(r"^fhir/(?P<path>.+)$", FhirView.as_view(), name="fhir"),
 ]

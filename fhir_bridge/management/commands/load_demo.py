@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from console.demo import demo_console_roles_load
 from fhir_bridge.examples import scenario2_bundle
 from fhir_bridge.intake import Caller, transaction_intake
 from fhir_bridge.models import EhrClient
@@ -90,6 +91,10 @@ class Command(BaseCommand):
         # Every demo referral, new or loaded before, so that a second run still names the accounts.
         demo_ids = list(Referral.objects.filter(clinic=clinic).order_by("id").values_list("id", flat=True))
         accounts = demo_accounts_load(referral_ids=demo_ids) if settings.DEBUG else []
+        console_lines = demo_console_roles_load(clinic=clinic) if settings.DEBUG else []
+        console_note = "\n".join(f"                    user / password: {line}" for line in console_lines) or (
+            "                    (give users a role in the admin, Admin console > Console roles)"
+        )
         portal_note = "\n".join(f"                    user / password: {line}" for line in accounts) or (
             "                    (no demo offer was made: link users in the admin, Network > Accounts)"
         )
@@ -105,6 +110,8 @@ class Command(BaseCommand):
   Admin             {base_url}/admin/   {admin_note}
   Therapists' app   {base_url}/portal/   (demo only)
 {portal_note}
+  Admin console     {base_url}/console/   (demo only)
+{console_note}
   Routing queue     {base_url}/api/admin/routing/queue   (and /api/admin/referrals/<id>/routing: why it went where)
 
   Get a token (in another terminal, once the server is up):
