@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",  # the coordinators' API tokens for scripts (manage.py drf_create_token)
     "axes",
     "network",
     "referrals",
