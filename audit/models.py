@@ -29,6 +29,7 @@ class Access(models.Model):
         API = "api", "Coordinators' API"  # a staff user, over /api/admin/
         ADMIN = "admin", "Django admin"  # a staff user's page of referral data
         DISCLOSURE = "disclosure", "Outbound disclosure"  # the hub sending PHI out (notifications, later)
+        CONSOLE = "console", "Admin console"  # a clinic or network admin's page or export of referral data
 
     class Action(models.TextChoices):
         # FHIR AuditEvent.action

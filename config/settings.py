@@ -287,6 +287,7 @@ CELERY_TASK_ROUTES = {
     "notifications.sweep": {"queue": "sweeps"},
     "fhir_bridge.purge_spent_jtis": {"queue": "sweeps"},
     "referrals.scorecards_refresh": {"queue": "sweeps"},
+    "referrals.milestones_refresh": {"queue": "sweeps"},
 }
 # The follow-up schedule (notifications/followups.py). Offer deadlines are follow-ups too: there is no other
 # sweep over Offer.deadline.
@@ -294,6 +295,7 @@ CELERY_TASK_ROUTES = {
 # (mode 0600) when the file does not exist.
 HUB_CLIENT_KEY_FILE = Path(env_str("HUB_CLIENT_KEY_FILE", str(VAR_DIR / "hub-client-key.pem")))
 HUB_SWEEP_SECONDS = env_int("HUB_SWEEP_SECONDS", 60, minimum=1)
+HUB_ROLLUP_SECONDS = env_int("HUB_ROLLUP_SECONDS", 120, minimum=10)  # the console's rollups; at most 300 s stale
 HUB_FOLLOWUP_BATCH = env_int("HUB_FOLLOWUP_BATCH", 500, minimum=1)
 HUB_SWEEP_MAX_BATCHES = 20  # per sweep run; what is left waits for the next one
 # Follow-ups per Celery message when the sweep hands them over (each still runs in its own transaction).
@@ -313,6 +315,8 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-follow-ups": {"task": "notifications.sweep", "schedule": float(HUB_SWEEP_SECONDS)},
     # The outcome scorecards (referrals/scorecards.py) the console shows and routing may weigh.
     "refresh-scorecards": {"task": "referrals.scorecards_refresh", "schedule": 240.0},
+    # The console's funnel rollup (referrals/funnel.py): its overview is at most this stale, and says so.
+    "refresh-milestones": {"task": "referrals.milestones_refresh", "schedule": float(HUB_ROLLUP_SECONDS)},
 }
 
 # --- E-mail --------------------------------------------------------------------------------------------------------

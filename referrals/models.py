@@ -728,3 +728,52 @@ class AdverseEvent(models.Model):
 
     class Meta:
         ordering = ["occurred_at", "id"]
+
+
+# --- The console's rollup: one row of milestones per referral ------------------------------------------------------
+
+
+class ReferralMilestones(models.Model):
+    """When one referral reached each step of the exercise funnel, derived from the rows above by
+    ``referrals.funnel.milestones_refresh`` (a beat task, at most a few minutes behind; never written elsewhere).
+
+    A rollup, not a truth: deleting every row and refreshing gives the same table. The console's overview
+    aggregates it in one query instead of joining offers, sessions, reports and check-ins per referral."""
+
+    referral = models.OneToOneField(Referral, on_delete=models.CASCADE, primary_key=True, related_name="milestones")
+    received_at = models.DateTimeField()  # Referral.created_at
+    routed_at = models.DateTimeField(null=True)  # the first offer made
+    accepted_at = models.DateTimeField(null=True)  # the accepted offer's answer
+    first_session_at = models.DateTimeField(null=True)  # the first attended session's start
+    # An attended session 14 to 28 days (weeks 3-4) after the first one.
+    active_at_4_weeks = models.BooleanField(default=False)
+    completed_at = models.DateTimeField(null=True)  # the discharge report sent, with the referral completed
+    # Seconds from received_at, kept as numbers so that a median is plain SQL on any database.
+    route_seconds = models.PositiveIntegerField(null=True)
+    accept_seconds = models.PositiveIntegerField(null=True)
+    first_session_seconds = models.PositiveIntegerField(null=True)
+    # The condition groups of the latest routing decision, as ",slug,slug," (a portable LIKE finds one).
+    condition_groups = models.TextField(blank=True)
+    # Who took the case: the accepted offer's organization (the program) and professional.
+    organization = models.ForeignKey("network.Organization", on_delete=models.SET_NULL, null=True, related_name="+")
+    professional = models.ForeignKey("network.Professional", on_delete=models.SET_NULL, null=True, related_name="+")
+    # PAVS minutes per week (LOINC 82290-8): the referral's baseline, and the latest check-in.
+    pavs_baseline = models.PositiveIntegerField(null=True)
+    pavs_latest = models.PositiveIntegerField(null=True)
+    refreshed_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "referral milestones"
+        indexes = [models.Index(fields=["received_at"], name="milestones_received")]
+
+    def __str__(self):
+        return f"Milestones of referral {self.referral_id}"
+
+
+class RollupRefresh(models.Model):
+    """When a rollup was last refreshed (its name: "milestones"); the console shows its age."""
+
+    name = models.CharField(max_length=40, primary_key=True)
+    started_at = models.DateTimeField()  # the next incremental refresh starts from here (less a margin)
+    finished_at = models.DateTimeField()
+    rows = models.PositiveIntegerField(default=0)  # rows written by the last refresh

@@ -168,15 +168,27 @@ def referral_create(*, clinic: Clinic, facts: ReferralFacts, actor: str) -> Refe
 PAVS_DAYS_PER_WEEK, PAVS_MINUTES_PER_DAY, PAVS_MINUTES_PER_WEEK = "89555-7", "68516-4", "82290-8"
 
 
+def _pavs_values(pavs_baseline: list[dict]) -> dict:
+    return {m.get("code"): m.get("value") for m in pavs_baseline if isinstance(m.get("value"), (int, float))}
+
+
+def pavs_minutes_per_week(pavs_baseline: list[dict]) -> float | None:
+    """Minutes per week of moderate to vigorous activity from a PAVS baseline (ClinicalFacts.pavs_baseline): the
+    82290-8 value, else days per week x minutes per day; None when it says neither."""
+    values = _pavs_values(pavs_baseline)
+    per_week = values.get(PAVS_MINUTES_PER_WEEK)
+    days, per_day = values.get(PAVS_DAYS_PER_WEEK), values.get(PAVS_MINUTES_PER_DAY)
+    if per_week is None and days is not None and per_day is not None:
+        per_week = days * per_day
+    return per_week
+
+
 def currently_active_from_pavs(pavs_baseline: list[dict]) -> bool | None:
     """ACSM's "currently active" (30 min of moderate activity on 3 or more days a week, Riebe et al. 2015) read
     from a PAVS baseline, with 90 min/wk as the weekly floor; None when the baseline says neither days nor
     minutes."""
-    values = {m.get("code"): m.get("value") for m in pavs_baseline if isinstance(m.get("value"), (int, float))}
-    days, per_day = values.get(PAVS_DAYS_PER_WEEK), values.get(PAVS_MINUTES_PER_DAY)
-    per_week = values.get(PAVS_MINUTES_PER_WEEK)
-    if per_week is None and days is not None and per_day is not None:
-        per_week = days * per_day
+    days = _pavs_values(pavs_baseline).get(PAVS_DAYS_PER_WEEK)
+    per_week = pavs_minutes_per_week(pavs_baseline)
     if days is None and per_week is None:
         return None
     if days is not None and days < 3:
