@@ -1,6 +1,6 @@
 from django.urls import path
 
-from console import views
+from console import views, views_queues
 
 app_name = "console"
 
@@ -11,4 +11,12 @@ urlpatterns = [
     path("referrals.csv", views.referral_export, name="referrals_export"),
     path("referrals/<int:referral_id>", views.referral_detail, name="referral"),
     path("referrals/<int:referral_id>/reports/<uuid:report_id>.pdf", views.report_pdf, name="report_pdf"),
+    # Work queues (console/views_queues.py): the page, then one POST per one-click action.
+    path("queues", views_queues.queues, name="queues"),
+    path("queues/referrals/<int:referral_id>/route", views_queues.referral_route_by_hand, name="referral-route"),
+    path("queues/referrals/<int:referral_id>/reroute", views_queues.referral_reroute, name="referral-reroute"),
+    path("queues/offers/<int:offer_id>/accept", views_queues.offer_accept_by_phone, name="offer-accept"),
+    path("queues/reports/<int:report_id>/send", views_queues.report_send_now, name="report-send"),
+    path("queues/adverse-events/<int:event_id>/acknowledge", views_queues.adverse_event_ack, name="adverse-event-ack"),
+    path("queues/deliveries/<int:delivery_id>/replay", views_queues.delivery_replay, name="delivery-replay"),
 ]

@@ -39,6 +39,8 @@ def _page(request, *, status: int = 200, errors: dict | None = None, forms_by_it
     queues = work_queues(request.console_role, now=timezone.now())
     return render(request, "console/queues/index.html", {
         "queues": queues, "errors": errors or {}, "route_forms": forms_by_item or {},
+        # Said at the top too: the item may have left its queue (someone else acted first).
+        "problems": list((errors or {}).values()),
     }, status=status)
 
 

@@ -26,6 +26,7 @@ def scorecards_refresh() -> None:
     cards = scorecards_compute_and_keep()
     logger.info("scorecards refreshed: %d, %d shown", len(cards.cards), len(cards.shown()))
 
+
 # Beat, every HUB_ROLLUP_SECONDS: the console's funnel reads the milestones rollup, at most that stale (its age is
 # shown). Incremental and idempotent: a redelivered or overlapping run rewrites the same rows.
 @shared_task(name="referrals.milestones_refresh", time_limit=300, soft_time_limit=280, ignore_result=True, **TRANSIENT_RETRY)
