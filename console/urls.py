@@ -1,6 +1,6 @@
 from django.urls import path
 
-from console import views, views_queues
+from console import views, views_network, views_queues
 
 app_name = "console"
 
@@ -19,4 +19,10 @@ urlpatterns = [
     path("queues/reports/<int:report_id>/send", views_queues.report_send_now, name="report-send"),
     path("queues/adverse-events/<int:event_id>/acknowledge", views_queues.adverse_event_ack, name="adverse-event-ack"),
     path("queues/deliveries/<int:delivery_id>/replay", views_queues.delivery_replay, name="delivery-replay"),
+    # The network (console/views_network.py), network admins only.
+    path("network", views_network.network, name="network"),
+    path("network/import", views_network.network_import_view, name="network-import"),
+    path("network/roles/<int:role_id>/pause", views_network.role_pause_view, name="role-pause"),
+    path("network/roles/<int:role_id>/resume", views_network.role_resume_view, name="role-resume"),
+    path("network/roles/<int:role_id>/capacity", views_network.role_capacity_view, name="role-capacity"),
 ]
