@@ -1,6 +1,6 @@
 from django.urls import path
 
-from console import views, views_network, views_queues
+from console import views, views_insight, views_network, views_queues
 
 app_name = "console"
 
@@ -25,4 +25,7 @@ urlpatterns = [
     path("network/roles/<int:role_id>/pause", views_network.role_pause_view, name="role-pause"),
     path("network/roles/<int:role_id>/resume", views_network.role_resume_view, name="role-resume"),
     path("network/roles/<int:role_id>/capacity", views_network.role_capacity_view, name="role-capacity"),
+    # Scorecards (every console user) and the audit log (network admins), console/views_insight.py.
+    path("scorecards", views_insight.scorecards, name="scorecards"),
+    path("audit", views_insight.audit, name="audit"),
 ]

@@ -14,3 +14,9 @@ def item_key(queue: str, pk) -> str:
 @register.filter
 def get_item(mapping, key):
     return (mapping or {}).get(key)
+
+
+@register.filter
+def percent(share) -> str:
+    """A share in [0, 1] as an SVG coordinate on a 0-100 axis ("37.5"); "0" for None."""
+    return f"{max(0.0, min(1.0, float(share or 0))) * 100:.1f}"
