@@ -23,6 +23,7 @@ run: setup
 	@export HUB_PUBLIC_BASE_URL="$${HUB_PUBLIC_BASE_URL:-http://$(HOST):$(PORT)}"; \
 	$(PY) manage.py migrate --noinput -v 0 && \
 	$(PY) manage.py load_demo --base-url http://$(HOST):$(PORT) && \
+	$(PY) manage.py load_console_history && \
 	{ $(VENV)/bin/celery -A config worker --beat -Q routing,delivery,sweeps --loglevel WARNING --concurrency 2 \
 	      --schedule .var/celerybeat-schedule & worker=$$!; \
 	  trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \

@@ -7,7 +7,7 @@ same figures as text beside it."""
 
 import datetime as dt
 
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
 
@@ -34,13 +34,13 @@ def bar_chart(bars: list[tuple[str, int]], *, label: str, every: int = 1) -> Saf
         x = left + n * step
         parts.append(
             format_html(
-                '<rect class="bar" x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}"><title>{}: {}</title></rect>',
-                x + step * 0.1, height - bottom - h, step * 0.8, h, name, value,
+                '<rect class="bar" x="{}" y="{}" width="{}" height="{}"><title>{}: {}</title></rect>',
+                _n(x + step * 0.1), _n(height - bottom - h), _n(step * 0.8), _n(h), name, value,
             )
         )
         if n % every == 0:
             parts.append(
-                format_html('<text class="axis" x="{:.1f}" y="{}" text-anchor="middle">{}</text>', x + step / 2, height - 8, name)
+                format_html('<text class="axis" x="{}" y="{}" text-anchor="middle">{}</text>', _n(x + step / 2), height - 8, name)
             )
     return _svg(width, height, label, mark_safe("".join(parts)), "bars")  # noqa: S308 - each part is format_html's
 
@@ -57,9 +57,9 @@ def funnel_chart(steps, *, label: str) -> SafeString:
         parts.append(
             format_html(
                 '<text class="axis" x="{}" y="{}" text-anchor="end">{}</text>'
-                '<rect class="bar step-{}" x="{}" y="{}" width="{:.1f}" height="{}"/>'
-                '<text class="value" x="{:.1f}" y="{}">{}{}</text>',
-                left - 8, y + 21, step.label, n, left, y + 6, max(w, 1), row - 10, left + max(w, 1) + 6, y + 21,
+                '<rect class="bar step-{}" x="{}" y="{}" width="{}" height="{}"/>'
+                '<text class="value" x="{}" y="{}">{}{}</text>',
+                left - 8, y + 21, step.label, n, left, y + 6, _n(max(w, 1)), row - 10, _n(left + max(w, 1) + 6), y + 21,
                 step.count, conversion,
             )
         )
@@ -93,17 +93,22 @@ def pavs_grid_chart(cells: dict[tuple[int, int], int], *, bins: int, bin_minutes
             format_html(
                 '<text class="axis" x="{}" y="{}" text-anchor="middle">{}</text>'
                 '<text class="axis" x="{}" y="{}" text-anchor="end">{}</text>',
-                left + k * size + size / 2, top + n * size + 14, k * bin_minutes,
-                left - 4, top + (n - 1 - k) * size + size / 2 + 4, k * bin_minutes,
+                _n(left + k * size + size / 2), top + n * size + 14, k * bin_minutes,
+                left - 4, _n(top + (n - 1 - k) * size + size / 2 + 4), k * bin_minutes,
             )
         )
     parts.append(
         format_html(
             '<text class="axis" x="{}" y="{}" text-anchor="middle">baseline min/wk</text>',
-            left + n * size / 2, height - 4,
+            _n(left + n * size / 2), height - 4,
         )
     )
     return _svg(width, height, label, mark_safe("".join(parts)), "grid")  # noqa: S308
+
+
+def _n(value: float) -> str:
+    """A coordinate with one decimal (format_html escapes its arguments first, so no format spec there)."""
+    return f"{value:.1f}"
 
 
 def _bin_label(k: int, bins: int, bin_minutes: int) -> str:
@@ -113,6 +118,3 @@ def _bin_label(k: int, bins: int, bin_minutes: int) -> str:
 def week_label(day: dt.date) -> str:
     return day.strftime("%d %b")
 
-
-def legend(items: list[tuple[str, str]]) -> SafeString:
-    return format_html_join("", '<span class="legend {}">{}</span>', items)

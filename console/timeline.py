@@ -7,7 +7,7 @@ A fixed number of queries whatever the referral's history (one per source)."""
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db.models import Q
+from django.db.models import BooleanField, ExpressionWrapper, Q
 
 from fhir_bridge.models import ResourceVersion, StoredResource
 from notifications.models import Delivery, FollowUp
@@ -98,7 +98,8 @@ def referral_timeline(referral: Referral) -> list[TimelineEntry]:
         entries.append(TimelineEntry(
             at=note.time, source="note", title="Note", detail=note.text, actor=note.author_display or note.author_reference
         ))
-    for report in Report.objects.filter(referral=referral).defer("pdf", "draft"):
+    has_pdf = ExpressionWrapper(Q(pdf__isnull=False), output_field=BooleanField())
+    for report in Report.objects.filter(referral=referral).defer("pdf", "draft").annotate(has_pdf=has_pdf):
         entries.append(TimelineEntry(
             at=report.sent_at or report.created_at, source="report",
             title=f"{report.get_kind_display()} {report.period_start}..{report.period_end} ({report.status})",
