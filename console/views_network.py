@@ -4,7 +4,6 @@ with its dry-run preview (the importer of network/importing, as the Django admin
 
 from django import forms
 from django.contrib import messages
-from django.core import signing
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -12,8 +11,7 @@ from django.views.decorators.http import require_POST
 
 from console.access import console_view
 from console.network import EXPIRING_WITHIN, credentials_expiring, programs_page, roles_page
-from network.admin_import import PREVIEW_MAX_AGE_SECONDS, SIGNING_SALT, ImportForm
-from network.importing import network_import, rows_from_file
+from network.admin_import import network_import_step
 from network.models import ProfessionalRole
 from network.services import MAX_ACTIVE_CASES_LIMIT, NetworkError, role_capacity_set, role_pause, role_resume
 
@@ -94,29 +92,8 @@ def role_capacity_view(request, role_id: int):
 
 @console_view(network_admin=True)
 def network_import_view(request):
-    """GET: the form. POST with a file: the dry run and an Apply button. POST with ``preview``: the import of
-    exactly the previewed file (signed, as the admin's import page does)."""
-    context = {"form": ImportForm()}
-    actor = request.console_role.actor
-    if request.method == "POST" and "preview" in request.POST:
-        try:
-            preview = signing.loads(request.POST["preview"], salt=SIGNING_SALT, max_age=PREVIEW_MAX_AGE_SECONDS)
-        except signing.BadSignature:
-            context["problem"] = "The preview has expired or was altered; upload the file again."
-        else:
-            report = network_import(rows=rows_from_file(preview["content"], preview["format"]), dry_run=False,
-                                    actor=actor)
-            context.update(report=report, data=report.as_dict(), filename=preview["filename"], applied=True)
-    elif request.method == "POST":
-        form = ImportForm(request.POST, request.FILES)
-        context["form"] = form
-        if form.is_valid():
-            upload = form.cleaned_data
-            report = network_import(rows=rows_from_file(upload["content"], upload["format"]), dry_run=True,
-                                    actor=actor)
-            context.update(report=report, data=report.as_dict(), filename=upload["file"].name,
-                           preview=signing.dumps({"content": upload["content"], "format": upload["format"],
-                                                  "filename": upload["file"].name}, salt=SIGNING_SALT,
-                                                 compress=True))
+    """The network import with its dry-run preview: the admin import page's steps (network/admin_import.py), in
+    the console, as the network admin."""
+    context = network_import_step(request, actor=request.console_role.actor)
     status = 422 if context.get("problem") or (request.method == "POST" and not context.get("report")) else 200
     return render(request, "console/network/import.html", context, status=status)

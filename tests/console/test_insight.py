@@ -4,23 +4,15 @@ import datetime as dt
 
 import pytest
 import time_machine
-from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from audit.models import Access
 from tests.console.conftest import signed_in
 from tests.network.factories import role_make
-from tests.referrals.scorecard_cases import closed_case_make
+from tests.referrals.scorecard_cases import closed_case_make, no_kept_scorecards  # noqa: F401 - a fixture
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def no_kept_scorecards():
-    cache.clear()
-    yield
-    cache.clear()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_kept_scorecards")]
 
 
 def test_the_scorecards_page_shows_only_scorecards_of_ten_completed_patients_with_intervals(

@@ -4,6 +4,8 @@ have left them (the scorecards only read)."""
 
 import datetime as dt
 
+import pytest
+from django.core.cache import cache
 from django.utils import timezone
 
 from referrals.models import (
@@ -45,3 +47,11 @@ def closed_case_make(clinic, role, *, status=ReferralStatus.COMPLETED, groups=("
                                    recorded_by="test", recorded_at=now)
     referral.refresh_from_db()
     return referral
+
+
+@pytest.fixture
+def no_kept_scorecards():
+    """No scorecards kept in the cache from another test, nor left for the next."""
+    cache.clear()
+    yield
+    cache.clear()

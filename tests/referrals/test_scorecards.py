@@ -2,7 +2,6 @@
 with Wilson and median intervals; and routing's optional outcomes component."""
 
 import pytest
-from django.core.cache import cache
 
 from referrals.models import ReferralStatus
 from referrals.offers import referral_route
@@ -19,16 +18,9 @@ from referrals.scorecards import (
 )
 from tests.network.factories import km_north, referral_make, role_make
 from tests.referrals.conftest import CARDIAC_PATIENT
-from tests.referrals.scorecard_cases import closed_case_make
+from tests.referrals.scorecard_cases import closed_case_make, no_kept_scorecards  # noqa: F401 - a fixture
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def no_kept_scorecards():
-    cache.clear()
-    yield
-    cache.clear()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_kept_scorecards")]
 
 
 def card_of(cards, kind, subject_id, group="cardiovascular"):
