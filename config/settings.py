@@ -288,6 +288,7 @@ CELERY_TASK_ROUTES = {
     "fhir_bridge.purge_spent_jtis": {"queue": "sweeps"},
     "referrals.scorecards_refresh": {"queue": "sweeps"},
     "referrals.milestones_refresh": {"queue": "sweeps"},
+    "console.rollup_refresh": {"queue": "sweeps"},
 }
 # The follow-up schedule (notifications/followups.py). Offer deadlines are follow-ups too: there is no other
 # sweep over Offer.deadline.
@@ -316,7 +317,8 @@ CELERY_BEAT_SCHEDULE = {
     # The outcome scorecards (referrals/scorecards.py) the console shows and routing may weigh.
     "refresh-scorecards": {"task": "referrals.scorecards_refresh", "schedule": 240.0},
     # The console's funnel rollup (referrals/funnel.py): its overview is at most this stale, and says so.
-    "refresh-milestones": {"task": "referrals.milestones_refresh", "schedule": float(HUB_ROLLUP_SECONDS)},
+    # (console.rollup_refresh runs referrals.funnel.milestones_refresh, then computes the default overviews.)
+    "refresh-milestones": {"task": "console.rollup_refresh", "schedule": float(HUB_ROLLUP_SECONDS)},
 }
 
 # --- E-mail --------------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Who sees what in the console, decided once: ``console_view`` on every page, ``referrals_visible`` under every
-query of referrals. A clinic admin sees their clinic's referrals; a network admin sees all of them."""
+query of referrals (``clinics_visible``, the same rule as clinic ids, under the rollups that carry the clinic).
+A clinic admin sees their clinic's referrals; a network admin sees all of them."""
 
 import functools
 
@@ -28,6 +29,12 @@ def referrals_visible(user_or_role) -> QuerySet[Referral]:
     if role.is_network_admin:
         return Referral.objects.all()
     return Referral.objects.filter(clinic_id=role.clinic_id)
+
+
+def clinics_visible(role: ConsoleRole) -> list[int] | None:
+    """The same rule as ``referrals_visible``, as clinic ids for the rollups that carry the clinic (None: every
+    clinic, for a network admin)."""
+    return None if role.is_network_admin else [role.clinic_id]
 
 
 def console_view(view=None, *, network_admin: bool = False):

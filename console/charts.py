@@ -19,9 +19,10 @@ def _svg(width: int, height: int, label: str, body: SafeString, css: str) -> Saf
     )
 
 
-def bar_chart(bars: list[tuple[str, int]], *, label: str, every: int = 1) -> SafeString:
-    """Vertical bars, one per (label, value); every ``every``-th label is written under its bar."""
-    width, height, left, bottom, top = 640, 220, 36, 28, 12
+def bar_chart(bars: list[tuple[str, int]], *, label: str, every: int = 1, width: int = 640) -> SafeString:
+    """Vertical bars, one per (label, value); every ``every``-th label is written under its bar. ``width`` in
+    viewBox units against a height of 220 (a wider chart is flatter)."""
+    height, left, bottom, top = 220, 36, 28, 12
     peak = max((v for _, v in bars), default=0) or 1
     step = (width - left) / max(len(bars), 1)
     parts = [

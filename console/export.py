@@ -52,7 +52,7 @@ def export_rows(rows: QuerySet[ReferralMilestones], *, phi: bool) -> Iterator[st
     columns = [name for name, _, is_phi in EXPORT_COLUMNS if phi or not is_phi]
     yield writer.writerow(columns)
     fields = [
-        "referral_id", "referral__clinic__slug", "received_at", "referral__status", "referral__business_status",
+        "referral_id", "clinic__slug", "received_at", "referral__status", "referral__business_status",
         "condition_groups", "routed_at", "accepted_at", "first_session_at", "active_at_4_weeks", "completed_at",
         "organization__name", "professional__fhir_id", "pavs_baseline", "pavs_latest",
     ]

@@ -2,7 +2,8 @@
 of the funnel, with their routing decisions, offers and offer events, sessions, PAVS check-ins, discharge
 reports and status events, spread over the weeks before today.
 
-Written in bulk (bulk_create, a few thousand rows a statement), not through the domain services: the services
+Written in bulk (COPY on PostgreSQL, executemany on SQLite, 5,000 referrals a transaction), not through the
+domain services: the services
 stamp every row with the present, and history needs the past. What is written is what the services would have
 left behind, with these limits, said here so that nobody mistakes it for real traffic:
 - no FHIR resources are rendered for these referrals (EHR clients do not see them; the console does);
@@ -14,12 +15,13 @@ Used by ``manage.py load_console_history`` (the demo: a few hundred referrals) a
 Deterministic for a seed and a ``now``.
 """
 
-import contextlib
 import datetime as dt
+import json
 import random
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import JSONField
 
 from network.models import ConditionCodeMap, ConditionGroup, ProfessionalRole
 from referrals.models import (
@@ -45,19 +47,6 @@ HISTORY_REQUESTER = "Practitioner/demo-history"  # marks the synthetic referrals
 ACTOR = "hub"
 THERAPIST = "user:history"
 BATCH = 5000
-
-
-@contextlib.contextmanager
-def _timestamps_kept(*fields):
-    """Let bulk_create keep the given auto_now(_add) fields' values (history is in the past)."""
-    saved = [(f, f.auto_now, f.auto_now_add) for f in fields]
-    for f, _, _ in saved:
-        f.auto_now = f.auto_now_add = False
-    try:
-        yield
-    finally:
-        for f, now, add in saved:
-            f.auto_now, f.auto_now_add = now, add
 
 
 @dataclass
@@ -141,132 +130,188 @@ def history_generate(
         codes.setdefault(m.group.slug, {"system": m.system, "code": m.code, "display": m.display})
     groups = [(g, codes[g]) for g in ConditionGroup.objects.order_by("slug").values_list("slug", flat=True) if g in codes]
     counts: dict[str, int] = {}
+    tables = {m: _Rows(m) for m in (Referral, ClinicalFacts, RoutingDecision, Offer, OfferEvent, ReferralEvent,
+                                    Session, PavsCheckIn, Report)}
     for start in range(0, referrals, BATCH):
         stories = [_story(rng, now, weeks, groups) for _ in range(min(BATCH, referrals - start))]
         with transaction.atomic():
-            _write(stories, rng=rng, clinics=clinics, roles=roles, now=now, counts=counts)
+            _write(stories, rng=rng, clinics=clinics, roles=roles, now=now, counts=counts, tables=tables)
         if progress:
             progress(start + len(stories))
     return counts
 
 
-def _write(stories, *, rng, clinics, roles, now, counts) -> None:
-    made = []
-    for s in stories:
+class _Rows:
+    """Rows for one table, inserted in one go: COPY on PostgreSQL, executemany elsewhere. Ids are taken up front
+    (from the table's sequence on PostgreSQL), so that rows of other tables can point at them before either is
+    written. Columns a row does not give take the field's default; JSON is serialized here."""
+
+    def __init__(self, model):
+        self.model, self.rows = model, []
+        self.fields = model._meta.concrete_fields
+        self.next_id = None
+        self.pool: list[int] = []
+
+    def reserve(self, n: int) -> None:
+        """Take ``n`` ids at once (one statement); ``take`` hands them out."""
+        self.pool = self.ids(n)[::-1]
+
+    def take(self, n: int) -> list[int]:
+        return [self.pool.pop() for _ in range(n)]
+
+    def ids(self, n: int) -> list[int]:
+        table = self.model._meta.db_table
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, n])
+                return [row[0] for row in cursor.fetchall()]
+            if self.next_id is None:
+                cursor.execute(f'SELECT COALESCE(MAX("id"), 0) FROM "{table}"')  # noqa: S608 - a model's own table
+                self.next_id = cursor.fetchone()[0] + 1
+        taken = list(range(self.next_id, self.next_id + n))
+        self.next_id += n
+        return taken
+
+    def add(self, **values) -> dict:
+        self.rows.append(values)
+        return values
+
+    def write(self) -> int:
+        if not self.rows:
+            return 0
+        # every column but an id the database assigns (the tables whose rows nobody points at)
+        columns = [f for f in self.fields if not f.primary_key or f.attname in self.rows[0]]
+        names = [f.column for f in columns]
+
+        copying = connection.vendor == "postgresql"
+
+        def value(f, row):
+            v = row[f.attname] if f.attname in row else f.get_default()
+            if isinstance(f, JSONField):
+                return json.dumps(v)
+            return v if copying else f.get_db_prep_save(v, connection)
+
+        table = connection.ops.quote_name(self.model._meta.db_table)
+        quoted = ", ".join(connection.ops.quote_name(n) for n in names)
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                with cursor.cursor.copy(f"COPY {table} ({quoted}) FROM STDIN") as copy:
+                    for row in self.rows:
+                        copy.write_row([value(f, row) for f in columns])
+            else:
+                marks = ", ".join(["%s"] * len(names))
+                cursor.executemany(
+                    f"INSERT INTO {table} ({quoted}) VALUES ({marks})",  # noqa: S608 - names from the model
+                    [[value(f, row) for f in columns] for row in self.rows],
+                )
+        written, self.rows = len(self.rows), []
+        return written
+
+
+def _write(stories, *, rng, clinics, roles, now, counts, tables) -> None:
+    referrals, facts, decisions, offers, offer_events, events, sessions, checkins, reports = (
+        tables[m] for m in (Referral, ClinicalFacts, RoutingDecision, Offer, OfferEvent, ReferralEvent, Session,
+                            PavsCheckIn, Report)
+    )
+    ids = referrals.ids(len(stories))
+    runs = [s.declines + 1 if s.routed else 1 for s in stories]
+    decisions.reserve(sum(runs))
+    offers.reserve(sum(r for r, s in zip(runs, stories) if s.routed))
+    for pk, s in zip(ids, stories):
         status, reason, business = _status(s)
-        made.append(Referral(
-            clinic=rng.choice(clinics), status=status, status_reason=reason, business_status=business,
+        referrals.add(
+            id=pk, clinic_id=rng.choice(clinics).pk, status=status, status_reason=reason, business_status=business,
             owner_reference="Organization/hub", patient_name=f"{rng.choice(_GIVEN)} {rng.choice(_FAMILY)}",
             patient_birth_date=str(rng.randint(1940, 1995)), patient_postal_code=rng.choice(_ZIPS),
             service_display="Exercise referral", requester_reference=HISTORY_REQUESTER,
             requester_display="Dr Demo History", authored_on=s.received, created_at=s.received,
             updated_at=s.ended or s.first_session or s.accepted or s.routed or s.received,
-        ))
-    with _timestamps_kept(Referral._meta.get_field("created_at"), Referral._meta.get_field("updated_at")):
-        made = Referral.objects.bulk_create(made, batch_size=BATCH)
-    facts, decisions, events = [], [], []
-    for r, s in zip(made, stories):
-        facts.append(ClinicalFacts(
-            referral=r, condition_codes=[s.code], clearance="moderate",
+        )
+        facts.add(
+            referral_id=pk, condition_codes=[s.code], clearance="moderate",
             pavs_baseline=[{"code": "82290-8", "value": s.baseline, "unit": "min/wk", "date": s.received.date().isoformat()}],
-        ))
-        events.append(ReferralEvent(referral=r, kind=ReferralEvent.Kind.CREATED, to_status="requested", actor=ACTOR,
-                                    at=s.received, notified_at=s.received))
+        )
+        events.add(referral_id=pk, kind=ReferralEvent.Kind.CREATED, to_status="requested", actor=ACTOR,
+                   at=s.received, notified_at=s.received)
         routed_at = s.routed or s.received + dt.timedelta(minutes=2)
-        for n in range(s.declines + 1 if s.routed else 1):
-            decisions.append(RoutingDecision(
-                referral=r, trigger="initial" if n == 0 else "declined",
+        decision_ids = decisions.take(s.declines + 1 if s.routed else 1)
+        for n, decision in enumerate(decision_ids):
+            decisions.add(
+                id=decision, referral_id=pk, trigger="initial" if n == 0 else "declined",
                 outcome="offered" if s.routed else "manual", actor=ACTOR, condition_groups=[s.group],
                 mapped_codes=[{**s.code, "groups": [s.group]}],
                 gist="Offered to the best-ranked qualified professional with room." if s.routed
                 else "Nobody eligible: waiting for a coordinator.",
                 created_at=routed_at + dt.timedelta(hours=n),
-            ))
-    ClinicalFacts.objects.bulk_create(facts, batch_size=BATCH)
-    with _timestamps_kept(RoutingDecision._meta.get_field("created_at")):
-        decisions = RoutingDecision.objects.bulk_create(decisions, batch_size=BATCH)
-    by_referral: dict[int, list[RoutingDecision]] = {}
-    for d in decisions:
-        by_referral.setdefault(d.referral_id, []).append(d)
-    offers, plans = [], []
-    for r, s in zip(made, stories):
-        if not s.routed:
-            continue
-        for n, decision in enumerate(by_referral[r.pk]):
-            role = rng.choice(roles)
-            last = n == s.declines
-            made_at = s.routed + dt.timedelta(hours=45 * n)
-            if last and s.accepted:
-                state, answered = OfferStatus.ACCEPTED, s.accepted
-            elif last:
-                # still waiting when it is recent; otherwise declined, and the referral waits for a coordinator
-                waiting = made_at > now - dt.timedelta(days=1)
-                state, answered = (OfferStatus.REQUESTED, None) if waiting else (OfferStatus.REJECTED, made_at + dt.timedelta(hours=20))
-            else:
-                state = rng.choice([OfferStatus.REJECTED, OfferStatus.EXPIRED])
-                answered = made_at + dt.timedelta(hours=48 if state == OfferStatus.EXPIRED else rng.uniform(1, 30))
-            offers.append(Offer(
-                referral=r, role=role, organization_id=role.organization_id, decision=decision, status=state,
-                created_at=made_at, deadline=made_at + dt.timedelta(hours=48), responded_at=answered,
-                response_seconds=int((answered - made_at).total_seconds()) if answered else None,
-                decline_reason="No room in the schedule" if state == OfferStatus.REJECTED else "",
-            ))
-            plans.append((state, answered))
-    offers = Offer.objects.bulk_create(offers, batch_size=BATCH)
-    offer_events = [
-        OfferEvent(offer=o, from_status="", to_status="requested", actor=ACTOR, at=o.created_at) for o in offers
-    ] + [
-        OfferEvent(offer=o, from_status="requested", to_status=state, actor=THERAPIST if state != "expired" else ACTOR,
-                   at=answered, detail={"reason": o.decline_reason} if o.decline_reason else {})
-        for o, (state, answered) in zip(offers, plans) if answered
-    ]
-    OfferEvent.objects.bulk_create(offer_events, batch_size=BATCH)
-    sessions, checkins, reports = [], [], []
-    for r, s in zip(made, stories):
+            )
+        if s.routed:
+            _offers_add(s, pk, decision_ids, rng=rng, roles=roles, now=now, offers=offers, offer_events=offer_events)
         if s.accepted:
-            events.append(ReferralEvent(referral=r, kind=ReferralEvent.Kind.STATUS_CHANGED, from_status="requested",
-                                        to_status="accepted", actor=THERAPIST, at=s.accepted, notified_at=s.accepted))
-        if not s.first_session:
-            continue
-        events.append(ReferralEvent(referral=r, kind=ReferralEvent.Kind.STATUS_CHANGED, from_status="accepted",
-                                    to_status="in-progress", actor=THERAPIST, at=s.first_session,
-                                    notified_at=s.first_session))
-        for week in range(s.weeks_attended):
-            for day in (0, 3):
-                at = s.first_session + dt.timedelta(days=7 * week + day)
-                if at <= now:
-                    sessions.append(Session(referral=r, starts_at=at, attendance=Attendance.ATTENDED,
-                                            duration_minutes=rng.choice([40, 45, 50, 60]), recorded_by=THERAPIST,
-                                            recorded_at=at))
-        gain = rng.choice([-10, 0, 15, 30, 45, 60, 90, 120]) if s.weeks_attended > 3 else rng.choice([-10, 0, 10])
-        for k in range(1, s.weeks_attended // 4 + 2):
-            day = (s.first_session + dt.timedelta(weeks=4 * k - 1)).date()
-            if day > now.date():
-                break
-            minutes = max(0, s.baseline + gain * k // max(1, s.weeks_attended // 4 + 1))
-            per_day = 30 if minutes >= 30 else 10
-            days = min(7, max(0, round(minutes / per_day)))
-            checkins.append(PavsCheckIn(referral=r, date=day, days_per_week=days, minutes_per_day=per_day,
-                                        minutes_per_week=days * per_day, recorded_by=THERAPIST,
-                                        recorded_at=dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)))
-        if s.ended:
-            events.append(ReferralEvent(referral=r, kind=ReferralEvent.Kind.STATUS_CHANGED, from_status="in-progress",
-                                        to_status=s.outcome, actor=THERAPIST, at=s.ended, notified_at=s.ended))
-            reports.append(Report(
-                referral=r, kind=ReportKind.DISCHARGE, status=ReportStatus.SIGNED, period_start=s.first_session.date(),
-                period_end=s.ended.date(), due_at=s.ended, outcome_status=s.outcome, signed_by=THERAPIST,
-                signed_at=s.ended, sent_at=s.ended, created_at=s.ended,
-            ))
-    with _timestamps_kept(ReferralEvent._meta.get_field("at")):
-        ReferralEvent.objects.bulk_create(events, batch_size=BATCH)
-    Session.objects.bulk_create(sessions, batch_size=BATCH)
-    PavsCheckIn.objects.bulk_create(checkins, batch_size=BATCH)
-    with _timestamps_kept(Report._meta.get_field("created_at")):
-        Report.objects.bulk_create(reports, batch_size=BATCH)
-    for name, n in (("referrals", len(made)), ("routing decisions", len(decisions)), ("offers", len(offers)),
-                    ("offer events", len(offer_events)), ("events", len(events)), ("sessions", len(sessions)),
-                    ("check-ins", len(checkins)), ("reports", len(reports))):
-        counts[name] = counts.get(name, 0) + n
+            events.add(referral_id=pk, kind=ReferralEvent.Kind.STATUS_CHANGED, from_status="requested",
+                       to_status="accepted", actor=THERAPIST, at=s.accepted, notified_at=s.accepted)
+        if s.first_session:
+            _case_add(s, pk, rng=rng, now=now, events=events, sessions=sessions, checkins=checkins, reports=reports)
+    for name, table in (("referrals", referrals), ("clinical facts", facts), ("routing decisions", decisions),
+                        ("offers", offers), ("offer events", offer_events), ("events", events),
+                        ("sessions", sessions), ("check-ins", checkins), ("reports", reports)):
+        counts[name] = counts.get(name, 0) + table.write()
+
+
+def _offers_add(s: _Story, referral_id: int, decision_ids: list[int], *, rng, roles, now, offers, offer_events):
+    for n, (decision, offer_id) in enumerate(zip(decision_ids, offers.take(len(decision_ids)))):
+        role = rng.choice(roles)
+        made_at = s.routed + dt.timedelta(hours=45 * n)
+        if n == s.declines and s.accepted:
+            state, answered = OfferStatus.ACCEPTED, s.accepted
+        elif n == s.declines:
+            # still waiting when it is recent; otherwise declined, and the referral waits for a coordinator
+            waiting = made_at > now - dt.timedelta(days=1)
+            state, answered = (OfferStatus.REQUESTED, None) if waiting else (OfferStatus.REJECTED, made_at + dt.timedelta(hours=20))
+        else:
+            state = rng.choice([OfferStatus.REJECTED, OfferStatus.EXPIRED])
+            answered = made_at + dt.timedelta(hours=48 if state == OfferStatus.EXPIRED else rng.uniform(1, 30))
+        reason = "No room in the schedule" if state == OfferStatus.REJECTED else ""
+        offers.add(
+            id=offer_id, referral_id=referral_id, role_id=role.pk, organization_id=role.organization_id,
+            decision_id=decision, status=state, delivery="in-person", created_at=made_at,
+            deadline=made_at + dt.timedelta(hours=48), responded_at=answered,
+            response_seconds=int((answered - made_at).total_seconds()) if answered else None, decline_reason=reason,
+        )
+        offer_events.add(offer_id=offer_id, from_status="", to_status="requested", actor=ACTOR, at=made_at)
+        if answered:
+            offer_events.add(offer_id=offer_id, from_status="requested", to_status=state,
+                             actor=ACTOR if state == OfferStatus.EXPIRED else THERAPIST, at=answered,
+                             detail={"reason": reason} if reason else {})
+
+
+def _case_add(s: _Story, referral_id: int, *, rng, now, events, sessions, checkins, reports):
+    events.add(referral_id=referral_id, kind=ReferralEvent.Kind.STATUS_CHANGED, from_status="accepted",
+               to_status="in-progress", actor=THERAPIST, at=s.first_session, notified_at=s.first_session)
+    for week in range(s.weeks_attended):
+        for day in (0, 3):
+            at = s.first_session + dt.timedelta(days=7 * week + day)
+            if at <= now:
+                sessions.add(referral_id=referral_id, starts_at=at, attendance=Attendance.ATTENDED,
+                             duration_minutes=rng.choice([40, 45, 50, 60]), recorded_by=THERAPIST, recorded_at=at)
+    gain = rng.choice([-10, 0, 15, 30, 45, 60, 90, 120]) if s.weeks_attended > 3 else rng.choice([-10, 0, 10])
+    for k in range(1, s.weeks_attended // 4 + 2):
+        day = (s.first_session + dt.timedelta(weeks=4 * k - 1)).date()
+        if day > now.date():
+            break
+        minutes = max(0, s.baseline + gain * k // max(1, s.weeks_attended // 4 + 1))
+        per_day = 30 if minutes >= 30 else 10
+        days = min(7, max(0, round(minutes / per_day)))
+        checkins.add(referral_id=referral_id, date=day, days_per_week=days, minutes_per_day=per_day,
+                     minutes_per_week=days * per_day, recorded_by=THERAPIST,
+                     recorded_at=dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC))
+    if s.ended:
+        events.add(referral_id=referral_id, kind=ReferralEvent.Kind.STATUS_CHANGED, from_status="in-progress",
+                   to_status=s.outcome, actor=THERAPIST, at=s.ended, notified_at=s.ended)
+        reports.add(
+            referral_id=referral_id, kind=ReportKind.DISCHARGE, status=ReportStatus.SIGNED,
+            period_start=s.first_session.date(), period_end=s.ended.date(), due_at=s.ended,
+            outcome_status=s.outcome, signed_by=THERAPIST, signed_at=s.ended, sent_at=s.ended, created_at=s.ended,
+        )
 
 
 _GIVEN = ["Ana", "Ben", "Carla", "Dev", "Ewa", "Femi", "Grace", "Hugo", "Ines", "Jon", "Kira", "Luis", "Mei", "Nils"]

@@ -39,7 +39,7 @@ def referral_timeline(referral: Referral) -> list[TimelineEntry]:
     for task in tasks:
         entries.append(TimelineEntry(
             at=task.last_updated, source="task",
-            title=f"{names[task.pk]} {task.fhir_id} version {task.version_id}", detail=_task_summary(task.content),
+            title=f"{names[task.pk]} version {task.version_id}", detail=_task_summary(task.content),
         ))
     for version in ResourceVersion.objects.filter(resource__in=[t.pk for t in tasks]).only(
         "resource_id", "version_id", "last_updated", "content"

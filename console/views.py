@@ -2,6 +2,9 @@
 through ``referrals_visible``: a referral a clinic admin may not see is a 404, never a 403 that confirms it exists.
 Each view parses, calls selectors and renders."""
 
+import hashlib
+
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import Http404, HttpResponse, StreamingHttpResponse
@@ -12,7 +15,7 @@ from django.utils import timezone
 from audit.models import Access
 from audit.services import access_record, client_ip
 from console import charts
-from console.access import console_view, referrals_visible
+from console.access import clinics_visible, console_view, referrals_visible
 from console.export import EXPORT_COLUMNS, export_rows
 from console.forms import ExportForm, FunnelFilterForm
 from console.timeline import referral_timeline
@@ -39,15 +42,39 @@ def _audit(request, *, interaction: str, entity_type: str = "", entity_id: str =
     )
 
 
+def _overview_figures(clinic_ids, filters):
+    """The overview's figures, computed once per rollup refresh for each scope and filters: they cannot change
+    until the rollup does, so later requests read them from the cache (shared across processes on Redis)."""
+    refreshed = funnel_selectors.milestones_refreshed_at()
+    key = "console:overview:" + hashlib.sha256(
+        repr((clinic_ids, filters, refreshed and refreshed.isoformat())).encode()
+    ).hexdigest()
+    figures = cache.get(key)
+    if figures is None:
+        figures = (
+            funnel_selectors.funnel_compute(clinic_ids, filters),
+            funnel_selectors.referrals_per_week(clinic_ids, filters),
+            funnel_selectors.pavs_grid(clinic_ids, filters),
+        )
+        cache.set(key, figures, timeout=OVERVIEW_CACHE_SECONDS)
+    return (*figures, refreshed)
+
+
+def overview_warm(scopes) -> None:
+    """Compute and cache the default overview (no filters) of each scope (None: the network; [clinic id])."""
+    filters = FunnelFilterForm(network_admin=True).filters()
+    for clinic_ids in scopes:
+        _overview_figures(clinic_ids, filters)
+
+
+OVERVIEW_CACHE_SECONDS = 15 * 60  # a newer refresh makes a new key long before this; it only bounds the memory
+
+
 @console_view
 def overview(request):
     """The exercise funnel, median times and charts for the filtered referrals (no PHI on this page)."""
     form, filters = _filters(request)
-    visible = referrals_visible(request.console_role)
-    funnel = funnel_selectors.funnel_compute(visible, filters)
-    weeks = funnel_selectors.referrals_per_week(visible, filters)
-    grid = funnel_selectors.pavs_grid(visible, filters)
-    refreshed = funnel_selectors.milestones_refreshed_at()
+    funnel, weeks, grid, refreshed = _overview_figures(clinics_visible(request.console_role), filters)
     return render(request, "console/overview.html", {
         "form": form,
         "funnel": funnel,
@@ -56,7 +83,7 @@ def overview(request):
         "age_seconds": (timezone.now() - refreshed).total_seconds() if refreshed else None,
         "weeks_chart": charts.bar_chart(
             [(charts.week_label(w), n) for w, n in weeks], label="Referrals received per week",
-            every=max(1, len(weeks) // 8),
+            every=max(1, len(weeks) // 8), width=1200,
         ),
         "funnel_chart": charts.funnel_chart(funnel.steps, label="The exercise funnel"),
         "accept_chart": charts.bar_chart(funnel.accept_histogram, label="Time from receipt to acceptance"),
@@ -76,8 +103,8 @@ PAGE_SIZE = 50
 def referral_list(request):
     """The filtered referrals, newest first, 50 a page, each linking its timeline; and the CSV export."""
     form, filters = _filters(request)
-    rows = funnel_selectors.milestones_filtered(referrals_visible(request.console_role), filters).select_related(
-        "referral__clinic", "organization"
+    rows = funnel_selectors.milestones_filtered(clinics_visible(request.console_role), filters).select_related(
+        "referral", "clinic", "organization"
     ).order_by("-received_at", "-referral_id")
     page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
     params = request.GET.copy()
@@ -94,7 +121,7 @@ def referral_export(request):
     _, filters = _filters(request)
     export = ExportForm(request.GET)
     phi = export.is_valid() and export.cleaned_data["phi"]
-    rows = funnel_selectors.milestones_filtered(referrals_visible(request.console_role), filters)
+    rows = funnel_selectors.milestones_filtered(clinics_visible(request.console_role), filters)
     with transaction.atomic():  # fail closed: no export leaves without its audit row
         _audit(request, interaction="export-phi" if phi else "export", entity_type="Referral")
     response = StreamingHttpResponse(export_rows(rows, phi=phi), content_type="text/csv; charset=utf-8")

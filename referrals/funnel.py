@@ -6,12 +6,13 @@ Two halves:
 - the selectors (``funnel_compute``, ``referrals_per_week``, ``pavs_grid``) aggregate the rollup for a set of
   referrals narrowed by ``FunnelFilters``, each in one query.
 
-Pure domain: it takes a Referral queryset (the console scopes it to what its user may see) and plain filter
-values, and returns dataclasses of counts, seconds and minutes per week.
+Pure domain: it takes the clinics whose referrals count (the console passes what its user may see) and plain
+filter values, and returns dataclasses of counts, seconds and minutes per week.
 """
 
 import datetime as dt
 import statistics
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from django.db.models import (
@@ -27,7 +28,7 @@ from django.db.models import (
     QuerySet,
     Subquery,
 )
-from django.db.models.functions import Least, TruncWeek
+from django.db.models.functions import Least
 from django.utils import timezone
 
 from referrals.models import (
@@ -130,7 +131,7 @@ def _milestone_values(referrals: QuerySet[Referral]):
         )
         .annotate(active=Exists(later))
         .values(
-            "pk", "created_at", "status", "facts__pavs_baseline", "routed_at", "accepted_at", "accepted_organization",
+            "pk", "clinic_id", "created_at", "status", "facts__pavs_baseline", "routed_at", "accepted_at", "accepted_organization",
             "accepted_professional", "first_session_at", "discharge_sent_at", "pavs_latest", "groups", "active",
         )
     )
@@ -147,7 +148,9 @@ def _milestones_row(values: dict, now: dt.datetime) -> ReferralMilestones:
     groups = values["groups"] or []
     return ReferralMilestones(
         referral_id=values["pk"],
+        clinic_id=values["clinic_id"],
         received_at=received,
+        received_week=(received.astimezone(dt.UTC) - dt.timedelta(days=received.astimezone(dt.UTC).weekday())).date(),
         routed_at=values["routed_at"],
         accepted_at=values["accepted_at"],
         first_session_at=values["first_session_at"],
@@ -216,15 +219,18 @@ class FunnelFilters:
     professional_id: int | None = None  # the professional (network.Professional) whose role accepted it
 
 
-def milestones_filtered(referrals: QuerySet[Referral], filters: FunnelFilters) -> QuerySet[ReferralMilestones]:
-    """The milestones rows of ``referrals`` that pass ``filters`` (the export lists the same referrals)."""
-    rows = ReferralMilestones.objects.filter(referral__in=referrals)
+def milestones_filtered(clinic_ids: Collection[int] | None, filters: FunnelFilters) -> QuerySet[ReferralMilestones]:
+    """The milestones rows of the referrals of ``clinic_ids`` (None: every clinic) that pass ``filters`` (the
+    export and the console's list read the same rows). No join: the rollup carries the clinic."""
+    rows = ReferralMilestones.objects.all()
+    if clinic_ids is not None:
+        rows = rows.filter(clinic_id__in=list(clinic_ids))
     if filters.received_from:
         rows = rows.filter(received_at__gte=_day_start(filters.received_from))
     if filters.received_to:
         rows = rows.filter(received_at__lt=_day_start(filters.received_to + dt.timedelta(days=1)))
     if filters.clinic_id:
-        rows = rows.filter(referral__clinic_id=filters.clinic_id)
+        rows = rows.filter(clinic_id=filters.clinic_id)
     if filters.condition_group:
         rows = rows.filter(condition_groups__contains=f",{filters.condition_group},")
     if filters.organization_id:
@@ -272,16 +278,14 @@ class Funnel:
     median_first_session_seconds: float | None
     accept_histogram: list[tuple[str, int]]
     pavs_patients: int  # with a PAVS baseline and at least one check-in
-    pavs_median_baseline: float | None
-    pavs_median_latest: float | None
     pavs_median_change: float | None
     pavs_share_gaining: float | None  # gaining at least PAVS_GAIN_MINUTES min/wk
     pavs_share_at_target: float | None  # latest at least PAVS_TARGET_MINUTES min/wk
 
 
-def funnel_compute(referrals: QuerySet[Referral], filters: FunnelFilters) -> Funnel:
+def funnel_compute(clinic_ids: Collection[int] | None, filters: FunnelFilters) -> Funnel:
     """The funnel's counts, conversions, median times, time-to-accept histogram and PAVS change, in one query."""
-    rows = milestones_filtered(referrals, filters)
+    rows = milestones_filtered(clinic_ids, filters)
     paired = Q(pavs_baseline__isnull=False, pavs_latest__isnull=False)
     buckets, lower = {}, 0
     for n, (_, upper) in enumerate(ACCEPT_BUCKETS):
@@ -299,8 +303,6 @@ def funnel_compute(referrals: QuerySet[Referral], filters: FunnelFilters) -> Fun
         accept=Median("accept_seconds"),
         first=Median("first_session_seconds"),
         pavs_patients=Count("pk", filter=paired),
-        baseline_median=Median("pavs_baseline", filter=paired),
-        latest_median=Median("pavs_latest", filter=paired),
         change_median=Median(F("pavs_latest") - F("pavs_baseline")),
         pavs_gaining=Count("pk", filter=paired & Q(pavs_latest__gte=F("pavs_baseline") + PAVS_GAIN_MINUTES)),
         pavs_target=Count("pk", filter=paired & Q(pavs_latest__gte=PAVS_TARGET_MINUTES)),
@@ -320,34 +322,28 @@ def funnel_compute(referrals: QuerySet[Referral], filters: FunnelFilters) -> Fun
         median_first_session_seconds=figures["first"],
         accept_histogram=[(label, figures[f"bucket_{n}"]) for n, (label, _) in enumerate(ACCEPT_BUCKETS)],
         pavs_patients=patients,
-        pavs_median_baseline=figures["baseline_median"],
-        pavs_median_latest=figures["latest_median"],
         pavs_median_change=figures["change_median"],
         pavs_share_gaining=figures["pavs_gaining"] / patients if patients else None,
         pavs_share_at_target=figures["pavs_target"] / patients if patients else None,
     )
 
 
-def referrals_per_week(referrals: QuerySet[Referral], filters: FunnelFilters) -> list[tuple[dt.date, int]]:
+def referrals_per_week(clinic_ids: Collection[int] | None, filters: FunnelFilters) -> list[tuple[dt.date, int]]:
     """[(Monday of the week (UTC), referrals received that week)], oldest first; weeks without any left out."""
     weeks = (
-        milestones_filtered(referrals, filters)
-        .annotate(week=TruncWeek("received_at", tzinfo=dt.timezone.utc))
-        .values("week")
-        .annotate(n=Count("pk"))
-        .order_by("week")
+        milestones_filtered(clinic_ids, filters).values("received_week").annotate(n=Count("pk")).order_by("received_week")
     )
-    return [(w["week"].date(), w["n"]) for w in weeks]
+    return [(w["received_week"], w["n"]) for w in weeks]
 
 
 PAVS_BIN_MINUTES, PAVS_BINS = 30, 10  # 0-29, 30-59, ... 270-299, and 300+ min/wk
 
 
-def pavs_grid(referrals: QuerySet[Referral], filters: FunnelFilters) -> dict[tuple[int, int], int]:
+def pavs_grid(clinic_ids: Collection[int] | None, filters: FunnelFilters) -> dict[tuple[int, int], int]:
     """PAVS baseline against latest, binned: {(baseline bin, latest bin): patients}, each bin PAVS_BIN_MINUTES
     wide and the last (PAVS_BINS) open-ended."""
     cells = (
-        milestones_filtered(referrals, filters)
+        milestones_filtered(clinic_ids, filters)
         .filter(pavs_baseline__isnull=False, pavs_latest__isnull=False)
         .annotate(
             b=Least(F("pavs_baseline") / PAVS_BIN_MINUTES, PAVS_BINS), l=Least(F("pavs_latest") / PAVS_BIN_MINUTES, PAVS_BINS)

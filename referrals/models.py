@@ -741,7 +741,10 @@ class ReferralMilestones(models.Model):
     aggregates it in one query instead of joining offers, sessions, reports and check-ins per referral."""
 
     referral = models.OneToOneField(Referral, on_delete=models.CASCADE, primary_key=True, related_name="milestones")
+    # Copied from the referral, so that the console's aggregates scope and group without a join.
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="+", db_index=False)
     received_at = models.DateTimeField()  # Referral.created_at
+    received_week = models.DateField()  # the Monday (UTC) of received_at's week
     routed_at = models.DateTimeField(null=True)  # the first offer made
     accepted_at = models.DateTimeField(null=True)  # the accepted offer's answer
     first_session_at = models.DateTimeField(null=True)  # the first attended session's start
@@ -764,7 +767,11 @@ class ReferralMilestones(models.Model):
 
     class Meta:
         verbose_name_plural = "referral milestones"
-        indexes = [models.Index(fields=["received_at"], name="milestones_received")]
+        indexes = [
+            # The console's list, newest first (read backwards), for everybody and for one clinic.
+            models.Index(fields=["received_at", "referral"], name="milestones_received"),
+            models.Index(fields=["clinic", "received_at", "referral"], name="milestones_clinic_received"),
+        ]
 
     def __str__(self):
         return f"Milestones of referral {self.referral_id}"

@@ -25,11 +25,6 @@ def share(value) -> str:
 
 
 @register.filter
-def minutes(value) -> str:
-    """Minutes per week, signed when asked with ``minutes:"signed"``."""
-    return "—" if value is None else f"{value:.0f} min/wk"
-
-
-@register.filter
 def signed_minutes(value) -> str:
+    """Minutes per week with their sign ("+15 min/wk"); an em dash for none."""
     return "—" if value is None else f"{value:+.0f} min/wk"

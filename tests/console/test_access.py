@@ -74,3 +74,10 @@ def test_the_demo_gives_a_clinic_admin_and_a_network_admin(settings, tmp_path, c
     assert client.get(reverse("console:overview")).status_code == 200
     call_command("load_demo", base_url="http://127.0.0.1:8000")
     assert ConsoleRole.objects.count() == 2
+
+
+def test_clinics_visible_is_the_same_rule_as_clinic_ids(clinic, clinic_admin, network_admin):
+    from console.access import clinics_visible
+
+    assert clinics_visible(clinic_admin.console_role) == [clinic.pk]
+    assert clinics_visible(network_admin.console_role) is None

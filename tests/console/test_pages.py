@@ -59,16 +59,22 @@ def test_a_bad_filter_is_an_error_in_place_not_a_500(referrals, network_admin):
 
 
 def test_the_overview_takes_a_fixed_number_of_queries(referrals, network_admin, clinic, django_assert_num_queries):
+    from django.core.cache import cache
+
     client = signed_in(network_admin)
-    client.get(reverse("console:overview"))
-    # session, user, second-factor device, console role; the chosen clinic's lookup; funnel, weeks, PAVS grid,
-    # rollup age; the filter choices (clinics, condition groups, programs, professionals)
+    url = f"{reverse('console:overview')}?clinic={clinic.pk}"
+    cache.clear()
+    # session, user, second-factor device, console role; the chosen clinic's lookup; the rollup's age; funnel,
+    # weeks, PAVS grid; the filter choices (clinics, condition groups, programs, professionals)
     with django_assert_num_queries(13):
-        client.get(f"{reverse('console:overview')}?clinic={clinic.pk}")
+        client.get(url)
+    with django_assert_num_queries(10):  # the same figures again before the next refresh: from the cache
+        client.get(url)
     accepted_referral(clinic)
-    milestones_refresh()
+    milestones_refresh()  # a new refresh: computed afresh, the same number of queries with more rows
     with django_assert_num_queries(13):
-        client.get(f"{reverse('console:overview')}?clinic={clinic.pk}")
+        page = _text(client.get(url))
+    assert '<tr id="step-received"><th scope="row">Received</th><td class="count-cell">2</td>' in page
 
 
 def test_the_list_links_each_visible_referral_to_its_timeline(referrals, clinic_admin):
@@ -130,3 +136,24 @@ def test_a_report_pdf_is_served_to_its_clinic_only(clinic, other_clinic, clinic_
     outsider = referral_make(other_clinic, postal_code="")
     wrong = reverse("console:report_pdf", args=[outsider.pk, report.public_id])
     assert signed_in(network_admin).get(wrong).status_code == 404
+
+
+def test_the_beat_refreshes_the_rollup_and_computes_the_default_overviews(
+    clinic, clinic_admin, network_admin, settings, django_assert_num_queries
+):
+    from django.core.cache import cache
+
+    from console.tasks import rollup_refresh
+
+    entry = settings.CELERY_BEAT_SCHEDULE["refresh-milestones"]
+    assert entry["task"] == "console.rollup_refresh" and entry["schedule"] <= 300  # at most 5 minutes stale
+    accepted_referral(clinic)
+    cache.clear()
+    rollup_refresh()
+    clinic_client, network_client = signed_in(clinic_admin), signed_in(network_admin)
+    # session, user, device, role, rollup age, 3 filter choices (no clinic choice for a clinic admin): no figures
+    with django_assert_num_queries(8):
+        page = _text(clinic_client.get(reverse("console:overview")))
+    assert '<tr id="step-received"><th scope="row">Received</th><td class="count-cell">1</td>' in page
+    with django_assert_num_queries(9):  # and the network's, with the clinic choice
+        network_client.get(reverse("console:overview"))
