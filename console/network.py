@@ -14,13 +14,12 @@ from dataclasses import dataclass
 
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Q, QuerySet
-from django.db.models.expressions import RawSQL
 
 from network.models import Credential, Organization, ProfessionalRole
 from referrals.funnel import Median
 from referrals.models import Offer, OfferStatus
 from referrals.routing import STATS_WINDOW
-from referrals.selectors import active_cases_sql
+from referrals.selectors import role_active_case_counts
 
 PAGE_SIZE = 50
 EXPIRING_WITHIN = dt.timedelta(days=60)
@@ -57,19 +56,23 @@ def _answers(offers: QuerySet, by: str, *, since: dt.datetime) -> dict[int, Answ
     return {r[by]: Answers(r["accepted"], r["answered"], r["median"]) for r in rows}
 
 
-def _with_load(roles: QuerySet) -> QuerySet:
-    return roles.annotate(active_cases=RawSQL(active_cases_sql(f"{ProfessionalRole._meta.db_table}.id"), []))
+def _with_load(roles: list[ProfessionalRole]) -> list[ProfessionalRole]:
+    """Set ``active_cases`` on each role (one grouped query for them all)."""
+    counts = role_active_case_counts(role_ids=[r.pk for r in roles])
+    for role in roles:
+        role.active_cases = counts.get(role.pk, 0)
+    return roles
 
 
 def roles_page(*, search: str = "", number: int = 1, now: dt.datetime) -> tuple[Page, dict[int, Answers]]:
-    """A page of roles (by organization, then professional), each annotated with ``active_cases``, and their
-    answers by role id. Three queries (the count, the page, the answers)."""
+    """A page of roles (by organization, then professional), each with ``active_cases``, and their answers by
+    role id. Four queries (the count, the page, the load, the answers)."""
     roles = ProfessionalRole.objects.select_related("professional", "organization", "site")
     if search:
         roles = roles.filter(Q(professional__family_name__icontains=search) | Q(professional__given_name__icontains=search)
                              | Q(organization__name__icontains=search) | Q(fhir_id__icontains=search))
-    page = Paginator(_with_load(roles).order_by("organization__name", "professional__family_name", "id"),
-                     PAGE_SIZE).get_page(number)
+    page = Paginator(roles.order_by("organization__name", "professional__family_name", "id"), PAGE_SIZE).get_page(number)
+    page.object_list = _with_load(list(page.object_list))
     ids = [r.pk for r in page.object_list]
     return page, _answers(Offer.objects.filter(role_id__in=ids), "role_id", since=now - STATS_WINDOW)
 
@@ -85,7 +88,7 @@ class Program:
 
 
 def programs_page(*, search: str = "", number: int = 1, now: dt.datetime) -> tuple[Page, list[Program]]:
-    """A page of organizations with their roles' load and capacity and their answers. Four queries."""
+    """A page of organizations with their roles' load and capacity and their answers. Five queries."""
     today = now.date()
     orgs = Organization.objects.all()
     if search:
@@ -93,9 +96,9 @@ def programs_page(*, search: str = "", number: int = 1, now: dt.datetime) -> tup
     page = Paginator(orgs.order_by("name", "id"), PAGE_SIZE).get_page(number)
     ids = [o.pk for o in page.object_list]
     roles_by_org: dict[int, list] = {i: [] for i in ids}
-    for role in _with_load(ProfessionalRole.objects.filter(organization_id__in=ids)).only(
+    for role in _with_load(list(ProfessionalRole.objects.filter(organization_id__in=ids).only(
         "organization_id", "active", "accepting", "paused_until", "max_active_cases"
-    ):
+    ))):
         roles_by_org[role.organization_id].append(role)
     answers = _answers(Offer.objects.filter(organization_id__in=ids), "organization_id", since=now - STATS_WINDOW)
     programs = []
