@@ -74,7 +74,8 @@ _API_ERRORS = {str(code): _JSON_OBJECT for code in (400, 403, 404, 409, 422)}
 
 
 def _api_op(summary: str, *, ok: str = "200", id_name: str | None = None, body: dict | None = None) -> dict:
-    operation = {"summary": summary, "security": [{"session": []}], "responses": {ok: _JSON_OBJECT, **_API_ERRORS}}
+    operation = {"summary": summary, "security": [{"session": []}, {"token": []}],
+                 "responses": {ok: _JSON_OBJECT, **_API_ERRORS}}
     if id_name:
         operation["parameters"] = [{"name": id_name, "in": "path", "required": True,
                                     "schema": {"type": "integer", "format": "int64", "minimum": 1}}]
@@ -108,17 +109,23 @@ def openapi_document() -> dict:
         "info": {"title": "Exercise-referral hub", "version": "0.1.0",
                  "description": "The FHIR R4 endpoint (SMART Backend Services bearer tokens from /auth/token) and "
                                 "the coordinators' JSON API under /api/admin/ (staff only). Signing in to the "
-                                "coordinators' API: POST the Django admin's login form (/admin/login/, with its "
-                                "csrftoken cookie) and send the sessionid cookie it sets; a write (POST) also "
-                                "sends that csrftoken as the X-CSRFToken header. Scripts sign in the same way with "
-                                "a staff account's password (the README shows it with curl); there is no separate "
-                                "API token yet."},
+                                "coordinators' API, either way: (1) a browser's or script's session: POST the "
+                                "Django admin's login form (/admin/login/, with its csrftoken cookie) and send the "
+                                "sessionid cookie it sets; a write (POST) also sends that csrftoken as the "
+                                "X-CSRFToken header (the README shows it with curl). (2) a token for scripts: an "
+                                "operator runs `manage.py drf_create_token <staff username>` (`-r` replaces it) and "
+                                "the script sends `Authorization: Token <key>` on every request, with no cookie and "
+                                "no CSRF header. Either way the user must be staff (is_staff), else 403; without "
+                                "credentials, 403."},
         "paths": {**_fhir_paths(), **_api_paths()},
         "components": {"securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
             "session": {"type": "apiKey", "in": "cookie", "name": "sessionid",
                         "description": "The Django admin's session: sign in at /admin/login/ as a staff user; "
                                        "writes also send the csrftoken cookie's value as X-CSRFToken."},
+            "token": {"type": "apiKey", "in": "header", "name": "Authorization",
+                      "description": "For scripts: 'Token <key>', the key made for a staff user by "
+                                     "`manage.py drf_create_token <username>`. No CSRF header needed."},
         }},
         "security": [{"bearer": []}],
     }

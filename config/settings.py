@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",  # the coordinators' API tokens for scripts (manage.py drf_create_token)
     "axes",
     "network",
     "referrals",
@@ -214,6 +215,11 @@ HUB_CLIENT_RECHECK_SECONDS = env_int("HUB_CLIENT_RECHECK_SECONDS", 5)
 # Absolute base URL the hub is reached at (behind a proxy). Without it, URLs are built from the request.
 HUB_PUBLIC_BASE_URL = env_str("HUB_PUBLIC_BASE_URL")
 HUB_OFFER_DEADLINE_HOURS = env_int("HUB_OFFER_DEADLINE_HOURS", 48, minimum=1)
+# The share of the routing score given to the outcome scorecards (referrals/scorecards.py), in percent; 0 (the
+# default) leaves them out of routing. Every routing explanation that uses them states the weights.
+HUB_ROUTING_OUTCOME_WEIGHT_PERCENT = env_int("HUB_ROUTING_OUTCOME_WEIGHT_PERCENT", 0)
+if HUB_ROUTING_OUTCOME_WEIGHT_PERCENT > 50:
+    raise ImproperlyConfigured("HUB_ROUTING_OUTCOME_WEIGHT_PERCENT must be between 0 and 50")
 # How long a referral may wait for manual routing before the physician is told (notifications' follow-up kind
 # manual-routing-physician; the coordinators are told at once).
 HUB_MANUAL_ROUTING_PHYSICIAN_HOURS = env_int("HUB_MANUAL_ROUTING_PHYSICIAN_HOURS", 24, minimum=1)
@@ -288,6 +294,7 @@ CELERY_TASK_ROUTES = {
     "notifications.followup": {"queue": "sweeps"},
     "notifications.sweep": {"queue": "sweeps"},
     "fhir_bridge.purge_spent_jtis": {"queue": "sweeps"},
+    "referrals.scorecards_refresh": {"queue": "sweeps"},
     "referrals.milestones_refresh": {"queue": "sweeps"},
     "console.rollup_refresh": {"queue": "sweeps"},
 }
@@ -315,6 +322,8 @@ CELERY_BEAT_SCHEDULE = {
     "purge-spent-assertion-ids": {"task": "fhir_bridge.purge_spent_jtis", "schedule": 3600.0},
     # Claims due follow-ups (offer deadlines, nudges, alerts, delivery attempts) and fans out missed events.
     "sweep-follow-ups": {"task": "notifications.sweep", "schedule": float(HUB_SWEEP_SECONDS)},
+    # The outcome scorecards (referrals/scorecards.py) the console shows and routing may weigh.
+    "refresh-scorecards": {"task": "referrals.scorecards_refresh", "schedule": 240.0},
     # The console's funnel rollup (referrals/funnel.py): its overview is at most this stale, and says so.
     # (console.rollup_refresh runs referrals.funnel.milestones_refresh, then computes the default overviews.)
     "refresh-milestones": {"task": "console.rollup_refresh", "schedule": float(HUB_ROLLUP_SECONDS)},

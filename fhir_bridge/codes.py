@@ -62,6 +62,13 @@ SDOHCC_TEMPORARY_SYSTEM = (
     "http://hl7.org/fhir/us/sdoh-clinicalcare/CodeSystem/SDOHCC-CodeSystemTemporaryCodes"
 )
 
+# SDOH Clinical Care STU3 (3.0.0): a program's capacity to take a new referral, on HealthcareService. A complex
+# extension: ``capacityStatus`` (valueCodeableConcept from SDOHCC-ValueSetCapacityStatus: capacity, no-capacity,
+# waitlist in SDOHCC_TEMPORARY_SYSTEM) and ``capacityNotes`` (valueString).
+SDOHCC_CAPACITY_STATUS_EXTENSION = (
+    "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/SDOHCC-ExtensionHealthcareServiceCapacityStatus"
+)
+
 ADVERSE_EVENT_SERIOUSNESS_SYSTEM = "http://terminology.hl7.org/CodeSystem/adverse-event-seriousness"
 ADVERSE_EVENT_SEVERITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/adverse-event-severity"
 # R4 core: the request an event fulfils, for resources without basedOn (AdverseEvent -> the ServiceRequest).

@@ -9,6 +9,7 @@ import datetime as dt
 import math
 
 from django.db.models import F, FloatField, Prefetch, Q, QuerySet, Value
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import ASin, Cos, Least, Power, Radians, Sin, Sqrt
 
 from fhir_bridge.codes import (
@@ -16,6 +17,8 @@ from fhir_bridge.codes import (
     CREDENTIAL_TYPE_SYSTEM,
     NPI_SYSTEM,
     ORGANIZATION_KIND_SYSTEM,
+    SDOHCC_CAPACITY_STATUS_EXTENSION,
+    SDOHCC_TEMPORARY_SYSTEM,
     SNOMED_SYSTEM,
 )
 from fhir_bridge.outcomes import error
@@ -23,6 +26,7 @@ from fhir_bridge.route_table import TABLE
 from fhir_bridge.store import http_date_iso
 from network.geo import EARTH_RADIUS_KM
 from network.models import Credential, Organization, Professional, ProfessionalRole, Site
+from referrals.selectors import active_cases_sql, role_active_case_count
 
 PROGRAM_KINDS = (Organization.Kind.YMCA, Organization.Kind.CARDIAC_REHAB, Organization.Kind.WELLNESS)
 _EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -162,6 +166,38 @@ def practitioner_role_render(role: ProfessionalRole, *, today: dt.date | None = 
     return resource
 
 
+# SDOH Clinical Care's capacity status codes (SDOHCC-ValueSetCapacityStatus, STU3) and their displays.
+CAPACITY_STATUS_DISPLAY = {"capacity": "Has Capacity", "no-capacity": "No Capacity",
+                           "waitlist": "No Capacity - Has Waitlist"}
+
+
+def program_capacity(org: Organization, *, today: dt.date) -> tuple[str, str]:
+    """A program's capacity status code and a note, from its roles (prefetched with ``active_cases``, else
+    counted one by one): ``capacity`` when a role that takes referrals now (active, accepting, not paused, its
+    professional and organization active) has a free place; ``waitlist`` when such roles exist but every place is
+    taken (routing skips them, and a referral that names the program waits with the hub's coordinators until a
+    place opens); ``no-capacity`` when none takes referrals."""
+    if not org.active:
+        return "no-capacity", "Not taking referrals"
+    if org.paused_until and today < org.paused_until:
+        return "no-capacity", f"Paused until {org.paused_until.isoformat()}"
+    taking = [r for r in org.roles.all() if r.active and r.accepting and r.professional.active
+              and not r.is_paused(today)]
+    if not taking:
+        return "no-capacity", "Not taking new referrals"
+    places = sum(r.max_active_cases for r in taking)
+    used = sum(min(r.max_active_cases, _active_cases(r)) for r in taking)
+    people = f"{len(taking)} professional{'s' if len(taking) != 1 else ''}"
+    if used < places:
+        return "capacity", f"{places - used} of {places} places free across {people}"
+    return "waitlist", f"All {places} places taken across {people}; new referrals wait for the next free place"
+
+
+def _active_cases(role: ProfessionalRole) -> int:
+    counted = getattr(role, "active_cases", None)
+    return role_active_case_count(role_id=role.pk) if counted is None else counted
+
+
 def healthcare_service_render(org: Organization, *, today: dt.date | None = None) -> dict:
     """A program (YMCA, cardiac rehab, hospital wellness) as a HealthcareService: its sites and what its staff
     are qualified for."""
@@ -171,10 +207,16 @@ def healthcare_service_render(org: Organization, *, today: dt.date | None = None
         if role.active:
             for group in role_condition_groups(role, today=today):
                 groups[group.slug] = group
+    status, notes = program_capacity(org, today=today)
     return {
         "resourceType": "HealthcareService",
         "id": org.fhir_id,
         "meta": _meta(org),
+        "extension": [{"url": SDOHCC_CAPACITY_STATUS_EXTENSION, "extension": [
+            {"url": "capacityStatus", "valueCodeableConcept": {"coding": [
+                {"system": SDOHCC_TEMPORARY_SYSTEM, "code": status, "display": CAPACITY_STATUS_DISPLAY[status]}]}},
+            {"url": "capacityNotes", "valueString": notes},
+        ]}],
         "active": org.active,
         "providedBy": _ref("Organization", org, org.name),
         "category": [{"coding": [{"system": ORGANIZATION_KIND_SYSTEM, "code": org.kind, "display": org.get_kind_display()}]}],
@@ -204,7 +246,9 @@ def _querysets() -> dict[str, QuerySet]:
         .prefetch_related(*_ROLE_PREFETCH),
         "HealthcareService": Organization.objects.filter(kind__in=PROGRAM_KINDS).prefetch_related(
             "sites",
-            Prefetch("roles", queryset=ProfessionalRole.objects.select_related("professional").prefetch_related(*_ROLE_PREFETCH)),
+            Prefetch("roles", queryset=ProfessionalRole.objects.select_related("professional")
+                     .annotate(active_cases=RawSQL(active_cases_sql(f"{ProfessionalRole._meta.db_table}.id"), []))
+                     .prefetch_related(*_ROLE_PREFETCH)),
         ),
     }
 

@@ -34,6 +34,7 @@ class OrganizationAdmin(NetworkImportAdminMixin, admin.ModelAdmin):  # + import/
 class SiteAdmin(admin.ModelAdmin):
     list_display = ("name", "organization", "city", "state", "postal_code", "latitude", "longitude")
     list_filter = ("state",)
+    list_select_related = ("organization",)
     search_fields = ("name", "fhir_id", "postal_code", "city")
     raw_id_fields = ("organization",)
 
@@ -66,6 +67,7 @@ class ProfessionalRoleAdmin(admin.ModelAdmin):
         "service_radius_km",
     )
     list_filter = ("active", "accepting", "offers_virtual", "offers_group")
+    list_select_related = ("professional", "organization", "site")
     search_fields = ("fhir_id", "professional__family_name", "organization__name")
     raw_id_fields = ("professional", "organization", "site")
     filter_horizontal = ("only_condition_groups",)
@@ -75,6 +77,7 @@ class ProfessionalRoleAdmin(admin.ModelAdmin):
 class CredentialAdmin(admin.ModelAdmin):
     list_display = ("professional", "type", "number", "expires_on", "verified_by", "verified_at")
     list_filter = ("type",)
+    list_select_related = ("professional", "type")
     search_fields = ("number", "professional__family_name")
     raw_id_fields = ("professional",)
 
@@ -88,6 +91,7 @@ class ConditionGroupAdmin(admin.ModelAdmin):
 class ConditionCodeMapAdmin(admin.ModelAdmin):
     list_display = ("system", "code", "match", "group", "display")
     list_filter = ("system", "match", "group")
+    list_select_related = ("group",)
     search_fields = ("code", "display")
 
 
@@ -103,5 +107,6 @@ class AccountAdmin(admin.ModelAdmin):
 
     list_display = ("user", "role", "professional", "organization")
     list_filter = ("role",)
+    list_select_related = ("user", "professional", "organization")
     search_fields = ("user__username", "professional__family_name", "organization__name")
     raw_id_fields = ("user", "professional", "organization")

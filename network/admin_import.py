@@ -60,11 +60,12 @@ class ImportForm(forms.Form):
         return cleaned
 
 
-def network_import_view(request):
-    """GET: the form. POST with a file: the dry run and an Apply button. POST with ``preview``: the import."""
-    if not request.user.has_perms(REQUIRED_PERMISSIONS):
-        raise PermissionDenied
-    context = {**admin.site.each_context(request), "title": "Import the network", "form": ImportForm()}
+def network_import_step(request, *, actor: str) -> dict:
+    """One step of an import page, for any page that shows it (this admin's, the console's): GET gives the form;
+    a POST with a file, the dry run and the signed ``preview`` to apply; a POST with ``preview``, the import of
+    exactly that file. Returns the template context: ``form``, and ``report``, ``data``, ``filename``,
+    ``preview`` or ``applied``, or ``problem``."""
+    context = {"form": ImportForm()}
     if request.method == "POST" and "preview" in request.POST:
         try:
             preview = signing.loads(
@@ -76,7 +77,7 @@ def network_import_view(request):
             report = network_import(
                 rows=rows_from_file(preview["content"], preview["format"]),
                 dry_run=False,
-                actor=request.user.get_username(),
+                actor=actor,
             )
             context.update(report=report, data=report.as_dict(), filename=preview["filename"], applied=True)
     elif request.method == "POST":
@@ -87,7 +88,7 @@ def network_import_view(request):
             report = network_import(
                 rows=rows_from_file(upload["content"], upload["format"]),
                 dry_run=True,
-                actor=request.user.get_username(),
+                actor=actor,
             )
             context.update(
                 report=report,
@@ -103,6 +104,15 @@ def network_import_view(request):
                     compress=True,
                 ),
             )
+    return context
+
+
+def network_import_view(request):
+    """GET: the form. POST with a file: the dry run and an Apply button. POST with ``preview``: the import."""
+    if not request.user.has_perms(REQUIRED_PERMISSIONS):
+        raise PermissionDenied
+    context = {**admin.site.each_context(request), "title": "Import the network",
+               **network_import_step(request, actor=request.user.get_username())}
     return TemplateResponse(request, "admin/network/import.html", context)
 
 

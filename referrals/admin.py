@@ -29,6 +29,7 @@ class ReferralAdmin(admin.ModelAdmin):
 
     list_display = ("id", "clinic", "patient_name", "status", "business_status", "owner_display", "created_at")
     list_filter = ("status", "business_status", "clinic")
+    list_select_related = ("clinic",)
     search_fields = ("patient_name", "requester_display")
     inlines = [ReferralNoteInline, ReferralEventInline]
 
@@ -62,6 +63,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class OfferAdmin(ReadOnlyAdmin):
     list_display = ("id", "referral", "role", "status", "delivery", "created_at", "deadline", "responded_at")
     list_filter = ("status", "delivery")
+    # Each row names the role as "<professional> at <organization>": one query for the page, not three per row.
+    list_select_related = ("referral", "role__professional", "role__organization")
     inlines = [OfferEventInline]
 
 
@@ -69,3 +72,4 @@ class OfferAdmin(ReadOnlyAdmin):
 class RoutingDecisionAdmin(ReadOnlyAdmin):
     list_display = ("id", "referral", "trigger", "outcome", "chosen_role", "created_at", "gist")
     list_filter = ("trigger", "outcome")
+    list_select_related = ("referral", "chosen_role__professional", "chosen_role__organization")

@@ -1,9 +1,11 @@
 """The coordinators' API: the manual-routing queue, why a referral went where it went, routing by hand, and
-recording a professional's answer that came by phone. Staff only (the Django admin's login)."""
+recording a professional's answer that came by phone. Staff only: the Django admin's session (writes send its
+csrftoken as X-CSRFToken), or for a script a staff user's token (``Authorization: Token <key>``, made with
+``manage.py drf_create_token <username>``; DRF's TokenAuthentication, no CSRF)."""
 
 from django.shortcuts import get_object_or_404
 from rest_framework import serializers, status
-from rest_framework.authentication import SessionAuthentication
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -28,7 +30,7 @@ def problem(status_code: int, detail: str, **extra) -> Response:
 
 
 class StaffView(APIView):
-    authentication_classes = [SessionAuthentication]
+    authentication_classes = [SessionAuthentication, TokenAuthentication]
     permission_classes = [IsAdminUser]
 
     def get_exception_handler(self):

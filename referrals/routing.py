@@ -23,6 +23,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
+from django.conf import settings
 from django.db import connection
 
 from network.geo import KM_PER_DEGREE_LATITUDE, Place, haversine_km, patient_place
@@ -44,6 +45,7 @@ from network.selectors import (
 )
 from referrals.models import Offer, OfferStatus, Referral
 from referrals.risk import RiskProfile, Screening, risk_assess
+from referrals.scorecards import outcome_component, scorecards_current
 from referrals.selectors import active_cases_sql
 
 # Bounds on the work of one decision, whatever the size of the network. A truncated pool is said in the
@@ -67,6 +69,18 @@ WEIGHTS = {
     "preferences": 0.15,  # what the patient asked for: delivery, language, payer
 }
 NEUTRAL = 0.5  # a component with no data neither helps nor hurts
+# The outcome scorecards (referrals/scorecards.py) may join the score as "outcomes", off unless
+# HUB_ROUTING_OUTCOME_WEIGHT_PERCENT is set: then it takes that share and the others shrink in proportion.
+OUTCOMES = "outcomes"
+
+
+def routing_weights() -> dict[str, float]:
+    """The score's weights now: WEIGHTS, or with ``outcomes`` at HUB_ROUTING_OUTCOME_WEIGHT_PERCENT (they sum
+    to 1 either way)."""
+    share = settings.HUB_ROUTING_OUTCOME_WEIGHT_PERCENT / 100
+    if not share:
+        return WEIGHTS
+    return {**{name: round(w * (1 - share), 4) for name, w in WEIGHTS.items()}, OUTCOMES: share}
 
 # Hard constraints, in the order they are checked, with the words the physician's gist uses.
 CONSTRAINTS = {
@@ -563,8 +577,13 @@ def _qualification(
     return failures
 
 
-def _score(candidate: Candidate, row: dict, *, patient: PatientFacts) -> None:
-    """Score an eligible ``candidate`` from its pool row (_row)."""
+def _score(
+    candidate: Candidate, row: dict, *, patient: PatientFacts, weights: dict = WEIGHTS,
+    outcomes: dict | None = None, condition_groups: list[str] = (),
+) -> None:
+    """Score an eligible ``candidate`` from its pool row (_row), with ``weights`` (routing_weights); when they
+    weigh outcomes, ``outcomes`` is the shown scorecards' lookup (Scorecards.lookup) and ``condition_groups``
+    the referral's."""
     if candidate.delivery == "virtual" or candidate.distance_km is None:
         distance = NEUTRAL
     else:
@@ -606,8 +625,13 @@ def _score(candidate: Candidate, row: dict, *, patient: PatientFacts) -> None:
         "continuity": continuity,
         "preferences": preferences,
     }
+    if OUTCOMES in weights:
+        components[OUTCOMES], _ = outcome_component(
+            scorecards=outcomes or {}, professional_id=row["professional_id"],
+            organization_id=row["organization_id"], condition_groups=list(condition_groups), neutral=NEUTRAL,
+        )
     candidate.components = {k: round(v, 3) for k, v in components.items()}
-    candidate.score = round(sum(WEIGHTS[k] * v for k, v in components.items()), 4)
+    candidate.score = round(sum(weights[k] * v for k, v in components.items()), 4)
 
 
 def routing_plan(
@@ -778,8 +802,11 @@ def routing_plan(
             failures.append(("at-capacity", f"{active} active cases of {row['max_active_cases']}"))
 
     eligible = [c for c in candidates.values() if c.eligible]
+    weights = routing_weights()
+    outcomes = scorecards_current(now=now).lookup() if OUTCOMES in weights and eligible else None
     for candidate in eligible:
-        _score(candidate, rows[candidate.role_id], patient=patient)
+        _score(candidate, rows[candidate.role_id], patient=patient, weights=weights, outcomes=outcomes,
+               condition_groups=required)
 
     def far_last(c: Candidate) -> float:
         return float("inf") if c.distance_km is None else c.distance_km
@@ -802,6 +829,8 @@ def routing_plan(
         "risk_tier": risk.tier,
         "pool": pool,
     }
+    if OUTCOMES in weights:  # every explanation that weighed outcomes says by how much
+        summary["weights"] = dict(weights)
     return RoutingPlan(place, mapping, risk, flags, eligible + excluded, summary, directed_references)
 
 
@@ -847,6 +876,8 @@ def routing_gist(*, plan: RoutingPlan, chosen: Candidate | None) -> str:
             if why:
                 line += f" ({why})"
         line += "."
+        if OUTCOMES in plan.summary.get("weights", {}):
+            line += f" Patients' past outcomes weighed {plan.summary['weights'][OUTCOMES]:.0%} of the score."
     directed_out = [c for c in plan.directed_candidates if not c.eligible]
     if directed_out and not (chosen and chosen.directed):
         first = directed_out[0]

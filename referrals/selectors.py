@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Exists, OuterRef, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
 from network.models import Organization, Professional, ProfessionalRole
 from referrals.models import (
@@ -80,6 +80,20 @@ def role_for_update(*, role_id: int) -> ProfessionalRole | None:
     role = made[ProfessionalRole]
     role.professional, role.organization = made[Professional], made[Organization]
     return role
+
+
+def role_active_case_counts(*, role_ids: list[int]) -> dict[int, int]:
+    """Active cases of many roles (by role id; a role with none is absent), counted as active_cases_sql counts
+    them, in one grouped query: for a page of roles, where a correlated count per role can lead the planner to
+    hash the whole referral table once per role. Reads only; no lock."""
+    rows = (
+        Offer.objects.filter(role_id__in=role_ids)
+        .filter(Q(status=OfferStatus.REQUESTED) | Q(status=OfferStatus.ACCEPTED, referral__status__in=sorted(OPEN_STATUSES)))
+        .order_by()
+        .values("role_id")
+        .annotate(n=Count("id"))
+    )
+    return {row["role_id"]: row["n"] for row in rows}
 
 
 def role_active_case_count(*, role_id: int) -> int:

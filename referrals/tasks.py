@@ -6,6 +6,7 @@ from celery import shared_task
 
 from config.queue import TRANSIENT_RETRY
 from referrals.offers import referral_route_first
+from referrals.scorecards import scorecards_refresh as scorecards_compute_and_keep
 
 logger = logging.getLogger(__name__)
 
@@ -16,6 +17,14 @@ logger = logging.getLogger(__name__)
 @shared_task(name="referrals.route_referral", time_limit=60, soft_time_limit=50, ignore_result=True, **TRANSIENT_RETRY)
 def route_referral(referral_id: int) -> None:
     referral_route_first(referral_id=referral_id)
+
+
+# Celery beat runs it every few minutes so that the console and routing read scorecards at most
+# SCORECARD_MAX_AGE old without computing them in a request. Safe to run twice: it only recomputes a cache entry.
+@shared_task(name="referrals.scorecards_refresh", time_limit=240, soft_time_limit=200, ignore_result=True)
+def scorecards_refresh() -> None:
+    cards = scorecards_compute_and_keep()
+    logger.info("scorecards refreshed: %d, %d shown", len(cards.cards), len(cards.shown()))
 
 
 # Beat, every HUB_ROLLUP_SECONDS: the console's funnel reads the milestones rollup, at most that stale (its age is

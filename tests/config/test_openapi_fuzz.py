@@ -89,7 +89,8 @@ def test_the_published_description_lists_every_route(client):
     assert "/api/admin/offers/{offer_id}/answer" in document["paths"]
     assert "/fhir/AuditEvent" in document["paths"]
     answer = document["paths"]["/api/admin/offers/{offer_id}/answer"]["post"]
-    assert answer["security"] == [{"session": []}] and answer["parameters"][0]["schema"]["minimum"] == 1
+    assert answer["security"] == [{"session": []}, {"token": []}] and answer["parameters"][0]["schema"]["minimum"] == 1
+    assert "drf_create_token" in document["components"]["securitySchemes"]["token"]["description"]
     assert "/admin/login/" in document["components"]["securitySchemes"]["session"]["description"]
     assert "X-CSRFToken" in document["info"]["description"]
 

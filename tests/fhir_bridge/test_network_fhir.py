@@ -7,6 +7,7 @@ import pytest
 from django.utils import timezone
 
 from network.models import Credential, CredentialType, Site
+from fhir_bridge.fhir import structural_issues
 from tests.conftest import FhirClient, fhir_client_for, issue_paths, json_of
 from tests.factories import OrganizationFactory, ProfessionalRoleFactory
 
@@ -154,3 +155,43 @@ def test_string_parameters_match_from_the_start_whole_with_exact_or_anywhere_wit
     assert _ids(fhir.get("Location", **{"address-postalcode": "625"})) == ["ymca-decatur"]
     assert _ids(fhir.get("Location", **{"address-state": "il"})) == ["ymca-downtown", "ymca-decatur"]
     assert fhir.get("Organization", **{"name:missing": "true"}).status_code == 400
+
+
+CAPACITY_URL = "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/SDOHCC-ExtensionHealthcareServiceCapacityStatus"
+
+
+def _capacity(fhir) -> tuple[str, str]:
+    service = json_of(fhir.get("HealthcareService/ymca-springfield"))
+    extension = next(e for e in service["extension"] if e["url"] == CAPACITY_URL)
+    parts = {e["url"]: e for e in extension["extension"]}
+    coding = parts["capacityStatus"]["valueCodeableConcept"]["coding"][0]
+    assert coding["system"] == "http://hl7.org/fhir/us/sdoh-clinicalcare/CodeSystem/SDOHCC-CodeSystemTemporaryCodes"
+    assert structural_issues(service, path="HealthcareService") == []
+    return coding["code"], parts["capacityNotes"]["valueString"]
+
+
+def _live_offer(clinic, role):
+    from referrals.models import Offer, RoutingDecision
+    from tests.network.factories import referral_make
+
+    referral = referral_make(clinic)
+    decision = RoutingDecision.objects.create(referral=referral, trigger="initial", outcome="offered", gist="t")
+    now = timezone.now()
+    Offer.objects.create(referral=referral, role=role, organization=role.organization, decision=decision,
+                         created_at=now, deadline=now + dt.timedelta(hours=48))
+
+
+def test_a_program_publishes_its_capacity_status_as_sdoh_clinical_care_says(fhir, springfield, clinic):
+    near, far = springfield.roles.get(fhir_id="role-near"), springfield.roles.get(fhir_id="role-far")
+    near.max_active_cases, far.max_active_cases = 1, 1
+    near.save(), far.save()
+    assert _capacity(fhir) == ("capacity", "2 of 2 places free across 2 professionals")
+
+    _live_offer(clinic, near)
+    _live_offer(clinic, far)
+    code, notes = _capacity(fhir)
+    assert code == "waitlist" and notes.startswith("All 2 places taken")
+
+    springfield.paused_until = dt.date.today() + dt.timedelta(days=3)
+    springfield.save()
+    assert _capacity(fhir) == ("no-capacity", f"Paused until {springfield.paused_until.isoformat()}")
