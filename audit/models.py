@@ -29,6 +29,7 @@ class Access(models.Model):
         API = "api", "Coordinators' API"  # a staff user, over /api/admin/
         ADMIN = "admin", "Django admin"  # a staff user's page of referral data
         DISCLOSURE = "disclosure", "Outbound disclosure"  # the hub sending PHI out (notifications, later)
+        PULL = "pull", "Notify-and-pull fetch"  # the hub reading a referral's PHI from an EHR's FHIR server
 
     class Action(models.TextChoices):
         # FHIR AuditEvent.action

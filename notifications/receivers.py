@@ -41,23 +41,35 @@ def _fan_out_on_commit() -> None:
 @receiver(referral_created, dispatch_uid="notifications.referral_created")
 def _referral_created(sender, referral: Referral, **kwargs):
     """A new requested referral gets the routing safety net: a follow-up that routes it if the route message
-    is lost (runs in the creation's transaction)."""
-    if referral.status == ReferralStatus.REQUESTED:
-        from notifications.kinds import KINDS
+    is lost (runs in the creation's transaction). One that waits for its data (notify and pull) gets the pull
+    instead, due at once; the safety net comes when the data does (_referral_changed)."""
+    if referral.business_status == BusinessStatus.WAITING_FOR_DATA:
+        from notifications.kinds import PULL_REFERRAL
 
-        now = timezone.now()
         followup_schedule(
-            plans=[
-                Planned(
-                    kind="route-referral",
-                    key=f"route-referral:{referral.pk}",
-                    due_at=now + KINDS["route-referral"].delay,
-                    referral_id=referral.pk,
-                )
-            ],
-            now=now,
+            plans=[Planned(kind=PULL_REFERRAL, key=f"{PULL_REFERRAL}:{referral.pk}:1", due_at=timezone.now(),
+                           referral_id=referral.pk)],
         )
+    elif referral.status == ReferralStatus.REQUESTED:
+        _routing_safety_net(referral)
     _fan_out_on_commit()
+
+
+def _routing_safety_net(referral: Referral) -> None:
+    from notifications.kinds import KINDS
+
+    now = timezone.now()
+    followup_schedule(
+        plans=[
+            Planned(
+                kind="route-referral",
+                key=f"route-referral:{referral.pk}",
+                due_at=now + KINDS["route-referral"].delay,
+                referral_id=referral.pk,
+            )
+        ],
+        now=now,
+    )
 
 
 @receiver(referral_changed, dispatch_uid="notifications.referral_changed")
@@ -67,6 +79,8 @@ def _referral_changed(sender, referral: Referral, events, **kwargs):
     now = timezone.now()
     plans = []
     for event in events:
+        if (event.detail or {}).get("facts") == "completed":  # a pulled referral's data came: route it
+            _routing_safety_net(referral)
         if event.to_status == ReferralStatus.ACCEPTED and event.from_status != ReferralStatus.ACCEPTED:
             for kind in ("first-session-nudge", "first-session-admin"):
                 plans.append(
