@@ -96,17 +96,19 @@ def _clone(resource: dict) -> dict:
     return orjson.loads(orjson.dumps(resource))
 
 
-def _walk_references(node, rewrite) -> None:
+def walk_references(node, rewrite) -> None:
+    """Apply ``rewrite(ref) -> ref`` to every Reference.reference in ``node`` (a resource or part of one), in place,
+    wherever it sits: extensions and contained resources too."""
     if isinstance(node, dict):
         ref = node.get("reference")
         if isinstance(ref, str):
             node["reference"] = rewrite(ref)
         for value in node.values():
             if isinstance(value, (dict, list)):
-                _walk_references(value, rewrite)
+                walk_references(value, rewrite)
     elif isinstance(node, list):
         for item in node:
-            _walk_references(item, rewrite)
+            walk_references(item, rewrite)
 
 
 def _relative(ref: str, base_url: str) -> str:
@@ -472,7 +474,7 @@ def transaction_intake(caller: Caller, bundle: dict, *, raw: bytes, check_scope)
         return rewrite
 
     for i, resource in enumerate(resources):
-        _walk_references(resource, rewriter(f"Bundle.entry[{i}].resource"))
+        walk_references(resource, rewriter(f"Bundle.entry[{i}].resource"))
     if issues:
         multiple = any(issue.code == "multiple-matches" for issue in issues)
         found.append(FhirError(412 if multiple else 422, issues))
@@ -671,9 +673,9 @@ def _extract_contained(resource: dict) -> list[dict]:
         item["id"] = new
         lifted.append(item)
     rewrite = lambda ref: mapping.get(ref, ref)  # noqa: E731
-    _walk_references(resource, rewrite)
+    walk_references(resource, rewrite)
     for item in lifted:
-        _walk_references(item, rewrite)
+        walk_references(item, rewrite)
     return lifted
 
 
@@ -685,7 +687,7 @@ def _single_with_contained(caller: Caller, body: dict) -> tuple[dict, list[dict]
     resource["id"] = new_id()
     lifted = _extract_contained(resource)
     for item in (resource, *lifted):
-        _walk_references(item, lambda ref: _relative(ref, caller.base_url))
+        walk_references(item, lambda ref: _relative(ref, caller.base_url))
     return resource, lifted
 
 
@@ -833,7 +835,7 @@ def supporting_create(caller: Caller, body: dict, resource_type: str, *, if_none
     validate([(resource_type, body)])
     resource = _clone(body)
     resource["id"] = new_id()
-    _walk_references(resource, lambda ref: _relative(ref, caller.base_url))
+    walk_references(resource, lambda ref: _relative(ref, caller.base_url))
     keys = {}
     if if_none_exist:
         match = conditional_match(caller, resource_type, if_none_exist, expression="If-None-Exist")

@@ -35,7 +35,7 @@ from audit.models import Access
 from audit.services import access_record
 from config.queue import enqueue_on_commit
 from fhir_bridge.hub_client import hub_client_key
-from fhir_bridge.intake import _walk_references, referral_facts, under_base, validate
+from fhir_bridge.intake import walk_references, referral_facts, under_base, validate
 from fhir_bridge.models import EhrClient, InboundMessage, StoredResource
 from fhir_bridge.outcomes import FhirError
 from fhir_bridge.smart_keys import client_assertion, token_request_form
@@ -277,7 +277,7 @@ def _complete(*, referral: Referral, client: EhrClient, task: dict, fetched: _Fe
     # A relative reference to what was not fetched (the requester's PractitionerRole) names the EHR's resource:
     # made absolute, so that it does not point at the hub's own server.
     for copy in resources:
-        _walk_references(copy, lambda ref: local.get(ref) or (f"{base}/{ref}" if _RELATIVE.fullmatch(ref) else ref))
+        walk_references(copy, lambda ref: local.get(ref) or (f"{base}/{ref}" if _RELATIVE.fullmatch(ref) else ref))
     service_request, patient, *rest = resources
     n_conditions, n_observations = len(fetched.conditions), len(fetched.observations)
     conditions = rest[:n_conditions]
