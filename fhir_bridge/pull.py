@@ -102,7 +102,7 @@ def referral_pull(*, referral_id: int, now: dt.datetime) -> PullOutcome:
             return _reject(
                 referral,
                 f"The hub could not read this referral's data from the clinic's FHIR server for {hours} h "
-                f"(last: {failure}). Please check the server and send the Task again.",
+                f"(last: {failure}). Send a new Task once the server answers again.",
             )
         return _reject(referral, f"The hub could not read this referral's data from the clinic's FHIR server: {failure}.")
     try:

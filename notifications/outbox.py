@@ -142,11 +142,12 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
             subscriptions[sub.clinic_id].append(sub)
         matches = []  # (first event, Task content, created, subscription id), in the order of the changes
         changes = _task_changes(events, tasks) if subscriptions else {}
+        changes = {key: grouped for key, grouped in changes.items() if subscriptions.get(clinics.get(key[0]))}
+        # Every change's Task version in two queries, not two per change (bench/followups.py).
+        contents = bundles.task_versions((tasks[referral_id].fhir_id, version) for referral_id, version in changes)
         for (referral_id, version), grouped in sorted(changes.items(), key=lambda item: item[1][0].pk):
-            candidates = subscriptions.get(clinics.get(referral_id), [])
-            if not candidates:
-                continue
-            task = bundles.task_version(tasks[referral_id].fhir_id, version)
+            candidates = subscriptions[clinics[referral_id]]
+            task = contents.get((tasks[referral_id].fhir_id, version))
             if task is None:
                 log.warning("referral %s: Task version %s is not kept; not notified", referral_id, version)
                 continue
@@ -154,15 +155,6 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
             for sub in candidates:
                 if task_matches(bundles.filters_of(sub), task):
                     matches.append((grouped[0], task, created, sub.pk))
-        if matches:
-            # A change whose events a previous batch split from these was notified with them: once per version.
-            done = set(
-                Delivery.objects.filter(
-                    subscription_id__in={m[3] for m in matches}, task_id__in={m[1]["id"] for m in matches},
-                    notification_type=bundles.EVENT_NOTIFICATION,
-                ).values_list("subscription_id", "task_id", "task_version")
-            )
-            matches = [m for m in matches if (m[3], m[1]["id"], int(m[1]["meta"]["versionId"])) not in done]
         deliveries = []
         if matches:
             # One writer per subscription: its row lock, taken in id order, guards its counter.
@@ -170,6 +162,15 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
                 s.pk: s
                 for s in Subscription.objects.select_for_update().filter(pk__in={m[3] for m in matches}).order_by("pk")
             }
+            # A change whose events another batch split from these was notified with them: once per version.
+            # Read under the locks, so that a batch running at the same moment has committed what it numbered.
+            done = set(
+                Delivery.objects.filter(
+                    subscription_id__in=list(locked), task_id__in={m[1]["id"] for m in matches},
+                    notification_type=bundles.EVENT_NOTIFICATION,
+                ).values_list("subscription_id", "task_id", "task_version")
+            )
+            matches = [m for m in matches if (m[3], m[1]["id"], int(m[1]["meta"]["versionId"])) not in done]
             for event, task, created, sub_id in matches:
                 sub = locked.get(sub_id)
                 if sub is None or sub.status not in NOTIFIED_SUBSCRIPTION_STATUSES:
