@@ -177,7 +177,8 @@ def steady_part(*, env: dict, rate: int, seconds: int, sweep_every: int, workers
     total = rate * seconds
     start = timezone.now() + dt.timedelta(seconds=5)
     deliveries = Delivery.objects.bulk_create(
-        Delivery(channel="rest-hook", endpoint=url, content='{"bench": "' + "x" * 280 + '"}') for _ in range(total // 2)
+        (Delivery(channel="rest-hook", endpoint=url, content='{"bench": "' + "x" * 280 + '"}') for _ in range(total // 2)),
+        batch_size=1000,
     )
     rows = []
     for i in range(total):

@@ -116,10 +116,15 @@ class MessageField(models.TextField):
 
     Having a placeholder keeps Django's PostgreSQL bulk insert (the fan-out's) on plain multi-row VALUES: its
     UNNEST strategy escapes every body into an array literal, which cost the fan-out more than all its queries
-    (bench/followups.py). The same reason as fhir_bridge.models.DocumentField."""
+    (bench/followups.py). The same reason as fhir_bridge.models.DocumentField. A VALUES list takes at most 65,535
+    parameters: bulk-create Deliveries in batches of DELIVERY_INSERT_BATCH."""
 
     def get_placeholder(self, value, compiler, connection):
         return "%s"
+
+
+# Deliveries per INSERT: about 20 columns each stays far below PostgreSQL's 65,535 parameters per statement.
+DELIVERY_INSERT_BATCH = 1000
 
 
 class Delivery(models.Model):

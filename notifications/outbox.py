@@ -23,7 +23,7 @@ from fhir_bridge.subscriptions import task_matches
 from notifications import bundles
 from notifications.delivery import deliver
 from notifications.followups import Planned, backoff, followup_schedule
-from notifications.models import NOTIFIED_SUBSCRIPTION_STATUSES, Delivery, Subscription
+from notifications.models import DELIVERY_INSERT_BATCH, NOTIFIED_SUBSCRIPTION_STATUSES, Delivery, Subscription
 from referrals.models import Referral, ReferralEvent
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
                     )
                 )
             Subscription.objects.bulk_update(locked.values(), ["events_since_start"])
-            deliveries = Delivery.objects.bulk_create(deliveries)
+            deliveries = Delivery.objects.bulk_create(deliveries, batch_size=DELIVERY_INSERT_BATCH)
             followup_schedule(plans=[_attempt_plan(d, now) for d in deliveries], now=now)
         ReferralEvent.objects.filter(pk__in=[e.pk for e in events]).update(notified_at=now)
     log.info("fanned out %d events into %d deliveries", len(events), len(deliveries))
