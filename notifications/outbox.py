@@ -15,7 +15,7 @@ from collections import defaultdict
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from fhir_bridge.models import ResourceVersion, StoredResource
@@ -216,14 +216,15 @@ def _subscription_turn(subscription_id: int) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [subscription_id])
 
 
-def _earlier_pending(delivery: Delivery):
-    """The subscription's messages that must go before ``delivery``: its handshake, and lower event numbers."""
-    return (
-        Delivery.objects.filter(subscription_id=delivery.subscription_id, state=Delivery.State.PENDING)
+def _earlier_pending():
+    """For a Delivery row (OuterRef): whether its subscription has a message that must go before it still
+    pending (its handshake, or a lower event number)."""
+    return Exists(
+        Delivery.objects.filter(subscription_id=OuterRef("subscription_id"), state=Delivery.State.PENDING)
         .filter(
-            Q(notification_type=bundles.HANDSHAKE, pk__lt=delivery.pk) | Q(event_number__lt=delivery.event_number)
+            Q(notification_type=bundles.HANDSHAKE, pk__lt=OuterRef("pk")) | Q(event_number__lt=OuterRef("event_number"))
         )
-        .exclude(pk=delivery.pk)
+        .exclude(pk=OuterRef("pk"))
     )
 
 
@@ -272,13 +273,16 @@ def delivery_attempt(*, delivery_id: int, subscription_id: int | None, now: dt.d
     the row's lock without reading the row twice, on this path that every message takes."""
     if subscription_id is not None:
         _subscription_turn(subscription_id)
+    # The row, locked, and whether an earlier message of its subscription is pending, in one statement: this
+    # path is every message's.
     delivery = (
-        Delivery.objects.select_for_update(of=("self",)).select_related("subscription").filter(pk=delivery_id).first()
+        Delivery.objects.select_for_update(of=("self",)).select_related("subscription").filter(pk=delivery_id)
+        .annotate(behind=_earlier_pending()).first()
     )
     if delivery is None or delivery.state != Delivery.State.PENDING:
         return f"delivery {delivery_id} is {delivery.state if delivery else 'gone'}"
     ordered = delivery.subscription_id is not None and delivery.event_number is not None
-    if ordered and _earlier_pending(delivery).exists():
+    if ordered and delivery.behind:
         delivery.next_attempt_at = None
         delivery.save(update_fields=["next_attempt_at"])
         return f"waits for an earlier notification of subscription {delivery.subscription_id}"
