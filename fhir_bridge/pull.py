@@ -180,8 +180,8 @@ def _said(result: HttpResult) -> str:
     return f"HTTP {result.status}" if result.status else f"{result.reason} ({result.detail})"
 
 
-# A request that got no answer (connection lost, timeout) is audited as a gateway error: something may have
-# been read by the peer, nothing came back.
+# A read that got no answer is audited as a gateway error, 504 for a timeout and 502 otherwise (the connection
+# refused or lost): the status column holds what came back, and nothing did.
 _NO_ANSWER_STATUS = {"timeout": 504}
 
 
