@@ -41,8 +41,16 @@ def _fan_out_on_commit() -> None:
 @receiver(referral_created, dispatch_uid="notifications.referral_created")
 def _referral_created(sender, referral: Referral, **kwargs):
     """A new requested referral gets the routing safety net: a follow-up that routes it if the route message
-    is lost (runs in the creation's transaction). One that waits for its data (notify and pull) gets the pull
-    instead, due at once; the safety net comes when the data does (_referral_changed)."""
+    is lost (runs in the creation's transaction).
+
+    A new requested referral sends no fan-out message of its own: the route message its intake enqueues (or
+    this safety net) changes it next, always (an offer, or "awaiting manual routing", each a referral_update),
+    and that change's fan-out takes the creation's event with it, in order. One broker message per referral
+    intake, not two: a publish costs the intake request about as much as an INSERT.
+
+    One that waits for its data (notify and pull) gets the pull instead, due at once, and the safety net when the
+    data comes (_referral_changed). Its next change may be hours away (an EHR that is down), so its creation
+    ("waiting for data") is fanned out now."""
     if referral.business_status == BusinessStatus.WAITING_FOR_DATA:
         from notifications.kinds import PULL_REFERRAL
 
@@ -50,9 +58,11 @@ def _referral_created(sender, referral: Referral, **kwargs):
             plans=[Planned(kind=PULL_REFERRAL, key=f"{PULL_REFERRAL}:{referral.pk}:1", due_at=timezone.now(),
                            referral_id=referral.pk)],
         )
+        _fan_out_on_commit()
     elif referral.status == ReferralStatus.REQUESTED:
         _routing_safety_net(referral)
-    _fan_out_on_commit()
+    else:  # created in another state (a referral the hub itself opens): nothing routes it, so fan out now
+        _fan_out_on_commit()
 
 
 def _routing_safety_net(referral: Referral) -> None:
