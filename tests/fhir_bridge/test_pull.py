@@ -110,6 +110,15 @@ def test_the_referral_waits_for_its_data_then_is_fetched_mapped_and_stored(pull_
     assert rows[0].entity_id == "Scen2ServiceRequest" and rows[0].clinic_id == referral.clinic_id
 
 
+def test_the_clinic_is_told_at_once_that_the_referral_waits_for_data(pull_client, ehr,
+                                                                      django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        _notify(pull_client, ehr)
+
+    # Its creation fans out to the clinic's subscriptions now, not at the pull's outcome (maybe hours away).
+    assert any(getattr(callback, "hub_fan_out", False) for callback in callbacks)
+
+
 def test_a_second_run_of_the_same_row_fetches_nothing_again(pull_client, ehr):
     referral = _notify(pull_client, ehr)
     row = _pull_row(referral)
