@@ -30,6 +30,7 @@ class Access(models.Model):
         ADMIN = "admin", "Django admin"  # a staff user's page of referral data
         DISCLOSURE = "disclosure", "Outbound disclosure"  # the hub sending PHI out (notifications, later)
         CONSOLE = "console", "Admin console"  # a clinic or network admin's page or export of referral data
+        PULL = "pull", "Notify-and-pull fetch"  # the hub reading a referral's PHI from an EHR's FHIR server
 
     class Action(models.TextChoices):
         # FHIR AuditEvent.action

@@ -303,6 +303,11 @@ CELERY_TASK_ROUTES = {
 # Notify and pull: the hub's own key as a SMART backend client of EHRs (fhir_bridge/hub_client.py), made there
 # (mode 0600) when the file does not exist.
 HUB_CLIENT_KEY_FILE = Path(env_str("HUB_CLIENT_KEY_FILE", str(VAR_DIR / "hub-client-key.pem")))
+# A fetch that fails for a reason that may pass (the EHR down, a 5xx, a timeout) is tried again with backoff
+# (HUB_RETRY_BASE_SECONDS up to HUB_RETRY_MAX_SECONDS) for this long after the Task came; then the referral is
+# rejected with the reason. Each request's timeout, in seconds: the same (connect, whole answer) as deliveries.
+HUB_PULL_GIVE_UP_HOURS = env_int("HUB_PULL_GIVE_UP_HOURS", 24, minimum=1)
+HUB_PULL_TIMEOUT_SECONDS = env_int("HUB_PULL_TIMEOUT_SECONDS", 10, minimum=1)
 HUB_SWEEP_SECONDS = env_int("HUB_SWEEP_SECONDS", 60, minimum=1)
 HUB_ROLLUP_SECONDS = env_int("HUB_ROLLUP_SECONDS", 120, minimum=10)  # the console's rollups; at most 300 s stale
 HUB_FOLLOWUP_BATCH = env_int("HUB_FOLLOWUP_BATCH", 500, minimum=1)

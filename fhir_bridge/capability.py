@@ -149,7 +149,9 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
         "title": "Exercise-referral hub",
         "publisher": "Exercise-referral hub project",
         "description": (
-            "Takes Physical Activity IG exercise referrals (transaction Bundle, ServiceRequest or Task), routes "
+            "Takes Physical Activity IG exercise referrals (transaction Bundle, ServiceRequest or Task; a Task whose "
+            "focus is a ServiceRequest on the sender's registered FHIR server is fetched from there, notify and "
+            "pull, as a SMART backend client whose keys are at /.well-known/jwks.json), routes "
             "them to qualified exercise professionals, and reports back through the referral Task. Resources are "
             "checked against the PA profiles, their required bindings and the invariants pa-sr-1, pa-taskrm-1 "
             "and inv-1. The referral Task's businessStatus uses the code system " + BUSINESS_STATUS_SYSTEM + ": "

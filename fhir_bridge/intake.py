@@ -96,17 +96,19 @@ def _clone(resource: dict) -> dict:
     return orjson.loads(orjson.dumps(resource))
 
 
-def _walk_references(node, rewrite) -> None:
+def walk_references(node, rewrite) -> None:
+    """Apply ``rewrite(ref) -> ref`` to every Reference.reference in ``node`` (a resource or part of one), in place,
+    wherever it sits: extensions and contained resources too."""
     if isinstance(node, dict):
         ref = node.get("reference")
         if isinstance(ref, str):
             node["reference"] = rewrite(ref)
         for value in node.values():
             if isinstance(value, (dict, list)):
-                _walk_references(value, rewrite)
+                walk_references(value, rewrite)
     elif isinstance(node, list):
         for item in node:
-            _walk_references(item, rewrite)
+            walk_references(item, rewrite)
 
 
 def _relative(ref: str, base_url: str) -> str:
@@ -283,6 +285,9 @@ class ReferralParts:
     raw: bytes = b""  # the request body as sent, kept verbatim
     observations: list[dict] = field(default_factory=list)  # the ServiceRequest's supporting Observations (PAVS)
     goals: list[dict] = field(default_factory=list)  # its supporting Goals, and the Goals sent with it
+    # Notify and pull: only the Task came; service_request and patient are empty, and the referral waits for them
+    # (fhir_bridge/pull.py fetches them) instead of being routed.
+    waiting_for_data: bool = False
 
 
 def _referral_open(caller: Caller, parts: ReferralParts) -> tuple[Referral, StoredResource, list[StoredResource]]:
@@ -296,7 +301,9 @@ def _referral_open(caller: Caller, parts: ReferralParts) -> tuple[Referral, Stor
     )
     with transaction.atomic():
         with resources_sent():
-            referral = referral_create(clinic=caller.client.clinic, facts=facts, actor=caller.actor)
+            referral = referral_create(
+                clinic=caller.client.clinic, facts=facts, actor=caller.actor, waiting_for_data=parts.waiting_for_data
+            )
         task_content = task_render(referral=referral, base=task, notes=facts.notes)
         rows = resources_create(
             contents=[*parts.new_resources, task_content],
@@ -309,7 +316,8 @@ def _referral_open(caller: Caller, parts: ReferralParts) -> tuple[Referral, Stor
         InboundMessage.objects.create(
             client=caller.client, interaction=parts.interaction, body=_text(parts.raw), referral=referral
         )
-        enqueue_on_commit(route_referral, referral.pk)
+        if not parts.waiting_for_data:  # a pulled referral is routed once its data is here (pull.py)
+            enqueue_on_commit(route_referral, referral.pk)
     return referral, rows[-1], rows
 
 
@@ -466,7 +474,7 @@ def transaction_intake(caller: Caller, bundle: dict, *, raw: bytes, check_scope)
         return rewrite
 
     for i, resource in enumerate(resources):
-        _walk_references(resource, rewriter(f"Bundle.entry[{i}].resource"))
+        walk_references(resource, rewriter(f"Bundle.entry[{i}].resource"))
     if issues:
         multiple = any(issue.code == "multiple-matches" for issue in issues)
         found.append(FhirError(412 if multiple else 422, issues))
@@ -665,9 +673,9 @@ def _extract_contained(resource: dict) -> list[dict]:
         item["id"] = new
         lifted.append(item)
     rewrite = lambda ref: mapping.get(ref, ref)  # noqa: E731
-    _walk_references(resource, rewrite)
+    walk_references(resource, rewrite)
     for item in lifted:
-        _walk_references(item, rewrite)
+        walk_references(item, rewrite)
     return lifted
 
 
@@ -679,7 +687,7 @@ def _single_with_contained(caller: Caller, body: dict) -> tuple[dict, list[dict]
     resource["id"] = new_id()
     lifted = _extract_contained(resource)
     for item in (resource, *lifted):
-        _walk_references(item, lambda ref: _relative(ref, caller.base_url))
+        walk_references(item, lambda ref: _relative(ref, caller.base_url))
     return resource, lifted
 
 
@@ -721,6 +729,8 @@ def task_intake(caller: Caller, body: dict, *, raw: bytes, if_none_exist: str | 
 
     focus = (task.get("focus") or {}).get("reference", "")
     service_request = next((r for r in lifted if f"ServiceRequest/{r['id']}" == focus), None)
+    if service_request is None and focus.startswith(("http://", "https://")):
+        return _open_single(caller, _pull_parts(caller, task, lifted, keys, raw), answer_type="Task")
     if service_request is None:
         row = _stored(caller, focus, "ServiceRequest")
         if row is None:
@@ -760,6 +770,48 @@ def task_intake(caller: Caller, body: dict, *, raw: bytes, if_none_exist: str | 
     return _open_single(caller, parts, answer_type="Task")
 
 
+def _pull_parts(caller: Caller, task: dict, lifted: list[dict], keys: dict[int, str], raw: bytes) -> ReferralParts:
+    """Notify and pull (issue 8 §5): a Task whose focus is an absolute URL on the EHR's own FHIR server. The
+    referral opens now from what the Task says and waits for the rest, which fhir_bridge/pull.py fetches from that
+    server. 422 unless the client is registered for it and both the focus and ``for`` lie under its FHIR base."""
+    client = caller.client
+    if not client.can_be_pulled_from:
+        raise error(
+            422, "not-supported",
+            "focus is an absolute URL, but this client has no FHIR server registered with the hub to fetch it from "
+            "(register_ehr_client --fhir-base --token-url); send the ServiceRequest instead",
+            expression="Task.focus",
+        )
+    for element in ("focus", "for"):
+        ref = (task.get(element) or {}).get("reference", "")
+        kind = "ServiceRequest" if element == "focus" else "Patient"
+        if not under_base(ref, client.fhir_base_url, kind):
+            raise error(
+                422, "business-rule",
+                f"{element} {ref!r} must be a {kind} on the FHIR server registered for this client "
+                f"({client.fhir_base_url}/{kind}/<id>): the hub fetches nothing elsewhere",
+                expression=f"Task.{element}",
+            )
+    return ReferralParts(
+        task=task, service_request={}, patient={}, conditions=[], new_resources=lifted, conditional_keys=keys,
+        interaction="create Task", raw=raw, waiting_for_data=True,
+    )
+
+
+def under_base(url: str, base: str, resource_type: str) -> bool:
+    """Whether ``url`` is ``base/resource_type/id`` (optionally ``/_history/n``): a read on that server only,
+    with no query, fragment or path step out of it."""
+    prefix = f"{base.rstrip('/')}/{resource_type}/"
+    if not url.startswith(prefix) or any(c in url for c in "?#\\") or "/../" in url or "%" in url:
+        return False
+    rest = url[len(prefix):].split("/")
+    ids_ok = all(_FHIR_ID.fullmatch(part) and part.strip(".") for part in rest[::2])  # never "." or ".."
+    return ids_ok and (len(rest) == 1 or (len(rest) == 3 and rest[1] == "_history"))
+
+
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
 def _existing_answer(row: StoredResource) -> Outcome:
     return Outcome(200, row.content, stored=row)
 
@@ -783,7 +835,7 @@ def supporting_create(caller: Caller, body: dict, resource_type: str, *, if_none
     validate([(resource_type, body)])
     resource = _clone(body)
     resource["id"] = new_id()
-    _walk_references(resource, lambda ref: _relative(ref, caller.base_url))
+    walk_references(resource, lambda ref: _relative(ref, caller.base_url))
     keys = {}
     if if_none_exist:
         match = conditional_match(caller, resource_type, if_none_exist, expression="If-None-Exist")

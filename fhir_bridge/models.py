@@ -56,6 +56,8 @@ class EhrClient(models.Model):
     # Both blank: the EHR only pushes.
     fhir_base_url = models.URLField(max_length=500, blank=True)
     token_url = models.URLField(max_length=500, blank=True)
+    # The client id the EHR registered the hub under (the iss and sub of the hub's client assertion there).
+    hub_client_id = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -78,6 +80,11 @@ class EhrClient(models.Model):
     @property
     def allowed_scopes(self) -> list[str]:
         return self.scopes.split()
+
+    @property
+    def can_be_pulled_from(self) -> bool:
+        """Whether the hub may fetch referrals from this client's FHIR server (notify and pull)."""
+        return bool(self.fhir_base_url and self.token_url and self.hub_client_id)
 
 
 class SpentAssertion(models.Model):

@@ -103,12 +103,13 @@ def _pull_urls_check(fhir_base_url: str, token_url: str) -> tuple[str, str]:
 
 def ehr_client_register(
     *, name: str, clinic=None, organization=None, jwks: dict, scopes: list[str], fhir_base_url: str = "",
-    token_url: str = "",
+    token_url: str = "", hub_client_id: str = "",
 ) -> EhrClient:
     """Register a client acting for exactly one of ``clinic`` (a referring clinic's EHR) or ``organization``
     (a network.Organization's own system: a provider), with its public keys and the system scopes it may get;
     and, for notify and pull, the EHR's FHIR base URL and token URL (both or neither; the base is kept without a
-    trailing slash).
+    trailing slash), and the client id the EHR registered the hub under (``hub_client_id``; the hub's client
+    id at the EHR defaults to this client's own ``client_id`` when blank).
 
     Raises ValidationError when neither or both sides are given, the name is blank, the JWKS is not a set of
     public RSA or EC P-384 keys with distinct kids, a scope is not a system scope the hub understands, or the URLs
@@ -133,7 +134,12 @@ def ehr_client_register(
         scopes=" ".join(cleaned),
         fhir_base_url=fhir_base_url,
         token_url=token_url,
+        hub_client_id=(hub_client_id or "").strip()[:255],
     )
+    if client.fhir_base_url and not client.hub_client_id:
+        # The EHR must know the hub by some id; its own client id here is as good a default as any, and printed.
+        client.hub_client_id = client.client_id
+        client.save(update_fields=["hub_client_id"])
     side = f"clinic {clinic.pk}" if clinic is not None else f"organization {organization.fhir_id}"
     logger.info("registered client %s (%s) for %s", client.client_id, name, side)
     return client

@@ -8,8 +8,10 @@ name.
 
 import datetime as dt
 import json
+from collections.abc import Iterable
 
 from django.conf import settings
+from django.db.models import Q
 
 from fhir_bridge.models import ResourceVersion, StoredResource
 from fhir_bridge.subscriptions import (
@@ -48,16 +50,32 @@ def filters_of(subscription: Subscription) -> tuple[Filter, ...]:
     return filters_from_json(stored)
 
 
-def task_version(task_id: str, version: int) -> dict | None:
-    """The content of version ``version`` of the referral Task ``task_id``, or None when it is not kept."""
-    rows = StoredResource.objects.filter(resource_type="Task", fhir_id=task_id)
-    row = rows.only("pk", "version_id", "content").first()
-    if row is None:
-        return None
-    if row.version_id == version:
-        return row.content
-    old = ResourceVersion.objects.filter(resource_id=row.pk, version_id=version).values_list("content", flat=True)
-    return old.first()
+def task_versions(wanted: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict]:
+    """The contents of referral Task versions, keyed ``(Task id, version)``, in two queries whatever their
+    number (the current rows, then the older versions in ResourceVersion); a version not kept is missing from
+    the answer. The fan-out reads a batch's changes with it, and ``$events`` a range."""
+    wanted = set(wanted)
+    if not wanted:
+        return {}
+    found: dict[tuple[str, int], dict] = {}
+    older: dict[int, tuple[str, set[int]]] = {}  # stored resource id -> (Task id, versions to read from history)
+    rows = StoredResource.objects.filter(resource_type="Task", fhir_id__in={task_id for task_id, _ in wanted})
+    versions: dict[str, set[int]] = {}
+    for task_id, version in wanted:
+        versions.setdefault(task_id, set()).add(version)
+    for pk, task_id, current, content in rows.values_list("pk", "fhir_id", "version_id", "content"):
+        if current in versions[task_id]:
+            found[(task_id, current)] = content
+        rest = versions[task_id] - {current}
+        if rest:
+            older[pk] = (task_id, rest)
+    if older:
+        match = Q(pk__in=[])
+        for pk, (_, numbers) in older.items():
+            match |= Q(resource_id=pk, version_id__in=sorted(numbers))
+        for pk, version, content in ResourceVersion.objects.filter(match).values_list("resource_id", "version_id", "content"):
+            found[(older[pk][0], version)] = content
+    return found
 
 
 def _status_of(subscription: Subscription) -> tuple[str, list[str]]:

@@ -107,23 +107,37 @@ def followup_schedule(*, plans: Iterable[Planned], now: dt.datetime | None = Non
         )
         inserted = {key: pk for pk, key in cursor.fetchall()}
     rows = [r for r in rows.values() if r.key in inserted]
-    due = [(inserted[r.key], r.kind) for r in rows if r.due_at <= now]
+    due = [(inserted[r.key], r.kind, r.subscription_id) for r in rows if r.due_at <= now]
     if due:
         _dispatch_on_commit(due)
     return [inserted[r.key] for r in rows]
 
 
-def _dispatch_on_commit(rows: list[tuple[int, str]]) -> None:
+def _dispatch_on_commit(rows: list[tuple[int, str, int | None]]) -> None:
+    """Hand ``(id, kind, subscription id)`` rows to their queue's task on commit, HUB_FOLLOWUP_CHUNK ids per
+    message, a subscription's rows never split between messages (so possibly more in one)."""
     from notifications.tasks import QUEUE_TASKS  # the tasks module imports this one
 
     kinds = _kinds()
-    by_queue: dict[str, list[int]] = {}
-    for followup_id, kind in rows:
-        by_queue.setdefault(kinds[kind].queue if kind in kinds else SWEEPS, []).append(followup_id)
-    chunk = settings.HUB_FOLLOWUP_CHUNK
-    for queue, ids in by_queue.items():
-        for start in range(0, len(ids), chunk):
-            _enqueue(QUEUE_TASKS[queue], *ids[start : start + chunk])
+    by_queue: dict[str, dict] = {}
+    for followup_id, kind, subscription_id in rows:
+        groups = by_queue.setdefault(kinds[kind].queue if kind in kinds else SWEEPS, {})
+        # A subscription's deliveries go in event-number order, one at a time (outbox.delivery_attempt): in one
+        # message they run in order in one transaction. Split over two messages, two workers would take them
+        # at once, and the later ones would wait on the subscription's turn or find an earlier one still
+        # pending, park, and be resumed by a second attempt (bench/followups.py measured most of a run so).
+        key = ("subscription", subscription_id) if subscription_id is not None else ("row", followup_id)
+        groups.setdefault(key, []).append(followup_id)
+    size = settings.HUB_FOLLOWUP_CHUNK
+    for queue, groups in by_queue.items():
+        chunk: list[int] = []
+        for ids in groups.values():
+            if chunk and len(chunk) + len(ids) > size:
+                _enqueue(QUEUE_TASKS[queue], *chunk)
+                chunk = []
+            chunk += ids
+        if chunk:
+            _enqueue(QUEUE_TASKS[queue], *chunk)
 
 
 def _enqueue(task, *args) -> None:
@@ -147,7 +161,7 @@ def followups_claim(*, now: dt.datetime | None = None, limit: int | None = None)
                 .filter(state=FollowUp.State.PENDING, due_at__lte=now)
                 .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
                 .order_by("due_at")
-                .values_list("id", "kind")[:limit]
+                .values_list("id", "kind", "subscription_id")[:limit]
             )
             if rows:
                 FollowUp.objects.filter(pk__in=[r[0] for r in rows]).update(claimed_until=now + lease)
@@ -156,7 +170,7 @@ def followups_claim(*, now: dt.datetime | None = None, limit: int | None = None)
     return [r[0] for r in rows]
 
 
-def _claim_postgresql(*, now: dt.datetime, limit: int, until: dt.datetime) -> list[tuple[int, str]]:
+def _claim_postgresql(*, now: dt.datetime, limit: int, until: dt.datetime) -> list[tuple[int, str, int | None]]:
     # One statement instead of a SELECT and an UPDATE: half the round trips, and the rows are read once. The
     # inner SELECT walks the partial index followup_due_pending in due order.
     table = FollowUp._meta.db_table
@@ -171,11 +185,11 @@ def _claim_postgresql(*, now: dt.datetime, limit: int, until: dt.datetime) -> li
                 LIMIT %s
                 FOR UPDATE SKIP LOCKED
             )
-            RETURNING id, kind, due_at
+            RETURNING id, kind, due_at, subscription_id
             """,
             [until, now, now, limit],
         )
-        return [(i, kind) for i, kind, _ in sorted(cursor.fetchall(), key=lambda r: (r[2], r[0]))]
+        return [(i, kind, sub) for i, kind, _, sub in sorted(cursor.fetchall(), key=lambda r: (r[2], r[0]))]
 
 
 def followup_run(*, followup_id: int, now: dt.datetime | None = None) -> str:

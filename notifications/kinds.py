@@ -34,13 +34,16 @@ from referrals.reports import (
     report_send_unsigned,
 )
 from referrals.services import NoteFacts, referral_update
-from notifications.followups import DELIVERY, ROUTING, SWEEPS, Kind, Planned, followup_schedule
+from fhir_bridge import pull
+from notifications.followups import DELIVERY, ROUTING, SWEEPS, Kind, Planned, backoff, followup_schedule
 from notifications import subscriptions
 from notifications.models import FollowUp
 from notifications.outbox import DELIVERY_ATTEMPT, delivery_attempt, emails_queue, link
 from notifications.selectors import coordinator_emails
 
 log = logging.getLogger(__name__)
+
+PULL_REFERRAL = "pull-referral"
 
 
 def route_referral(row: FollowUp, now: dt.datetime) -> str:
@@ -269,6 +272,25 @@ def subscription_heartbeat(row: FollowUp, now: dt.datetime) -> str:
     return subscriptions.subscription_heartbeat(subscription_id=row.subscription_id, now=now)
 
 
+def referral_pull(row: FollowUp, now: dt.datetime) -> str:
+    """Notify and pull: fetch a waiting referral's data from its EHR (fhir_bridge.pull.referral_pull). A failure
+    that may pass is tried again as the next row of this kind (key ``pull-referral:<referral>:<attempt>``), due
+    after a backoff and never after the time the hub gives up; the row is the schedule, not a broker countdown."""
+    outcome = pull.referral_pull(referral_id=row.referral_id, now=now)
+    if outcome.retry_until is not None:
+        prefix, _, attempt = row.key.rpartition(":")
+        attempt = int(attempt) if attempt.isdigit() else 1
+        due = min(
+            now + backoff(attempt, base=settings.HUB_RETRY_BASE_SECONDS, cap=settings.HUB_RETRY_MAX_SECONDS),
+            outcome.retry_until,
+        )
+        followup_schedule(
+            plans=[Planned(kind=PULL_REFERRAL, key=f"{prefix}:{attempt + 1}", due_at=due, referral_id=row.referral_id)],
+            now=now,
+        )
+    return outcome.text
+
+
 def delivery_attempt_run(row: FollowUp, now: dt.datetime) -> str:
     """One attempt of one Delivery (its first, a retry, or a replay's): see outbox.delivery_attempt."""
     return delivery_attempt(delivery_id=row.delivery_id, subscription_id=row.subscription_id, now=now)
@@ -286,4 +308,6 @@ KINDS: dict[str, Kind] = {
     "report-unsigned": Kind(report_unsigned, dt.timedelta(0), SWEEPS),  # delay: HUB_REPORT_UNSIGNED_WAIT_HOURS
     "subscription-heartbeat": Kind(subscription_heartbeat, dt.timedelta(0), DELIVERY),
     DELIVERY_ATTEMPT: Kind(delivery_attempt_run, dt.timedelta(0), DELIVERY),
+    # Outbound HTTP that may be slow, as deliveries are: on their queue, not routing's.
+    PULL_REFERRAL: Kind(referral_pull, dt.timedelta(0), DELIVERY),
 }

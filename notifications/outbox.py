@@ -15,7 +15,7 @@ from collections import defaultdict
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from fhir_bridge.models import ResourceVersion, StoredResource
@@ -23,7 +23,7 @@ from fhir_bridge.subscriptions import task_matches
 from notifications import bundles
 from notifications.delivery import deliver
 from notifications.followups import Planned, backoff, followup_schedule
-from notifications.models import NOTIFIED_SUBSCRIPTION_STATUSES, Delivery, Subscription
+from notifications.models import DELIVERY_INSERT_BATCH, NOTIFIED_SUBSCRIPTION_STATUSES, Delivery, Subscription
 from referrals.models import Referral, ReferralEvent
 
 log = logging.getLogger(__name__)
@@ -142,11 +142,12 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
             subscriptions[sub.clinic_id].append(sub)
         matches = []  # (first event, Task content, created, subscription id), in the order of the changes
         changes = _task_changes(events, tasks) if subscriptions else {}
+        changes = {key: grouped for key, grouped in changes.items() if subscriptions.get(clinics.get(key[0]))}
+        # Every change's Task version in two queries, not two per change (bench/followups.py).
+        contents = bundles.task_versions((tasks[referral_id].fhir_id, version) for referral_id, version in changes)
         for (referral_id, version), grouped in sorted(changes.items(), key=lambda item: item[1][0].pk):
-            candidates = subscriptions.get(clinics.get(referral_id), [])
-            if not candidates:
-                continue
-            task = bundles.task_version(tasks[referral_id].fhir_id, version)
+            candidates = subscriptions[clinics[referral_id]]
+            task = contents.get((tasks[referral_id].fhir_id, version))
             if task is None:
                 log.warning("referral %s: Task version %s is not kept; not notified", referral_id, version)
                 continue
@@ -154,15 +155,6 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
             for sub in candidates:
                 if task_matches(bundles.filters_of(sub), task):
                     matches.append((grouped[0], task, created, sub.pk))
-        if matches:
-            # A change whose events a previous batch split from these was notified with them: once per version.
-            done = set(
-                Delivery.objects.filter(
-                    subscription_id__in={m[3] for m in matches}, task_id__in={m[1]["id"] for m in matches},
-                    notification_type=bundles.EVENT_NOTIFICATION,
-                ).values_list("subscription_id", "task_id", "task_version")
-            )
-            matches = [m for m in matches if (m[3], m[1]["id"], int(m[1]["meta"]["versionId"])) not in done]
         deliveries = []
         if matches:
             # One writer per subscription: its row lock, taken in id order, guards its counter.
@@ -170,6 +162,15 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
                 s.pk: s
                 for s in Subscription.objects.select_for_update().filter(pk__in={m[3] for m in matches}).order_by("pk")
             }
+            # A change whose events another batch split from these was notified with them: once per version.
+            # Read under the locks, so that a batch running at the same moment has committed what it numbered.
+            done = set(
+                Delivery.objects.filter(
+                    subscription_id__in=list(locked), task_id__in={m[1]["id"] for m in matches},
+                    notification_type=bundles.EVENT_NOTIFICATION,
+                ).values_list("subscription_id", "task_id", "task_version")
+            )
+            matches = [m for m in matches if (m[3], m[1]["id"], int(m[1]["meta"]["versionId"])) not in done]
             for event, task, created, sub_id in matches:
                 sub = locked.get(sub_id)
                 if sub is None or sub.status not in NOTIFIED_SUBSCRIPTION_STATUSES:
@@ -194,7 +195,7 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
                     )
                 )
             Subscription.objects.bulk_update(locked.values(), ["events_since_start"])
-            deliveries = Delivery.objects.bulk_create(deliveries)
+            deliveries = Delivery.objects.bulk_create(deliveries, batch_size=DELIVERY_INSERT_BATCH)
             followup_schedule(plans=[_attempt_plan(d, now) for d in deliveries], now=now)
         ReferralEvent.objects.filter(pk__in=[e.pk for e in events]).update(notified_at=now)
     log.info("fanned out %d events into %d deliveries", len(events), len(deliveries))
@@ -215,14 +216,15 @@ def _subscription_turn(subscription_id: int) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [subscription_id])
 
 
-def _earlier_pending(delivery: Delivery):
-    """The subscription's messages that must go before ``delivery``: its handshake, and lower event numbers."""
-    return (
-        Delivery.objects.filter(subscription_id=delivery.subscription_id, state=Delivery.State.PENDING)
+def _earlier_pending():
+    """For a Delivery row (OuterRef): whether its subscription has a message that must go before it still
+    pending (its handshake, or a lower event number)."""
+    return Exists(
+        Delivery.objects.filter(subscription_id=OuterRef("subscription_id"), state=Delivery.State.PENDING)
         .filter(
-            Q(notification_type=bundles.HANDSHAKE, pk__lt=delivery.pk) | Q(event_number__lt=delivery.event_number)
+            Q(notification_type=bundles.HANDSHAKE, pk__lt=OuterRef("pk")) | Q(event_number__lt=OuterRef("event_number"))
         )
-        .exclude(pk=delivery.pk)
+        .exclude(pk=OuterRef("pk"))
     )
 
 
@@ -271,13 +273,16 @@ def delivery_attempt(*, delivery_id: int, subscription_id: int | None, now: dt.d
     the row's lock without reading the row twice, on this path that every message takes."""
     if subscription_id is not None:
         _subscription_turn(subscription_id)
+    # The row, locked, and whether an earlier message of its subscription is pending, in one statement: this
+    # path is every message's.
     delivery = (
-        Delivery.objects.select_for_update(of=("self",)).select_related("subscription").filter(pk=delivery_id).first()
+        Delivery.objects.select_for_update(of=("self",)).select_related("subscription").filter(pk=delivery_id)
+        .annotate(behind=_earlier_pending()).first()
     )
     if delivery is None or delivery.state != Delivery.State.PENDING:
         return f"delivery {delivery_id} is {delivery.state if delivery else 'gone'}"
     ordered = delivery.subscription_id is not None and delivery.event_number is not None
-    if ordered and _earlier_pending(delivery).exists():
+    if ordered and delivery.behind:
         delivery.next_attempt_at = None
         delivery.save(update_fields=["next_attempt_at"])
         return f"waits for an earlier notification of subscription {delivery.subscription_id}"

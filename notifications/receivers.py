@@ -48,24 +48,40 @@ def _referral_created(sender, referral: Referral, **kwargs):
     A new requested referral sends no fan-out message of its own: the route message its intake enqueues (or
     this safety net) changes it next, always (an offer, or "awaiting manual routing", each a referral_update),
     and that change's fan-out takes the creation's event with it, in order. One broker message per referral
-    intake, not two: a publish costs the intake request about as much as an INSERT."""
-    if referral.status == ReferralStatus.REQUESTED:
-        from notifications.kinds import KINDS
+    intake, not two: a publish costs the intake request about as much as an INSERT.
 
-        now = timezone.now()
+    One that waits for its data (notify and pull) gets the pull instead, due at once, and the safety net when the
+    data comes (_referral_changed). Its next change may be hours away (an EHR that is down), so its creation
+    ("waiting for data") is fanned out now."""
+    if referral.business_status == BusinessStatus.WAITING_FOR_DATA:
+        from notifications.kinds import PULL_REFERRAL
+
         followup_schedule(
-            plans=[
-                Planned(
-                    kind="route-referral",
-                    key=f"route-referral:{referral.pk}",
-                    due_at=now + KINDS["route-referral"].delay,
-                    referral_id=referral.pk,
-                )
-            ],
-            now=now,
+            plans=[Planned(kind=PULL_REFERRAL, key=f"{PULL_REFERRAL}:{referral.pk}:1", due_at=timezone.now(),
+                           referral_id=referral.pk)],
         )
+        _fan_out_on_commit()
+    elif referral.status == ReferralStatus.REQUESTED:
+        _routing_safety_net(referral)
     else:  # created in another state (a referral the hub itself opens): nothing routes it, so fan out now
         _fan_out_on_commit()
+
+
+def _routing_safety_net(referral: Referral) -> None:
+    from notifications.kinds import KINDS
+
+    now = timezone.now()
+    followup_schedule(
+        plans=[
+            Planned(
+                kind="route-referral",
+                key=f"route-referral:{referral.pk}",
+                due_at=now + KINDS["route-referral"].delay,
+                referral_id=referral.pk,
+            )
+        ],
+        now=now,
+    )
 
 
 @receiver(referral_changed, dispatch_uid="notifications.referral_changed")
@@ -75,6 +91,8 @@ def _referral_changed(sender, referral: Referral, events, **kwargs):
     now = timezone.now()
     plans = []
     for event in events:
+        if (event.detail or {}).get("facts") == "completed":  # a pulled referral's data came: route it
+            _routing_safety_net(referral)
         if event.to_status == ReferralStatus.ACCEPTED and event.from_status != ReferralStatus.ACCEPTED:
             for kind in ("first-session-nudge", "first-session-admin"):
                 plans.append(

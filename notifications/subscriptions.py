@@ -106,11 +106,11 @@ def subscription_events(subscription: Subscription, first: int, last: int) -> li
         for pk, at, kind in ReferralEvent.objects.filter(pk__in=[r["referral_event_id"] for r in rows])
         .values_list("pk", "at", "kind")
     }
+    rows = [row for row in rows if row["task_id"] and row["task_version"] is not None]
+    tasks = bundles.task_versions((row["task_id"], row["task_version"]) for row in rows)
     events = []
     for row in rows:
-        if not row["task_id"] or row["task_version"] is None:
-            continue
-        task = bundles.task_version(row["task_id"], row["task_version"])
+        task = tasks.get((row["task_id"], row["task_version"]))
         if task is None:
             continue
         at, kind = referral_events.get(row["referral_event_id"], (row["created_at"], ""))

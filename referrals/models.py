@@ -69,6 +69,9 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
 class BusinessStatus(models.TextChoices):
     """The hub's finer steps, carried in Task.businessStatus (code system published in the CapabilityStatement)."""
 
+    # Notify and pull: the clinic sent only the Task; the hub fetches the ServiceRequest, Patient, Conditions and
+    # PAVS Observations from the clinic's FHIR server before it routes. Nothing is routed while this holds.
+    WAITING_FOR_DATA = "waiting-for-data", "Waiting for the referral's data from the clinic's FHIR server"
     RECEIVED = "received", "Referral received"
     ROUTING = "routing", "Finding an exercise professional"
     DIRECTED = "directed", "Sent to the professional the clinic named"

@@ -310,8 +310,13 @@ def _check_requested(referral: Referral) -> None:
 
 
 def check_referral_routable(*, referral: Referral) -> None:
-    """Raise DomainError (NOT_ROUTABLE) unless the hub may route ``referral`` now: requested, and no live offer."""
+    """Raise DomainError (NOT_ROUTABLE) unless the hub may route ``referral`` now: requested, its data here (not
+    waiting for it from the clinic's FHIR server), and no live offer."""
     _check_requested(referral)
+    if referral.business_status == BusinessStatus.WAITING_FOR_DATA:
+        raise DomainError(
+            ErrorCode.NOT_ROUTABLE, "the referral's data has not come from the clinic's FHIR server yet"
+        )
     live = offer_live_get(referral_id=referral.pk)
     if live is not None:
         raise DomainError(
@@ -341,7 +346,7 @@ def referral_route(
         .values_list("live", "routed")
         .get()
     )
-    if live or locked.status != ReferralStatus.REQUESTED:
+    if live or locked.status != ReferralStatus.REQUESTED or locked.business_status == BusinessStatus.WAITING_FOR_DATA:
         check_referral_routable(referral=locked)
     if routed and first_only:
         raise DomainError(ErrorCode.ALREADY_ROUTED, f"referral {locked.pk} was routed already")

@@ -131,14 +131,19 @@ def _notes_add(*, referral: Referral, notes: list[NoteFacts]) -> None:
 # No savepoint of its own inside a caller's transaction (intake's): a refusal there rolls the whole request back
 # anyway, and two round trips per referral are a tenth of intake's statements.
 @transaction.atomic(savepoint=False)
-def referral_create(*, clinic: Clinic, facts: ReferralFacts, actor: str) -> Referral:
+def referral_create(*, clinic: Clinic, facts: ReferralFacts, actor: str, waiting_for_data: bool = False) -> Referral:
     """Open a referral for ``clinic``: the Referral, its ClinicalFacts, its notes and a CREATED event, then
-    ``referral_created``. Raises DomainError when ``facts`` break a rule (check_referral_create)."""
+    ``referral_created``. Raises DomainError when ``facts`` break a rule (check_referral_create).
+
+    ``waiting_for_data``: the clinic sent only the Task (notify and pull); ``facts`` hold what the Task says, the
+    referral waits in BusinessStatus.WAITING_FOR_DATA and is neither routed nor routable until
+    ``referral_facts_complete`` gives it the rest."""
     owner_display = check_referral_create(facts=facts)
     referral = Referral.objects.create(
         clinic=clinic,
         status=facts.status,
-        business_status=BusinessStatus.RECEIVED if facts.owner_reference == HUB_ORGANIZATION_REFERENCE
+        business_status=BusinessStatus.WAITING_FOR_DATA if waiting_for_data
+        else BusinessStatus.RECEIVED if facts.owner_reference == HUB_ORGANIZATION_REFERENCE
         else BusinessStatus.DIRECTED,
         priority=facts.priority,
         owner_reference=facts.owner_reference,
@@ -161,6 +166,47 @@ def referral_create(*, clinic: Clinic, facts: ReferralFacts, actor: str) -> Refe
     _notes_add(referral=referral, notes=facts.notes)
     ReferralEvent.objects.create(referral=referral, kind=ReferralEvent.Kind.CREATED, to_status=referral.status, actor=actor)
     referral_created.send(sender=Referral, referral=referral)
+    return referral
+
+
+_PULLED_FIELDS = (
+    "patient_name", "patient_birth_date", "patient_gender", "patient_postal_code", "service_system", "service_code",
+    "service_display", "requester_reference", "requester_display", "performer_reference", "occurrence_start",
+    "occurrence_end",
+)
+
+
+@transaction.atomic
+def referral_facts_complete(*, referral: Referral, facts: ReferralFacts, actor: str) -> Referral:
+    """Give a referral that waits for its data (notify and pull) the facts fetched from the clinic's FHIR
+    server: the patient, the service, the requester, the occurrence period and the ClinicalFacts (replaced
+    whole). One compare-and-set on the business status moves it from WAITING_FOR_DATA to its first step
+    (RECEIVED, or DIRECTED for a directed referral), with one STATUS_CHANGED event (detail
+    ``{"business_status": ..., "facts": "completed"}``) and ``referral_changed``; it is routable from then on.
+    A field the Task already gave (requester, authoredOn) is kept when the fetched facts leave it empty.
+
+    Raises DomainError CONFLICT when the referral no longer waits (completed by another worker, or cancelled)."""
+    step = BusinessStatus.RECEIVED if referral.owner_reference == HUB_ORGANIZATION_REFERENCE else BusinessStatus.DIRECTED
+    now = timezone.now()
+    changes = {name: getattr(facts, name) for name in _PULLED_FIELDS if getattr(facts, name) or not getattr(referral, name)}
+    if referral.authored_on is None and facts.authored_on is not None:
+        changes["authored_on"] = facts.authored_on
+    won = Referral.objects.filter(
+        pk=referral.pk, status=ReferralStatus.REQUESTED, business_status=BusinessStatus.WAITING_FOR_DATA
+    ).update(business_status=step, business_status_text="", updated_at=now, version=F("version") + 1, **changes)
+    if not won:
+        raise DomainError(ErrorCode.CONFLICT, f"referral {referral.pk} no longer waits for its data")
+    for name, value in changes.items():
+        setattr(referral, name, value)
+    referral.business_status, referral.business_status_text, referral.updated_at = step, "", now
+    referral.version += 1
+    ClinicalFacts.objects.filter(referral=referral).delete()
+    clinical_facts_create(referral=referral, facts=facts)
+    event = ReferralEvent.objects.create(
+        referral=referral, kind=ReferralEvent.Kind.STATUS_CHANGED, from_status=referral.status,
+        to_status=referral.status, actor=actor, detail={"business_status": step, "facts": "completed"},
+    )
+    referral_changed.send(sender=Referral, referral=referral, events=[event])
     return referral
 
 

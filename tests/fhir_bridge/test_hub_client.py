@@ -82,6 +82,17 @@ def test_register_keeps_the_ehrs_fhir_base_and_token_urls(clinic, tmp_path, caps
     assert client.fhir_base_url == "https://ehr.example.org/fhir"
     assert client.token_url == "https://ehr.example.org/auth/token"
     assert "pulls from https://ehr.example.org/fhir" in capsys.readouterr().out
+    assert client.hub_client_id == client.client_id  # the id the EHR knows the hub by, unless told another
+    assert client.can_be_pulled_from
+
+
+def test_register_keeps_the_id_the_ehr_knows_the_hub_by(clinic, tmp_path):
+    call_command(
+        "register_ehr_client", name="Pull EHR", clinic=clinic.slug, jwks=str(_jwks_file(tmp_path)),
+        fhir_base="https://ehr.example.org/fhir", token_url="https://ehr.example.org/auth/token",
+        hub_client_id="exercise-hub",
+    )
+    assert EhrClient.objects.get(name="Pull EHR").hub_client_id == "exercise-hub"
 
 
 @pytest.mark.parametrize(

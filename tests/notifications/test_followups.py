@@ -99,6 +99,24 @@ def test_the_sweep_hands_rows_over_in_chunks_per_queue(dispatched, settings):
     ]
 
 
+def test_a_subscriptions_rows_go_in_one_message_in_their_order(dispatched, settings):
+    """One subscription's deliveries in one message run in event-number order in one transaction; split, two
+    workers would take them at once and the later ones would wait (outbox.delivery_attempt)."""
+    settings.HUB_FOLLOWUP_CHUNK = 2
+    now = timezone.now()
+    plans = [Planned(kind="delivery-attempt", key=f"s{i}", due_at=now, subscription_id=7 if i % 2 else 8)
+             for i in range(6)]
+    plans += [Planned(kind="delivery-attempt", key="alone", due_at=now)]
+
+    ids = followup_schedule(plans=plans, now=now)
+
+    assert [ids_ for _, ids_ in dispatched] == [
+        tuple(ids[i] for i in (0, 2, 4)),  # subscription 8, more than a chunk, whole and in order
+        tuple(ids[i] for i in (1, 3, 5)),  # subscription 7
+        (ids[6],),
+    ]
+
+
 def test_a_row_whose_worker_died_is_claimed_again_when_its_lease_ends(dispatched):
     now = timezone.now()
     [row_id] = followup_schedule(plans=[_plan()], now=now)

@@ -63,9 +63,11 @@ def test_a_real_worker_sends_the_handshake_then_each_change_once_in_order(clinic
 def test_concurrent_workers_still_deliver_one_subscriptions_notifications_in_order(  # noqa: F811
     clinic, own_queues, http_receiver, settings
 ):
-    """Four worker threads take the deliveries' messages in parallel (chunks of 3 ids): a later number that
-    comes up first waits for the earlier ones, so the receiver sees 1, 2, 3, ... in that order, each once."""
+    """Four worker threads take the deliveries' messages in parallel: fan-outs at once (6 events each) number
+    the subscription's changes and hand each batch over in a message of its own, so a later number that comes
+    up first waits for the earlier ones, and the receiver sees 1, 2, 3, ... in that order, each once."""
     settings.HUB_FOLLOWUP_CHUNK = 3
+    settings.HUB_FOLLOWUP_BATCH = 6  # events per fan-out: several for the 24 changes' events
     _qualification_data()
     role_make(at=km_north(1), max_active_cases=20)
     fhir = fhir_client_for(EhrClientFactory(clinic=clinic))
@@ -77,7 +79,8 @@ def test_concurrent_workers_still_deliver_one_subscriptions_notifications_in_ord
             for _ in range(8):
                 referral = referral_make(clinic)
                 offer_accept(offer=referral_route(referral=referral, patient=CARDIAC_PATIENT).offer)
-        fan_out_later()  # one fan-out numbers all 24 changes and hands them over in parallel chunks
+        for _ in range(10):  # more than enough for every event; one that finds none does nothing
+            fan_out_later()  # the fan-outs number the 24 changes in turn, and hand them over in parallel
         http_receiver.wait_for(25, timeout=60)
         time.sleep(1)  # anything sent twice would arrive now
 

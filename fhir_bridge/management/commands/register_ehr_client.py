@@ -72,6 +72,13 @@ class Command(BaseCommand):
             "with the key published at /.well-known/jwks.json",
         )
         parser.add_argument(
+            "--hub-client-id",
+            default="",
+            metavar="ID",
+            help="notify and pull: the client id the EHR registered the hub under (default: the client_id printed "
+            "here)",
+        )
+        parser.add_argument(
             "--create-clinic", action="store_true", help="create the clinic if no clinic has SLUG"
         )
         parser.add_argument(
@@ -79,7 +86,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, name, clinic, organization, jwks, scopes, create_clinic, clinic_name, fhir_base="",
-               token_url="", **options):
+               token_url="", hub_client_id="", **options):
         document = _jwks_read(Path(jwks))  # Path() again: call_command(jwks="...") skips argparse's type
         if (clinic is None) == (organization is None):  # call_command skips argparse's group check
             raise CommandError("Give exactly one of --clinic and --organization.")
@@ -99,7 +106,8 @@ class Command(BaseCommand):
                 side = {"clinic": side_row}
             try:
                 client = ehr_client_register(
-                    name=name, jwks=document, scopes=scope_list, fhir_base_url=fhir_base, token_url=token_url, **side
+                    name=name, jwks=document, scopes=scope_list, fhir_base_url=fhir_base, token_url=token_url,
+                    hub_client_id=hub_client_id, **side
                 )
             except ValidationError as exc:
                 raise CommandError(" ".join(exc.messages)) from None
@@ -118,7 +126,10 @@ class Command(BaseCommand):
         self.stdout.write(f"  keys:      {kids}")
         self.stdout.write(f"  scopes:    {client.scopes}")
         if client.fhir_base_url:
-            self.stdout.write(f"  pulls from {client.fhir_base_url} (token: {client.token_url})")
+            self.stdout.write(
+                f"  pulls from {client.fhir_base_url} (token: {client.token_url}) as client {client.hub_client_id}, "
+                "with the key published at /.well-known/jwks.json"
+            )
         # ehr_client_token asks for DEFAULT_SCOPES unless told otherwise; a client registered with fewer would be
         # refused invalid_scope, so the hint names the scopes it may have.
         scope_option = "" if scopes is None else f" --scope '{' '.join(scope_list)}'"
