@@ -154,3 +154,12 @@ def test_string_parameters_match_from_the_start_whole_with_exact_or_anywhere_wit
     assert _ids(fhir.get("Location", **{"address-postalcode": "625"})) == ["ymca-decatur"]
     assert _ids(fhir.get("Location", **{"address-state": "il"})) == ["ymca-downtown", "ymca-decatur"]
     assert fhir.get("Organization", **{"name:missing": "true"}).status_code == 400
+
+
+@pytest.mark.parametrize("near", ["nan|-89.65|10|km", "39.78|nan|10|km", "39.78|-89.65|nan|km", "39.78|-89.65|inf|km"])
+def test_near_with_a_number_that_is_no_number_is_a_400_naming_near(fhir, springfield, near):
+    # Before: a distance of nan or inf passed the range check (nan compares false) and was searched.
+    response = fhir.get("Location", near=near)
+
+    assert response.status_code == 400
+    assert issue_paths(response) == ["near"]
