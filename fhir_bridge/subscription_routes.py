@@ -124,9 +124,10 @@ def _params(request) -> list[tuple[str, str]]:
     """Query parameters, and for a POST the Parameters resource's ``valueX`` parameters."""
     params = list(request.query)
     body = request.body
-    if request.method == "POST" and isinstance(body, dict):
-        if body.get("resourceType") != "Parameters":
-            raise error(400, "structure", "the body of an operation must be a Parameters resource")
+    if request.method == "POST" and body not in (None, {}, b"", ""):  # an empty body: no parameters
+        if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+            raise error(400, "structure", "the body of an operation must be a Parameters resource",
+                        expression="Parameters")
         for parameter in body.get("parameter") or []:
             if isinstance(parameter, dict):
                 value = next((v for k, v in parameter.items() if k.startswith("value")), None)
