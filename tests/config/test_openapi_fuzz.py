@@ -232,6 +232,10 @@ def _aim_at_rows(case, seeded: dict[str, str]) -> None:
         case.path_parameters[name] = seeded[kind if name == "id" else name]
 
 
+def _signs_in_by_session(case) -> bool:
+    return any("session" in scheme for scheme in case.operation.definition.raw.get("security", []))
+
+
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES < 10,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -241,6 +245,8 @@ def test_no_operation_answers_5xx(case, credentials, seeded, wsgi_calls):
     headers = {**(case.headers or {}), "Authorization": credentials["Authorization"],
                "X-CSRFToken": credentials["X-CSRFToken"]}
     cookies = dict(pair.split("=", 1) for pair in credentials["Cookie"].split("; "))
+    if "sessionid" not in (case.cookies or {}) and _signs_in_by_session(case):
+        del cookies["sessionid"]  # a negative case leaves the session out on purpose: it must be refused
     if case.meta.phase.name == "fuzzing" and SECONDS:
         started = _FUZZING_SINCE.setdefault(case.operation.label, time.monotonic())
         if time.monotonic() - started > SECONDS:

@@ -176,3 +176,16 @@ def test_head_answers_as_get_without_the_body(fhir, ehr_client):
         assert Access.objects.count() - rows == (0 if path.endswith("metadata") else 1)  # audited as a GET is
     assert Access.objects.latest("pk").method == "HEAD"
     assert fhir.http.head("/fhir", **headers).status_code == 405  # the base answers POST only
+
+
+def test_a_newline_in_the_path_is_a_fhir_404_not_an_html_page_nor_the_id_before_it(fhir):
+    # Found by schemathesis: "." in the URL patterns stopped at a %0A (Django's HTML 404); and past them, a
+    # route's "$" matches before a trailing newline, so Task/<id>%0A would read Task/<id> (routes use fullmatch).
+    assert fhir.post("", scenario2_bundle(identifier="newline")).status_code == 200
+    task_id = StoredResource.objects.get(resource_type="Task").fhir_id
+    for path in (f"Task/{task_id}%0A", "Task/x%0Ay/_history", "Task/x/_history/%0A1", "Task/%0A"):
+        response = fhir.http.get(f"/fhir/{path}", **fhir._headers(None))
+        assert response.status_code == 404, path
+        assert json_of(response)["resourceType"] == "OperationOutcome"
+    response = fhir.http.get("/api/admin/referrals/1%0A/routing")
+    assert (response.status_code, response["Content-Type"]) == (404, "application/json")
