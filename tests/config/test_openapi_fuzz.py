@@ -93,14 +93,15 @@ def wsgi_calls():
 def world(django_db_setup, django_db_blocker):
     """The module's data, written once in a transaction that stays open under every test (each one's own
     transaction is a savepoint in it, as Django's TestCase.setUpTestData does) and is rolled back at the end:
-    seeding per operation cost half a second each. (credentials, ids): the headers of an EHR client (bearer,
-    every scope and system/AuditEvent.rs) and of a staff user (session cookie), and _seed's ids."""
+    seeding per operation cost half a second each. (ehr, credentials, ids): the EHR client (every scope and
+    system/AuditEvent.rs), the headers of it (bearer) and of a staff user (session and CSRF cookies, X-CSRFToken),
+    and _seed's ids."""
     with django_db_blocker.unblock():
         outer = transaction.atomic()
         outer.__enter__()
         try:
             ehr = EhrClientFactory(scopes=ALL_SCOPES + " system/AuditEvent.rs")
-            token, _ = access_token_encode(client=ehr, scopes=(ALL_SCOPES + " system/AuditEvent.rs").split())
+            token = _token(ehr)
             staff = get_user_model().objects.create_user("fuzz", password=None, is_staff=True)  # no hash to compute
             browser = Client()
             browser.force_login(staff)
@@ -112,20 +113,27 @@ def world(django_db_setup, django_db_blocker):
             transaction.set_rollback(True)
             outer.__exit__(None, None, None)
             raise
-    yield credentials, ids
+    yield ehr, credentials, ids
     with django_db_blocker.unblock():
         transaction.set_rollback(True)
         outer.__exit__(None, None, None)
 
 
+def _token(ehr) -> str:
+    return access_token_encode(client=ehr, scopes=(ALL_SCOPES + " system/AuditEvent.rs").split())[0]
+
+
 @pytest.fixture
 def credentials(world, db) -> dict[str, str]:
-    return world[0]
+    # A fresh token for each test: an access token lives five minutes, and a full-size run lasts far longer (the
+    # module's first token answered 401 to every FHIR request after that).
+    ehr, credentials, _ = world
+    return {**credentials, "Authorization": f"Bearer {_token(ehr)}"}
 
 
 @pytest.fixture
 def seeded(world, db) -> dict[str, str]:
-    return world[1]
+    return world[2]
 
 
 _NETWORK = {"Organization": NetworkOrganization.objects, "Location": Site.objects, "Practitioner": Professional.objects,
