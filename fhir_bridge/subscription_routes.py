@@ -124,7 +124,7 @@ def _params(request) -> list[tuple[str, str]]:
     """Query parameters, and for a POST the Parameters resource's ``valueX`` parameters."""
     params = list(request.query)
     body = request.body
-    if request.method == "POST" and body not in (None, {}, b"", ""):  # an empty body: no parameters
+    if request.method == "POST" and request.raw_body.strip():  # an empty body: no parameters; JSON null is a body
         if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
             raise error(400, "structure", "the body of an operation must be a Parameters resource",
                         expression="Parameters")
