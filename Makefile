@@ -37,8 +37,10 @@ test: setup
 # The robustness runs at full size (the suite runs them small): Hypothesis's mutated PA fixtures, 1,000 examples
 # per property, and schemathesis against /openapi.json, 1,000 examples per operation. Set DATABASE_URL and
 # CELERY_BROKER_URL to run them on PostgreSQL and Redis. Prints each property's examples and answers.
+# FUZZ_SECONDS=10 bounds each operation's generated examples in time (0: no bound).
+FUZZ_SECONDS ?= 0
 assure: setup
-	HUB_PROPERTY_EXAMPLES=1000 HUB_FUZZ_EXAMPLES=1000 $(PY) -m pytest -p no:cacheprovider -q \
+	HUB_PROPERTY_EXAMPLES=1000 HUB_FUZZ_EXAMPLES=1000 HUB_FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -p no:cacheprovider -q -rs \
 	    --hypothesis-show-statistics tests/fhir_bridge/test_properties.py tests/config/test_openapi_fuzz.py
 
 bench: setup

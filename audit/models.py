@@ -28,6 +28,7 @@ class Access(models.Model):
         FHIR = "fhir", "FHIR API"  # an EHR client, over /fhir
         API = "api", "Coordinators' API"  # a staff user, over /api/admin/
         ADMIN = "admin", "Django admin"  # a staff user's page of referral data
+        PORTAL = "portal", "Therapists' web app"  # a therapist's or manager's page (audit.middleware)
         DISCLOSURE = "disclosure", "Outbound disclosure"  # the hub sending PHI out (notifications, later)
         CONSOLE = "console", "Admin console"  # a clinic or network admin's page or export of referral data
         PULL = "pull", "Notify-and-pull fetch"  # the hub reading a referral's PHI from an EHR's FHIR server

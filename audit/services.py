@@ -26,13 +26,22 @@ def client_ip(meta: dict) -> str | None:
         return None
 
 
+# C0 controls and DEL (U+0000 PostgreSQL cannot store; the others forge lines in a log viewer) as visible escapes.
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+
+
+def _printable(text: str) -> str:
+    return text.translate(_CONTROLS)
+
+
 def access_record(
     *, channel: str, interaction: str, method: str, path: str, status: int, source_ip: str | None,
     agent_client: str = "", agent_user: str = "", clinic_id: int | None = None, entity_type: str = "",
     entity_id: str = "", query: str = "",
 ) -> Access | None:
     """Write one audit row (one INSERT, no reads). ``interaction`` is FHIR's (read, vread, history, search,
-    create, update, transaction) or a coordinator's command; ``status`` the HTTP status answered.
+    create, update, transaction) or a coordinator's command; ``status`` the HTTP status answered. Control
+    characters in the texts (a NUL in a path or query) are stored as visible escapes (``\\x00``).
 
     Called inside the transaction of the request's work (one commit for both), or after it rolled back for a
     refusal. Inside a transaction a failed INSERT is raised: the work rolls back with it rather than commit
@@ -42,14 +51,14 @@ def access_record(
         return Access.objects.create(
             channel=channel,
             action=_ACTIONS.get(interaction, Access.Action.EXECUTE),
-            interaction=interaction[:20],
+            interaction=_printable(interaction)[:20],
             agent_client=agent_client[:64],
-            agent_user=agent_user[:150],
+            agent_user=_printable(agent_user)[:150],
             clinic_id=clinic_id,
-            entity_type=entity_type[:64],
-            entity_id=entity_id[:64],
-            query=query,
-            path=path,
+            entity_type=_printable(entity_type)[:64],
+            entity_id=_printable(entity_id)[:64],
+            query=_printable(query),
+            path=_printable(path),
             method=method[:10],
             source_ip=source_ip,
             status=status,

@@ -7,6 +7,7 @@ JSON objects, since the FHIR specification, not this document, defines them.
 from django.http import HttpRequest, JsonResponse
 
 from fhir_bridge.route_table import TABLE
+from fhir_bridge.routes import ROUTES
 
 _FHIR = "application/fhir+json"
 _OUTCOME = {"description": "an OperationOutcome", "content": {_FHIR: {"schema": {"type": "object"}}}}
@@ -66,7 +67,38 @@ def _fhir_paths() -> dict:
                                      "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"}}],
                 "get": _op(f"a version of a {served.name}"),
             }
+    for served in TABLE:
+        for name, _, _ in served.operations:
+            for path, method, level_parameters in _operation_routes(name):
+                path = f"/fhir/{served.name}{path}"
+                paths.setdefault(path, {"parameters": level_parameters} if level_parameters else {})
+                paths[path][method] = _op(
+                    f"${name} on {served.name}", parameters=_OPERATION_QUERY.get(name) if method == "get" else None,
+                    body={"required": False, "content": {_FHIR: {"schema": {"type": "object"}}}}
+                    if method == "post" else None,
+                )
     return paths
+
+
+# The query parameters an operation takes on GET (on POST, a Parameters body); what its handler reads.
+_OPERATION_QUERY = {
+    "status": [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in ("id", "status")],
+    "events": [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+               for name in ("eventsSinceNumber", "eventsUntilNumber")],
+}
+
+
+def _operation_routes(name: str) -> list[tuple[str, str, list]]:
+    """Where the router answers ``$name``: (path after the type, method, path parameters), from its patterns, so
+    that the description lists an operation exactly where the router serves it."""
+    found = []
+    for route in ROUTES:
+        pattern = route.pattern.pattern
+        if not pattern.endswith(rf"\${name}$"):
+            continue
+        instance = "(?P<id>" in pattern
+        found.append((f"/{{id}}/${name}" if instance else f"/${name}", route.method.lower(), [_ID] if instance else []))
+    return found
 
 
 _JSON_OBJECT = {"description": "JSON", "content": {"application/json": {"schema": {"type": "object"}}}}

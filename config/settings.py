@@ -5,6 +5,7 @@ under ``.var/``. Production sets DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL
 is set but malformed stops the process at start (see config/env.py).
 """
 
+import os
 import zoneinfo
 from pathlib import Path
 
@@ -108,8 +109,9 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # write lock at BEGIN so that two writers never deadlock on an upgrade from a read lock.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     # Tests get a file too, not SQLite's shared in-memory database: its table locks fail at once instead of
-    # waiting, which a test with a real worker thread would hit.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # waiting, which a test with a real worker thread would hit. One file per test run (the process id), so two
+    # runs in one checkout do not create, flush and delete each other's database; each run deletes its own.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

@@ -27,9 +27,10 @@ urlpatterns = [
     path("auth/token", token_rate_limited(token_view), name="smart-token"),
     path(".well-known/jwks.json", jwks_view, name="hub-jwks"),  # the hub's key as a SMART client of EHRs
     path("api/admin/", include("referrals.urls")),
-    re_path(r"^api/(?P<rest>.*)$", api_not_found),
+    # [\s\S], not ".": a path with a newline (%0A) is still one of these, not Django's HTML 404 page.
+    re_path(r"^api/(?P<rest>[\s\S]*)$", api_not_found),
     path("portal/", include("portal.urls")),
     path("console/", include("console.urls")),
     re_path(r"^fhir/?$", FhirView.as_view(), name="fhir-base"),
-    re_path(r"^fhir/(?P<path>.+)$", FhirView.as_view(), name="fhir"),
+    re_path(r"^fhir/(?P<path>[\s\S]+)$", FhirView.as_view(), name="fhir"),
 ]

@@ -163,14 +163,17 @@ class FhirView(APIView):
     _query: list = []
 
     def handle_fhir(self, request, path: str = ""):
-        route, params = routes.resolve(request.method, path)
+        # HEAD is GET without the body (RFC 9110 9.3.2): the same route, status and headers (finalize_response
+        # drops the body).
+        method = "GET" if request.method == "HEAD" else request.method
+        route, params = routes.resolve(method, path)
         self._route, self._params = route, params
         base_url, token_url = base_urls(request)
         query = [(k, v) for k, values in request.query_params.lists() for v in values if k != "_format"]
         limits.check_query(query)
         self._query = query
         fhir_request = routes.FhirRequest(
-            method=request.method,
+            method=method,
             params=params,
             query=query,
             headers={k.lower(): v for k, v in request.headers.items()},
@@ -183,7 +186,7 @@ class FhirView(APIView):
             except AuthError as exc:
                 raise error(401, "login", str(exc), headers={"WWW-Authenticate": 'Bearer realm="fhir"'}) from None
         allowed = routes.allowed_methods(path)
-        if request.method not in allowed:  # PUT on a read-only type: a 405 before its body is looked at (415)
+        if method not in allowed:  # PUT on a read-only type: a 405 before its body is looked at (415)
             raise error(405, "not-supported", f"{request.method} is not supported here (allowed: {', '.join(allowed)})",
                         headers={"Allow": ", ".join(allowed)})
         if request.method in ("POST", "PUT"):
@@ -209,6 +212,10 @@ class FhirView(APIView):
     def finalize_response(self, request, response, *args, **kwargs):
         # Every answer, a refusal included, leaves its one audit row: after the handler's transaction has ended.
         response = super().finalize_response(request, response, *args, **kwargs)
+        if request.method == "HEAD":
+            length = len(response.render().content)
+            response.content = b""
+            response["Content-Length"] = str(length)  # the GET's, as RFC 9110 allows
         if response.status_code == 405:  # a type the route table does not give this interaction, too
             allowed = routes.allowed_methods(self.kwargs.get("path", ""))
             if allowed:
@@ -247,7 +254,7 @@ class FhirView(APIView):
 
     # DELETE, PATCH and OPTIONS too, so that the route table answers them (405 with this URL's Allow, or 404),
     # not DRF (whose OPTIONS answers 200 with every method of this class).
-    get = post = put = delete = patch = options = handle_fhir
+    get = head = post = put = delete = patch = options = handle_fhir
 
     @property
     def default_response_headers(self):

@@ -285,7 +285,7 @@ def _near(raw: str) -> tuple[float, float, float]:
     units = parts[3] if len(parts) > 3 and parts[3] else "km"
     if units not in ("km", "mi", "[mi_i]"):
         raise error(400, "invalid", f"near's units must be km or mi, not {units!r}", "near")
-    if not (-90 <= lat <= 90 and -180 <= lon <= 180) or distance <= 0:
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180 and 0 < distance < math.inf):  # nan compares false
         raise error(400, "invalid", "near's latitude, longitude or distance is out of range", "near")
     return lat, lon, distance * (1.609344 if units != "km" else 1.0)
 

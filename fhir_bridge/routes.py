@@ -697,7 +697,7 @@ def allowed_methods(path: str) -> list[str]:
     """The methods answered at ``path`` (relative to /fhir), sorted: an ``Allow`` header's list."""
     allowed = set()
     for route in ROUTES:
-        match = route.pattern.match(path)
+        match = route.pattern.fullmatch(path)
         if match and not _refused_for_type(route, match):
             allowed.add(route.method)
     return sorted(allowed)
@@ -706,7 +706,7 @@ def allowed_methods(path: str) -> list[str]:
 def resolve(method: str, path: str) -> tuple[Route, dict[str, str]]:
     allowed = []
     for route in ROUTES:
-        match = route.pattern.match(path)
+        match = route.pattern.fullmatch(path)
         if match:
             if route.method == method:
                 return route, match.groupdict()

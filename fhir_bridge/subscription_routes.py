@@ -61,6 +61,17 @@ def subscription_post(request):
     return 201, subscription_render(subscription), {"Location": _location(request, subscription)}
 
 
+def _statuses(raw: str) -> list[str]:
+    """A ``status`` parameter's values (comma-separated alternatives); one that is no Subscription status is a
+    400 naming the parameter, not a search that silently finds nothing."""
+    values = raw.split(",")
+    unknown = [value for value in values if value not in Subscription.Status.values]
+    if unknown:
+        raise error(400, "value", f"status is one of {', '.join(Subscription.Status.values)}, not {unknown[0]!r}",
+                    expression="status")
+    return values
+
+
 def _one(request) -> Subscription:
     subscription = subscriptions_of(request.clinic_id).filter(fhir_id=request.params["id"]).first()
     if subscription is None:
@@ -89,7 +100,7 @@ def subscription_search(request) -> dict:
         elif name == "url":
             rows = rows.filter(endpoint__in=[v.removeprefix("mailto:") for v in values])
         elif name == "status":
-            rows = rows.filter(status__in=values)
+            rows = rows.filter(status__in=_statuses(raw))
     page = search_plan("Subscription", [(n, v) for n, v in params if n in ("_count", "_offset")])
     total = rows.count()
     window = rows[page.offset : page.offset + page.count]
@@ -113,9 +124,10 @@ def _params(request) -> list[tuple[str, str]]:
     """Query parameters, and for a POST the Parameters resource's ``valueX`` parameters."""
     params = list(request.query)
     body = request.body
-    if request.method == "POST" and isinstance(body, dict):
-        if body.get("resourceType") != "Parameters":
-            raise error(400, "structure", "the body of an operation must be a Parameters resource")
+    if request.method == "POST" and request.raw_body.strip():  # an empty body: no parameters; JSON null is a body
+        if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+            raise error(400, "structure", "the body of an operation must be a Parameters resource",
+                        expression="Parameters")
         for parameter in body.get("parameter") or []:
             if isinstance(parameter, dict):
                 value = next((v for k, v in parameter.items() if k.startswith("value")), None)
@@ -127,18 +139,17 @@ def _params(request) -> list[tuple[str, str]]:
 def subscription_status(request) -> dict:
     """``$status``, on one subscription or server-wide (``id`` and ``status`` narrow it): a searchset of
     SubscriptionStatus Parameters (type query-status)."""
-    params = _params(request)
+    rows = subscriptions_of(request.clinic_id).order_by("created_at", "pk")
+    for name, raw in _params(request):  # checked on one subscription too: a bogus one is never ignored
+        if name == "id":
+            rows = rows.filter(fhir_id__in=[v.rsplit("/", 1)[-1] for v in raw.split(",")])
+        elif name == "status":
+            rows = rows.filter(status__in=_statuses(raw))
+        else:
+            raise error(400, "not-supported", f"$status takes id and status, not {name!r}", expression=name)
     if "id" in request.params:
-        rows = [_one(request)]
-    else:
-        rows = subscriptions_of(request.clinic_id).order_by("created_at", "pk")
-        for name, raw in params:
-            if name == "id":
-                rows = rows.filter(fhir_id__in=[v.rsplit("/", 1)[-1] for v in raw.split(",")])
-            elif name == "status":
-                rows = rows.filter(status__in=raw.split(","))
-            else:
-                raise error(400, "not-supported", f"$status takes id and status, not {name!r}", expression=name)
+        _one(request)  # a 404 for an id that is not the clinic's
+        rows = rows.filter(fhir_id=request.params["id"])
     return status_bundle([bundles.query_status(s) for s in rows], timestamp=timezone.now())
 
 

@@ -701,16 +701,20 @@ def events_range(
 ) -> tuple[int, int] | list[Issue]:
     """The event numbers ``$events`` replays, first and last inclusive, from its ``eventsSinceNumber`` and
     ``eventsUntilNumber`` (strings, both optional), clipped to the events there are (1 to
-    ``events_since_start``) and to ``max_count`` events from the first. An empty range is ``(n, n - 1)``."""
+    ``events_since_start``) and to ``max_count`` events from the first. An empty range is ``(n, n - 1)``. Issues
+    (each naming its parameter) for a bound that is no whole number, or a since after the until given.""" 
     issues = []
     bounds = []
     for name, value, default in (("eventsSinceNumber", since, 1), ("eventsUntilNumber", until, events_since_start)):
         if value is None or value == "":
             bounds.append(default)
-        elif not value.isdigit():
+        elif not (value.isascii() and value.isdigit()):  # int() refuses other scripts' digits ("²")
             issues.append(Issue("error", "value", name, f"{name} must be a whole event number, not {value!r}."))
         else:
             bounds.append(int(value))
+    if not issues and since and until and bounds[0] > bounds[1]:
+        issues.append(Issue("error", "value", "eventsSinceNumber",
+                            f"eventsSinceNumber ({bounds[0]}) is after eventsUntilNumber ({bounds[1]})."))
     if issues:
         return issues
     first, last = max(bounds[0], 1), min(bounds[1], events_since_start)

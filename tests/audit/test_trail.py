@@ -6,7 +6,9 @@ from urllib.parse import urlencode
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.urls import reverse
 
+from audit.middleware import admin_phi_models
 from audit.models import Access, AppendOnly
 from fhir_bridge.examples import scenario2_bundle
 from fhir_bridge.fhir import structural_issues
@@ -14,8 +16,10 @@ from fhir_bridge.route_table import TABLE
 from fhir_bridge.routes import ROUTES
 from fhir_bridge.smart_scopes import DEFAULT_SCOPES, Grant, grant_allows, scopes_grantable
 from referrals.models import Referral
+from referrals.offers import offer_accept
 from tests.conftest import FhirClient, fhir_client_for, json_of
 from tests.factories import ALL_SCOPES, EhrClientFactory
+from tests.portal.conftest import offer, practice, signed_in  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
 
@@ -233,3 +237,58 @@ def test_a_deeply_nested_body_to_the_coordinators_api_is_a_400_and_on_the_record
 
     assert response.status_code == 400
     assert _one_row(before).status == 400
+
+
+# --- Pages: the therapists' portal, and the admin's models of PHI -----------------------------------------------
+
+_PORTAL_KWARGS = {"offer_id": None, "referral_id": None, "action": "session", "uidb64": "MQ", "token": "set-password"}
+
+
+def test_every_portal_page_leaves_exactly_one_row_for_each_method(clinic, practice, offer):
+    # Walks portal.urls itself: a page added there later is walked (and audited, by its namespace) too.
+    from portal.urls import urlpatterns
+
+    offer_accept(offer=offer, actor="user:therapist")
+    kwargs = {**_PORTAL_KWARGS, "offer_id": offer.pk, "referral_id": offer.referral_id}
+    browser = signed_in(practice.therapist)
+    walked = []
+    patterns = sorted(urlpatterns, key=lambda p: p.name == "logout")  # signing out last
+    for pattern in patterns:
+        path = reverse(f"portal:{pattern.name}", kwargs={k: kwargs[k] for k in pattern.pattern.converters})
+        for method in ("get", "post"):
+            before = Access.objects.count()
+            response = getattr(browser, method)(path)
+            row = _one_row(before)
+            assert (row.channel, row.method, row.path, row.status) == (
+                "portal", method.upper(), path, response.status_code), path
+            assert response.status_code < 500
+            assert row.agent_user == ("" if (pattern.name, method) == ("logout", "post") else "therapist")
+            if "referral_id" in pattern.pattern.converters:
+                assert (row.entity_type, row.entity_id) == ("Referral", str(offer.referral_id))
+            walked.append((method, pattern.name))
+    assert {"offers", "case", "case_action", "offer_accept", "login"} <= {name for _, name in walked}
+    case = next(r for r in Access.objects.filter(channel="portal", method="GET", path__endswith=f"/{offer.referral_id}"))
+    assert (case.interaction, case.action) == ("read", "R")
+    listed = Access.objects.filter(channel="portal", method="GET", path="/portal/offers").get()
+    assert listed.interaction == "search"
+    recorded = Access.objects.filter(channel="portal", method="POST", path__endswith="/session").get()
+    assert (recorded.interaction, recorded.status) == ("session", 400)  # an empty form, refused in place
+
+
+def test_the_admins_models_of_phi_are_derived_and_include_every_case_record():
+    models = admin_phi_models()
+    for name in ("assessment", "measurement", "exerciseprogram", "programcomponent", "session",
+                 "sessioncomponent", "pavscheckin", "adverseevent", "report", "referral", "offer"):
+        assert f"referrals_{name}" in models
+    assert {"fhir_bridge_storedresource", "fhir_bridge_resourceversion", "notifications_delivery"} <= models
+    assert not any(model.startswith(("network_", "auth_", "audit_")) for model in models)
+
+
+def test_control_characters_in_a_logged_path_or_query_are_stored_as_escapes(staff):
+    before = Access.objects.count()
+    response = staff.get("/api/admin/ref\x00errals/\x1b[31m", QUERY_STRING="q=a\x00b\rc")
+    row = _one_row(before)
+
+    assert response.status_code == 404
+    assert row.path == "/api/admin/ref\\x00errals/\\x1b[31m"
+    assert row.query == "q=a\\x00b\\x0dc"

@@ -99,3 +99,18 @@ def test_debug_off_refuses_to_start_even_with_a_secret_key_file(tmp_path):
 
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_each_embedded_test_run_has_its_own_sqlite_file(tmp_path):
+    # Two test runs in one checkout used to share .var/test/test.sqlite3: one run's create or teardown deleted
+    # the other's database under it.
+    read = "settings.DATABASES['default']['TEST']['NAME'], os.getpid()"
+    runs = [_settings({"DEBUG": "true", "HUB_VAR_DIR": str(tmp_path)}, read) for _ in range(2)]
+
+    names = []
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+        name, pid = run.stdout.rsplit(maxsplit=1)
+        assert name == str(tmp_path / f"test-{pid}.sqlite3")
+        names.append(name)
+    assert names[0] != names[1]

@@ -2,6 +2,9 @@
 
 import pytest
 
+from audit.models import Access
+from fhir_bridge.examples import scenario2_bundle
+from fhir_bridge.models import StoredResource
 from tests.conftest import FhirClient, json_of
 
 pytestmark = pytest.mark.django_db
@@ -155,3 +158,34 @@ def test_a_create_with_search_parameters_on_the_url_is_a_conditional_create(fhir
     assert fhir.post("Patient?shoe-size=9", patient).status_code == 400
     clash = fhir.post("Patient?identifier=urn:test:mrn%7CQ-1", patient, headers={"If-None-Exist": "identifier=other"})
     assert clash.status_code == 400
+
+
+def test_head_answers_as_get_without_the_body(fhir, ehr_client):
+    # Before: 405 on every FHIR URL.
+    assert fhir.post("", scenario2_bundle(identifier="head")).status_code == 200
+    task_id = StoredResource.objects.get(resource_type="Task").fhir_id
+    headers = fhir._headers(None)
+    for path in (f"/fhir/Task/{task_id}", "/fhir/Task", "/fhir/metadata", "/fhir/Task/unknown"):
+        got = fhir.http.get(path, **headers)
+        rows = Access.objects.count()
+        head = fhir.http.head(path, **headers)
+
+        assert (head.status_code, head.content) == (got.status_code, b""), path
+        assert head["Content-Type"] == got["Content-Type"] and head.get("ETag") == got.get("ETag")
+        assert int(head["Content-Length"]) == len(got.content)
+        assert Access.objects.count() - rows == (0 if path.endswith("metadata") else 1)  # audited as a GET is
+    assert Access.objects.latest("pk").method == "HEAD"
+    assert fhir.http.head("/fhir", **headers).status_code == 405  # the base answers POST only
+
+
+def test_a_newline_in_the_path_is_a_fhir_404_not_an_html_page_nor_the_id_before_it(fhir):
+    # Found by schemathesis: "." in the URL patterns stopped at a %0A (Django's HTML 404); and past them, a
+    # route's "$" matches before a trailing newline, so Task/<id>%0A would read Task/<id> (routes use fullmatch).
+    assert fhir.post("", scenario2_bundle(identifier="newline")).status_code == 200
+    task_id = StoredResource.objects.get(resource_type="Task").fhir_id
+    for path in (f"Task/{task_id}%0A", "Task/x%0Ay/_history", "Task/x/_history/%0A1", "Task/%0A"):
+        response = fhir.http.get(f"/fhir/{path}", **fhir._headers(None))
+        assert response.status_code == 404, path
+        assert json_of(response)["resourceType"] == "OperationOutcome"
+    response = fhir.http.get("/api/admin/referrals/1%0A/routing")
+    assert (response.status_code, response["Content-Type"]) == (404, "application/json")

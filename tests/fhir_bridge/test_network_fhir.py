@@ -195,3 +195,12 @@ def test_a_program_publishes_its_capacity_status_as_sdoh_clinical_care_says(fhir
     springfield.paused_until = dt.date.today() + dt.timedelta(days=3)
     springfield.save()
     assert _capacity(fhir) == ("no-capacity", f"Paused until {springfield.paused_until.isoformat()}")
+
+
+@pytest.mark.parametrize("near", ["nan|-89.65|10|km", "39.78|nan|10|km", "39.78|-89.65|nan|km", "39.78|-89.65|inf|km"])
+def test_near_with_a_number_that_is_no_number_is_a_400_naming_near(fhir, springfield, near):
+    # Before: a distance of nan or inf passed the range check (nan compares false) and was searched.
+    response = fhir.get("Location", near=near)
+
+    assert response.status_code == 400
+    assert issue_paths(response) == ["near"]

@@ -389,7 +389,7 @@ def test_events_replays_a_range_as_a_query_event_bundle():
     "since, until, total, max_count, expected",
     [
         (None, None, 9, None, (1, 9)), ("4", None, 9, None, (4, 9)), (None, "3", 9, None, (1, 3)),
-        ("0", "99", 9, None, (1, 9)), ("5", "2", 9, None, (5, 4)), ("1", None, 0, None, (1, 0)),
+        ("0", "99", 9, None, (1, 9)), ("9", "99", 3, None, (9, 8)), ("1", None, 0, None, (1, 0)),
         ("2", None, 9, 3, (2, 4)),
     ],
 )
@@ -401,3 +401,11 @@ def test_a_bad_events_number_is_an_issue():
     result = events_range("two", "-1", events_since_start=9)
 
     assert [issue.expression for issue in result] == ["eventsSinceNumber", "eventsUntilNumber"]
+
+
+@pytest.mark.parametrize("since, until", [("5", "2"), ("²", None), ("10", "0")])
+def test_a_since_after_its_until_or_a_digit_of_another_script_is_an_issue_not_an_empty_range(since, until):
+    # Before: 5..2 answered an empty Bundle, and "²" (str.isdigit, but not int()) a 500.
+    result = events_range(since, until, events_since_start=9)
+
+    assert [issue.expression for issue in result] == ["eventsSinceNumber"]

@@ -261,6 +261,15 @@ def test_status_and_events_replay_any_range(fhir, clinic, http_receiver, dispatc
     assert len(status_of(everything)["notification-event"]) == 6
     bad = fhir.get(f"Subscription/{sub_id}/$events", eventsSinceNumber="two")
     assert bad.status_code == 400 and issue_paths(bad) == ["eventsSinceNumber"]
+    backwards = fhir.get(f"Subscription/{sub_id}/$events", eventsSinceNumber="4", eventsUntilNumber="2")
+    assert backwards.status_code == 400 and issue_paths(backwards) == ["eventsSinceNumber"]
+    for path in ("Subscription/$status", f"Subscription/{sub_id}/$status", "Subscription"):
+        bogus = fhir.get(path, status="bogus")
+        assert bogus.status_code == 400 and issue_paths(bogus) == ["status"], path
+    assert len(json_of(fhir.get("Subscription/$status", status="active,requested"))["entry"]) == 1
+    for body in ([None, None], "null"):  # before: ignored, and a 200 (found by schemathesis)
+        not_parameters = fhir.post("Subscription/$status", body)
+        assert not_parameters.status_code == 400 and issue_paths(not_parameters) == ["Parameters"]
 
 
 def test_delivery_is_in_event_number_order_and_resumes_when_the_receiver_answers(fhir, clinic, http_receiver,
