@@ -17,6 +17,7 @@ from fhir_bridge.routes import ROUTES
 from fhir_bridge.smart_scopes import DEFAULT_SCOPES, Grant, grant_allows, scopes_grantable
 from referrals.models import Referral
 from referrals.offers import offer_accept
+from referrals.reports import report_request
 from tests.conftest import FhirClient, fhir_client_for, json_of
 from tests.factories import ALL_SCOPES, EhrClientFactory
 from tests.portal.conftest import offer, practice, signed_in  # noqa: F401 - fixtures
@@ -241,7 +242,7 @@ def test_a_deeply_nested_body_to_the_coordinators_api_is_a_400_and_on_the_record
 
 # --- Pages: the therapists' portal, and the admin's models of PHI -----------------------------------------------
 
-_PORTAL_KWARGS = {"offer_id": None, "referral_id": None, "action": "session", "uidb64": "MQ", "token": "set-password"}
+_PORTAL_KWARGS = {"offer_id": None, "referral_id": None, "report_id": None, "action": "session", "uidb64": "MQ", "token": "set-password"}
 
 
 def test_every_portal_page_leaves_exactly_one_row_for_each_method(clinic, practice, offer):
@@ -249,7 +250,9 @@ def test_every_portal_page_leaves_exactly_one_row_for_each_method(clinic, practi
     from portal.urls import urlpatterns
 
     offer_accept(offer=offer, actor="user:therapist")
-    kwargs = {**_PORTAL_KWARGS, "offer_id": offer.pk, "referral_id": offer.referral_id}
+    offer.referral.refresh_from_db()
+    report = report_request(referral=offer.referral, actor="user:therapist")  # the case's report pages need one
+    kwargs = {**_PORTAL_KWARGS, "offer_id": offer.pk, "referral_id": offer.referral_id, "report_id": report.pk}
     browser = signed_in(practice.therapist)
     walked = []
     patterns = sorted(urlpatterns, key=lambda p: p.name == "logout")  # signing out last
