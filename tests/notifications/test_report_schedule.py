@@ -2,8 +2,8 @@
 referral sent by the EHR as a FHIR transaction Bundle, routed and accepted, three sessions and a PAVS check-in
 recorded every week through referrals/records.py, a progress report at weeks 4 and 8, a third one the EHR asks
 for before a visit in week 10 (POST Task/<id>/$report), and the discharge report at week 12, each a
-DiagnosticReport whose figures are the record's, each notified to the physician once. Then the ways a case ends without its twelve weeks, and a
-due report with nothing recorded."""
+DiagnosticReport whose figures are the record's, each notified to the physician once. Then the ways a case ends
+without its twelve weeks, and a due report with nothing recorded."""
 
 import datetime as dt
 import io
@@ -122,7 +122,8 @@ def intake_bundle() -> dict:
         resource["description"] = {"text": goal["text"]}
         resource["target"] = [{"measure": {"coding": [goal["measure"]]},
                                "detailQuantity": {"value": goal["target"]["value"], "comparator": ">=",
-                                                  "system": "http://unitsofmeasure.org", "code": goal["target"]["unit"]}}]
+                                                  "system": "http://unitsofmeasure.org",
+                                                  "code": goal["target"]["unit"]}}]
         if goal["due"]:
             resource["target"][0]["dueDate"] = goal["due"]
         goals.append(resource)
@@ -171,7 +172,9 @@ def test_twelve_weeks_from_intake_give_three_progress_reports_one_asked_for_and_
     c.at(START - dt.timedelta(days=1), 12)
     program_set(referral=referral, starts_on=START, components=[ComponentPlan("aerobic", 3, 45)], actor=THERAPIST,
                 expected_version=referral.version)  # 135 supervised min/wk prescribed
-    kinds_by_week = {-1: [], 3: ["progress"], 7: ["progress"] * 2, 9: ["progress"] * 3, 11: ["progress"] * 3 + ["discharge"]}
+    # The reports there are after each week (the last key at or before it).
+    kinds_by_week = {-1: [], 3: ["progress"], 7: ["progress"] * 2, 9: ["progress"] * 3,
+                     11: ["progress"] * 3 + ["discharge"]}
 
     for week in range(12):
         monday = START + dt.timedelta(days=7 * week)
