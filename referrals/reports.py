@@ -869,14 +869,18 @@ def report_sign(*, report: Report, actor: str, expected_version: int, answers: d
 
 @transaction.atomic
 def report_request(*, referral: Referral, actor: str, send_now: bool = False) -> Report:
-    """A progress report asked for now (an EHR before a visit): the period since the last report, to today.
+    """A progress report asked for now (an EHR before a visit): the period since the last report, to today (the
+    site's date, selectors.case_time_zone).
     Drafted for the therapist to review and sign; with ``send_now``, sent at once as preliminary ("not reviewed
     by the therapist"); the therapist's signature later sends it again as final. A referral already closed gets
     no progress report (its discharge report says it all): DomainError NOT_OPEN."""
     if referral.status in TERMINAL_STATUSES:
         raise DomainError(ErrorCode.NOT_OPEN, f"the referral is {referral.status}; its discharge report is its last",
                           field="status")
-    start, end = report_period_next(referral=referral, until=timezone.localdate())
+    # Today in the site's time zone, as the schedule counts its periods: an EHR asking on Sunday evening in Chicago
+    # is asking up to Sunday, though it is Monday in UTC already.
+    today = timezone.localdate(timezone.now(), case_time_zone(referral))
+    start, end = report_period_next(referral=referral, until=today)
     # A draft of the same start still waiting for the therapist is drafted afresh up to today (and superseded).
     report = report_draft(referral=referral, period_start=start, period_end=end, kind=ReportKind.PROGRESS,
                           redraft=True)

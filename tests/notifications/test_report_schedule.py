@@ -1,29 +1,42 @@
 """The report schedule run by the real follow-up sweep over twelve weeks of time travel (time-machine): a
-referral accepted, three sessions and a PAVS check-in recorded every week through referrals/records.py, a
-progress report at weeks 4 and 8 and the discharge report at week 12, each a DiagnosticReport whose figures are
-the record's, each notified to the physician once. Then the ways a case ends without its twelve weeks, and a
-due report with nothing recorded."""
+referral sent by the EHR as a FHIR transaction Bundle, routed and accepted, three sessions and a PAVS check-in
+recorded every week through referrals/records.py, a progress report at weeks 4 and 8, a third one the EHR asks
+for before a visit in week 10 (POST Task/<id>/$report), and the discharge report at week 12, each a
+DiagnosticReport whose figures are the record's, each notified to the physician once. Then the ways a case ends
+without its twelve weeks, and a due report with nothing recorded."""
 
 import datetime as dt
 import io
+import uuid
 
 import pytest
 import time_machine
 from pypdf import PdfReader
 
 from fhir_bridge import fhir as fhir_models
+from fhir_bridge.examples import example, scenario2_bundle
 from fhir_bridge.models import StoredResource
 from fhir_bridge.profiles import check_resource
 from network.models import Organization
 from notifications.models import Delivery, FollowUp
 from referrals.cases import case_discharge, case_fail, case_hold
-from referrals.models import Referral, ReferralStatus, Report, ReportKind, ReportStatus
+from referrals.models import Offer, OfferStatus, Referral, ReferralStatus, Report, ReportKind, ReportStatus
+from referrals.offers import offer_accept
+from referrals.tasks import route_referral
 from referrals.records import ComponentPlan, adverse_event_record, program_set
 from referrals.reports import ReportDraft, report_sign
 from referrals.selectors import case_time_zone
-from tests.conftest import fhir_client_for
+from tests.conftest import fhir_client_for, json_of
+from tests.network.factories import role_make
 from tests.notifications.test_physician_told import Physician
-from tests.referrals.report_cases import START, THERAPIST, accepted_referral, record_assessment, record_week
+from tests.referrals.report_cases import (
+    GOALS,
+    START,
+    THERAPIST,
+    accepted_referral,
+    record_assessment,
+    record_week,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -86,18 +99,82 @@ def _emails(subject_part: str) -> list[Delivery]:
     return list(Delivery.objects.filter(channel="email", subject__contains=subject_part).order_by("id"))
 
 
-def test_twelve_weeks_of_sessions_give_two_progress_reports_and_a_discharge_matching_the_record(
+CARDIAC_REASON = [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "I25.10",
+                               "display": "Atherosclerotic heart disease of native coronary artery"}]}]
+SPRINGFIELD = (39.7990, -89.6440)  # near the centroid of ZIP 62701, the patient's
+CLEARANCE_SYSTEM = "http://exercise-referral-hub.org/fhir/CodeSystem/exercise-clearance"
+
+
+def intake_bundle() -> dict:
+    """The referral as the EHR sends it: PA Scenario 2's transaction Bundle for a cardiac patient in Springfield, IL,
+    cleared for moderate exercise, with the PAVS baseline (3 d/wk of 10 min: 30 min/wk, no strength days) and the
+    physician's two goals (150 min/wk, a 6-minute walk of 450 m) as Goals in supportingInfo."""
+    bundle = scenario2_bundle(identifier="twelve-weeks", reason_codes=CARDIAC_REASON)
+    by_type = {e["resource"]["resourceType"]: e for e in bundle["entry"]}
+    patient_urn, sr = by_type["Patient"]["fullUrl"], by_type["ServiceRequest"]["resource"]
+    sr["orderDetail"] = [{"coding": [{"system": CLEARANCE_SYSTEM, "code": "moderate"}]}]
+    values = {"89555-7": 3, "68516-4": 10, "82290-8": 30, "82291-6": 0}
+    pavs = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
+    pavs += [example("Scen1ObservationMinsPerWeek"), example("Scen1ObservationStrengthDaysPerWeek")]
+    goals = []
+    for goal in GOALS:
+        resource = example("Scen1GoalV1")
+        resource["description"] = {"text": goal["text"]}
+        resource["target"] = [{"measure": {"coding": [goal["measure"]]},
+                               "detailQuantity": {"value": goal["target"]["value"], "comparator": ">=",
+                                                  "system": "http://unitsofmeasure.org",
+                                                  "code": goal["target"]["unit"]}}]
+        if goal["due"]:
+            resource["target"][0]["dueDate"] = goal["due"]
+        goals.append(resource)
+    entries = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Observation"]
+    added = []
+    for resource in pavs + goals:
+        resource.pop("id", None)
+        resource["subject"] = {"reference": patient_urn}
+        if resource["resourceType"] == "Observation":
+            resource["performer"] = [{"reference": patient_urn}]
+            resource["effectiveDateTime"] = "2026-08-20"
+            resource["valueQuantity"]["value"] = values[resource["code"]["coding"][0]["code"]]
+        added.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": resource,
+                      "request": {"method": "POST", "url": resource["resourceType"]}})
+    sr["supportingInfo"] = [{"reference": e["fullUrl"]} for e in added]
+    bundle["entry"] = added + entries
+    return bundle
+
+
+def test_twelve_weeks_from_intake_give_three_progress_reports_one_asked_for_and_a_discharge_matching_the_record(
     ehr_client, clinic, http_receiver, dispatched, coordinator, clock
 ):
+    # Friday Sep 4 (UTC): the EHR sends the referral at noon, the worker routes it a minute later, the professional
+    # accepts it in the afternoon. (The clock stands still within a travel: each change gets its own moment.)
     with time_machine.travel(dt.datetime(2026, 9, 4, 12, tzinfo=dt.UTC), tick=False):
-        physician = Physician(fhir_client_for(ehr_client), http_receiver)  # a token of that day
-        referral = accepted_referral(clinic, email="therapist@gym.test")  # accepted on Friday Sep 4
-        physician.told()
+        fhir = fhir_client_for(ehr_client)  # a token of that day
+        physician = Physician(fhir, http_receiver)
+        role_make(at=SPRINGFIELD, state="IL", email="therapist@gym.test")  # a site in Chicago's time
+        response = fhir.post("", intake_bundle())
+        assert response.status_code == 200, response.content
+        entries = {e["resource"]["resourceType"]: e["resource"] for e in json_of(response)["entry"]}
+        task_id, service_request = entries["Task"]["id"], f"ServiceRequest/{entries['ServiceRequest']['id']}"
+        referral = Referral.objects.get()
+        assert [_business(t) for t in physician.told()] == ["received"]
+    with time_machine.travel(dt.datetime(2026, 9, 4, 12, 1, tzinfo=dt.UTC), tick=False):
+        route_referral(referral.pk)  # the worker's part: the route task the intake's commit enqueued
+        assert [_business(t) for t in physician.told()] == ["offered"]
+    with time_machine.travel(dt.datetime(2026, 9, 4, 17, tzinfo=dt.UTC), tick=False):
+        offer_accept(offer=Offer.objects.get(referral=referral, status=OfferStatus.REQUESTED))
+        assert [_business(t) for t in physician.told()] == ["accepted"]
+    referral.refresh_from_db()
+    facts = referral.facts
+    assert (facts.pavs_value("82290-8"), facts.goal_minutes_per_week(), len(facts.goals)) == (30, 150, 2)
     c = clock(referral)
     sent: list[dict] = []  # the Task versions notified for each report sent
     c.at(START - dt.timedelta(days=1), 12)
     program_set(referral=referral, starts_on=START, components=[ComponentPlan("aerobic", 3, 45)], actor=THERAPIST,
                 expected_version=referral.version)  # 135 supervised min/wk prescribed
+    # The reports there are after each week (the last key at or before it).
+    kinds_by_week = {-1: [], 3: ["progress"], 7: ["progress"] * 2, 9: ["progress"] * 3,
+                     11: ["progress"] * 3 + ["discharge"]}
 
     for week in range(12):
         monday = START + dt.timedelta(days=7 * week)
@@ -114,11 +191,22 @@ def test_twelve_weeks_of_sessions_give_two_progress_reports_and_a_discharge_matc
             adverse_event_record(referral=referral, occurred_at=c.at(monday + dt.timedelta(days=6), 18) -
                                  dt.timedelta(days=5), kind="fall", severity="mild", action_taken="No injury",
                                  actor=THERAPIST, expected_version=Referral.objects.get(pk=referral.pk).version)
+        if week == 9:
+            # Sunday 19:30 of week 10 (already Monday in UTC): the physician sees the patient tomorrow, and the EHR
+            # asks for a report now. Drafted for the therapist, who signs it on Monday morning.
+            c.at(monday + dt.timedelta(days=6), 19, 30)
+            fhir = fhir_client_for(ehr_client)  # the EHR's token of the day
+            asked = fhir.post(f"Task/{task_id}/$report", {"resourceType": "Parameters"})
+            assert asked.status_code == 202, asked.content
+            assert "2026-11-02 to 2026-11-15" in json_of(asked)["issue"][0]["diagnostics"]
+            assert physician.told() == []  # drafted, not sent: nothing for the physician yet
+            assert len(_emails("waits for your signature")) == 3
         told = physician.told(c.at(monday + dt.timedelta(days=7), 0, 30))  # Monday 00:30: the sweep runs
         sent += [t for t in told if _business(t) in ("progress-report-sent", "discharge-report-sent")]
         reports = list(Report.objects.filter(referral=referral).order_by("period_start"))
-        # Reports are drafted when their period is over (the Monday after weeks 4, 8 and 12), not before.
-        assert [r.kind for r in reports] == ["progress", "progress", "discharge"][: (week + 1) // 4], week
+        # Scheduled reports are drafted when their period is over (the Monday after weeks 4, 8 and 12), not before;
+        # the asked-for one in week 10.
+        assert [r.kind for r in reports] == kinds_by_week[max(w for w in (-1, *kinds_by_week) if w <= week)], week
 
         if week == 3:  # week 4's report: drafted, the therapist nudged; signed the next day, it goes out final
             (first,) = reports
@@ -138,6 +226,14 @@ def test_twelve_weeks_of_sessions_give_two_progress_reports_and_a_discharge_matc
             assert len(_emails("went out unsigned")) == 1
             preliminary = StoredResource.objects.get(resource_type="DiagnosticReport", fhir_id=str(second.public_id))
             assert (preliminary.content["status"], preliminary.version_id) == ("preliminary", 1)
+        if week == 9:  # the asked-for report: the therapist signs it on Monday morning, before the visit
+            third = reports[2]
+            assert third.status == ReportStatus.DRAFT
+            c.at(monday + dt.timedelta(days=7), 9)
+            report_sign(report=third, actor=THERAPIST, expected_version=third.version)
+            sent += [t for t in physician.told() if _business(t) == "progress-report-sent"]
+            # Its wait runs out later with nothing left to send: not a second notification.
+            assert physician.told(c.at(monday + dt.timedelta(days=11), 0, 30)) == []
     # Week 12's is the discharge: the therapist signs it and the referral completes. They sign week 8's too,
     # late: it goes out again, final, as the next version of the same DiagnosticReport.
     discharge = Report.objects.get(referral=referral, kind=ReportKind.DISCHARGE)
@@ -148,36 +244,46 @@ def test_twelve_weeks_of_sessions_give_two_progress_reports_and_a_discharge_matc
     second = Report.objects.get(pk=reports[1].pk)
     report_sign(report=second, actor=THERAPIST, expected_version=second.version)
     late = physician.told()
-    c.stop()
 
-    first, second, discharge = Report.objects.filter(referral=referral).order_by("period_start")
+    first, second, third, discharge = Report.objects.filter(referral=referral).order_by("period_start")
     # Each report sent was one notification of one Task version, in order; the preliminary one once, unsigned.
-    assert [_business(t) for t in sent] == ["progress-report-sent", "progress-report-sent", "discharge-report-sent"]
+    assert [_business(t) for t in sent] == ["progress-report-sent"] * 3 + ["discharge-report-sent"]
     assert [t["output"][-1]["valueReference"]["reference"] for t in sent] == [
-        f"DiagnosticReport/{r.public_id}" for r in (first, second, discharge)]
+        f"DiagnosticReport/{r.public_id}" for r in (first, second, third, discharge)]
     assert sent[-1]["status"] == "completed"
-    assert len({t["meta"]["versionId"] for t in sent}) == 3
-    # The late signature: one notification more; the Task stays completed and discharged, three outputs.
+    assert len({t["meta"]["versionId"] for t in sent}) == 4
+    # The late signature: one notification more; the Task stays completed and discharged, four outputs.
     assert [(t["status"], _business(t), len(t["output"])) for t in late] == [
-        ("completed", "discharge-report-sent", 3)]
-    assert [r.status for r in (first, second, discharge)] == ["signed", "signed", "signed"]
+        ("completed", "discharge-report-sent", 4)]
+    assert [r.status for r in (first, second, third, discharge)] == ["signed"] * 4
     final = StoredResource.objects.get(resource_type="DiagnosticReport", fhir_id=str(second.public_id))
     assert (final.content["status"], final.version_id) == ("final", 2)
+    # The EHR finds all four through FHIR, as it would before the next visit.
+    searched = fhir_client_for(ehr_client).get("DiagnosticReport", **{"based-on": service_request})
+    assert searched.status_code == 200, searched.content
+    found = json_of(searched)
+    assert sorted(e["resource"]["id"] for e in found["entry"]) == sorted(
+        str(r.public_id) for r in (first, second, third, discharge))
+    c.stop()
 
     # The figures are the record's.
     expected = [
         # (period, attended, missed, supervised min, PAVS latest, walk latest, bp latest, adherence)
         (("2026-09-07", "2026-10-04"), 12, 0, 540, minutes_of(3), 420, "132/85", 1.0),
         (("2026-10-05", "2026-11-01"), 11, 1, 495, minutes_of(7), 450, "128/82", round(495 / (135 * 4), 3)),
-        (("2026-11-02", "2026-11-29"), 35, 1, 1575, minutes_of(11), 470, "124/80", round(1575 / (135 * 12), 3)),
+        # asked for on Sunday Nov 15 in the site's time zone: from the day after week 8's report to that day
+        (("2026-11-02", "2026-11-15"), 6, 0, 270, minutes_of(9), 450, "128/82", 1.0),
+        # the schedule carries on from the day after the asked-for report; the discharge counts the whole program
+        (("2026-11-16", "2026-11-29"), 35, 1, 1575, minutes_of(11), 470, "124/80", round(1575 / (135 * 12), 3)),
     ]
     for report, (period, attended, missed, minutes, pavs, walk, bp, adherence) in zip(
-            (first, second, discharge), expected, strict=True):
+            (first, second, third, discharge), expected, strict=True):
+        assert (report.period_start.isoformat(), report.period_end.isoformat()) == period
         draft = ReportDraft.from_json(report.draft)
         p = draft.participation
         assert (draft.period_start, draft.period_end) == period
         assert (p.attended, p.missed, p.supervised_minutes, p.prescribed_minutes_per_week, p.adherence) == (
-            attended, missed, minutes, 135, adherence)
+            attended, missed, minutes, 135, adherence), period
         line = draft.measure("pavs-minutes")
         assert (line.baseline, line.latest, line.goal) == (30, pavs, 150)
         assert (draft.measure("six-minute-walk").baseline, draft.measure("six-minute-walk").latest) == (380, walk)
@@ -189,12 +295,14 @@ def test_twelve_weeks_of_sessions_give_two_progress_reports_and_a_discharge_matc
         assert fhir_models.structural_issues(dr, path="DiagnosticReport") == []  # R4 itself (fhir.resources)
         assert dr["status"] == "final"
         assert dr["effectivePeriod"] == {"start": period[0], "end": period[1]}
-        assert len(dr["result"]) > 10
+        assert dr["basedOn"] == [{"reference": service_request}]
+        assert len(dr["result"]) > 5
     # The chart runs week by week from the first session: the discharge's shows all twelve check-ins.
     assert [w.minutes_per_week for w in ReportDraft.from_json(discharge.draft).pavs_weeks] == [
         minutes_of(n) for n in range(12)]
     assert [g.status for g in ReportDraft.from_json(discharge.draft).goals] == ["met", "met"]
     assert [a.kind for a in ReportDraft.from_json(second.draft).adverse_events] == []
+    assert [a.kind for a in ReportDraft.from_json(third.draft).adverse_events] == ["fall"]
     assert [a.kind for a in ReportDraft.from_json(discharge.draft).adverse_events] == ["fall"]
     referral.refresh_from_db()
     assert (referral.status, referral.business_status) == (ReferralStatus.COMPLETED, "discharge-report-sent")
