@@ -119,3 +119,22 @@ def test_the_import_previews_then_applies_exactly_the_previewed_file(network_adm
     assert ProfessionalRole.objects.count() > 0
     tampered = client.post("/console/network/import", {"preview": signed_preview[:-2] + "xx"})
     assert tampered.status_code == 422
+
+
+def test_every_console_post_leaves_one_audit_row_with_its_status(clinic, network_admin):
+    from audit.models import Access
+
+    role = role_make(at=km_north(1), max_active_cases=5)
+    client = signed_in(network_admin)
+    until = (timezone.localdate() + dt.timedelta(days=3)).isoformat()
+
+    assert client.post(f"/console/network/roles/{role.pk}/pause", {"until": until}).status_code == 302
+    assert client.post(f"/console/network/roles/{role.pk}/capacity", {"max_active_cases": "-1"}).status_code == 422
+    client.get("/console/network")  # a page read: no row
+
+    rows = list(Access.objects.filter(channel=Access.Channel.CONSOLE).order_by("id").values_list(
+        "interaction", "method", "entity_type", "entity_id", "status", "agent_user"))
+    assert rows == [
+        ("role-pause", "POST", "ProfessionalRole", str(role.pk), 302, network_admin.username),
+        ("role-capacity", "POST", "ProfessionalRole", str(role.pk), 422, network_admin.username),
+    ]
