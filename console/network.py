@@ -1,6 +1,8 @@
 """Reads of the console's network page: each professional's role and each program (organization) with its load
 against its capacity, acceptance rate and median time to accept, and the credentials that expire soon. A page of
-rows costs a fixed number of queries (the rows, then one grouped query over their offers).
+rows costs a fixed number of queries (the rows, then one grouped query for their load); the answers come from a
+rollup (``network_answers_refresh``: two grouped queries over the window's offers, run by the console's beat task
+and kept in Django's cache), at most ``NETWORK_ANSWERS_MAX_AGE`` old, its age shown.
 
 - **load**: live cases (referrals.selectors.active_cases_sql: requested offers and accepted ones still open)
   against ``max_active_cases``;
@@ -12,8 +14,10 @@ rows costs a fixed number of queries (the rows, then one grouped query over thei
 import datetime as dt
 from dataclasses import dataclass
 
+from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
 
 from network.models import Credential, Organization, ProfessionalRole
 from referrals.funnel import Median
@@ -25,6 +29,8 @@ PAGE_SIZE = 50
 EXPIRING_WITHIN = dt.timedelta(days=60)
 EXPIRING_LIMIT = 100
 _ANSWERED = [OfferStatus.ACCEPTED, OfferStatus.REJECTED, OfferStatus.EXPIRED]
+NETWORK_ANSWERS_MAX_AGE = dt.timedelta(minutes=5)
+NETWORK_ANSWERS_CACHE_KEY = "console:network:answers:v1"
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,40 @@ def _answers(offers: QuerySet, by: str, *, since: dt.datetime) -> dict[int, Answ
     return {r[by]: Answers(r["accepted"], r["answered"], r["median"]) for r in rows}
 
 
+@dataclass(frozen=True)
+class NetworkAnswers:
+    """Every role's and organization's Answers (by primary key; one without answered offers is absent) over the
+    offers made in the ``STATS_WINDOW`` before ``computed_at``."""
+
+    computed_at: dt.datetime
+    roles: dict[int, Answers]
+    organizations: dict[int, Answers]
+
+
+def network_answers_compute(*, now: dt.datetime) -> NetworkAnswers:
+    """Answers of every role and organization: two grouped queries over the window's answered offers."""
+    since = now - STATS_WINDOW
+    return NetworkAnswers(computed_at=now, roles=_answers(Offer.objects.all(), "role_id", since=since),
+                          organizations=_answers(Offer.objects.all(), "organization_id", since=since))
+
+
+def network_answers_refresh(*, now: dt.datetime | None = None) -> NetworkAnswers:
+    """Compute the answers and keep them in the cache (the console's beat task, console.rollup_refresh, runs it
+    every HUB_ROLLUP_SECONDS)."""
+    fresh = network_answers_compute(now=now or timezone.now())
+    cache.set(NETWORK_ANSWERS_CACHE_KEY, fresh, timeout=int(NETWORK_ANSWERS_MAX_AGE.total_seconds()) * 2)
+    return fresh
+
+
+def network_answers_current(*, now: dt.datetime) -> NetworkAnswers:
+    """The answers as computed at most ``NETWORK_ANSWERS_MAX_AGE`` before ``now`` (one cache read), computed now
+    when the beat has not kept any that recent."""
+    kept = cache.get(NETWORK_ANSWERS_CACHE_KEY)
+    if kept is not None and dt.timedelta(0) <= now - kept.computed_at <= NETWORK_ANSWERS_MAX_AGE:
+        return kept
+    return network_answers_refresh(now=now)
+
+
 def _with_load(roles: list[ProfessionalRole]) -> list[ProfessionalRole]:
     """Set ``active_cases`` on each role (one grouped query for them all)."""
     counts = role_active_case_counts(role_ids=[r.pk for r in roles])
@@ -64,17 +104,16 @@ def _with_load(roles: list[ProfessionalRole]) -> list[ProfessionalRole]:
     return roles
 
 
-def roles_page(*, search: str = "", number: int = 1, now: dt.datetime) -> tuple[Page, dict[int, Answers]]:
+def roles_page(*, search: str = "", number: int = 1, answers: NetworkAnswers) -> tuple[Page, dict[int, Answers]]:
     """A page of roles (by organization, then professional), each with ``active_cases``, and their answers by
-    role id. Four queries (the count, the page, the load, the answers)."""
+    role id (from ``answers``). Three queries (the count, the page, the load)."""
     roles = ProfessionalRole.objects.select_related("professional", "organization", "site")
     if search:
         roles = roles.filter(Q(professional__family_name__icontains=search) | Q(professional__given_name__icontains=search)
                              | Q(organization__name__icontains=search) | Q(fhir_id__icontains=search))
     page = Paginator(roles.order_by("organization__name", "professional__family_name", "id"), PAGE_SIZE).get_page(number)
     page.object_list = _with_load(list(page.object_list))
-    ids = [r.pk for r in page.object_list]
-    return page, _answers(Offer.objects.filter(role_id__in=ids), "role_id", since=now - STATS_WINDOW)
+    return page, {r.pk: answers.roles[r.pk] for r in page.object_list if r.pk in answers.roles}
 
 
 @dataclass
@@ -87,8 +126,11 @@ class Program:
     answers: Answers
 
 
-def programs_page(*, search: str = "", number: int = 1, now: dt.datetime) -> tuple[Page, list[Program]]:
-    """A page of organizations with their roles' load and capacity and their answers. Five queries."""
+def programs_page(
+    *, search: str = "", number: int = 1, now: dt.datetime, answers: NetworkAnswers
+) -> tuple[Page, list[Program]]:
+    """A page of organizations with their roles' load and capacity and their answers (from ``answers``). Four
+    queries (the count, the page, the roles, their load)."""
     today = now.date()
     orgs = Organization.objects.all()
     if search:
@@ -100,7 +142,6 @@ def programs_page(*, search: str = "", number: int = 1, now: dt.datetime) -> tup
         "organization_id", "active", "accepting", "paused_until", "max_active_cases"
     ))):
         roles_by_org[role.organization_id].append(role)
-    answers = _answers(Offer.objects.filter(organization_id__in=ids), "organization_id", since=now - STATS_WINDOW)
     programs = []
     for org in page.object_list:
         roles = roles_by_org[org.pk]
@@ -109,7 +150,7 @@ def programs_page(*, search: str = "", number: int = 1, now: dt.datetime) -> tup
             taking=sum(1 for r in roles if r.active and r.accepting and not r.is_paused(today)),
             capacity=sum(r.max_active_cases for r in roles if r.active),
             active_cases=sum(r.active_cases for r in roles),
-            answers=answers.get(org.pk, Answers()),
+            answers=answers.organizations.get(org.pk, Answers()),
         ))
     return page, programs
 
