@@ -97,23 +97,11 @@ def network_answers_current(*, now: dt.datetime) -> NetworkAnswers:
 
 
 def _with_load(roles: list[ProfessionalRole]) -> list[ProfessionalRole]:
-    """Set ``active_cases`` on each role (one grouped query for them all)."""
-    counts = role_active_case_counts(role_ids=[r.pk for r in roles])
+    """Set ``active_cases`` on each role (one grouped query for them all, however many)."""
+    counts = role_active_case_counts(role_ids=sorted({r.pk for r in roles}))
     for role in roles:
         role.active_cases = counts.get(role.pk, 0)
     return roles
-
-
-def roles_page(*, search: str = "", number: int = 1, answers: NetworkAnswers) -> tuple[Page, dict[int, Answers]]:
-    """A page of roles (by organization, then professional), each with ``active_cases``, and their answers by
-    role id (from ``answers``). Three queries (the count, the page, the load)."""
-    roles = ProfessionalRole.objects.select_related("professional", "organization", "site")
-    if search:
-        roles = roles.filter(Q(professional__family_name__icontains=search) | Q(professional__given_name__icontains=search)
-                             | Q(organization__name__icontains=search) | Q(fhir_id__icontains=search))
-    page = Paginator(roles.order_by("organization__name", "professional__family_name", "id"), PAGE_SIZE).get_page(number)
-    page.object_list = _with_load(list(page.object_list))
-    return page, {r.pk: answers.roles[r.pk] for r in page.object_list if r.pk in answers.roles}
 
 
 @dataclass
@@ -126,33 +114,54 @@ class Program:
     answers: Answers
 
 
-def programs_page(
-    *, search: str = "", number: int = 1, now: dt.datetime, answers: NetworkAnswers
-) -> tuple[Page, list[Program]]:
-    """A page of organizations with their roles' load and capacity and their answers (from ``answers``). Four
-    queries (the count, the page, the roles, their load)."""
+@dataclass
+class NetworkPage:
+    roles: Page  # of ProfessionalRole, each with ``active_cases``
+    role_answers: dict[int, Answers]  # by role id; a role without answered offers is absent
+    programs: Page  # of Organization
+    program_rows: list[Program]  # the programs page's organizations, in its order
+
+
+def network_page(
+    *, search: str = "", roles_number: int = 1, programs_number: int = 1, now: dt.datetime, answers: NetworkAnswers
+) -> NetworkPage:
+    """A page of roles (by organization, then professional) and a page of organizations (by name), both narrowed
+    by ``search``, with their live load (the roles of both pages counted in one grouped query), capacity and the
+    ``answers`` rollup's acceptance. Six queries: each page's count and rows, the programs' roles, the load."""
     today = now.date()
+    roles = ProfessionalRole.objects.select_related("professional", "organization", "site")
     orgs = Organization.objects.all()
     if search:
+        roles = roles.filter(Q(professional__family_name__icontains=search) | Q(professional__given_name__icontains=search)
+                             | Q(organization__name__icontains=search) | Q(fhir_id__icontains=search))
         orgs = orgs.filter(name__icontains=search)
-    page = Paginator(orgs.order_by("name", "id"), PAGE_SIZE).get_page(number)
-    ids = [o.pk for o in page.object_list]
-    roles_by_org: dict[int, list] = {i: [] for i in ids}
-    for role in _with_load(list(ProfessionalRole.objects.filter(organization_id__in=ids).only(
+    role_page = Paginator(roles.order_by("organization__name", "professional__family_name", "id"),
+                          PAGE_SIZE).get_page(roles_number)
+    role_page.object_list = list(role_page.object_list)
+    org_page = Paginator(orgs.order_by("name", "id"), PAGE_SIZE).get_page(programs_number)
+    ids = [o.pk for o in org_page.object_list]
+    program_roles = list(ProfessionalRole.objects.filter(organization_id__in=ids).only(
         "organization_id", "active", "accepting", "paused_until", "max_active_cases"
-    ))):
+    ))
+    _with_load(role_page.object_list + program_roles)
+    roles_by_org: dict[int, list] = {i: [] for i in ids}
+    for role in program_roles:
         roles_by_org[role.organization_id].append(role)
     programs = []
-    for org in page.object_list:
-        roles = roles_by_org[org.pk]
+    for org in org_page.object_list:
+        held = roles_by_org[org.pk]
         programs.append(Program(
-            organization=org, roles=len(roles),
-            taking=sum(1 for r in roles if r.active and r.accepting and not r.is_paused(today)),
-            capacity=sum(r.max_active_cases for r in roles if r.active),
-            active_cases=sum(r.active_cases for r in roles),
+            organization=org, roles=len(held),
+            taking=sum(1 for r in held if r.active and r.accepting and not r.is_paused(today)),
+            capacity=sum(r.max_active_cases for r in held if r.active),
+            active_cases=sum(r.active_cases for r in held),
             answers=answers.organizations.get(org.pk, Answers()),
         ))
-    return page, programs
+    return NetworkPage(
+        roles=role_page,
+        role_answers={r.pk: answers.roles[r.pk] for r in role_page.object_list if r.pk in answers.roles},
+        programs=org_page, program_rows=programs,
+    )
 
 
 def credentials_expiring(*, today: dt.date) -> list[Credential]:

@@ -15,8 +15,7 @@ from console.network import (
     NETWORK_ANSWERS_MAX_AGE,
     credentials_expiring,
     network_answers_current,
-    programs_page,
-    roles_page,
+    network_page,
 )
 from network.admin_import import network_import_step
 from network.models import ProfessionalRole
@@ -40,11 +39,11 @@ def _page(request, *, status: int = 200, role_forms: dict | None = None):
     now = timezone.now()
     search = request.GET.get("q", "")[:100]
     answers = network_answers_current(now=now)
-    roles, role_answers = roles_page(search=search, number=_page_number(request.GET.get("page", 1)), answers=answers)
-    programs, program_rows = programs_page(search=search, number=_page_number(request.GET.get("org_page", 1)),
-                                           now=now, answers=answers)
+    page = network_page(search=search, roles_number=_page_number(request.GET.get("page", 1)),
+                        programs_number=_page_number(request.GET.get("org_page", 1)), now=now, answers=answers)
     return render(request, "console/network/index.html", {
-        "roles": roles, "role_answers": role_answers, "programs": programs, "program_rows": program_rows,
+        "roles": page.roles, "role_answers": page.role_answers, "programs": page.programs,
+        "program_rows": page.program_rows,
         "expiring": credentials_expiring(today=now.date()), "expiring_days": EXPIRING_WITHIN.days,
         "search": search, "today": now.date(), "role_forms": role_forms or {},
         "answers_at": answers.computed_at, "answers_age_minutes": int((now - answers.computed_at).total_seconds() // 60),
