@@ -6,6 +6,7 @@ import functools
 
 from django.db import transaction
 from django.db.models import QuerySet
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django_otp import user_has_device
@@ -62,14 +63,22 @@ def console_audit(
 
 def _posted(view, request, *args, **kwargs):
     """Run a console POST and write its one audit row in the same transaction (the action and its record commit
-    together; a refusal, answered 4xx, is recorded with its status). The target is the URL's ``*_id``."""
-    with transaction.atomic():
-        response = view(request, *args, **kwargs)
-        name, value = next(((k, v) for k, v in kwargs.items() if k in _AUDITED_TARGETS), ("", ""))
-        match = request.resolver_match
+    together; a refusal, answered 4xx, is recorded with its status; a target outside the user's scope, 404, after
+    the rollback). The target is the URL's ``*_id``."""
+    name, value = next(((k, v) for k, v in kwargs.items() if k in _AUDITED_TARGETS), ("", ""))
+    match = request.resolver_match
+
+    def audit(status: int) -> None:
         console_audit(request, interaction=match.url_name if match and match.url_name else "post",
-                      entity_type=_AUDITED_TARGETS.get(name, ""), entity_id=str(value),
-                      status=response.status_code)
+                      entity_type=_AUDITED_TARGETS.get(name, ""), entity_id=str(value), status=status)
+
+    try:
+        with transaction.atomic():
+            response = view(request, *args, **kwargs)
+            audit(response.status_code)
+    except Http404:
+        audit(404)
+        raise
     return response
 
 

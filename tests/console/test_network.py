@@ -133,12 +133,14 @@ def test_every_console_post_leaves_one_audit_row_with_its_status(clinic, network
     assert client.post(f"/console/network/roles/{role.pk}/pause", {"until": until}).status_code == 302
     assert client.post(f"/console/network/roles/{role.pk}/capacity", {"max_active_cases": "-1"}).status_code == 422
     client.get("/console/network")  # a page read: no row
+    assert client.post("/console/network/roles/999999/resume").status_code == 404
 
     rows = list(Access.objects.filter(channel=Access.Channel.CONSOLE).order_by("id").values_list(
         "interaction", "method", "entity_type", "entity_id", "status", "agent_user"))
     assert rows == [
         ("role-pause", "POST", "ProfessionalRole", str(role.pk), 302, network_admin.username),
         ("role-capacity", "POST", "ProfessionalRole", str(role.pk), 422, network_admin.username),
+        ("role-resume", "POST", "ProfessionalRole", "999999", 404, network_admin.username),
     ]
 
 
