@@ -181,22 +181,6 @@ def _live_offer(clinic, role):
                          created_at=now, deadline=now + dt.timedelta(hours=48))
 
 
-def test_a_program_publishes_its_capacity_status_as_sdoh_clinical_care_says(fhir, springfield, clinic):
-    near, far = springfield.roles.get(fhir_id="role-near"), springfield.roles.get(fhir_id="role-far")
-    near.max_active_cases, far.max_active_cases = 1, 1
-    near.save(), far.save()
-    assert _capacity(fhir) == ("capacity", "2 of 2 places free across 2 professionals")
-
-    _live_offer(clinic, near)
-    _live_offer(clinic, far)
-    code, notes = _capacity(fhir)
-    assert code == "waitlist" and notes.startswith("All 2 places taken")
-
-    springfield.paused_until = dt.date.today() + dt.timedelta(days=3)
-    springfield.save()
-    assert _capacity(fhir) == ("no-capacity", f"Paused until {springfield.paused_until.isoformat()}")
-
-
 def test_a_search_of_programs_counts_every_role_load_in_one_query(fhir, springfield, clinic):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -213,3 +197,19 @@ def test_a_search_of_programs_counts_every_role_load_in_one_query(fhir, springfi
     many, ids = queries()
     assert sorted(ids) == ["cardiac-two", "ymca-springfield"]
     assert many == few  # the load of 5 roles of 2 programs: one grouped query, as of 2 roles of 1
+
+
+def test_a_program_publishes_its_capacity_status_as_sdoh_clinical_care_says(fhir, springfield, clinic):
+    near, far = springfield.roles.get(fhir_id="role-near"), springfield.roles.get(fhir_id="role-far")
+    near.max_active_cases, far.max_active_cases = 1, 1
+    near.save(), far.save()
+    assert _capacity(fhir) == ("capacity", "2 of 2 places free across 2 professionals")
+
+    _live_offer(clinic, near)
+    _live_offer(clinic, far)
+    code, notes = _capacity(fhir)
+    assert code == "waitlist" and notes.startswith("All 2 places taken")
+
+    springfield.paused_until = dt.date.today() + dt.timedelta(days=3)
+    springfield.save()
+    assert _capacity(fhir) == ("no-capacity", f"Paused until {springfield.paused_until.isoformat()}")
