@@ -28,6 +28,7 @@ unpickles a few numbers per card, never the patients' changes, and computes no i
 import datetime as dt
 import math
 import statistics
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -43,6 +44,11 @@ GAIN_MINUTES_PER_WEEK = 30
 CONFIDENCE = 0.95
 SCORECARD_MAX_AGE = dt.timedelta(minutes=5)
 _CACHE_KEY = "referrals:scorecards:v2"  # v2: ScorecardSummary cards
+# (token, computed_at) of the kept scorecards: a reader unpickles the cards only when the token changes (once per
+# refresh and process); unpickling 800+ cards on every request made the garbage collector's full passes land on
+# the console's requests (p95 ~240 ms against p50 ~25 ms).
+_STAMP_KEY = "referrals:scorecards:v2:stamp"
+_memo: dict[str, "Scorecards"] = {}  # this process's copy: {token: scorecards}, one entry
 _Z = statistics.NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)  # 1.96
 
 PROGRAM, PROFESSIONAL = "program", "professional"
@@ -257,9 +263,17 @@ def scorecards_compute(*, now: dt.datetime | None = None) -> Scorecards:
 def scorecards_current(*, now: dt.datetime | None = None) -> Scorecards:
     """The scorecards as computed at most ``SCORECARD_MAX_AGE`` ago (Django's cache), computed now if none are."""
     now = now or timezone.now()
-    kept = cache.get(_CACHE_KEY)
-    if kept is not None and now - kept.computed_at <= SCORECARD_MAX_AGE:
-        return kept
+    stamp = cache.get(_STAMP_KEY)
+    if stamp is not None and now - stamp[1] <= SCORECARD_MAX_AGE:
+        token = stamp[0]
+        kept = _memo.get(token)
+        if kept is None:
+            kept = cache.get(_CACHE_KEY)
+            if kept is not None and kept.computed_at == stamp[1]:
+                _memo.clear()
+                _memo[token] = kept
+        if kept is not None:
+            return kept
     return scorecards_refresh(now=now)
 
 
@@ -267,7 +281,11 @@ def scorecards_refresh(*, now: dt.datetime | None = None) -> Scorecards:
     """Compute the scorecards and keep them in the cache as summaries (Celery beat's referrals.scorecards_refresh
     calls it); returns the summaries."""
     fresh = scorecards_compute(now=now).summarized()
-    cache.set(_CACHE_KEY, fresh, timeout=int(SCORECARD_MAX_AGE.total_seconds()) * 2)
+    token = uuid.uuid4().hex
+    cache.set_many({_CACHE_KEY: fresh, _STAMP_KEY: (token, fresh.computed_at)},
+                   timeout=int(SCORECARD_MAX_AGE.total_seconds()) * 2)
+    _memo.clear()
+    _memo[token] = fresh
     return fresh
 
 
