@@ -132,7 +132,8 @@ def network_page(
     roles = ProfessionalRole.objects.select_related("professional", "organization", "site")
     orgs = Organization.objects.all()
     if search:
-        roles = roles.filter(Q(professional__family_name__icontains=search) | Q(professional__given_name__icontains=search)
+        roles = roles.filter(Q(professional__family_name__icontains=search)
+                             | Q(professional__given_name__icontains=search)
                              | Q(organization__name__icontains=search) | Q(fhir_id__icontains=search))
         orgs = orgs.filter(name__icontains=search)
     role_page = Paginator(roles.order_by("organization__name", "professional__family_name", "id"),

@@ -46,7 +46,8 @@ def _page(request, *, status: int = 200, role_forms: dict | None = None):
         "program_rows": page.program_rows,
         "expiring": credentials_expiring(today=now.date()), "expiring_days": EXPIRING_WITHIN.days,
         "search": search, "today": now.date(), "role_forms": role_forms or {},
-        "answers_at": answers.computed_at, "answers_age_minutes": int((now - answers.computed_at).total_seconds() // 60),
+        "answers_at": answers.computed_at,
+        "answers_age_minutes": int((now - answers.computed_at).total_seconds() // 60),
         "answers_max_minutes": int(NETWORK_ANSWERS_MAX_AGE.total_seconds() // 60),
     }, status=status)
 

@@ -172,10 +172,10 @@ CAPACITY_STATUS_DISPLAY = {"capacity": "Has Capacity", "no-capacity": "No Capaci
 
 def program_capacity(org: Organization, *, today: dt.date) -> tuple[str, str]:
     """A program's capacity status code and a note, from its roles (with ``active_cases`` as ``rows_ready`` sets
-    it, else counted here in one grouped query): ``capacity`` when a role that takes referrals now (active, accepting, not paused, its
-    professional and organization active) has a free place; ``waitlist`` when such roles exist but every place is
-    taken (routing skips them, and a referral that names the program waits with the hub's coordinators until a
-    place opens); ``no-capacity`` when none takes referrals."""
+    it, else counted here in one grouped query): ``capacity`` when a role that takes referrals now (active,
+    accepting, not paused, its professional and organization active) has a free place; ``waitlist`` when such roles
+    exist but every place is taken (routing skips them, and a referral that names the program waits with the hub's
+    coordinators until a place opens); ``no-capacity`` when none takes referrals."""
     if not org.active:
         return "no-capacity", "Not taking referrals"
     if org.paused_until and today < org.paused_until:

@@ -476,7 +476,8 @@ class Offer(models.Model):
             models.Index(fields=["organization", "status"], name="offer_organization_status"),
             # The console's "accepted, no first session" queue: accepted offers, oldest answer first
             # (console/queues.py::no_first_session_queue walks it and stops at the page's end).
-            models.Index(fields=["responded_at", "id"], condition=Q(status="accepted"), name="offer_accepted_responded"),
+            models.Index(fields=["responded_at", "id"], condition=Q(status="accepted"),
+                         name="offer_accepted_responded"),
         ]
 
     def __str__(self):
