@@ -131,6 +131,12 @@ def main() -> int:
     start = time.perf_counter()
     cards = scorecards_refresh()
     scorecards_s = time.perf_counter() - start
+    # The network page's acceptance and time to accept, as console.rollup_refresh computes them.
+    from console.network import network_answers_refresh
+
+    start = time.perf_counter()
+    answers = network_answers_refresh()
+    answers_s = time.perf_counter() - start
     clients = {}
     for who in ("network", "clinic"):
         clients[who] = Client()
@@ -142,6 +148,8 @@ def main() -> int:
     print(f"milestones rollup: full refresh of {rows} rows {full_s:.1f} s; incremental ({incremental} rows) "
           f"{incremental_s:.2f} s")
     print(f"outcome scorecards: {len(cards.cards)} computed ({len(cards.shown())} shown) in {scorecards_s:.2f} s")
+    print(f"network answers: {len(answers.roles)} roles, {len(answers.organizations)} organizations in "
+          f"{answers_s:.2f} s")
     print(f"{'page':48} {'queries':>7} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
     failed = False
     for name, who, url in PAGES:

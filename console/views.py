@@ -12,10 +12,8 @@ from django.shortcuts import render
 from django.urls import reverse_lazy
 from django.utils import timezone
 
-from audit.models import Access
-from audit.services import access_record, client_ip
 from console import charts
-from console.access import clinics_visible, console_view, referrals_visible
+from console.access import clinics_visible, console_audit, console_view, referrals_visible
 from console.export import EXPORT_COLUMNS, export_rows
 from console.forms import ExportForm, FunnelFilterForm
 from console.timeline import referral_timeline
@@ -31,15 +29,6 @@ login = LoginView.as_view(next_page=reverse_lazy("console:overview"))
 def _filters(request):
     form = FunnelFilterForm(request.GET or None, network_admin=request.console_role.is_network_admin)
     return form, form.filters()
-
-
-def _audit(request, *, interaction: str, entity_type: str = "", entity_id: str = "", status: int = 200) -> None:
-    role = request.console_role
-    access_record(
-        channel=Access.Channel.CONSOLE, interaction=interaction, method=request.method, path=request.path,
-        status=status, source_ip=client_ip(request.META), agent_user=request.user.get_username(),
-        clinic_id=role.clinic_id, entity_type=entity_type, entity_id=entity_id, query=request.GET.urlencode(),
-    )
 
 
 def _overview_figures(clinic_ids, filters):
@@ -123,7 +112,7 @@ def referral_export(request):
     phi = export.is_valid() and export.cleaned_data["phi"]
     rows = funnel_selectors.milestones_filtered(clinics_visible(request.console_role), filters)
     with transaction.atomic():  # fail closed: no export leaves without its audit row
-        _audit(request, interaction="export-phi" if phi else "export", entity_type="Referral")
+        console_audit(request, interaction="export-phi" if phi else "export", entity_type="Referral")
     response = StreamingHttpResponse(export_rows(rows, phi=phi), content_type="text/csv; charset=utf-8")
     stamp = timezone.now().strftime("%Y%m%d-%H%M")
     response["Content-Disposition"] = f'attachment; filename="referrals-{stamp}{"-phi" if phi else ""}.csv"'
@@ -142,7 +131,7 @@ def referral_detail(request, referral_id: int):
     """One referral: who, where it stands, its routing explanation and its timeline (audited: it shows PHI)."""
     referral = _visible_referral(request, referral_id)
     decisions = routing_explain(referral_id=referral.pk)
-    _audit(request, interaction="read", entity_type="Referral", entity_id=str(referral.pk))
+    console_audit(request, interaction="read", entity_type="Referral", entity_id=str(referral.pk))
     return render(request, "console/referral.html", {
         "referral": referral,
         "timeline": referral_timeline(referral),
@@ -158,7 +147,7 @@ def report_pdf(request, referral_id: int, report_id: str):
     report = Report.objects.filter(referral=referral, public_id=report_id, pdf__isnull=False).first()
     if report is None:
         raise Http404("No such report")
-    _audit(request, interaction="read", entity_type="DiagnosticReport", entity_id=str(report.public_id))
+    console_audit(request, interaction="read", entity_type="DiagnosticReport", entity_id=str(report.public_id))
     response = HttpResponse(bytes(report.pdf), content_type="application/pdf")
     response["Content-Disposition"] = f'inline; filename="report-{report.public_id}.pdf"'
     return response

@@ -20,6 +20,8 @@ from referrals.scorecards import (
 )
 
 AUDIT_PAGE_SIZE = 50
+# Scorecards a page: rendering a table row costs about 0.25 ms, and 100,000 referrals make 800+ shown scorecards.
+SCORECARD_PAGE_SIZE = 50
 
 
 class ScorecardFilter(forms.Form):
@@ -43,12 +45,17 @@ def scorecards(request):
         group = NO_GROUP if group == "-" else group
         kind = form.cleaned_data["kind"] or None
     cards = scorecards_current()
-    shown = cards.shown(kind=kind, condition_group=group)
+    number = request.GET.get("page", "1")
+    page = Paginator(cards.shown(kind=kind, condition_group=group), SCORECARD_PAGE_SIZE).get_page(
+        int(number) if number.isdigit() else 1
+    )
     by_group: dict[str, list] = {}
-    for card in shown:
+    for card in page.object_list:  # by condition group, then kind and gain: a group may go on over pages
         by_group.setdefault(card.condition_group_name, []).append(card)
+    query = request.GET.copy()
+    query.pop("page", None)
     return render(request, "console/scorecards/index.html", {
-        "form": form, "groups": by_group, "computed_at": cards.computed_at,
+        "form": form, "groups": by_group, "page": page, "query": query.urlencode(), "computed_at": cards.computed_at,
         "age_minutes": int((timezone.now() - cards.computed_at).total_seconds() // 60),
         "hidden": cards.hidden_count(), "min_completed": MIN_COMPLETED, "gain": GAIN_MINUTES_PER_WEEK,
     }, status=200 if not form.is_bound or form.is_valid() else 422)

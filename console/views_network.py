@@ -10,7 +10,13 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from console.access import console_view
-from console.network import EXPIRING_WITHIN, credentials_expiring, programs_page, roles_page
+from console.network import (
+    EXPIRING_WITHIN,
+    NETWORK_ANSWERS_MAX_AGE,
+    credentials_expiring,
+    network_answers_current,
+    network_page,
+)
 from network.admin_import import network_import_step
 from network.models import ProfessionalRole
 from network.services import MAX_ACTIVE_CASES_LIMIT, NetworkError, role_capacity_set, role_pause, role_resume
@@ -32,13 +38,17 @@ def _page_number(value) -> int:
 def _page(request, *, status: int = 200, role_forms: dict | None = None):
     now = timezone.now()
     search = request.GET.get("q", "")[:100]
-    roles, role_answers = roles_page(search=search, number=_page_number(request.GET.get("page", 1)), now=now)
-    programs, program_rows = programs_page(search=search, number=_page_number(request.GET.get("org_page", 1)),
-                                           now=now)
+    answers = network_answers_current(now=now)
+    page = network_page(search=search, roles_number=_page_number(request.GET.get("page", 1)),
+                        programs_number=_page_number(request.GET.get("org_page", 1)), now=now, answers=answers)
     return render(request, "console/network/index.html", {
-        "roles": roles, "role_answers": role_answers, "programs": programs, "program_rows": program_rows,
+        "roles": page.roles, "role_answers": page.role_answers, "programs": page.programs,
+        "program_rows": page.program_rows,
         "expiring": credentials_expiring(today=now.date()), "expiring_days": EXPIRING_WITHIN.days,
         "search": search, "today": now.date(), "role_forms": role_forms or {},
+        "answers_at": answers.computed_at,
+        "answers_age_minutes": int((now - answers.computed_at).total_seconds() // 60),
+        "answers_max_minutes": int(NETWORK_ANSWERS_MAX_AGE.total_seconds() // 60),
     }, status=status)
 
 

@@ -9,7 +9,6 @@ import datetime as dt
 import math
 
 from django.db.models import F, FloatField, Prefetch, Q, QuerySet, Value
-from django.db.models.expressions import RawSQL
 from django.db.models.functions import ASin, Cos, Least, Power, Radians, Sin, Sqrt
 
 from fhir_bridge.codes import (
@@ -26,7 +25,7 @@ from fhir_bridge.route_table import TABLE
 from fhir_bridge.store import http_date_iso
 from network.geo import EARTH_RADIUS_KM
 from network.models import Credential, Organization, Professional, ProfessionalRole, Site
-from referrals.selectors import active_cases_sql, role_active_case_count
+from referrals.selectors import role_active_case_counts
 
 PROGRAM_KINDS = (Organization.Kind.YMCA, Organization.Kind.CARDIAC_REHAB, Organization.Kind.WELLNESS)
 _EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -172,11 +171,11 @@ CAPACITY_STATUS_DISPLAY = {"capacity": "Has Capacity", "no-capacity": "No Capaci
 
 
 def program_capacity(org: Organization, *, today: dt.date) -> tuple[str, str]:
-    """A program's capacity status code and a note, from its roles (prefetched with ``active_cases``, else
-    counted one by one): ``capacity`` when a role that takes referrals now (active, accepting, not paused, its
-    professional and organization active) has a free place; ``waitlist`` when such roles exist but every place is
-    taken (routing skips them, and a referral that names the program waits with the hub's coordinators until a
-    place opens); ``no-capacity`` when none takes referrals."""
+    """A program's capacity status code and a note, from its roles (with ``active_cases`` as ``rows_ready`` sets
+    it, else counted here in one grouped query): ``capacity`` when a role that takes referrals now (active,
+    accepting, not paused, its professional and organization active) has a free place; ``waitlist`` when such roles
+    exist but every place is taken (routing skips them, and a referral that names the program waits with the hub's
+    coordinators until a place opens); ``no-capacity`` when none takes referrals."""
     if not org.active:
         return "no-capacity", "Not taking referrals"
     if org.paused_until and today < org.paused_until:
@@ -185,17 +184,22 @@ def program_capacity(org: Organization, *, today: dt.date) -> tuple[str, str]:
               and not r.is_paused(today)]
     if not taking:
         return "no-capacity", "Not taking new referrals"
+    _with_load(taking)
     places = sum(r.max_active_cases for r in taking)
-    used = sum(min(r.max_active_cases, _active_cases(r)) for r in taking)
+    used = sum(min(r.max_active_cases, r.active_cases) for r in taking)
     people = f"{len(taking)} professional{'s' if len(taking) != 1 else ''}"
     if used < places:
         return "capacity", f"{places - used} of {places} places free across {people}"
     return "waitlist", f"All {places} places taken across {people}; new referrals wait for the next free place"
 
 
-def _active_cases(role: ProfessionalRole) -> int:
-    counted = getattr(role, "active_cases", None)
-    return role_active_case_count(role_id=role.pk) if counted is None else counted
+def _with_load(roles: list[ProfessionalRole]) -> None:
+    """Set ``active_cases`` on the roles that lack it, in one grouped query (referrals.selectors)."""
+    uncounted = [r for r in roles if getattr(r, "active_cases", None) is None]
+    if uncounted:
+        counts = role_active_case_counts(role_ids=[r.pk for r in uncounted])
+        for role in uncounted:
+            role.active_cases = counts.get(role.pk, 0)
 
 
 def healthcare_service_render(org: Organization, *, today: dt.date | None = None) -> dict:
@@ -247,7 +251,6 @@ def _querysets() -> dict[str, QuerySet]:
         "HealthcareService": Organization.objects.filter(kind__in=PROGRAM_KINDS).prefetch_related(
             "sites",
             Prefetch("roles", queryset=ProfessionalRole.objects.select_related("professional")
-                     .annotate(active_cases=RawSQL(active_cases_sql(f"{ProfessionalRole._meta.db_table}.id"), []))
                      .prefetch_related(*_ROLE_PREFETCH)),
         ),
     }
@@ -262,9 +265,19 @@ RENDER = {
 }
 
 
+def rows_ready(resource_type: str, rows: list) -> list:
+    """Complete fetched rows for RENDER: a HealthcareService's roles get ``active_cases``, the load of every role
+    of every row counted in one grouped query (referrals.selectors.role_active_case_counts), not one per role.
+    Returns ``rows``."""
+    if resource_type == "HealthcareService":
+        _with_load([role for org in rows for role in org.roles.all()])
+    return rows
+
+
 def network_read(resource_type: str, fhir_id: str):
-    """The row behind a network resource, or None."""
-    return _querysets()[resource_type].filter(fhir_id=fhir_id).first()
+    """The row behind a network resource, ready to render (``rows_ready``), or None."""
+    row = _querysets()[resource_type].filter(fhir_id=fhir_id).first()
+    return row if row is None else rows_ready(resource_type, [row])[0]
 
 
 def _reference_id(value: str, resource_type: str) -> str:

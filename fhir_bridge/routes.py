@@ -480,7 +480,9 @@ def _network_search(request: FhirRequest, plan) -> FhirResponse:
     resource_type = plan.resource_type
     rows = network_fhir.network_search(resource_type, plan.criteria)
     total = rows.count() if plan.wants_total else None
-    window = rows[plan.offset : plan.offset + plan.count] if plan.wants_entries else []
+    window = []
+    if plan.wants_entries:
+        window = network_fhir.rows_ready(resource_type, list(rows[plan.offset : plan.offset + plan.count]))
     entries = []
     for row in window:
         entry = {

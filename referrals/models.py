@@ -474,6 +474,10 @@ class Offer(models.Model):
             models.Index(fields=["role", "status"], name="offer_role_status"),
             # Continuity: the accepted offers of a practice (referrals/routing.py::_history).
             models.Index(fields=["organization", "status"], name="offer_organization_status"),
+            # The console's "accepted, no first session" queue: accepted offers, oldest answer first
+            # (console/queues.py::no_first_session_queue walks it and stops at the page's end).
+            models.Index(fields=["responded_at", "id"], condition=Q(status="accepted"),
+                         name="offer_accepted_responded"),
         ]
 
     def __str__(self):

@@ -3,9 +3,11 @@ Part B's tests use them too."""
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.test import Client
 
 from console.models import ConsoleRole
+from console.network import NETWORK_ANSWERS_CACHE_KEY
 from tests.factories import ClinicFactory
 
 PASSWORD = "correct horse battery staple"  # noqa: S105 - a test user's
@@ -22,6 +24,15 @@ def signed_in(user: User) -> Client:
     client = Client()
     client.force_login(user)
     return client
+
+
+@pytest.fixture(autouse=True)
+def network_answers_forgotten():
+    """No test reads another's network answers rollup (kept in the cache for 5 minutes; on Redis, across runs).
+    Deletes that one key: cache.clear() on Redis would flush the broker's database too."""
+    cache.delete(NETWORK_ANSWERS_CACHE_KEY)
+    yield
+    cache.delete(NETWORK_ANSWERS_CACHE_KEY)
 
 
 @pytest.fixture

@@ -34,6 +34,24 @@ def test_the_scorecards_page_shows_only_scorecards_of_ten_completed_patients_wit
     assert "2 scorecards below that are not shown" in html  # the new professional and their program
 
 
+def test_the_scorecards_come_a_page_at_a_time_keeping_the_filter(clinic, clinic_admin, monkeypatch):
+    from console import views_insight
+
+    monkeypatch.setattr(views_insight, "SCORECARD_PAGE_SIZE", 1)
+    proven = role_make()
+    for _ in range(10):
+        closed_case_make(clinic, proven, baseline=30, latest=90)  # two shown: the professional and the program
+    client = signed_in(clinic_admin)
+
+    first = client.get("/console/scorecards").content.decode()
+    second = client.get("/console/scorecards", {"page": "2"}).content.decode()
+    assert "page 1 of 2 (2 scorecards)" in first and "page=2" in first
+    assert (str(proven.professional) in first) != (str(proven.professional) in second)  # one card a page
+    narrowed = client.get("/console/scorecards", {"kind": "program"}).content.decode()
+    assert str(proven.professional) not in narrowed and "page 1 of" not in narrowed  # one card: no pages
+    assert client.get("/console/scorecards", {"page": "x"}).status_code == 200  # a bad page number: the first
+
+
 def test_the_scorecards_filter_narrows_and_refuses_an_unknown_group(clinic, clinic_admin):
     client = signed_in(clinic_admin)
     assert client.get("/console/scorecards", {"kind": "program"}).status_code == 200

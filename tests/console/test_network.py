@@ -10,6 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from console.network import network_answers_refresh
 from network.models import Organization, ProfessionalRole
 from network.services import NetworkError, role_capacity_set, role_pause
 from referrals.offers import offer_accept, offer_decline, referral_route
@@ -47,6 +48,7 @@ def test_the_network_page_costs_a_fixed_number_of_queries(clinic, network_admin)
     client = signed_in(network_admin)
 
     def queries() -> int:
+        network_answers_refresh()  # the beat's run: the page reads acceptance and time to accept from it
         with CaptureQueriesContext(connection) as captured:
             assert client.get("/console/network").status_code == 200
         return len(captured)
@@ -119,3 +121,45 @@ def test_the_import_previews_then_applies_exactly_the_previewed_file(network_adm
     assert ProfessionalRole.objects.count() > 0
     tampered = client.post("/console/network/import", {"preview": signed_preview[:-2] + "xx"})
     assert tampered.status_code == 422
+
+
+def test_every_console_post_leaves_one_audit_row_with_its_status(clinic, network_admin):
+    from audit.models import Access
+
+    role = role_make(at=km_north(1), max_active_cases=5)
+    client = signed_in(network_admin)
+    until = (timezone.localdate() + dt.timedelta(days=3)).isoformat()
+
+    assert client.post(f"/console/network/roles/{role.pk}/pause", {"until": until}).status_code == 302
+    assert client.post(f"/console/network/roles/{role.pk}/capacity", {"max_active_cases": "-1"}).status_code == 422
+    client.get("/console/network")  # a page read: no row
+    assert client.post("/console/network/roles/999999/resume").status_code == 404
+
+    rows = list(Access.objects.filter(channel=Access.Channel.CONSOLE).order_by("id").values_list(
+        "interaction", "method", "entity_type", "entity_id", "status", "agent_user"))
+    assert rows == [
+        ("role-pause", "POST", "ProfessionalRole", str(role.pk), 302, network_admin.username),
+        ("role-capacity", "POST", "ProfessionalRole", str(role.pk), 422, network_admin.username),
+        ("role-resume", "POST", "ProfessionalRole", "999999", 404, network_admin.username),
+    ]
+
+
+def test_acceptance_comes_from_the_rollup_at_most_five_minutes_old_with_its_age(clinic, network_admin):
+    from console.network import NETWORK_ANSWERS_MAX_AGE, network_answers_current, network_answers_refresh
+
+    role = role_make(at=km_north(1), max_active_cases=4)
+    offer_accept(offer=referral_route(referral=referral_make(clinic, patient=CARDIAC_PATIENT),
+                                      patient=CARDIAC_PATIENT).offer)
+    now = timezone.now()
+    kept = network_answers_refresh(now=now - dt.timedelta(minutes=3))  # the beat's run, 3 minutes ago
+    offer_decline(offer=referral_route(referral=referral_make(clinic, patient=CARDIAC_PATIENT),
+                                       patient=CARDIAC_PATIENT).offer, reason="Full this month")
+
+    html = signed_in(network_admin).get("/console/network").content.decode()
+    row = html[html.index(f'id="role-{role.pk}"'):]
+    assert "acceptance 100% (1/1)" in row[:2000]  # the rollup's figures, not the decline made since
+    assert "3 min ago; at most 5 minutes old" in html
+
+    assert network_answers_current(now=now).computed_at == kept.computed_at
+    later = network_answers_current(now=kept.computed_at + NETWORK_ANSWERS_MAX_AGE + dt.timedelta(seconds=1))
+    assert later.roles[role.pk].answered == 2  # older than 5 minutes: computed afresh

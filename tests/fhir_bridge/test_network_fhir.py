@@ -181,6 +181,24 @@ def _live_offer(clinic, role):
                          created_at=now, deadline=now + dt.timedelta(hours=48))
 
 
+def test_a_search_of_programs_counts_every_role_load_in_one_query(fhir, springfield, clinic):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries() -> tuple[int, list[str]]:
+        with CaptureQueriesContext(connection) as captured:
+            ids = _ids(fhir.get("HealthcareService"))
+        return len(captured), ids
+
+    few, _ = queries()
+    other = OrganizationFactory(fhir_id="cardiac-two", name="Cardiac Two", kind="cardiac-rehab")
+    for n in range(3):
+        _live_offer(clinic, ProfessionalRoleFactory(fhir_id=f"cardiac-{n}", organization=other, max_active_cases=1))
+    many, ids = queries()
+    assert sorted(ids) == ["cardiac-two", "ymca-springfield"]
+    assert many == few  # the load of 5 roles of 2 programs: one grouped query, as of 2 roles of 1
+
+
 def test_a_program_publishes_its_capacity_status_as_sdoh_clinical_care_says(fhir, springfield, clinic):
     near, far = springfield.roles.get(fhir_id="role-near"), springfield.roles.get(fhir_id="role-far")
     near.max_active_cases, far.max_active_cases = 1, 1

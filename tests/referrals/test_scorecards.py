@@ -109,6 +109,27 @@ def test_the_current_scorecards_are_kept_for_five_minutes(clinic):
     assert len(scorecards_refresh().cards) == 2
 
 
+def test_a_process_reads_the_kept_cards_once_per_refresh_and_sees_another_process_refresh(clinic):
+    from django.core.cache import cache
+
+    from referrals import scorecards
+
+    for _ in range(MIN_COMPLETED):
+        closed_case_make(clinic, role_make(), baseline=30, latest=90)
+    kept = scorecards_refresh()
+    assert scorecards_current() is kept  # no unpickling while the refresh is the same
+    assert all(not hasattr(c, "changes") for c in kept.cards)  # figures only: no patient's change is kept
+
+    scorecards._memo.clear()  # as another process that has not read them yet
+    read = scorecards_current()
+    assert read is not kept and read.computed_at == kept.computed_at and len(read.cards) == len(kept.cards)
+    assert scorecards_current() is read
+
+    elsewhere = scorecards_compute().summarized()  # another process's refresh: only the cache knows of it
+    cache.set_many({scorecards._CACHE_KEY: elsewhere, scorecards._STAMP_KEY: ("another", elsewhere.computed_at)})
+    assert scorecards_current().computed_at == elsewhere.computed_at
+
+
 def test_routing_leaves_outcomes_out_by_default(clinic):
     role_make(at=km_north(1))
     outcome = referral_route(referral=referral_make(clinic, patient=CARDIAC_PATIENT), patient=CARDIAC_PATIENT)
