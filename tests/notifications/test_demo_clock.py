@@ -72,3 +72,22 @@ def test_it_refuses_outside_the_demo_and_bad_weeks(clinic, settings):
         _run(weeks=0)
     with pytest.raises(CommandError, match="no clinic"):
         _run(clinic="nowhere")
+
+
+def test_the_console_history_beside_the_demo_case_is_left_as_it_is(demo):
+    """make run loads synthetic history into the demo clinic (load_console_history): rows with no FHIR resources,
+    which the clock passes over rather than record on (the records' Observations need the referral's Task)."""
+    from django.utils import timezone
+
+    from console.history import history_generate
+    from network.demo import demo_network_load
+
+    demo_network_load()
+    referral = accepted_referral(demo)
+    history_generate(referrals=60, weeks=8, clinics=[demo], now=timezone.now(), seed=5)
+    synthetic = Session.objects.exclude(referral=referral).count()
+
+    out = _run(weeks=4)
+
+    assert Report.objects.filter(referral=referral).count() == 1 and f"referral {referral.pk}" in out
+    assert Session.objects.exclude(referral=referral).count() == synthetic  # the history is untouched

@@ -133,9 +133,13 @@ class Command(BaseCommand):
         demo = Clinic.objects.filter(slug=clinic).first()
         if demo is None:
             raise CommandError(f"no clinic {clinic!r}: run `make run` (or manage.py load_demo) first")
-        cases = list(Referral.objects.filter(clinic=demo, status__in=sorted(RECORDABLE_STATUSES)).order_by("id"))
+        # The demo's referrals that came in over FHIR (a stored Task): load_console_history's synthetic history
+        # has no FHIR resources for a record's Observations or a report to attach to, and is left as it is.
+        sent = StoredResource.objects.filter(resource_type="Task", referral__clinic=demo).values("referral_id")
+        cases = list(Referral.objects.filter(clinic=demo, status__in=sorted(RECORDABLE_STATUSES), pk__in=sent)
+                     .order_by("id"))
         if not cases:
-            offer = (Offer.objects.filter(referral__clinic=demo, status=OfferStatus.REQUESTED)
+            offer = (Offer.objects.filter(referral__clinic=demo, status=OfferStatus.REQUESTED, referral_id__in=sent)
                      .select_related("role").order_by("referral_id").first())
             if offer is None:
                 raise CommandError("no demo case is open and no offer waits: nothing to move forward")
