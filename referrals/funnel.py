@@ -46,7 +46,7 @@ from referrals.models import (
     RoutingDecision,
     Session,
 )
-from referrals.services import pavs_minutes_per_week
+from referrals.models import pavs_minutes_per_week
 
 ROLLUP_NAME = "milestones"
 # "Active at 4 weeks": an attended session in weeks 3-4 after the first one (days 14 to 27).

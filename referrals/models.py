@@ -152,6 +152,26 @@ class Referral(models.Model):
         return status in ALLOWED_TRANSITIONS.get(self.status, frozenset())
 
 
+# PAVS (LOINC): days per week, minutes per day and minutes per week of moderate to vigorous activity.
+PAVS_DAYS_PER_WEEK, PAVS_MINUTES_PER_DAY, PAVS_MINUTES_PER_WEEK = "89555-7", "68516-4", "82290-8"
+
+
+def _pavs_values(pavs_baseline: list[dict]) -> dict:
+    return {m.get("code"): m.get("value") for m in pavs_baseline if isinstance(m.get("value"), (int, float))}
+
+
+def pavs_minutes_per_week(pavs_baseline: list[dict]) -> float | None:
+    """Minutes per week of moderate to vigorous activity from a PAVS baseline (ClinicalFacts.pavs_baseline): the
+    82290-8 value, else days per week x minutes per day; None when it says neither."""
+    values = _pavs_values(pavs_baseline)
+    per_week = values.get(PAVS_MINUTES_PER_WEEK)
+    days, per_day = values.get(PAVS_DAYS_PER_WEEK), values.get(PAVS_MINUTES_PER_DAY)
+    if per_week is None and days is not None and per_day is not None:
+        per_week = days * per_day
+    return per_week
+
+
+
 class ClinicalFacts(models.Model):
     """What the referral says of the patient's health, goals and place, as the domain keeps it.
 
@@ -214,6 +234,10 @@ class ClinicalFacts(models.Model):
     def pavs_value(self, code: str) -> float | None:
         """The baseline's value for one PAVS LOINC code, or None."""
         return next((m["value"] for m in self.pavs_baseline if m.get("code") == code), None)
+
+    def pavs_minutes_per_week(self) -> float | None:
+        """The baseline's minutes per week (pavs_minutes_per_week): as sent, else days x minutes per day."""
+        return pavs_minutes_per_week(self.pavs_baseline)
 
     def goal_minutes_per_week(self) -> float | None:
         """The target of the first goal measured in PAVS minutes per week (LOINC 82290-8, or a target in

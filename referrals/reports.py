@@ -273,7 +273,7 @@ def fmt_change(value: float | None, unit: str = "") -> str:
 
 
 def _measure_lines(facts: ClinicalFacts | None, recorded: Recorded) -> list[MeasureLine]:
-    baseline_pavs = facts.pavs_value(PAVS_MINUTES_PER_WEEK) if facts else None
+    baseline_pavs = facts.pavs_minutes_per_week() if facts else None
     baseline_strength = facts.pavs_value(PAVS_STRENGTH_DAYS) if facts else None
     checkins = recorded.checkins
     latest = checkins[-1] if checkins else None

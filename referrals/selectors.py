@@ -351,7 +351,7 @@ def case_dose(referral: Referral, tz: zoneinfo.ZoneInfo | str, *, record: CaseRe
         prescribed_strength_per_week=strength_prescribed,
         mean_supervised_minutes=round(total / len(rows), 1) if rows else None,
         adherence=round(total / (prescribed * len(rows)), 3) if rows and prescribed else None,
-        baseline_minutes_per_week=facts.pavs_value("82290-8") if facts else None,
+        baseline_minutes_per_week=facts.pavs_minutes_per_week() if facts else None,
         latest_checkin=latest,
         goal_minutes_per_week=facts.goal_minutes_per_week() if facts else None,
     )

@@ -23,6 +23,9 @@ from referrals.models import (
     ReferralNote,
     ReferralStatus,
     TERMINAL_STATUSES,
+    PAVS_DAYS_PER_WEEK,
+    _pavs_values,
+    pavs_minutes_per_week,
 )
 
 # Sent inside the transaction of every change to an existing referral (not on creation: whoever creates a referral
@@ -208,25 +211,6 @@ def referral_facts_complete(*, referral: Referral, facts: ReferralFacts, actor: 
     )
     referral_changed.send(sender=Referral, referral=referral, events=[event])
     return referral
-
-
-# PAVS (LOINC): days per week, minutes per day and minutes per week of moderate to vigorous activity.
-PAVS_DAYS_PER_WEEK, PAVS_MINUTES_PER_DAY, PAVS_MINUTES_PER_WEEK = "89555-7", "68516-4", "82290-8"
-
-
-def _pavs_values(pavs_baseline: list[dict]) -> dict:
-    return {m.get("code"): m.get("value") for m in pavs_baseline if isinstance(m.get("value"), (int, float))}
-
-
-def pavs_minutes_per_week(pavs_baseline: list[dict]) -> float | None:
-    """Minutes per week of moderate to vigorous activity from a PAVS baseline (ClinicalFacts.pavs_baseline): the
-    82290-8 value, else days per week x minutes per day; None when it says neither."""
-    values = _pavs_values(pavs_baseline)
-    per_week = values.get(PAVS_MINUTES_PER_WEEK)
-    days, per_day = values.get(PAVS_DAYS_PER_WEEK), values.get(PAVS_MINUTES_PER_DAY)
-    if per_week is None and days is not None and per_day is not None:
-        per_week = days * per_day
-    return per_week
 
 
 def currently_active_from_pavs(pavs_baseline: list[dict]) -> bool | None:

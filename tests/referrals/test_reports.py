@@ -230,3 +230,16 @@ def test_a_name_beyond_latin_1_is_printed_with_the_embedded_font(clinic):
                          period_end=PERIOD_END, kind=ReportKind.PROGRESS)
     latin_pdf = bytes(report_send_unsigned(report=latin).pdf)
     assert "Zoë Müller" in _text(latin_pdf)[0] and b"DejaVuSans" not in latin_pdf
+
+
+def test_a_baseline_sent_as_days_and_minutes_per_day_is_the_reports_pavs_baseline(referral):
+    # PA IG Scenario 2 sends 89555-7 and 68516-4 without 82290-8: the report's baseline is their product, as PAVS
+    # computes it (and as intake's screening reads it), not "no baseline".
+    facts = ClinicalFacts.objects.get(referral=referral)
+    facts.pavs_baseline = [{"code": "89555-7", "value": 5, "unit": "d/wk", "date": "2026-08-20"},
+                           {"code": "68516-4", "value": 32, "unit": "min/d", "date": "2026-08-20"}]
+    facts.save()
+    draft = draft_build(referral=referral, facts=facts, recorded=four_weeks(), kind=ReportKind.PROGRESS,
+                        period_start=START, period_end=PERIOD_END)
+    assert draft.measure("pavs-minutes").baseline == 160
+    assert facts.pavs_minutes_per_week() == 160
