@@ -284,8 +284,11 @@ def handle_create(request: FhirRequest) -> FhirResponse:
     if not isinstance(body, dict):
         raise error(400, "structure", f"the body must be a {resource_type} (a JSON object)")
     if body.get("resourceType") != resource_type:
+        sent = body.get("resourceType")
         raise error(
-            400, "structure", f"the body is a {body.get('resourceType')!r}, not a {resource_type}",
+            400, "structure",
+            f"the body is a {sent!r}, not a {resource_type}" if isinstance(sent, str) and sent
+            else f"the body has no resourceType: send a {resource_type}",
             expression=f"{resource_type}.resourceType",
         )
     if request.is_provider:
@@ -608,6 +611,12 @@ def handle_task_report(request: FhirRequest) -> FhirResponse:
         raise error(404, "not-supported", f"$report is not an operation on {request.params['type']}")
     request.check_scope("Task", "update")
     send_now = _send_now(request.body)
+    # A primitive in parameter may also come in the URL (FHIR operations: "Parameters in the URL").
+    in_url = [value for name, value in request.query if name == "send-now"]
+    if in_url:
+        if set(in_url) - {"true", "false"} or len(set(in_url)) > 1:
+            raise error(400, "invalid", "send-now in the URL must be true or false, once", expression="send-now")
+        send_now = send_now or in_url[0] == "true"
     with transaction.atomic():
         row = _get(request)
         if row.referral_id is None or row.content.get("partOf"):
@@ -619,7 +628,8 @@ def handle_task_report(request: FhirRequest) -> FhirResponse:
     if not report.is_sent:
         return FhirResponse(202, information(
             f"A progress report for {period} is drafted; the therapist is asked to review and sign it, and it "
-            "appears in this Task's output when sent. Send send-now=true to have it sent at once, unreviewed."))
+            "appears in this Task's output when sent. Ask with send-now=true (in a Parameters body, or in the "
+            "URL) to have it sent at once, unreviewed."))
     dr = StoredResource.objects.get(resource_type="DiagnosticReport", fhir_id=str(report.public_id))
     return _resource_response(request, 200, dr)
 def _operation(name: str, handler: Callable[[FhirRequest], dict]) -> Callable[[FhirRequest], FhirResponse]:

@@ -200,3 +200,18 @@ def test_report_requests_that_make_no_sense_are_refused_without_a_500(referral, 
 def test_report_is_an_operation_on_task_only(fhir):
     response = fhir.post("ServiceRequest/some-id/$report", {"resourceType": "Parameters"})
     assert response.status_code == 404 and "not an operation on ServiceRequest" in json_of(response)["issue"][0]["diagnostics"]
+
+
+def test_send_now_may_come_in_the_url_as_the_drafted_answer_says(referral, fhir):
+    task = _task(referral)
+    drafted = fhir.post(f"Task/{task.fhir_id}/$report", PARAMETERS)
+    assert "send-now=true" in json_of(drafted)["issue"][0]["diagnostics"]
+    assert fhir.post(f"Task/{task.fhir_id}/$report?send-now=maybe", PARAMETERS).status_code == 400
+    sent = fhir.post(f"Task/{task.fhir_id}/$report?send-now=true", PARAMETERS)
+    assert sent.status_code == 200 and json_of(sent)["status"] == "preliminary"
+
+
+def test_a_create_with_no_resource_type_says_so_in_words(fhir):
+    response = fhir.post("Task", {})
+    assert response.status_code == 400
+    assert json_of(response)["issue"][0]["diagnostics"] == "the body has no resourceType: send a Task"
