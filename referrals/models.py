@@ -171,6 +171,18 @@ def pavs_minutes_per_week(pavs_baseline: list[dict]) -> float | None:
     return per_week
 
 
+def currently_active_from_pavs(pavs_baseline: list[dict]) -> bool | None:
+    """ACSM's "currently active" (30 min of moderate activity on 3 or more days a week, Riebe et al. 2015) read
+    from a PAVS baseline, with 90 min/wk as the weekly floor; None when the baseline says neither days nor
+    minutes."""
+    days = _pavs_values(pavs_baseline).get(PAVS_DAYS_PER_WEEK)
+    per_week = pavs_minutes_per_week(pavs_baseline)
+    if days is None and per_week is None:
+        return None
+    if days is not None and days < 3:
+        return False
+    return per_week is not None and per_week >= 90
+
 
 class ClinicalFacts(models.Model):
     """What the referral says of the patient's health, goals and place, as the domain keeps it.

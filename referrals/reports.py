@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from referrals.errors import DomainError, ErrorCode
 from referrals.models import (
+    PAVS_MINUTES_PER_WEEK,
     HUB_ORGANIZATION_REFERENCE,
     TERMINAL_STATUSES,
     AdverseEvent,
@@ -63,7 +64,7 @@ report_sent = Signal()  # kwargs: report
 report_drafted = Signal()  # kwargs: report
 
 # PAVS (LOINC), as ClinicalFacts.pavs_baseline and the goals code them.
-PAVS_MINUTES_PER_WEEK, PAVS_STRENGTH_DAYS = "82290-8", "82291-6"
+PAVS_STRENGTH_DAYS = "82291-6"  # PAVS strength days per week (LOINC)
 
 
 # --- The report as a value ------------------------------------------------------------------------------------

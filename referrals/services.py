@@ -23,9 +23,7 @@ from referrals.models import (
     ReferralNote,
     ReferralStatus,
     TERMINAL_STATUSES,
-    PAVS_DAYS_PER_WEEK,
-    _pavs_values,
-    pavs_minutes_per_week,
+    currently_active_from_pavs,
 )
 
 # Sent inside the transaction of every change to an existing referral (not on creation: whoever creates a referral
@@ -211,19 +209,6 @@ def referral_facts_complete(*, referral: Referral, facts: ReferralFacts, actor: 
     )
     referral_changed.send(sender=Referral, referral=referral, events=[event])
     return referral
-
-
-def currently_active_from_pavs(pavs_baseline: list[dict]) -> bool | None:
-    """ACSM's "currently active" (30 min of moderate activity on 3 or more days a week, Riebe et al. 2015) read
-    from a PAVS baseline, with 90 min/wk as the weekly floor; None when the baseline says neither days nor
-    minutes."""
-    days = _pavs_values(pavs_baseline).get(PAVS_DAYS_PER_WEEK)
-    per_week = pavs_minutes_per_week(pavs_baseline)
-    if days is None and per_week is None:
-        return None
-    if days is not None and days < 3:
-        return False
-    return per_week is not None and per_week >= 90
 
 
 def clinical_facts_create(*, referral: Referral, facts: ReferralFacts) -> ClinicalFacts:

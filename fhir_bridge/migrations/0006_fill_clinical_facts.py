@@ -6,7 +6,7 @@ from django.db import migrations
 
 from fhir_bridge.clinical_facts import clinical_facts
 from network.geo import patient_place
-from referrals.services import currently_active_from_pavs
+from referrals.models import currently_active_from_pavs
 
 
 def _facts_of(rows, clinic_rows):
