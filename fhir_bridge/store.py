@@ -50,9 +50,13 @@ def stamp(content: dict, *, fhir_id: str, version_id: int, now: dt.datetime) -> 
 
 
 _TOKEN_COLUMNS = ("resource_id", "clinic_id", "resource_type", "param", "value")
+_RESOURCE_COLUMNS = (
+    "resource_type", "fhir_id", "clinic_id", "referral_id", "version_id", "last_updated", "content",
+    "is_deleted",
+)
 
 
-def rows_insert(model, columns: tuple[str, ...], rows: list[tuple]) -> None:
+def rows_insert(model, columns: tuple[str, ...], rows: list[tuple], *, returning: bool = False) -> list[int]:
     """One INSERT of plain tuples (ints, strings, None; a datetime as ``connection.ops`` adapts it). For the
     small rows that intake writes by the dozen (search tokens, identifiers) and the one it writes whole (the
     inbound message): building a model instance for each and compiling a bulk_create cost more than the insert
@@ -64,33 +68,39 @@ def rows_insert(model, columns: tuple[str, ...], rows: list[tuple]) -> None:
     again on every request: psycopg caches no statement longer than that). One array parameter per column
     through ``unnest`` did the same, but psycopg builds array literals in Python: 0.6 ms of CPU for intake's
     55 search tokens where JSON takes 0.2 ms, and 1 ms for a 6 kB inbound message (bench/README.md).
-    Elsewhere (SQLite), a multi-row VALUES list. Raises django.db.IntegrityError like the ORM does."""
+    Elsewhere (SQLite), a multi-row VALUES list.
+
+    ``returning``: the new rows' ids, in the order of ``rows`` (as Django's bulk_create, this relies on both
+    databases returning the rows in the order they were inserted). Raises django.db.IntegrityError like the
+    ORM does."""
     if not rows:
-        return
+        return []
+    returned = " RETURNING id" if returning else ""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(_json_insert_sql(model, columns), [orjson.dumps(rows).decode()])
+            cursor.execute(_json_insert_sql(model, columns) + returned, [orjson.dumps(rows).decode()])
         else:
             quote = connection.ops.quote_name
             row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
             cursor.execute(
                 f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(c) for c in columns)}) "
-                f"VALUES {', '.join([row_sql] * len(rows))}",
+                f"VALUES {', '.join([row_sql] * len(rows))}{returned}",
                 [value for row in rows for value in row],
             )
+        return [pk for pk, in cursor.fetchall()] if returning else []
 
 
 @functools.cache
 def _json_insert_sql(model, columns: tuple[str, ...]) -> str:
-    """INSERT INTO table (columns) SELECT (r->>0)::type, ... FROM jsonb_array_elements(%s::jsonb) AS r: a
-    JSON array per row, each element cast to its column's type (``Field.db_type``; a foreign key's is its
-    target's)."""
+    """INSERT INTO table (columns) SELECT (r->>0)::type, ... FROM jsonb_array_elements(%s::jsonb) ... : a
+    JSON array per row, taken in the array's order, each element cast to its column's type (``Field.db_type``;
+    a foreign key's is its target's; a JSON column's value comes as its JSON text)."""
     quote = connection.ops.quote_name
     fields = {f.column: f for f in model._meta.concrete_fields}
     values = ", ".join(f"(r->>{i})::{fields[c].db_type(connection)}" for i, c in enumerate(columns))
     return (
         f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(c) for c in columns)}) "
-        f"SELECT {values} FROM jsonb_array_elements(%s::jsonb) AS r"
+        f"SELECT {values} FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS rows (r, n) ORDER BY n"
     )
 
 
@@ -109,20 +119,24 @@ def resources_create(
     Raises DuplicateResource when a business identifier or conditional key is taken. Call inside
     transaction.atomic, and let the exception leave it, so that nothing half-written remains.
     """
-    rows = [
-        StoredResource(
-            resource_type=c["resourceType"],
-            fhir_id=c["id"],
-            clinic_id=clinic_id,
-            referral_id=referral_id,
-            version_id=1,
-            last_updated=now,
-            content=stamp(c, fhir_id=c["id"], version_id=1, now=now),
-        )
-        for c in contents
-    ]
+    stamped = [stamp(c, fhir_id=c["id"], version_id=1, now=now) for c in contents]
     try:
-        StoredResource.objects.bulk_create(rows)
+        # rows_insert, not bulk_create: the ORM's preparation of six documents cost three times the insert.
+        updated = connection.ops.adapt_datetimefield_value(now)
+        ids = rows_insert(
+            StoredResource,
+            _RESOURCE_COLUMNS,
+            [(c["resourceType"], c["id"], clinic_id, referral_id, 1, updated, orjson.dumps(c).decode(), False)
+             for c in stamped],
+            returning=True,
+        )
+        rows = [
+            StoredResource.from_db(
+                connection.alias, ["id", *_RESOURCE_COLUMNS],
+                [pk, c["resourceType"], c["id"], clinic_id, referral_id, 1, now, c, False],
+            )
+            for pk, c in zip(ids, stamped, strict=True)
+        ]
         rows_insert(
             SearchToken,
             _TOKEN_COLUMNS,

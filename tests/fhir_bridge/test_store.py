@@ -4,7 +4,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from fhir_bridge.models import InboundMessage, ResourceIdentifier, SearchToken
+from fhir_bridge.models import InboundMessage, ResourceIdentifier, SearchToken, StoredResource
 from fhir_bridge.store import new_id, resources_create, rows_insert
 
 pytestmark = pytest.mark.django_db
@@ -51,3 +51,19 @@ def test_rows_insert_raises_integrity_error_on_a_taken_key(clinic, ehr_client):
     with pytest.raises(IntegrityError), transaction.atomic():
         rows_insert(ResourceIdentifier, columns, [row, (ehr_client.pk, "Task", "urn:ehr", "task-2", resource.pk)])
     assert list(ResourceIdentifier.objects.values_list("value", flat=True)) == ["task-1"]
+
+
+def test_resources_create_gives_each_row_its_own_id_and_content(clinic):
+    contents = [{"resourceType": "Observation", "id": new_id(), "status": "final", "note": [{"text": t}]}
+                for t in AWKWARD]
+    now = timezone.now()
+    rows = resources_create(contents=contents, clinic_id=clinic.pk, now=now)
+    assert [r.fhir_id for r in rows] == [c["id"] for c in contents]
+    for row, sent in zip(rows, contents, strict=True):
+        stored = StoredResource.objects.get(pk=row.pk)
+        assert (stored.fhir_id, stored.version_id, stored.last_updated, stored.clinic_id) == (
+            sent["id"], 1, now, clinic.pk
+        )
+        assert stored.content == row.content
+        assert stored.content["note"] == sent["note"] and stored.content["meta"]["versionId"] == "1"
+        assert not row._state.adding  # saved: a later save() updates it
