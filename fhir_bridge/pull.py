@@ -21,6 +21,20 @@ The path of one pull:
    referral is routed (intake's ``route_referral`` message, and the routing safety net). A slow EHR so never
    holds the referral's lock: a cancellation or any other change to it waits only for that short write.
 
+The referral Task keeps the ``focus`` and ``for`` the EHR wrote, its own absolute URLs, and never points at the
+hub's copies. The ServiceRequest lives and is maintained on the Care Manager's server (PA IG, "Order and Referral
+Management"); what the hub stores is a copy as of the pull, and the Task says which one it acts on. The EHR
+reading its Task back (a read, a search, a subscription's full-resource notification) sees what it wrote, and
+finds it by its own references (``Task?focus=<its ServiceRequest's URL>``, ``Task?patient=<its Patient's URL>``),
+as ``projection`` keeps every element of an EHR's Task the hub does not own. Each copy says where it was read
+from in ``meta.source`` (R4: "the source system of the resource"), so that ``_include=Task:focus`` and
+``Task:patient`` give the hub's copy of an EHR resource the Task names (R4 search, "External References": a
+server may include a resource referenced on another server), matched by that ``meta.source`` among the
+referral's own resources (fhir_bridge.search); ``_revinclude=Task:focus`` from a copy gives the Task back. What
+the hub writes for the clinic from the Task (a report's basedOn, a record's subject) names the EHR's resources
+too. An offer's child Task, which a professional reads and who cannot read the EHR, names the hub's copies
+instead (projection.hub_copies), as every other offer does.
+
 Outcomes: a failure that may pass (the EHR down, a 5xx, 429, a timeout) is tried again: the handler schedules
 the next attempt as a new follow-up row with backoff, until HUB_PULL_GIVE_UP_HOURS after the Task came; then, or
 at once for a failure that will not pass (404, 401, a refusal by policy, data that breaks the PA profiles), the
@@ -437,13 +451,16 @@ def _complete(*, referral: Referral, client: EhrClient, task: dict, fetched: _Fe
     breaks a profile rule), DuplicateResource or DomainError; the caller's savepoint then keeps nothing."""
     originals = fetched.resources
     validate([(_path(r), r) for r in originals])
-    # Each resource gets the hub's id; references between them (relative on the EHR, or absolute URLs) are
-    # rewritten to the hub's copies. What came is kept as it came; the Task keeps the EHR's URLs, as sent.
+    # Each resource gets the hub's id, and says in meta.source which URL it is a copy of (what search's includes
+    # match a Task's absolute focus and for by); references between them (relative on the EHR, or absolute URLs)
+    # are rewritten to the hub's copies. What came is kept as it came otherwise; the Task keeps the EHR's URLs, as
+    # sent (the module docstring says why).
     resources = [orjson.loads(orjson.dumps(r)) | {"id": new_id()} for r in originals]
     base = client.fhir_base_url.rstrip("/")
     local: dict[str, str] = {}
     for url, original in fetched.urls.items():
         copy = resources[next(i for i, r in enumerate(originals) if r is original)]
+        copy["meta"] = (copy.get("meta") if isinstance(copy.get("meta"), dict) else {}) | {"source": url}
         target = f"{copy['resourceType']}/{copy['id']}"
         for alias in (url, url.split("/_history/")[0], url[len(base) + 1:].split("/_history/")[0]):
             local[alias] = target

@@ -14,13 +14,16 @@ from fhir_bridge import pull
 from fhir_bridge.examples import example
 from fhir_bridge.hub_client import hub_client_jwks
 from fhir_bridge.models import StoredResource
+from fhir_bridge.smart_scopes import PROVIDER_SCOPES
 from notifications.followups import followup_run
 from notifications.models import FollowUp
 from referrals.models import BusinessStatus, Referral, ReferralStatus
+from referrals.offers import referral_route_manually
 from referrals.services import referral_update
 from tests.conftest import fhir_client_for, issue_paths, json_of
 from tests.factories import EhrClientFactory
 from tests.fhir_bridge.ehr_server import FakeEhr
+from tests.network.factories import OrganizationFactory, RoleFactory, SiteFactory, credential_give
 
 pytestmark = pytest.mark.django_db
 
@@ -420,10 +423,14 @@ def test_the_patients_pa_conditions_and_pavs_observations_are_found_by_search(pu
     referral.refresh_from_db()
     assert sorted(m["code"] for m in referral.facts.pavs_baseline) == ["68516-4", "82290-8", "89555-7"]
     stored = StoredResource.objects.filter(referral=referral)
-    assert sorted(r.content.get("code", {}).get("coding", [{}])[0].get("code") for r in stored
-                  if r.resource_type == "Condition") == ["Z72.3", "Z72.3"]
+    sources = {r.content["meta"]["source"] for r in stored if r.resource_type in ("Condition", "Observation")}
+    assert sources == {
+        f"{ehr.base}/Condition/Scen2ConditionLackOfExercise", f"{ehr.base}/Condition/Scen2ConditionSedentary",
+        f"{ehr.base}/Observation/Scen2ObsDaysPerWeek2", f"{ehr.base}/Observation/Scen2ObsMinutesPerDay2",
+        f"{ehr.base}/Observation/Scen2ObsMinutesPerWeek",
+    }
     patient = stored.get(resource_type="Patient")
-    [found] = [r for r in stored if r.content.get("valueQuantity", {}).get("code") == "min/wk"]
+    [found] = [r for r in stored if r.content["meta"].get("source") == f"{ehr.base}/Observation/Scen2ObsMinutesPerWeek"]
     assert found.content["subject"]["reference"] == patient.reference  # the hub's copy of the patient
     asked = [path for method, path, _ in ehr.requests if "?" in path]
     assert [path.split("?")[0] for path in asked] == ["/fhir/Condition", "/fhir/Observation"]
@@ -445,7 +452,8 @@ def test_searches_follow_their_pages_up_to_the_limit(pull_client, ehr, settings)
     assert len(searched) == 2 and "_offset=1" in searched[1]
     # Sorted by key on the EHR: Scen2ObsDaysPerWeek2 (read already) on page 1, Scen2ObsMinutesPerDay2 on page 2.
     kept = StoredResource.objects.filter(referral=referral, resource_type="Observation")
-    assert sorted(r.content["code"]["coding"][0]["code"] for r in kept) == ["68516-4", "89555-7"]
+    assert sorted(r.content["meta"]["source"].rsplit("/", 1)[1] for r in kept) == [
+        "Scen2ObsDaysPerWeek2", "Scen2ObsMinutesPerDay2"]
 
 
 def test_search_entries_and_pages_outside_the_registered_server_are_ignored_and_audited(pull_client, ehr):
@@ -484,3 +492,66 @@ def test_a_search_the_ehr_fails_is_tried_again_as_a_read_is(pull_client, ehr):
     referral.refresh_from_db()
     assert referral.business_status == BusinessStatus.WAITING_FOR_DATA
     assert [r.resource_type for r in StoredResource.objects.filter(referral=referral)] == ["Task"]
+
+
+# --- what the Task says, and what its includes give ------------------------------------------------------------
+
+
+def test_the_task_keeps_the_ehrs_references_and_its_includes_give_the_hubs_copies(pull_client, ehr):
+    referral = _notify(pull_client, ehr)
+    followup_run(followup_id=_pull_row(referral).pk)
+    task = StoredResource.objects.get(referral=referral, resource_type="Task")
+    copies = {r.resource_type: r for r in StoredResource.objects.filter(referral=referral)}
+    fhir = fhir_client_for(pull_client)
+    focus, patient = f"{ehr.base}/ServiceRequest/Scen2ServiceRequest", f"{ehr.base}/Patient/Scen2PatientJohansson"
+
+    read = json_of(fhir.get(f"Task/{task.fhir_id}"))
+    assert read["focus"] == {"reference": focus}
+    assert read["for"] == {"reference": patient, "display": "Nancy Johansson"}
+    # The EHR finds its Task by its own references.
+    for query in (f"focus={focus}", f"patient={patient}"):
+        found = json_of(fhir.get(f"Task?{query}"))
+        assert [e["resource"]["id"] for e in found["entry"]] == [task.fhir_id], query
+    bundle = json_of(fhir.get(f"Task?_id={task.fhir_id}&_include=Task:focus&_include=Task:patient"))
+    entries = {e["resource"]["resourceType"]: e for e in bundle["entry"]}
+    assert sorted(entries) == ["Patient", "ServiceRequest", "Task"]
+    assert entries["ServiceRequest"]["search"]["mode"] == "include"
+    assert entries["ServiceRequest"]["resource"]["id"] == copies["ServiceRequest"].fhir_id
+    assert entries["ServiceRequest"]["resource"]["meta"]["source"] == focus
+    assert entries["Patient"]["resource"]["id"] == copies["Patient"].fhir_id
+    assert entries["Patient"]["resource"]["meta"]["source"] == patient
+    # And the other way: the Task that names the EHR's ServiceRequest, from the hub's copy of it.
+    back = json_of(fhir.get(f"ServiceRequest?_id={copies['ServiceRequest'].fhir_id}&_revinclude=Task:focus"))
+    assert sorted(e["resource"]["resourceType"] for e in back["entry"]) == ["ServiceRequest", "Task"]
+
+
+def test_a_task_still_waiting_for_its_data_includes_nothing(pull_client, ehr):
+    referral = _notify(pull_client, ehr)
+    task = StoredResource.objects.get(referral=referral, resource_type="Task")
+
+    bundle = json_of(fhir_client_for(pull_client).get(f"Task?_id={task.fhir_id}&_include=Task:focus"))
+
+    assert [e["resource"]["resourceType"] for e in bundle["entry"]] == ["Task"]
+
+
+def test_its_offers_name_the_hubs_copies_which_the_professional_can_read(pull_client, ehr):
+    referral = _notify(pull_client, ehr)
+    followup_run(followup_id=_pull_row(referral).pk)
+    fit4life = OrganizationFactory(fhir_id="fit4life", name="Fit 4 Life")
+    role = RoleFactory(site=SiteFactory(organization=fit4life, state="IL", latitude=39.799, longitude=-89.644))
+    credential_give(role.professional, "acsm-cep")
+    referral.refresh_from_db()
+    offer = referral_route_manually(referral=referral, role=role, admin="coordinator", override_reason="test").offer
+    copies = {r.resource_type: r for r in StoredResource.objects.filter(referral=referral)}
+    scopes = " ".join(PROVIDER_SCOPES)
+    provider = fhir_client_for(EhrClientFactory(clinic=None, organization=fit4life, scopes=scopes), scopes)
+
+    offer_task = json_of(provider.get(f"Task/offer-{offer.pk}"))
+
+    # Not the EHR's URLs (which the professional cannot read, and which carry the clinic's id for the patient).
+    assert offer_task["focus"] == {"reference": copies["ServiceRequest"].reference}
+    assert offer_task["for"] == {"reference": copies["Patient"].reference}
+    assert ehr.base not in str(offer_task)
+    # Before accepting, the professional reads the redacted request where the offer points.
+    redacted = provider.get(copies["ServiceRequest"].reference)
+    assert redacted.status_code == 200 and json_of(redacted)["id"] == copies["ServiceRequest"].fhir_id
