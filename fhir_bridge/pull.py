@@ -11,7 +11,8 @@ The path of one pull:
    ServiceRequest, the Patient, the Conditions it gives as reason and the Observations and Goals it gives as
    supporting info; then the searches the PA IG's fetch workflow names (Scenario 2 steps 9-10):
    ``Condition?patient=<id>&category=<PA>`` and ``Observation?patient=<id>&category=<PA>``, of which the hub keeps
-   the patient's Conditions and PAVS Observations. Each request goes through notifications/http.py (the outbound
+   the patient's Conditions and PAVS Observations (one that breaks the PA profiles is left out: the physician did
+   not name it, and it does not reject the referral). Each request goes through notifications/http.py (the outbound
    policy) and leaves one audit row (audit.Access, channel ``pull``). Nothing is read outside the client's
    registered FHIR base: a search's next page elsewhere is not followed, and its entries from elsewhere are
    ignored, each with an audit row that says so.
@@ -137,7 +138,12 @@ def referral_pull(*, referral_id: int, now: dt.datetime) -> PullOutcome:
         return _reject(
             referral_id, f"The hub could not read this referral's data from the clinic's FHIR server: {failure}."
         )
-    return _store(referral_id=referral_id, client=client, fetched=fetched, now=now)
+    left_out = _searched_invalid_drop(fetched)
+    outcome = _store(referral_id=referral_id, client=client, fetched=fetched, now=now)
+    if left_out and outcome.text.startswith("fetched "):
+        return PullOutcome(f"{outcome.text}; left out, found by search but breaking the PA profiles: "
+                           + ", ".join(left_out))
+    return outcome
 
 
 def _not_waiting(referral: Referral | None) -> str | None:
@@ -178,6 +184,7 @@ class _Fetched:
     observations: list[dict]
     goals: list[dict]
     urls: dict[str, dict]  # every URL a resource was read from (absolute) -> the resource
+    found: list[str]  # the URLs of those that a search found (the ServiceRequest did not name them)
 
     @property
     def resources(self) -> list[dict]:
@@ -206,7 +213,26 @@ def _fetch(*, client: EhrClient, clinic_id: int, task: dict) -> _Fetched:
     query = {"patient": patient["id"], "category": PA_CATEGORY}
     conditions += reader.search("Condition", query, patient_url=patient_url)
     observations += reader.search("Observation", query, patient_url=patient_url, codes=PAVS_CODES)
-    return _Fetched(service_request, patient, conditions, observations, goals, reader.urls)
+    return _Fetched(service_request, patient, conditions, observations, goals, reader.urls, reader.found)
+
+
+def _searched_invalid_drop(fetched: _Fetched) -> list[str]:
+    """Leave out what a search found that breaks the PA profiles, and say what (``Type/id`` on the EHR). The
+    physician named the rest (the ServiceRequest, its reasons and supporting info), and a fault there rejects
+    the referral; an old Observation on the EHR that the referral never named must not."""
+    left_out = []
+    for url in fetched.found:
+        resource = fetched.urls[url]
+        try:
+            validate([(_path(resource), resource)])
+        except FhirError as refused:
+            log.info("pull: %s left out: %s", url, _issues_text(refused))
+            del fetched.urls[url]
+            for kept in (fetched.conditions, fetched.observations):
+                if resource in kept:
+                    kept.remove(resource)
+            left_out.append(_path(resource))
+    return left_out
 
 
 class _Token:
@@ -288,6 +314,7 @@ class _Reader:
 
     def __post_init__(self):
         self.urls: dict[str, dict] = {}
+        self.found: list[str] = []
 
     def absolute(self, ref: str) -> str:
         """A reference in the EHR's resources, as the URL it names: relative ones are on the EHR's base."""
@@ -406,6 +433,7 @@ class _Reader:
                         query=f"ignored: its subject is not the Task's patient {patient_url}")
             return None
         self.urls[full_url] = resource
+        self.found.append(full_url)
         return resource
 
     def _on_base(self, url: str) -> bool:

@@ -437,6 +437,22 @@ def test_the_patients_pa_conditions_and_pavs_observations_are_found_by_search(pu
     assert all("category=" in path and "_count=50" in path for path in asked)
 
 
+def test_what_a_search_finds_that_breaks_the_pa_profiles_is_left_out_not_the_referral(pull_client, ehr):
+    broken = _pa_observation("Scen2ObsOld", "82290-8", 60, "min/wk", "2019-01-01T10:00:00Z")
+    del broken["status"]  # 1..1 in R4
+    ehr.resources["Observation/Scen2ObsOld"] = broken
+    referral = _notify(pull_client, ehr)
+
+    outcome = followup_run(followup_id=_pull_row(referral).pk)
+
+    assert outcome == ("fetched 5 resources; routing; left out, found by search but breaking the PA profiles: "
+                       "Observation/Scen2ObsOld")
+    referral.refresh_from_db()
+    assert referral.business_status == BusinessStatus.RECEIVED
+    assert "82290-8" not in [m["code"] for m in referral.facts.pavs_baseline]
+    assert StoredResource.objects.filter(referral=referral, resource_type="Observation").count() == 2
+
+
 def test_searches_follow_their_pages_up_to_the_limit(pull_client, ehr, settings):
     settings.HUB_PULL_SEARCH_COUNT = 1
     settings.HUB_PULL_SEARCH_MAX_PAGES = 2
