@@ -48,6 +48,7 @@ import datetime as dt
 import hashlib
 import logging
 import re
+import time
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
@@ -85,6 +86,10 @@ PA_CATEGORY = f"{PA_CATEGORY_SYSTEM}|PhysicalActivity"
 _RELATIVE = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?")
 # What a rejection's reason may hold of the issues (the rest is counted): the statusReason is for a person.
 _REASON_ISSUES = 8
+# The most one fetch may take, every request included: well inside the soft time limit of the follow-up task that
+# runs it (100 s, notifications/tasks.py), so that an EHR slow to answer a dozen requests ends as a retry of the
+# pull, not as a task killed in the middle.
+FETCH_SECONDS = 60
 # A cached token is dropped this long before the EHR said it expires (at most a tenth of its life), so that a read
 # never goes out with one about to lapse.
 _TOKEN_MARGIN_SECONDS = 60
@@ -193,7 +198,8 @@ class _Fetched:
 
 def _fetch(*, client: EhrClient, clinic_id: int, task: dict) -> _Fetched:
     base = client.fhir_base_url.rstrip("/")
-    reader = _Reader(client=client, clinic_id=clinic_id, base=base, token=_Token(client))
+    deadline = time.monotonic() + FETCH_SECONDS
+    reader = _Reader(client=client, clinic_id=clinic_id, base=base, token=_Token(client, deadline), deadline=deadline)
     service_request = reader.read((task.get("focus") or {}).get("reference", ""), "ServiceRequest", "Task.focus")
     patient_url = (task.get("for") or {}).get("reference", "")
     subject = reader.absolute((service_request.get("subject") or {}).get("reference", ""))
@@ -243,8 +249,9 @@ class _Token:
     since asks again. ``renew`` drops it and asks for a new one, once per pull (a 401 on a read: the EHR has
     forgotten or revoked it before its time)."""
 
-    def __init__(self, client: EhrClient):
+    def __init__(self, client: EhrClient, deadline: float):
         self.client = client
+        self.deadline = deadline
         fingerprint = hashlib.sha256(f"{client.token_url}\n{client.hub_client_id}\n{PULL_SCOPES}".encode()).hexdigest()
         self.key = f"pull-token:{client.pk}:{fingerprint[:24]}"
         self.value: str | None = None
@@ -271,7 +278,7 @@ class _Token:
                                      token_url=client.token_url)
         form = token_request_form(assertion=assertion, scopes=PULL_SCOPES)
         result = http_post(
-            client.token_url, body=urlencode(form).encode(), timeout=_timeout(),
+            client.token_url, body=urlencode(form).encode(), timeout=_timeout(self.deadline),
             headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
         )
         if not result.ok:
@@ -291,8 +298,13 @@ class _Token:
         return token
 
 
-def _timeout() -> tuple[float, float]:
-    seconds = float(settings.HUB_PULL_TIMEOUT_SECONDS)
+def _timeout(deadline: float) -> tuple[float, float]:
+    """(connect, whole answer) for the next request: HUB_PULL_TIMEOUT_SECONDS, or what is left of the fetch's
+    FETCH_SECONDS if less. Raises _Failed (transient) when less than a second is left."""
+    left = deadline - time.monotonic()
+    if left < 1:
+        raise _Failed(f"the EHR took more than {FETCH_SECONDS} s to answer the fetch's requests", transient=True)
+    seconds = min(float(settings.HUB_PULL_TIMEOUT_SECONDS), left)
     return min(5.0, seconds), seconds
 
 
@@ -311,6 +323,7 @@ class _Reader:
     clinic_id: int
     base: str
     token: _Token
+    deadline: float  # time.monotonic() by which the fetch must be done (FETCH_SECONDS)
 
     def __post_init__(self):
         self.urls: dict[str, dict] = {}
@@ -325,11 +338,11 @@ class _Reader:
     def _get(self, url: str, *, audit) -> HttpResult:
         """GET ``url`` with the token (a new one once, after a 401), each request audited by ``audit(result)``."""
         result = http_get(url, headers={"Accept": FHIR_JSON, "Authorization": f"Bearer {self.token.get()}"},
-                          timeout=_timeout())
+                          timeout=_timeout(self.deadline))
         audit(result)
         if result.status == 401 and self.token.renew() is not None:
             result = http_get(url, headers={"Accept": FHIR_JSON, "Authorization": f"Bearer {self.token.get()}"},
-                              timeout=_timeout())
+                              timeout=_timeout(self.deadline))
             audit(result)
         return result
 

@@ -3,6 +3,7 @@ EHR's FHIR server with a SMART backend token, maps it as intake maps a pushed on
 gives up after the configured hours, and refuses bad data with a reason the physician reads."""
 
 import datetime as dt
+import time
 
 import pytest
 from django.core.cache import cache
@@ -344,6 +345,20 @@ def test_a_read_refused_with_a_new_token_too_rejects_the_referral(pull_client, e
     assert referral.status == ReferralStatus.REJECTED
     assert "answered HTTP 401" in referral.status_reason
     assert _token_requests(ehr) == 2 and len(refused) == 2  # one new token, one retry: no loop
+
+
+def test_a_fetch_that_outlasts_its_time_is_tried_again_later(pull_client, ehr, monkeypatch):
+    monkeypatch.setattr(pull, "FETCH_SECONDS", 1.5)
+    ehr.on_get = lambda path: time.sleep(0.4)  # five reads and two searches: 2.8 s
+    referral = _notify(pull_client, ehr)
+
+    outcome = followup_run(followup_id=_pull_row(referral).pk)
+
+    assert outcome == "retry: the EHR took more than 1.5 s to answer the fetch's requests"
+    assert 2 <= len([p for m, p, s in ehr.requests if m == "GET"]) <= 4
+    referral.refresh_from_db()
+    assert referral.business_status == BusinessStatus.WAITING_FOR_DATA
+    assert _pull_row(referral).key == f"pull-referral:{referral.pk}:2"
 
 
 # --- no lock on the referral while the EHR answers -----------------------------------------------------------
