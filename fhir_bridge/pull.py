@@ -162,7 +162,7 @@ def _not_waiting(referral: Referral | None) -> str | None:
 
 def _store(*, referral_id: int, client: EhrClient, fetched: "_Fetched", now: dt.datetime) -> PullOutcome:
     with transaction.atomic():
-        referral = Referral.objects.filter(pk=referral_id).first()
+        referral = Referral.objects.select_for_update().filter(pk=referral_id).first()
         if (moved_on := _not_waiting(referral)) is not None:  # changed while the EHR answered: keep nothing
             return PullOutcome(f"{moved_on}; nothing fetched is kept")
         task = StoredResource.objects.get(referral_id=referral.pk, resource_type="Task").content
@@ -538,7 +538,7 @@ def _reject(referral_id: int, reason: str) -> PullOutcome:
     """Reject the referral with ``reason`` if it still waits for its data, locking it for the write (a pull that
     failed before anything was stored)."""
     with transaction.atomic():
-        referral = Referral.objects.filter(pk=referral_id).first()
+        referral = Referral.objects.select_for_update().filter(pk=referral_id).first()
         if (moved_on := _not_waiting(referral)) is not None:
             return PullOutcome(moved_on)
         return _reject_locked(referral, reason)

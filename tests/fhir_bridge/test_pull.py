@@ -410,6 +410,35 @@ def test_the_referral_is_not_locked_while_the_ehr_answers(pull_client, ehr):
     assert len(tried) == 7 and set(tried) == {"free"}  # at every read and search, the referral was free
 
 
+def _referral_locks(ehr: FakeEhr, calls: list[int]):
+    """A database wrapper that notes, for each SELECT ... FOR UPDATE of the referral, how many requests the EHR
+    had had by then."""
+    table = Referral._meta.db_table
+
+    def note(execute, sql, params, many, context):
+        if "FOR UPDATE" in sql and f'FROM "{table}"' in sql:
+            calls.append(len(ehr.requests))
+        return execute(sql, params, many, context)
+
+    return connection.execute_wrapper(note)
+
+
+@pytest.mark.parametrize("missing, outcome", [(False, "fetched 5 resources; routing"), (True, "rejected: ")])
+def test_the_referral_is_locked_for_the_write_after_the_fetch(pull_client, ehr, missing, outcome):
+    if not connection.features.has_select_for_update:
+        pytest.skip("SQLite has no row locks: this is PostgreSQL's test")
+    if missing:
+        del ehr.resources["Observation/Scen2ObsMinutesPerDay2"]  # the fetch fails: the referral is rejected
+    referral = _notify(pull_client, ehr)
+    locks: list[int] = []
+
+    with _referral_locks(ehr, locks):
+        assert followup_run(followup_id=_pull_row(referral).pk).startswith(outcome)
+
+    # Locked once, for the write, when the EHR had answered every request.
+    assert locks == [len(ehr.requests)]
+
+
 # --- the searches of the IG's fetch workflow -----------------------------------------------------------------
 
 
