@@ -1,6 +1,8 @@
 """Notify and pull against a real local EHR (tests/fhir_bridge/ehr_server.py): the hub fetches a referral from the
-EHR's FHIR server with a SMART backend token, maps it as intake maps a pushed one, retries a server that is down,
-gives up after the configured hours, and refuses bad data with a reason the physician reads."""
+EHR's FHIR server with a SMART backend token (kept while it lives), searches the patient's PA Conditions and PAVS
+Observations, maps them as intake maps a pushed referral, locks the referral only for the write, retries a server
+that is down, gives up after the configured hours, and refuses bad data with a reason the physician reads. The Task
+keeps the EHR's references; its includes and offers give the hub's copies."""
 
 import datetime as dt
 import time
@@ -323,9 +325,8 @@ def test_a_token_the_ehr_refuses_is_dropped_and_a_new_one_asked_for_once(pull_cl
     reads = list(Access.objects.filter(channel=Access.Channel.PULL, path__endswith="/Scen2ServiceRequestB"))
     assert [r.status for r in reads] == [401, 200]  # the refused read and its retry, each audited
     # The new token is the one kept: a third pull asks for none.
-    third = _notify(pull_client, ehr, service_request="Scen2ServiceRequest", identifier="pull-3")
-    ehr.resources["ServiceRequest/Scen2ServiceRequest"]["identifier"] = [{"system": "urn:ehr:sr", "value": "3"}]
-    followup_run(followup_id=_pull_row(third).pk)
+    third = _notify(pull_client, ehr, identifier="pull-3")
+    assert followup_run(followup_id=_pull_row(third).pk) == "fetched 5 resources; routing"
     assert _token_requests(ehr) == 2
 
 
