@@ -310,6 +310,10 @@ HUB_CLIENT_KEY_FILE = Path(env_str("HUB_CLIENT_KEY_FILE", str(VAR_DIR / "hub-cli
 # rejected with the reason. Each request's timeout, in seconds: the same (connect, whole answer) as deliveries.
 HUB_PULL_GIVE_UP_HOURS = env_int("HUB_PULL_GIVE_UP_HOURS", 24, minimum=1)
 HUB_PULL_TIMEOUT_SECONDS = env_int("HUB_PULL_TIMEOUT_SECONDS", 10, minimum=1)
+# The searches of the fetch (the patient's PA Conditions and Observations): this many entries a page (_count), and
+# at most this many pages each, so that a patient with years of records costs a bounded fetch.
+HUB_PULL_SEARCH_COUNT = env_int("HUB_PULL_SEARCH_COUNT", 50, minimum=1)
+HUB_PULL_SEARCH_MAX_PAGES = env_int("HUB_PULL_SEARCH_MAX_PAGES", 4, minimum=1)
 HUB_SWEEP_SECONDS = env_int("HUB_SWEEP_SECONDS", 60, minimum=1)
 HUB_ROLLUP_SECONDS = env_int("HUB_ROLLUP_SECONDS", 120, minimum=10)  # the console's rollups; at most 300 s stale
 HUB_FOLLOWUP_BATCH = env_int("HUB_FOLLOWUP_BATCH", 500, minimum=1)

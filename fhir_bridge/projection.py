@@ -262,7 +262,9 @@ def offer_task_id(offer: Offer) -> str:
     return f"offer-{offer.pk}"
 
 
-def offer_task_render(*, offer: Offer, referral_task: dict, now) -> dict:
+def offer_task_render(*, offer: Offer, referral_task: dict, now, copies: dict[str, str] | None = None) -> dict:
+    """The offer's child Task. ``copies`` maps the URLs of another server's resources that the referral Task
+    names (a pulled referral's focus and for, on the EHR) to the hub's copies of them (``hub_copies``)."""
     status = OFFER_TASK_STATUS[offer.status]
     role = offer.role
     task = {
@@ -280,11 +282,13 @@ def offer_task_render(*, offer: Offer, referral_task: dict, now) -> dict:
         "restriction": {"period": {"end": http_date_iso(offer.deadline)}},
     }
     # The same request and patient as the referral Task, by reference only: the professional reads this Task
-    # before accepting, and the referral's `for` may name the patient in its display (the minimum PHI rule).
+    # before accepting, and the referral's `for` may name the patient in its display (the minimum PHI rule). A
+    # pulled referral's Task names the EHR's own resources, which the professional cannot read, and whose URL
+    # carries the clinic's record id for the patient: its offers name the hub's copies instead.
     for element in ("focus", "for"):
         reference = (referral_task.get(element) or {}).get("reference")
         if reference:
-            task[element] = {"reference": reference}
+            task[element] = {"reference": (copies or {}).get(reference, reference)}
     reason = {
         OfferStatus.REJECTED: offer.decline_reason or "Declined",
         OfferStatus.EXPIRED: f"No answer by {http_date_iso(offer.deadline)}; offered to the next professional",
@@ -295,13 +299,36 @@ def offer_task_render(*, offer: Offer, referral_task: dict, now) -> dict:
     return task
 
 
+def hub_copies(referral_task: StoredResource) -> dict[str, str]:
+    """{URL: "Type/id"}: for each of the referral Task's focus and for that is an absolute URL (a pulled
+    referral's, on the EHR), the hub's copy of that resource, stored with the referral and naming the URL in its
+    meta.source (fhir_bridge/pull.py). Empty, with no query, for a Task whose references are the hub's."""
+    urls = {
+        ref for element in ("focus", "for")
+        if isinstance(ref := (referral_task.content.get(element) or {}).get("reference"), str)
+        and ref.startswith(("http://", "https://"))
+    }
+    if not urls:
+        return {}
+    copies = {}
+    for row in StoredResource.objects.filter(
+        referral_id=referral_task.referral_id, resource_type__in=("ServiceRequest", "Patient")
+    ).only("resource_type", "fhir_id", "content"):
+        source = (row.content.get("meta") or {}).get("source")
+        if source in urls:
+            copies[source] = row.reference
+    return copies
+
+
 @receiver(offer_changed, dispatch_uid="fhir_bridge.offer_projection")
 def offer_task_project(sender, *, offer: Offer, from_status: str, **kwargs) -> None:
     """Write the offer's child Task (its first version when the offer is new). Runs inside the offer's
     transaction."""
     now = timezone.now()
     referral_task = StoredResource.objects.get(referral_id=offer.referral_id, resource_type="Task")
-    content = offer_task_render(offer=offer, referral_task=referral_task.content, now=now)
+    content = offer_task_render(
+        offer=offer, referral_task=referral_task.content, now=now, copies=hub_copies(referral_task)
+    )
     # A new offer has no Task yet: no need to look for one.
     existing = (
         StoredResource.objects.select_for_update().filter(resource_type="Task", fhir_id=content["id"]).first()
