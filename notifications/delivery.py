@@ -75,11 +75,12 @@ def _discloses(delivery: Delivery) -> bool:
 
 
 def _disclosure(delivery: Delivery, result: DeliveryResult) -> dict:
-    """The audit row (``access_record``'s arguments) of one attempt that sent ``delivery``: to whom (``path``, the URL or the address), what
-    (the Task and its version; the content level in ``query``; an e-mail's text is not kept), when, and the
-    receiver's answer (``status``: its HTTP status; 502 or 504 when the connection was lost or timed out after
-    sending; 200 for an e-mail the mail server took). Each attempt is a disclosure of its own: a receiver that
-    answered 500 or timed out may still have read the bytes. Written in the delivery attempt's transaction."""
+    """The audit row (``access_record``'s arguments) of one attempt that sent ``delivery``: to whom (``path``, the
+    URL or the address), what (the Task and its version; the content level in ``query``; an e-mail's text is not
+    kept), when, and the receiver's answer (``status``: its HTTP status; 502 or 504 when the connection was lost or
+    timed out after sending; 200 for an e-mail the mail server took). Each attempt is a disclosure of its own: a
+    receiver that answered 500 or timed out may still have read the bytes. Written in the delivery attempt's
+    transaction."""
     subscription = delivery.subscription
     email = delivery.channel == Subscription.Channel.EMAIL
     query = [f"delivery={delivery.pk}", f"attempt={delivery.attempts + 1}"]

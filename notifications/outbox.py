@@ -248,31 +248,40 @@ def _goes_before(earlier: Delivery, delivery: Delivery) -> bool:
 
 def _resume_next(delivery: Delivery, now: dt.datetime) -> None:
     """``delivery`` (a handshake or a numbered notification) is delivered or dead: attempt the subscription's
-    next waiting notification now. Call holding the subscription's turn, after the deliveries' new states are
-    written."""
-    waiting = (
+    waiting notifications that nothing scheduled goes before now, the first HUB_FOLLOWUP_BATCH of them in
+    event-number order. They are handed over in one message (a subscription's rows are never split,
+    followups._dispatch_on_commit) and run as one batch, in order; one that fails holds the rest back again, and
+    its own delivery (or death) resumes them. Those behind a message still scheduled (a retry, a first attempt
+    not run yet) stay waiting: that one resumes them when it finishes. (Resuming only the next one cost a
+    transaction and a message per waiting notification after a receiver came back.) Call holding the
+    subscription's turn, after the deliveries' new states are written."""
+    scheduled_before = Delivery.objects.filter(
+        subscription_id=OuterRef("subscription_id"), state=Delivery.State.PENDING, next_attempt_at__isnull=False
+    ).filter(Q(notification_type=bundles.HANDSHAKE) | Q(event_number__lt=OuterRef("event_number")))
+    waiting = list(
         Delivery.objects.filter(
             subscription_id=delivery.subscription_id,
             state=Delivery.State.PENDING,
             event_number__isnull=False,
             next_attempt_at__isnull=True,
         )
+        .filter(~Exists(scheduled_before))
         .order_by("event_number")
-        .only("pk", "round", "subscription_id")
-        .first()
+        .values_list("pk", "round")[: settings.HUB_FOLLOWUP_BATCH]
     )
-    if waiting is None:
+    if not waiting:
         return
-    Delivery.objects.filter(pk=waiting.pk).update(next_attempt_at=now)
+    Delivery.objects.filter(pk__in=[pk for pk, _ in waiting]).update(next_attempt_at=now)
     followup_schedule(
         plans=[
             Planned(
                 kind=DELIVERY_ATTEMPT,
-                key=f"delivery:{waiting.pk}:round:{waiting.round}:after:{delivery.pk}:{delivery.round}",
+                key=f"delivery:{pk}:round:{round_}:after:{delivery.pk}:{delivery.round}",
                 due_at=now,
-                delivery_id=waiting.pk,
-                subscription_id=waiting.subscription_id,
+                delivery_id=pk,
+                subscription_id=delivery.subscription_id,
             )
+            for pk, round_ in waiting
         ],
         now=now,
     )
