@@ -15,7 +15,7 @@ from django.core.mail import EmailMessage
 from audit.models import Access
 from audit.services import access_record
 from notifications import bundles
-from notifications.http import http_post
+from notifications.http import Connections, http_post
 from notifications.models import Delivery, Subscription
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,12 @@ class DeliveryResult:
     status: int | None = None  # the receiver's HTTP status, when it answered
 
 
-def deliver(delivery: Delivery, *, disclosures: list[dict] | None = None) -> DeliveryResult:
+def deliver(
+    delivery: Delivery, *, disclosures: list[dict] | None = None, connections: Connections | None = None
+) -> DeliveryResult:
     """Send ``delivery`` once. Never raises for a receiver's failure (refused, timed out, non-2xx): that is a
-    result, which the outbox turns into a retry or a dead letter.
+    result, which the outbox turns into a retry or a dead letter. A rest-hook goes over one of ``connections``
+    (http.Connections) when given, kept open for the caller's next delivery to the same receiver.
 
     A send that may have put PHI in a receiver's hands is audited (``_disclosure``): its row is written now, or,
     given ``disclosures``, appended there (``audit.services.accesses_record``'s entries) for the caller to write
@@ -44,7 +47,7 @@ def deliver(delivery: Delivery, *, disclosures: list[dict] | None = None) -> Del
     if delivery.channel == Subscription.Channel.EMAIL:
         result = _send_email(delivery)
     else:
-        result = _post(delivery)
+        result = _post(delivery, connections)
     if result.sent and _discloses(delivery):
         entry = _disclosure(delivery, result)
         if disclosures is None:
@@ -114,7 +117,7 @@ def _send_email(delivery: Delivery) -> DeliveryResult:
     return DeliveryResult(True, "sent", sent=True, status=200)
 
 
-def _post(delivery: Delivery) -> DeliveryResult:
+def _post(delivery: Delivery, connections: Connections | None) -> DeliveryResult:
     headers = {}
     subscription = delivery.subscription
     for line in (subscription.headers if subscription else []) or []:
@@ -128,6 +131,7 @@ def _post(delivery: Delivery) -> DeliveryResult:
         body=delivery.content.encode(),
         headers=headers,
         timeout=(min(5.0, settings.HUB_DELIVERY_TIMEOUT_SECONDS), float(settings.HUB_DELIVERY_TIMEOUT_SECONDS)),
+        connections=connections,
     )
     status = result.status or _SENT_WITHOUT_ANSWER.get(result.reason)
     if result.ok:

@@ -26,6 +26,7 @@ from fhir_bridge.subscriptions import task_matches
 from notifications import bundles
 from notifications.delivery import deliver
 from notifications.followups import Planned, backoff, followup_schedule
+from notifications.http import Connections
 from notifications.models import DELIVERY_INSERT_BATCH, NOTIFIED_SUBSCRIPTION_STATUSES, Delivery, Subscription
 from referrals.models import Referral, ReferralEvent
 
@@ -348,34 +349,37 @@ def delivery_attempts(
     finished: dict[int, Delivery] = {}  # per subscription: the batch's last one delivered or dead
     disclosures: list[dict] = []
     retries: list[Planned] = []
-    for index in sorted(range(len(attempts)), key=order):
-        if outcomes and until is not None and time.monotonic() > until:
-            break
-        delivery_id = attempts[index][0]
-        delivery = rows.get(delivery_id)
-        if delivery is None or delivery.state != Delivery.State.PENDING:
-            outcomes[index] = f"delivery {delivery_id} is {delivery.state if delivery else 'gone'}"
-            continue
-        sub = delivery.subscription
-        ordered = sub is not None and delivery.event_number is not None
-        if ordered and (delivery.behind or any(_goes_before(e, delivery) for e in held[sub.pk])):
-            delivery.next_attempt_at = None
+    with Connections() as connections:  # one TCP connection per receiver for the batch, not one per POST
+        for index in sorted(range(len(attempts)), key=order):
+            if outcomes and until is not None and time.monotonic() > until:
+                break
+            delivery_id = attempts[index][0]
+            delivery = rows.get(delivery_id)
+            if delivery is None or delivery.state != Delivery.State.PENDING:
+                outcomes[index] = f"delivery {delivery_id} is {delivery.state if delivery else 'gone'}"
+                continue
+            sub = delivery.subscription
+            ordered = sub is not None and delivery.event_number is not None
+            if ordered and (delivery.behind or any(_goes_before(e, delivery) for e in held[sub.pk])):
+                delivery.next_attempt_at = None
+                changed[delivery.pk] = delivery
+                if delivery not in held[sub.pk]:
+                    held[sub.pk].append(delivery)
+                outcomes[index] = f"waits for an earlier notification of subscription {sub.pk}"
+                continue
+            outcomes[index] = _attempt(
+                delivery, now, disclosures=disclosures, retries=retries, connections=connections
+            )
             changed[delivery.pk] = delivery
-            if delivery not in held[sub.pk]:
-                held[sub.pk].append(delivery)
-            outcomes[index] = f"waits for an earlier notification of subscription {sub.pk}"
-            continue
-        outcomes[index] = _attempt(delivery, now, disclosures=disclosures, retries=retries)
-        changed[delivery.pk] = delivery
-        if sub is None:
-            continue
-        if delivery.state == Delivery.State.PENDING:
-            if delivery not in held[sub.pk]:
-                held[sub.pk].append(delivery)
-        elif delivery.notification_type != bundles.HEARTBEAT:
-            if delivery in held[sub.pk]:
-                held[sub.pk].remove(delivery)
-            finished[sub.pk] = delivery
+            if sub is None:
+                continue
+            if delivery.state == Delivery.State.PENDING:
+                if delivery not in held[sub.pk]:
+                    held[sub.pk].append(delivery)
+            elif delivery.notification_type != bundles.HEARTBEAT:
+                if delivery in held[sub.pk]:
+                    held[sub.pk].remove(delivery)
+                finished[sub.pk] = delivery
     accesses_record(disclosures)
     groups: dict[tuple, list[int]] = defaultdict(list)
     for delivery in changed.values():
@@ -388,11 +392,13 @@ def delivery_attempts(
     return outcomes
 
 
-def _attempt(delivery: Delivery, now: dt.datetime, *, disclosures: list[dict], retries: list[Planned]) -> str:
+def _attempt(
+    delivery: Delivery, now: dt.datetime, *, disclosures: list[dict], retries: list[Planned], connections: Connections
+) -> str:
     """Send ``delivery`` (pending, its turn come) once and set its new state on it, unsaved; its disclosure goes
     to ``disclosures``, its next attempt's follow-up to ``retries``. The subscription's health is written at
     once (rarely: only a failure, or the first success after one) and kept up to date on the object."""
-    result = deliver(delivery, disclosures=disclosures)
+    result = deliver(delivery, disclosures=disclosures, connections=connections)
     delivery.attempts += 1
     sub = delivery.subscription
     if result.ok:
