@@ -1,5 +1,5 @@
-"""Writing the audit trail: ``access_record`` (one row) and ``accesses_record`` (several, one INSERT) are the only
-ways a row is written."""
+"""Writing the audit trail: ``access_record`` (one row) and ``accesses_record`` (several, one INSERT) are the
+only ways a row is written."""
 
 import ipaddress
 import logging
@@ -64,8 +64,8 @@ def access_record(
 
 
 def accesses_record(entries: list[dict]) -> list[Access]:
-    """Write several audit rows with one INSERT: each entry holds ``access_record``'s keyword arguments, and is
-    stored as that would store it. For a worker that discloses many messages in one transaction (the outbox's
+    """Write several audit rows with one INSERT: each entry holds ``access_record``'s keyword arguments, and
+    is stored as that would store it. For a worker that discloses many messages in one transaction (the outbox's
     deliveries): one round trip, not one per row. Fails closed inside a transaction, as ``access_record``;
     outside one, a failure is logged and no row is returned."""
     if not entries:
@@ -75,8 +75,9 @@ def accesses_record(entries: list[dict]) -> list[Access]:
     except DatabaseError:
         if connection.in_atomic_block:
             raise
-        log.exception("could not write %d audit rows (the first: %s %s)", len(entries), entries[0].get("method"),
-                      entries[0].get("path"))
+        first = entries[0]
+        log.exception("could not write %d audit rows (the first: %s %s)", len(entries), first.get("method"),
+                      first.get("path"))
         return []
 
 

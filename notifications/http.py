@@ -16,8 +16,8 @@ server-side request forgery). Every request therefore:
 Built on the standard library's http.client on purpose: the connect step is ours (the checked address goes
 straight to ``socket.connect``), and there is no shared connection pool, proxy from the environment, automatic
 retry or redirect to switch off (a caller that sends a batch may keep its own connections open, ``Connections``,
-each reused only for a request checked to the same address). ``requests`` reads ``HTTP_PROXY``/``HTTPS_PROXY`` from the environment, and a proxy would
-resolve the name again, after our check.
+each reused only for a request checked to the same address). ``requests`` reads ``HTTP_PROXY``/``HTTPS_PROXY``
+from the environment, and a proxy would resolve the name again, after our check.
 
 ``HUB_OUTBOUND_ALLOW`` (settings) is a comma-separated list of entries, each one of:
 
