@@ -152,6 +152,9 @@ def _sweep_send(sweep) -> None:
 
 
 class _Receiver(BaseHTTPRequestHandler):
+    # HTTP/1.1, as receivers are: a connection kept open serves a worker's batch (notifications.http.Connections),
+    # and this process (which the producers share) starts no thread per notification.
+    protocol_version = "HTTP/1.1"
     count = 0
     arrivals: list[tuple[float, bytes]] = []  # (time.time(), body) of each POST, for the notifications part
     keep = False

@@ -268,6 +268,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CELERY_BROKER_URL,
                           "KEY_PREFIX": "hub"}}
+# With a cache every process shares, a change's commit sends the outbox's fan-out message only when none is queued
+# and not started yet (notifications.receivers): one message per change cost the workers more than the fan-out.
+HUB_FAN_OUT_COALESCE = CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
 # Redis hands a message that was taken but not acknowledged to another worker after visibility_timeout; with
 # acks_late, a task still running then would run twice at once, and one that outlived it could be lost to a
 # restart. So it stays well above the longest task's time limit (300 s, the beat's sweeps;
