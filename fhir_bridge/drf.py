@@ -5,6 +5,8 @@ import logging
 
 import orjson
 from django.conf import settings
+from django.core.exceptions import DisallowedHost, RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.http import HttpResponse
 from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.negotiation import BaseContentNegotiation
@@ -101,9 +103,42 @@ class FhirContentNegotiation(BaseContentNegotiation):
         raise drf_exceptions.NotAcceptable()
 
 
+def suspicious_error(exc: SuspiciousOperation) -> FhirError:
+    """What the FHIR edge answers when Django refuses to read a request (django.core.exceptions): too many query
+    or form parameters, a body over Django's own cap, a Host not in ALLOWED_HOSTS."""
+    if isinstance(exc, TooManyFieldsSent):
+        return error(400, "too-costly", f"the request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} query "
+                                        "or form parameters; this server takes at most "
+                                        f"{settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} (DATA_UPLOAD_MAX_NUMBER_FIELDS)")
+    if isinstance(exc, RequestDataTooBig):
+        return error(413, "too-costly", f"the body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes")
+    if isinstance(exc, DisallowedHost):
+        return error(400, "invalid", "the Host header names a host this server does not serve")
+    return error(400, "invalid", "the request cannot be read")
+
+
+def refusal_response(request, refused: FhirError) -> HttpResponse:
+    """An OperationOutcome answer, with the request's one audit row (none for a public route), for a request
+    refused before FhirView runs (config/bad_request.py): the Host or the query string cannot be read."""
+    path = request.path_info.removeprefix("/fhir").lstrip("/")
+    try:
+        route, params = routes.resolve("GET" if request.method == "HEAD" else request.method, path)
+    except FhirError:
+        route, params = None, {}
+    data = operation_outcome(refused.issues)
+    fhir_access_record(request=request, status=refused.status, headers=refused.headers, data=data, route=route,
+                       params=params, grant=None, query=[])
+    response = HttpResponse(orjson.dumps(data), status=refused.status, content_type="application/fhir+json")
+    for name, value in refused.headers.items():
+        response[name] = value
+    return response
+
+
 def fhir_exception_handler(exc, context):
     if isinstance(exc, DomainError):
         exc = domain_error(exc)
+    if isinstance(exc, SuspiciousOperation):  # a form body of too many fields (the query is checked before)
+        exc = suspicious_error(exc)
     if isinstance(exc, FhirError):
         return Response(operation_outcome(exc.issues), status=exc.status, headers=exc.headers)
     if isinstance(exc, drf_exceptions.UnsupportedMediaType):
