@@ -15,6 +15,7 @@ from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config import database_errors
 from fhir_bridge import limits, routes
 from fhir_bridge.audit_fhir import fhir_access_record
 from fhir_bridge.fhir import FHIR_VERSION
@@ -160,7 +161,13 @@ def fhir_exception_handler(exc, context):
         log.exception("integrity error while handling a FHIR request")
         issue = Issue("error", "conflict", "", "the request clashes with what is stored; nothing was stored")
         return Response(operation_outcome([issue]), status=409)
-    if isinstance(exc, TRANSIENT_ERRORS):
+    if database_errors.too_large(exc):
+        # A search the limits (limits.py) should have kept small enough: permanent, never "send it again".
+        log.exception("a statement too large for the database while handling a FHIR request")
+        issue = Issue("error", "too-costly", "", "the request is more than this server's database will evaluate; "
+                                                 "ask for less at once; nothing was stored")
+        return Response(operation_outcome([issue]), status=400)
+    if database_errors.transient(exc):
         # Only after FhirView's own retry failed too (a lost connection, a serialization failure, a lock timeout).
         log.exception("transient database error while handling a FHIR request")
         issue = Issue("error", "transient", "", "the server is busy; nothing was stored, send the request again")
@@ -170,11 +177,6 @@ def fhir_exception_handler(exc, context):
         issue = Issue("fatal", "exception", "", "the server failed to handle the request; nothing was stored")
         return Response(operation_outcome([issue]), status=500)
     return None
-
-
-# What a second try may cure: a lost connection, a serialization failure or deadlock (PostgreSQL), a lock that
-# did not come free in time (SQLite's "database is locked").
-TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 
 
 def base_urls(request) -> tuple[str, str]:
@@ -234,7 +236,7 @@ class FhirView(APIView):
             data = request.data
             if hasattr(data, "lists"):  # a form (POST [type]/_search): (name, value) pairs, as a query string gives
                 fhir_request.body = [(k, v) for k, values in data.lists() for v in values]
-                limits.check_query(fhir_request.body)
+                limits.check_query(query + fhir_request.body)  # the limits are on the whole request
             else:
                 fhir_request.body = data
             if request.content_type.startswith("application/x-www-form-urlencoded") and route.handler is not routes.handle_search:
@@ -277,9 +279,11 @@ class FhirView(APIView):
                                        grant=self._grant, query=self._query)
                     self._audited = True
                 return response
-            except TRANSIENT_ERRORS:
+            except (OperationalError, InterfaceError) as exc:
                 self._audited = False
-                if attempt == 2 or connection.in_atomic_block:
+                # What a second try may cure (config/database_errors.py): a lost connection, a serialization
+                # failure or deadlock, a lock that did not come free in time; never "Expression tree is too large".
+                if attempt == 2 or connection.in_atomic_block or not database_errors.transient(exc):
                     raise
                 log.warning("transient database error; trying the request once more", exc_info=True)
                 connection.close_if_unusable_or_obsolete()
