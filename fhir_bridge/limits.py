@@ -54,6 +54,11 @@ def parse_json(raw: bytes) -> object:
     except orjson.JSONDecodeError as exc:
         if "depth" in str(exc).lower() or "recursion" in str(exc).lower():  # orjson stops at 1024 levels
             raise error(400, "structure", _too_deep()) from None
+        try:  # orjson names a bad byte as a Python text error ("surrogates not allowed"); say what it is
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise error(400, "structure", f"the body is not UTF-8 (byte {bad.start} is not); FHIR JSON is UTF-8"
+                        ) from None
         raise error(400, "structure", f"the body is not valid JSON: {exc}") from None
     check_document(document)
     return document
