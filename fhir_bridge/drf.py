@@ -71,6 +71,15 @@ def _media_type(value: str) -> tuple[str, dict[str, str]]:
     return kind.strip().lower(), params
 
 
+FORM = "application/x-www-form-urlencoded"
+
+
+def _dev_server(request) -> bool:
+    """Whether the request came through Django's development server (``make run``), whose wsgiref handler reports
+    a request that sent no Content-Type as text/plain."""
+    return request.META.get("SERVER_SOFTWARE", "").startswith("WSGIServer/")
+
+
 def fhir_version_refused(params: dict[str, str]) -> bool:
     return "fhirversion" in params and params["fhirversion"] not in FHIR_VERSIONS
 
@@ -223,12 +232,14 @@ class FhirView(APIView):
             except AuthError as exc:
                 raise error(401, "login", str(exc), headers={"WWW-Authenticate": 'Bearer realm="fhir"'}) from None
         allowed = routes.allowed_methods(path)
+        if not allowed:  # no method at all at this URL (GET Subscription/<id>/_history): no such interaction
+            raise error(404, "not-supported", f"there is no interaction at /{path} on this server (the "
+                                              "CapabilityStatement lists each type's interactions)")
         if method not in allowed:  # PUT on a read-only type: a 405 before its body is looked at (415)
             raise error(405, "not-supported", f"{request.method} is not supported here (allowed: {', '.join(allowed)})",
                         headers={"Allow": ", ".join(allowed)})
         if request.method in ("POST", "PUT"):
-            if not request.content_type.split(";")[0].strip():
-                raise error(415, "not-supported", "send the body as application/fhir+json")
+            self._check_body_envelope(request, search=route.handler is routes.handle_search)
             limits.check_body_size(request.META.get("CONTENT_LENGTH"))
             if fhir_version_refused(_media_type(request.content_type)[1]):
                 raise error(415, "not-supported", f"this server takes FHIR R4 ({FHIR_VERSION}) only")
@@ -239,12 +250,27 @@ class FhirView(APIView):
                 limits.check_query(query + fhir_request.body)  # the limits are on the whole request
             else:
                 fhir_request.body = data
-            if request.content_type.startswith("application/x-www-form-urlencoded") and route.handler is not routes.handle_search:
-                raise error(415, "not-supported", "send the body as application/fhir+json")
         if isinstance(fhir_request.body, list):
             self._query = query + fhir_request.body
         response = self._run(request, route.handler, fhir_request)
         return Response(response.resource, status=response.status, headers=response.headers)
+
+    @staticmethod
+    def _check_body_envelope(request, *, search: bool) -> None:
+        """415 for a body in a media type the route does not take (a search's is a form, R4 http.html#search;
+        anything else's FHIR JSON), or with no Content-Type; 411 for a chunked body without Content-Length, which
+        Django (WSGI) would read as empty."""
+        kind = _media_type(request.content_type or "")[0]
+        wanted = FORM if search else "application/fhir+json"
+        if not kind or (kind == "text/plain" and _dev_server(request)):
+            raise error(415, "not-supported", f"the request has no Content-Type; send the body as {wanted}")
+        if search and kind != FORM:
+            raise error(415, "not-supported", f"a search's body is {FORM} (R4 http.html#search), not {kind}")
+        if kind == FORM and not search:
+            raise error(415, "not-supported", f"send the body as {wanted}, not {kind}")
+        if not request.META.get("CONTENT_LENGTH") and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            raise error(411, "structure", "send the body with a Content-Length: this server does not read a chunked "
+                                          "body")
 
     def finalize_response(self, request, response, *args, **kwargs):
         # Every answer, a refusal included, leaves its one audit row: after the handler's transaction has ended.

@@ -323,3 +323,61 @@ def test_a_permanent_operational_error_is_never_transient(fhir, monkeypatch):
     assert json_of(response)["issue"][0]["code"] == "too-costly"
     assert "Retry-After" not in response.headers
     assert len(calls) == 1  # not tried again
+
+
+def test_a_search_body_in_fhir_json_is_415_not_ignored(fhir):
+    # The body was ignored: every Task came back.
+    fhir.post("", scenario2_bundle(identifier="json-search"))
+
+    response = fhir.post("Task/_search", {"status": "accepted"})
+
+    assert response.status_code == 415, response.content[:300]
+    assert "x-www-form-urlencoded" in json_of(response)["issue"][0]["diagnostics"]
+
+
+def test_a_body_without_content_type_is_415_saying_so(fhir):
+    headers = fhir._headers(None)
+    patient = orjson.dumps(example("Scen2PatientJohansson"))
+    stored_before = StoredResource.objects.count()
+
+    response = fhir.http.generic("POST", "/fhir/Patient", patient, content_type="", **headers)
+    # Django's development server (make run) reports a missing Content-Type as text/plain.
+    dev_server = fhir.http.generic("POST", "/fhir/Patient", patient, content_type="text/plain",
+                                   SERVER_SOFTWARE="WSGIServer/0.2 CPython/3.11", **headers)
+
+    for answer in (response, dev_server):
+        assert answer.status_code == 415, answer.content[:300]
+        assert "no Content-Type" in json_of(answer)["issue"][0]["diagnostics"]
+    sent = fhir.http.generic("POST", "/fhir/Patient", patient, content_type="text/plain", **headers)
+    assert sent.status_code == 415 and "text/plain" in json_of(sent)["issue"][0]["diagnostics"]
+    assert StoredResource.objects.count() == stored_before
+
+
+def test_a_body_that_is_not_utf8_is_400_saying_so(fhir):
+    response = fhir.post("Patient", b'{"resourceType":"Patient","name":[{"family":"\xff\xfe"}]}')
+
+    _assert_refused(response, 400)
+    diagnostics = json_of(response)["issue"][0]["diagnostics"]
+    assert "not UTF-8" in diagnostics and "surrogates" not in diagnostics
+
+
+def test_a_chunked_body_without_content_length_is_411(fhir):
+    patient = orjson.dumps(example("Scen2PatientJohansson"))
+    headers = {**fhir._headers(None), "HTTP_TRANSFER_ENCODING": "chunked"}
+    stored_before = StoredResource.objects.count()
+
+    response = fhir.http.generic("POST", "/fhir/Patient", patient, content_type="application/fhir+json",
+                                 CONTENT_LENGTH="", **headers)
+
+    assert response.status_code == 411, response.content[:300]
+    assert "Content-Length" in json_of(response)["issue"][0]["diagnostics"]
+    assert StoredResource.objects.count() == stored_before
+
+
+@pytest.mark.parametrize("path", ["Subscription/abc/_history", "Location/abc/_history", "AuditEvent/abc/_history/1"])
+def test_a_url_with_no_interaction_at_all_is_404_not_an_empty_405(fhir, path):
+    response = fhir.get(path)
+
+    assert response.status_code == 404, response.content[:300]
+    assert "Allow" not in response.headers
+    assert "allowed: )" not in json_of(response)["issue"][0]["diagnostics"]
