@@ -26,10 +26,12 @@ from django.http import HttpResponse, JsonResponse
 from fhir_bridge.drf import refusal_response, suspicious_error
 from fhir_bridge.smart_views import TOKEN_PATH, oauth_error
 
-_TEXT = {
-    DisallowedHost: "the Host header names a host this server does not serve",
-    TooManyFieldsSent: f"the query has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} parameters",
-}
+def _text(exc: SuspiciousOperation) -> str:
+    if isinstance(exc, DisallowedHost):
+        return "the Host header names a host this server does not serve"
+    if isinstance(exc, TooManyFieldsSent):
+        return f"the query has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} parameters"
+    return "the request cannot be read"
 
 
 def bad_request(request, exc: SuspiciousOperation) -> HttpResponse:
@@ -37,7 +39,7 @@ def bad_request(request, exc: SuspiciousOperation) -> HttpResponse:
     path = request.path_info
     if path == "/fhir" or path.startswith("/fhir/"):
         return refusal_response(request, suspicious_error(exc))
-    text = next((text for kind, text in _TEXT.items() if isinstance(exc, kind)), "the request cannot be read")
+    text = _text(exc)
     if path == TOKEN_PATH:
         return oauth_error("invalid_request", text)
     if path.startswith("/api/"):
