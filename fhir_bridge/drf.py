@@ -6,8 +6,8 @@ import logging
 import orjson
 from django.conf import settings
 from django.core.exceptions import DisallowedHost, RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
-from django.http import HttpResponse
 from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.http import HttpResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser, FormParser
@@ -262,13 +262,16 @@ class FhirView(APIView):
         Django (WSGI) would read as empty."""
         kind = _media_type(request.content_type or "")[0]
         wanted = FORM if search else "application/fhir+json"
+        chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if search and not kind and request.META.get("CONTENT_LENGTH") in (None, "", "0") and not chunked:
+            return  # a search with no body needs no media type
         if not kind or (kind == "text/plain" and _dev_server(request)):
             raise error(415, "not-supported", f"the request has no Content-Type; send the body as {wanted}")
         if search and kind != FORM:
             raise error(415, "not-supported", f"a search's body is {FORM} (R4 http.html#search), not {kind}")
         if kind == FORM and not search:
             raise error(415, "not-supported", f"send the body as {wanted}, not {kind}")
-        if not request.META.get("CONTENT_LENGTH") and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        if chunked and not request.META.get("CONTENT_LENGTH"):
             raise error(411, "structure", "send the body with a Content-Length: this server does not read a chunked "
                                           "body")
 

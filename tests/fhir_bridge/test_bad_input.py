@@ -381,3 +381,10 @@ def test_a_url_with_no_interaction_at_all_is_404_not_an_empty_405(fhir, path):
     assert response.status_code == 404, response.content[:300]
     assert "Allow" not in response.headers
     assert "allowed: )" not in json_of(response)["issue"][0]["diagnostics"]
+
+
+def test_a_search_post_without_a_body_needs_no_content_type(fhir):
+    response = fhir.http.generic("POST", "/fhir/Task/_search", b"", content_type="", **fhir._headers(None))
+
+    assert response.status_code == 200, response.content[:300]
+    assert json_of(response)["resourceType"] == "Bundle"
