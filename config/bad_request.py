@@ -26,6 +26,7 @@ from django.http import HttpResponse, JsonResponse
 from fhir_bridge.drf import refusal_response, suspicious_error
 from fhir_bridge.smart_views import TOKEN_PATH, oauth_error
 
+
 def _text(exc: SuspiciousOperation) -> str:
     if isinstance(exc, DisallowedHost):
         return "the Host header names a host this server does not serve"

@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 from django.conf import settings
-from django.test import Client, override_settings
+from django.test import Client
 
 from audit.models import Access
 from fhir_bridge.examples import scenario2_bundle

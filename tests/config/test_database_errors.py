@@ -14,7 +14,7 @@ def _wrapped(cause: Exception) -> OperationalError:
     """As Django raises it: its own class, the driver's exception as the cause."""
     try:
         raise cause
-    except Exception as exc:
+    except (psycopg.Error, sqlite3.Error) as exc:
         try:
             raise OperationalError(str(exc)) from exc
         except OperationalError as wrapped:
