@@ -12,7 +12,7 @@ from fhir_bridge.routes import ROUTES
 _FHIR = "application/fhir+json"
 _OUTCOME = {"description": "an OperationOutcome", "content": {_FHIR: {"schema": {"type": "object"}}}}
 _RESOURCE = {"description": "a FHIR resource or Bundle", "content": {_FHIR: {"schema": {"type": "object"}}}}
-_ERRORS = {str(code): _OUTCOME for code in (400, 401, 403, 404, 405, 409, 412, 413, 415, 422)}
+_ERRORS = {str(code): _OUTCOME for code in (400, 401, 403, 404, 405, 409, 411, 412, 413, 415, 422)}
 _ID = {"name": "id", "in": "path", "required": True,
        "schema": {"type": "string", "pattern": r"^[A-Za-z0-9\-\.]{1,64}$"}}
 _BODY = {"required": True, "content": {_FHIR: {"schema": {"type": "object"}}}}

@@ -66,6 +66,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a Host or query string Django refuses to read is a 400 in the edge's own shape (config/bad_request.py).
+    "config.bad_request.BadRequestMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -243,6 +245,8 @@ HUB_SEARCH_DEFAULT_COUNT = 20
 # What one FHIR request may carry (fhir_bridge/limits.py; the README and the CapabilityStatement list them).
 HUB_SEARCH_MAX_COUNT = env_int("HUB_SEARCH_MAX_COUNT", 200, minimum=1)
 HUB_SEARCH_MAX_OFFSET = env_int("HUB_SEARCH_MAX_OFFSET", 10_000)
+# Search values in one request, every repeat and comma-separated value counted: SQLite refuses near 1,000.
+HUB_SEARCH_MAX_VALUES = env_int("HUB_SEARCH_MAX_VALUES", 100, minimum=1)
 HUB_MAX_BODY_BYTES = env_int("HUB_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
 HUB_MAX_JSON_DEPTH = env_int("HUB_MAX_JSON_DEPTH", 32, minimum=8)
 HUB_MAX_BUNDLE_ENTRIES = env_int("HUB_MAX_BUNDLE_ENTRIES", 200, minimum=1)

@@ -528,7 +528,10 @@ def _path(resource: dict) -> str:
 
 
 def _issues_text(refused: FhirError) -> str:
-    issues = [f"{issue.expression or 'the resource'}: {issue.diagnostics}" for issue in refused.issues]
+    """The issues as one sentence: "element: problem; element: problem; and N more." A diagnostics that is a
+    sentence of its own (the profiles' end with a period) loses its period, so that the text has one, at its end."""
+    issues = [f"{issue.expression or 'the resource'}: {issue.diagnostics.rstrip().removesuffix('.')}"
+              for issue in refused.issues]
     more = len(issues) - _REASON_ISSUES
     text = "; ".join(issues[:_REASON_ISSUES])
     return text + (f"; and {more} more" if more > 0 else "") + "."

@@ -3,6 +3,7 @@ recording a professional's answer that came by phone. Staff only: the Django adm
 csrftoken as X-CSRFToken), or for a script a staff user's token (``Authorization: Token <key>``, made with
 ``manage.py drf_create_token <username>``; DRF's TokenAuthentication, no CSRF)."""
 
+from django.core.exceptions import SuspiciousOperation
 from django.shortcuts import get_object_or_404
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
@@ -39,6 +40,8 @@ class StaffView(APIView):
     def handle_exception(self, exc):
         if isinstance(exc, DomainError):
             return domain_problem(exc)
+        if isinstance(exc, SuspiciousOperation):  # a body Django will not read: too many fields, too large
+            return problem(status.HTTP_400_BAD_REQUEST, f"the request body cannot be read: {exc}")
         return super().handle_exception(exc)
 
 

@@ -223,6 +223,22 @@ def test_bad_data_from_the_ehr_is_rejected_with_each_problem_and_nothing_fetched
     assert not FollowUp.objects.filter(kind__in=["route-referral", "pull-referral"], state="pending").exists()
 
 
+def test_a_rejection_reason_ends_with_one_period(pull_client, ehr):
+    # pa-sr-1's diagnostics is a sentence of its own; the reason said "...or a reasonReference.." (issue 12).
+    service_request = ehr.resources["ServiceRequest/Scen2ServiceRequest"]
+    service_request.pop("reasonCode", None)
+    service_request.pop("reasonReference", None)
+    referral = _notify(pull_client, ehr)
+
+    followup_run(followup_id=_pull_row(referral).pk)
+
+    referral.refresh_from_db()
+    assert referral.status == ReferralStatus.REJECTED
+    assert "pa-sr-1" in referral.status_reason
+    assert ".." not in referral.status_reason and ".;" not in referral.status_reason
+    assert referral.status_reason.endswith("reasonReference.")
+
+
 def test_a_service_request_the_ehr_does_not_have_is_rejected_at_once(pull_client, ehr):
     del ehr.resources["ServiceRequest/Scen2ServiceRequest"]
     referral = _notify(pull_client, ehr)
