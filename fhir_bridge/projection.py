@@ -244,7 +244,8 @@ def referral_resources_project(sender, *, referral: Referral, **kwargs) -> None:
 def task_project(sender, *, referral: Referral, **kwargs) -> None:
     """Write the referral Task's next version. Runs inside the transaction of the change.
 
-    Raises StoredResource.DoesNotExist for a referral without a Task (none is created here)."""
+    Raises StoredResource.DoesNotExist for a referral without a Task (none is created here), and
+    MultipleObjectsReturned for one with several."""
     task = _referral_task_for_update(referral.pk)
     content = task_render(referral=referral, base=task.content, notes=_notes(referral.pk))
     resource_update(resource=task, content=content, now=timezone.now())
@@ -265,7 +266,9 @@ def _referral_task_for_update(referral_id: int) -> StoredResource:
         f"WHERE {quote('referral_id')} = %s AND {quote('resource_type')} = %s{lock}"
     )
     rows = list(StoredResource.objects.raw(sql, [referral_id, "Task"]))
-    if not rows:
+    if len(rows) != 1:  # as QuerySet.get would
+        if rows:
+            raise StoredResource.MultipleObjectsReturned(f"referral {referral_id} has {len(rows)} Tasks")
         raise StoredResource.DoesNotExist(f"referral {referral_id} has no Task")
     return rows[0]
 
