@@ -384,7 +384,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pending", type=int, default=1_000_000)
     parser.add_argument("--due", type=int, default=50_000, help="of the pending rows, how many are due already")
-    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--batches", type=int, default=None,
+                        help="claims of 500 to time (default 40, or as many as --due holds)")
     parser.add_argument("--rate", type=int, default=300, help="follow-ups falling due per second")
     parser.add_argument("--seconds", type=int, default=120)
     parser.add_argument("--sweep", type=int, default=10, help="seconds between sweeps")
@@ -402,6 +403,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.pending, args.due, args.batches, args.rate, args.seconds = 100_000, 10_000, 10, 100, 20
+    if args.batches is None:
+        args.batches = min(40, args.due // 500)
+    if args.batches * 500 > args.due:
+        parser.error(f"--batches {args.batches} claims {args.batches * 500:,} due rows: raise --due to that")
 
     database_fresh(args.database)
     env = environment(args.database, args.broker, tempfile.mkdtemp(prefix="bench-followups-"))
