@@ -60,6 +60,8 @@ def test_every_fhir_route_on_every_type_leaves_exactly_one_row(fhir, ehr_client)
                 response = fhir.get(path)
             elif route.method == "PUT":
                 response = fhir.put(path, {"resourceType": served.name, "id": fhir_id})
+            elif route.method == "DELETE":
+                response = fhir.delete(path)
             elif path.endswith("_search"):
                 response = fhir.post(path, urlencode({"_count": "1"}), content_type="application/x-www-form-urlencoded")
             else:
