@@ -104,7 +104,7 @@ def _operation_routes(name: str) -> list[tuple[str, str, list]]:
 
 
 _JSON_OBJECT = {"description": "JSON", "content": {"application/json": {"schema": {"type": "object"}}}}
-_API_ERRORS = {str(code): _JSON_OBJECT for code in (400, 403, 404, 409, 422)}
+_API_ERRORS = {str(code): _JSON_OBJECT for code in (400, 401, 403, 404, 409, 422)}
 
 
 def _api_op(summary: str, *, ok: str = "200", id_name: str | None = None, body: dict | None = None) -> dict:
@@ -150,7 +150,7 @@ def openapi_document() -> dict:
                                 "operator runs `manage.py drf_create_token <staff username>` (`-r` replaces it) and "
                                 "the script sends `Authorization: Token <key>` on every request, with no cookie and "
                                 "no CSRF header. Either way the user must be staff (is_staff), else 403; without "
-                                "credentials, 403."},
+                                "credentials, or with a token that is not one, 401 (WWW-Authenticate: Token)."},
         "paths": {**_fhir_paths(), **_api_paths()},
         "components": {"securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},

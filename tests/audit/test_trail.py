@@ -157,9 +157,9 @@ def test_the_coordinators_api_leaves_one_row_per_request(staff, fhir):
             "api", interaction, "coord", entity_type, entity_id, response.status_code)
 
     before = Access.objects.count()
-    assert Client().get("/api/admin/routing/queue").status_code == 403
+    assert Client().get("/api/admin/routing/queue").status_code == 401
     refused = _one_row(before)
-    assert (refused.agent_user, refused.status) == ("", 403)
+    assert (refused.agent_user, refused.status) == ("", 401)
 
 
 def test_admin_pages_of_referral_data_leave_one_row_and_others_none(staff, fhir):
