@@ -34,6 +34,7 @@ from notifications.subscriptions import (
     subscriptions_of,
 )
 
+
 def _last_updated(subscription: Subscription) -> dt.datetime:
     return subscription.updated_at or subscription.created_at
 
@@ -58,12 +59,12 @@ def _location(request, subscription: Subscription) -> str:
     return f"{request.base_url}/Subscription/{subscription.fhir_id}"
 
 
-def version_headers(request, subscription: Subscription) -> dict[str, str]:
-    """ETag (the version an If-Match names), Last-Modified and Content-Location of a Subscription."""
+def version_headers(subscription: Subscription) -> dict[str, str]:
+    """ETag (the version an If-Match names) and Last-Modified of a Subscription. No Content-Location: its
+    versions are counted, not kept (no vread)."""
     return {
         "ETag": f'W/"{subscription.version_id}"',
         "Last-Modified": http_date(_last_updated(subscription).timestamp()),
-        "Content-Location": f"{_location(request, subscription)}/_history/{subscription.version_id}",
     }
 
 
@@ -99,7 +100,7 @@ def subscription_post(request):
     subscription = subscription_create(
         clinic_id=request.clinic_id, request=parsed, resource=request.body, base_url=request.base_url
     )
-    headers = {"Location": _location(request, subscription), **version_headers(request, subscription)}
+    headers = {"Location": _location(request, subscription), **version_headers(subscription)}
     return 201, subscription_render(subscription), headers
 
 
@@ -121,10 +122,10 @@ def subscription_put(request, *, expected_version: int | None) -> tuple[int, dic
     one that is not the clinic's, 410 for one it deleted."""
     now = timezone.now()
     subscription = _one(request, lock=True)  # another clinic's is a 404 before its body is looked at
-    parsed = _checked(request, now)
     if expected_version is not None and expected_version != subscription.version_id:
         raise error(412, "conflict", f"Subscription/{subscription.fhir_id} is at version {subscription.version_id}, "
                     f"not {expected_version}: read it again and re-apply the change")
+    parsed = _checked(request, now)
     issues = []
     if parsed.status not in CLIENT_STATUSES:
         issues.append(Issue("error", "business-rule", "Subscription.status",
@@ -139,7 +140,7 @@ def subscription_put(request, *, expected_version: int | None) -> tuple[int, dic
     if issues:
         raise FhirError(422, issues)
     subscription = subscription_update(subscription=subscription, request=parsed, resource=request.body, now=now)
-    headers = {"Location": _location(request, subscription), **version_headers(request, subscription)}
+    headers = {"Location": _location(request, subscription), **version_headers(subscription)}
     return 200, subscription_render(subscription), headers
 
 
@@ -186,7 +187,7 @@ def _one(request, *, lock: bool = False) -> Subscription:
 def subscription_read(request) -> tuple[dict, dict]:
     """The Subscription and its version headers."""
     subscription = _one(request)
-    return subscription_render(subscription), version_headers(request, subscription)
+    return subscription_render(subscription), version_headers(subscription)
 
 
 def subscriptions_found(clinic_id: int, criteria: list[Criterion]) -> QuerySet:
