@@ -272,6 +272,11 @@ def subscription_heartbeat(row: FollowUp, now: dt.datetime) -> str:
     return subscriptions.subscription_heartbeat(subscription_id=row.subscription_id, now=now)
 
 
+def subscription_end(row: FollowUp, now: dt.datetime) -> str:
+    """A subscription's end falls due: notifications.subscriptions.subscription_end switches it off."""
+    return subscriptions.subscription_end(subscription_id=row.subscription_id, now=now)
+
+
 def referral_pull(row: FollowUp, now: dt.datetime) -> str:
     """Notify and pull: fetch a waiting referral's data from its EHR (fhir_bridge.pull.referral_pull). A failure
     that may pass is tried again as the next row of this kind (key ``pull-referral:<referral>:<attempt>``), due
@@ -313,6 +318,7 @@ KINDS: dict[str, Kind] = {
     "report-nudge": Kind(report_nudge, dt.timedelta(0), SWEEPS),  # when a report is drafted
     "report-unsigned": Kind(report_unsigned, dt.timedelta(0), SWEEPS),  # delay: HUB_REPORT_UNSIGNED_WAIT_HOURS
     "subscription-heartbeat": Kind(subscription_heartbeat, dt.timedelta(0), DELIVERY),
+    subscriptions.END_KIND: Kind(subscription_end, dt.timedelta(0), SWEEPS),  # due at Subscription.end
     DELIVERY_ATTEMPT: Kind(delivery_attempt_run, dt.timedelta(0), DELIVERY, batch=delivery_attempts_run),
     # Outbound HTTP that may be slow, as deliveries are: on their queue, not routing's.
     PULL_REFERRAL: Kind(referral_pull, dt.timedelta(0), DELIVERY),

@@ -177,8 +177,8 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
             matches = [m for m in matches if (m[3], m[1]["id"], int(m[1]["meta"]["versionId"])) not in done]
             for event, task, created, sub_id in matches:
                 sub = locked.get(sub_id)
-                if sub is None or sub.status not in NOTIFIED_SUBSCRIPTION_STATUSES:
-                    continue  # switched off meanwhile: not numbered
+                if sub is None or not sub.is_notified(now):
+                    continue  # switched off meanwhile, or past its end: not numbered
                 sub.events_since_start += 1
                 subject, content = bundles.event_notification(
                     sub, number=sub.events_since_start, task=task, created=created, at=event.at, now=now
