@@ -12,7 +12,7 @@ from fhir_bridge.routes import ROUTES
 _FHIR = "application/fhir+json"
 _OUTCOME = {"description": "an OperationOutcome", "content": {_FHIR: {"schema": {"type": "object"}}}}
 _RESOURCE = {"description": "a FHIR resource or Bundle", "content": {_FHIR: {"schema": {"type": "object"}}}}
-_ERRORS = {str(code): _OUTCOME for code in (400, 401, 403, 404, 405, 409, 412, 413, 415, 422)}
+_ERRORS = {str(code): _OUTCOME for code in (400, 401, 403, 404, 405, 409, 410, 411, 412, 413, 415, 422)}
 _ID = {"name": "id", "in": "path", "required": True,
        "schema": {"type": "string", "pattern": r"^[A-Za-z0-9\-\.]{1,64}$"}}
 _BODY = {"required": True, "content": {_FHIR: {"schema": {"type": "object"}}}}
@@ -59,6 +59,8 @@ def _fhir_paths() -> dict:
             paths.setdefault(instance, {"parameters": [_ID]})["get"] = _op(f"read a {served.name}")
         if "update" in served.interactions:
             paths.setdefault(instance, {"parameters": [_ID]})["put"] = _op(f"update a {served.name}", body=_BODY)
+        if "delete" in served.interactions:
+            paths.setdefault(instance, {"parameters": [_ID]})["delete"] = _op(f"delete a {served.name}")
         if "history" in served.interactions:
             paths[f"{instance}/_history"] = {"parameters": [_ID], "get": _op(f"history of a {served.name}")}
         if "vread" in served.interactions:
@@ -102,7 +104,7 @@ def _operation_routes(name: str) -> list[tuple[str, str, list]]:
 
 
 _JSON_OBJECT = {"description": "JSON", "content": {"application/json": {"schema": {"type": "object"}}}}
-_API_ERRORS = {str(code): _JSON_OBJECT for code in (400, 403, 404, 409, 422)}
+_API_ERRORS = {str(code): _JSON_OBJECT for code in (400, 401, 403, 404, 409, 422)}
 
 
 def _api_op(summary: str, *, ok: str = "200", id_name: str | None = None, body: dict | None = None) -> dict:
@@ -148,7 +150,7 @@ def openapi_document() -> dict:
                                 "operator runs `manage.py drf_create_token <staff username>` (`-r` replaces it) and "
                                 "the script sends `Authorization: Token <key>` on every request, with no cookie and "
                                 "no CSRF header. Either way the user must be staff (is_staff), else 403; without "
-                                "credentials, 403."},
+                                "credentials, or with a token that is not one, 401 (WWW-Authenticate: Token)."},
         "paths": {**_fhir_paths(), **_api_paths()},
         "components": {"securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},

@@ -7,7 +7,10 @@ importing one another (the import contracts in pyproject.toml)."""
 
 import logging
 
+from celery import Task
 from django.db import InterfaceError, OperationalError, transaction
+
+from config import database_errors
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +31,21 @@ def enqueue_on_commit(task, *args) -> None:
     transaction.on_commit(send)
 
 
+class TransientRetryTask(Task):
+    """Autoretries a database error only when config/database_errors.py calls it transient: a permanent
+    OperationalError (a statement too large, a missing table) fails at once, like any other bug."""
+
+    def retry(self, *args, exc=None, **kwargs):
+        if isinstance(exc, (OperationalError, InterfaceError)) and not database_errors.transient(exc):
+            raise exc
+        return super().retry(*args, exc=exc, **kwargs)
+
+
 # What a task meets that a later try may not: a lock that did not come free (SQLite's "database is locked", a
 # PostgreSQL lock timeout), a serialization failure or deadlock, a lost connection. Tasks retry these with backoff
 # (``@shared_task(..., **TRANSIENT_RETRY)``); any other error is a bug, and fails at once (logged by Celery).
 TRANSIENT_RETRY = {
+    "base": TransientRetryTask,
     "autoretry_for": (OperationalError, InterfaceError),
     "retry_backoff": 2,
     "retry_backoff_max": 120,

@@ -66,6 +66,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a Host or query string Django refuses to read is a 400 in the edge's own shape (config/bad_request.py).
+    "config.bad_request.BadRequestMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -243,6 +245,8 @@ HUB_SEARCH_DEFAULT_COUNT = 20
 # What one FHIR request may carry (fhir_bridge/limits.py; the README and the CapabilityStatement list them).
 HUB_SEARCH_MAX_COUNT = env_int("HUB_SEARCH_MAX_COUNT", 200, minimum=1)
 HUB_SEARCH_MAX_OFFSET = env_int("HUB_SEARCH_MAX_OFFSET", 10_000)
+# Search values in one request, every repeat and comma-separated value counted: SQLite refuses near 1,000.
+HUB_SEARCH_MAX_VALUES = env_int("HUB_SEARCH_MAX_VALUES", 100, minimum=1)
 HUB_MAX_BODY_BYTES = env_int("HUB_MAX_BODY_BYTES", 5 * 1024 * 1024, minimum=1024)
 HUB_MAX_JSON_DEPTH = env_int("HUB_MAX_JSON_DEPTH", 32, minimum=8)
 HUB_MAX_BUNDLE_ENTRIES = env_int("HUB_MAX_BUNDLE_ENTRIES", 200, minimum=1)
@@ -268,6 +272,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CELERY_BROKER_URL,
                           "KEY_PREFIX": "hub"}}
+# With a cache every process shares, a change's commit sends the outbox's fan-out message only when none is queued
+# and not started yet (notifications.receivers): one message per change cost the workers more than the fan-out.
+HUB_FAN_OUT_COALESCE = CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
 # Redis hands a message that was taken but not acknowledged to another worker after visibility_timeout; with
 # acks_late, a task still running then would run twice at once, and one that outlived it could be lost to a
 # restart. So it stays well above the longest task's time limit (300 s, the beat's sweeps;
@@ -310,6 +317,10 @@ HUB_CLIENT_KEY_FILE = Path(env_str("HUB_CLIENT_KEY_FILE", str(VAR_DIR / "hub-cli
 # rejected with the reason. Each request's timeout, in seconds: the same (connect, whole answer) as deliveries.
 HUB_PULL_GIVE_UP_HOURS = env_int("HUB_PULL_GIVE_UP_HOURS", 24, minimum=1)
 HUB_PULL_TIMEOUT_SECONDS = env_int("HUB_PULL_TIMEOUT_SECONDS", 10, minimum=1)
+# The searches of the fetch (the patient's PA Conditions and Observations): this many entries a page (_count), and
+# at most this many pages each, so that a patient with years of records costs a bounded fetch.
+HUB_PULL_SEARCH_COUNT = env_int("HUB_PULL_SEARCH_COUNT", 50, minimum=1)
+HUB_PULL_SEARCH_MAX_PAGES = env_int("HUB_PULL_SEARCH_MAX_PAGES", 4, minimum=1)
 HUB_SWEEP_SECONDS = env_int("HUB_SWEEP_SECONDS", 60, minimum=1)
 HUB_ROLLUP_SECONDS = env_int("HUB_ROLLUP_SECONDS", 120, minimum=10)  # the console's rollups; at most 300 s stale
 HUB_FOLLOWUP_BATCH = env_int("HUB_FOLLOWUP_BATCH", 500, minimum=1)

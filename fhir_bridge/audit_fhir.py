@@ -18,6 +18,7 @@ from fhir_bridge.store import http_date_iso
 _INTERACTIONS = {
     "handle_transaction": "transaction", "handle_search": "search", "handle_create": "create",
     "handle_read": "read", "handle_vread": "vread", "handle_history": "history", "handle_update": "update",
+    "handle_delete": "delete",
 }
 _METHOD_GUESS = {"GET": "read", "POST": "create", "PUT": "update", "DELETE": "delete"}
 

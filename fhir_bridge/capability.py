@@ -48,6 +48,18 @@ OPERATION_DOCUMENTATION = {
     ),
 }
 
+SUBSCRIPTION_DOCUMENTATION = (
+    "R4 Subscriptions Backport 1.1.0 on the Task topic; each clinic reads and changes only its own. Create: status "
+    "requested until the handshake is delivered (then active, or error). end is honoured: at that time the hub "
+    "switches the subscription off (nothing more is numbered, no heartbeat), and a create or update whose end has "
+    "passed is refused (422), as the backport refuses what the server will not honour. Update (If-Match as "
+    "elsewhere; meta.versionId counts the writes of the resource, not the status changes deliveries make): status "
+    "off stops it; requested or active on one that is off or in error, or a new channel.endpoint, sends a new "
+    "handshake; end, channel.endpoint, channel.header and the filter criteria may change, checked as on create; the "
+    "channel type, payload content and heartbeat period are fixed (422). Delete switches it off and stops serving "
+    "it (410 Gone after); its notifications and their delivery record are kept."
+)
+
 REPORTS_DOCUMENTATION = (
     "Reports to the physician (PA Intervention Report): every few weeks a progress report, and a discharge report "
     "at the end. DiagnosticReport.code carries LOINC 11488-4 and the report's kind in " + REPORT_KIND_SYSTEM + ": "
@@ -113,7 +125,8 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
             "type": resource_type,
             "interaction": [{"code": "search-type" if i == "search" else "history-instance" if i == "history" else i}
                             for i in sorted(interactions)],
-            "versioning": "versioned" if "vread" in interactions else "no-version",
+            # Subscription keeps a versionId (If-Match on update) but no history to vread.
+            "versioning": "versioned" if interactions & {"vread", "update"} else "no-version",
             "readHistory": "history" in interactions,
             "updateCreate": False,
             "conditionalCreate": "create" in interactions and not served.own,
@@ -130,6 +143,8 @@ def capability_statement(*, base_url: str, token_url: str) -> dict:
             entry["documentation"] = ROUTING_FACTS_DOCUMENTATION
         if resource_type == "DiagnosticReport":
             entry["documentation"] = REPORTS_DOCUMENTATION
+        if resource_type == "Subscription":
+            entry["documentation"] = SUBSCRIPTION_DOCUMENTATION
         if "search" in interactions:
             entry["searchParam"] = [_search_param(param) for param in served.search_params]
             entry["searchInclude"] = list(served.includes)

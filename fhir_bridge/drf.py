@@ -5,7 +5,9 @@ import logging
 
 import orjson
 from django.conf import settings
+from django.core.exceptions import DisallowedHost, RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.http import HttpResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser, FormParser
@@ -13,6 +15,7 @@ from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config import database_errors
 from fhir_bridge import limits, routes
 from fhir_bridge.audit_fhir import fhir_access_record
 from fhir_bridge.fhir import FHIR_VERSION
@@ -68,6 +71,15 @@ def _media_type(value: str) -> tuple[str, dict[str, str]]:
     return kind.strip().lower(), params
 
 
+FORM = "application/x-www-form-urlencoded"
+
+
+def _dev_server(request) -> bool:
+    """Whether the request came through Django's development server (``make run``), whose wsgiref handler reports
+    a request that sent no Content-Type as text/plain."""
+    return request.META.get("SERVER_SOFTWARE", "").startswith("WSGIServer/")
+
+
 def fhir_version_refused(params: dict[str, str]) -> bool:
     return "fhirversion" in params and params["fhirversion"] not in FHIR_VERSIONS
 
@@ -101,9 +113,42 @@ class FhirContentNegotiation(BaseContentNegotiation):
         raise drf_exceptions.NotAcceptable()
 
 
+def suspicious_error(exc: SuspiciousOperation) -> FhirError:
+    """What the FHIR edge answers when Django refuses to read a request (django.core.exceptions): too many query
+    or form parameters, a body over Django's own cap, a Host not in ALLOWED_HOSTS."""
+    if isinstance(exc, TooManyFieldsSent):
+        return error(400, "too-costly", f"the request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} query "
+                                        "or form parameters; this server takes at most "
+                                        f"{settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} (DATA_UPLOAD_MAX_NUMBER_FIELDS)")
+    if isinstance(exc, RequestDataTooBig):
+        return error(413, "too-costly", f"the body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes")
+    if isinstance(exc, DisallowedHost):
+        return error(400, "invalid", "the Host header names a host this server does not serve")
+    return error(400, "invalid", "the request cannot be read")
+
+
+def refusal_response(request, refused: FhirError) -> HttpResponse:
+    """An OperationOutcome answer, with the request's one audit row (none for a public route), for a request
+    refused before FhirView runs (config/bad_request.py): the Host or the query string cannot be read."""
+    path = request.path_info.removeprefix("/fhir").lstrip("/")
+    try:
+        route, params = routes.resolve("GET" if request.method == "HEAD" else request.method, path)
+    except FhirError:
+        route, params = None, {}
+    data = operation_outcome(refused.issues)
+    fhir_access_record(request=request, status=refused.status, headers=refused.headers, data=data, route=route,
+                       params=params, grant=None, query=[])
+    response = HttpResponse(orjson.dumps(data), status=refused.status, content_type="application/fhir+json")
+    for name, value in refused.headers.items():
+        response[name] = value
+    return response
+
+
 def fhir_exception_handler(exc, context):
     if isinstance(exc, DomainError):
         exc = domain_error(exc)
+    if isinstance(exc, SuspiciousOperation):  # a form body of too many fields (the query is checked before)
+        exc = suspicious_error(exc)
     if isinstance(exc, FhirError):
         return Response(operation_outcome(exc.issues), status=exc.status, headers=exc.headers)
     if isinstance(exc, drf_exceptions.UnsupportedMediaType):
@@ -125,7 +170,13 @@ def fhir_exception_handler(exc, context):
         log.exception("integrity error while handling a FHIR request")
         issue = Issue("error", "conflict", "", "the request clashes with what is stored; nothing was stored")
         return Response(operation_outcome([issue]), status=409)
-    if isinstance(exc, TRANSIENT_ERRORS):
+    if database_errors.too_large(exc):
+        # A search the limits (limits.py) should have kept small enough: permanent, never "send it again".
+        log.exception("a statement too large for the database while handling a FHIR request")
+        issue = Issue("error", "too-costly", "", "the request is more than this server's database will evaluate; "
+                                                 "ask for less at once; nothing was stored")
+        return Response(operation_outcome([issue]), status=400)
+    if database_errors.transient(exc):
         # Only after FhirView's own retry failed too (a lost connection, a serialization failure, a lock timeout).
         log.exception("transient database error while handling a FHIR request")
         issue = Issue("error", "transient", "", "the server is busy; nothing was stored, send the request again")
@@ -135,11 +186,6 @@ def fhir_exception_handler(exc, context):
         issue = Issue("fatal", "exception", "", "the server failed to handle the request; nothing was stored")
         return Response(operation_outcome([issue]), status=500)
     return None
-
-
-# What a second try may cure: a lost connection, a serialization failure or deadlock (PostgreSQL), a lock that
-# did not come free in time (SQLite's "database is locked").
-TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 
 
 def base_urls(request) -> tuple[str, str]:
@@ -186,12 +232,14 @@ class FhirView(APIView):
             except AuthError as exc:
                 raise error(401, "login", str(exc), headers={"WWW-Authenticate": 'Bearer realm="fhir"'}) from None
         allowed = routes.allowed_methods(path)
+        if not allowed:  # no method at all at this URL (GET Subscription/<id>/_history): no such interaction
+            raise error(404, "not-supported", f"there is no interaction at /{path} on this server (the "
+                                              "CapabilityStatement lists each type's interactions)")
         if method not in allowed:  # PUT on a read-only type: a 405 before its body is looked at (415)
             raise error(405, "not-supported", f"{request.method} is not supported here (allowed: {', '.join(allowed)})",
                         headers={"Allow": ", ".join(allowed)})
         if request.method in ("POST", "PUT"):
-            if not request.content_type.split(";")[0].strip():
-                raise error(415, "not-supported", "send the body as application/fhir+json")
+            self._check_body_envelope(request, search=route.handler is routes.handle_search)
             limits.check_body_size(request.META.get("CONTENT_LENGTH"))
             if fhir_version_refused(_media_type(request.content_type)[1]):
                 raise error(415, "not-supported", f"this server takes FHIR R4 ({FHIR_VERSION}) only")
@@ -199,15 +247,33 @@ class FhirView(APIView):
             data = request.data
             if hasattr(data, "lists"):  # a form (POST [type]/_search): (name, value) pairs, as a query string gives
                 fhir_request.body = [(k, v) for k, values in data.lists() for v in values]
-                limits.check_query(fhir_request.body)
+                limits.check_query(query + fhir_request.body)  # the limits are on the whole request
             else:
                 fhir_request.body = data
-            if request.content_type.startswith("application/x-www-form-urlencoded") and route.handler is not routes.handle_search:
-                raise error(415, "not-supported", "send the body as application/fhir+json")
         if isinstance(fhir_request.body, list):
             self._query = query + fhir_request.body
         response = self._run(request, route.handler, fhir_request)
         return Response(response.resource, status=response.status, headers=response.headers)
+
+    @staticmethod
+    def _check_body_envelope(request, *, search: bool) -> None:
+        """415 for a body in a media type the route does not take (a search's is a form, R4 http.html#search;
+        anything else's FHIR JSON), or with no Content-Type; 411 for a chunked body without Content-Length, which
+        Django (WSGI) would read as empty."""
+        kind = _media_type(request.content_type or "")[0]
+        wanted = FORM if search else "application/fhir+json"
+        chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if search and not kind and request.META.get("CONTENT_LENGTH") in (None, "", "0") and not chunked:
+            return  # a search with no body needs no media type
+        if not kind or (kind == "text/plain" and _dev_server(request)):
+            raise error(415, "not-supported", f"the request has no Content-Type; send the body as {wanted}")
+        if search and kind != FORM:
+            raise error(415, "not-supported", f"a search's body is {FORM} (R4 http.html#search), not {kind}")
+        if kind == FORM and not search:
+            raise error(415, "not-supported", f"send the body as {wanted}, not {kind}")
+        if chunked and not request.META.get("CONTENT_LENGTH"):
+            raise error(411, "structure", "send the body with a Content-Length: this server does not read a chunked "
+                                          "body")
 
     def finalize_response(self, request, response, *args, **kwargs):
         # Every answer, a refusal included, leaves its one audit row: after the handler's transaction has ended.
@@ -242,9 +308,11 @@ class FhirView(APIView):
                                        grant=self._grant, query=self._query)
                     self._audited = True
                 return response
-            except TRANSIENT_ERRORS:
+            except (OperationalError, InterfaceError) as exc:
                 self._audited = False
-                if attempt == 2 or connection.in_atomic_block:
+                # What a second try may cure (config/database_errors.py): a lost connection, a serialization
+                # failure or deadlock, a lock that did not come free in time; never "Expression tree is too large".
+                if attempt == 2 or connection.in_atomic_block or not database_errors.transient(exc):
                     raise
                 log.warning("transient database error; trying the request once more", exc_info=True)
                 connection.close_if_unusable_or_obsolete()

@@ -10,6 +10,8 @@ error that looks transient.
 | characters in one string | ``HUB_MAX_STRING_CHARS`` | 1,048,576 (FHIR's own: a string SHALL NOT exceed 1 MB) | 400 |
 | ``_count`` | ``HUB_SEARCH_MAX_COUNT`` | 200 | 400 |
 | ``_offset`` | ``HUB_SEARCH_MAX_OFFSET`` | 10,000 | 400 |
+| search values: every parameter's repeats and comma-separated values together | ``HUB_SEARCH_MAX_VALUES`` | 100 | 400 |
+| query or form parameters (Django's own, read before the hub's) | ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` | 1,000 | 400 |
 | a NUL character (U+0000) anywhere: PostgreSQL cannot store it | always | | 400 |
 | a business identifier's system or value (a unique key) | ``KEY_CHARS`` | 255 | 422 |
 | an If-None-Exist query (a unique key) | ``CONDITIONAL_QUERY_CHARS`` | 500 | 400 |
@@ -52,6 +54,11 @@ def parse_json(raw: bytes) -> object:
     except orjson.JSONDecodeError as exc:
         if "depth" in str(exc).lower() or "recursion" in str(exc).lower():  # orjson stops at 1024 levels
             raise error(400, "structure", _too_deep()) from None
+        try:  # orjson names a bad byte as a Python text error ("surrogates not allowed"); say what it is
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise error(400, "structure", f"the body is not UTF-8 (byte {bad.start} is not); FHIR JSON is UTF-8"
+                        ) from None
         raise error(400, "structure", f"the body is not valid JSON: {exc}") from None
     check_document(document)
     return document
@@ -130,10 +137,25 @@ def _string_issue(path: str, value: str) -> Issue:
 
 
 def check_query(pairs: list[tuple[str, str]]) -> None:
-    """400 for a search parameter or value that carries a NUL (PostgreSQL cannot even compare with one)."""
+    """400 for a search parameter or value that carries a NUL (PostgreSQL cannot even compare with one), and for
+    more values than ``HUB_SEARCH_MAX_VALUES`` in all (each repeat of a parameter is ANDed and each comma-separated
+    value ORed into one SQL expression: near a thousand, SQLite refuses the statement, "Expression tree is too
+    large", where PostgreSQL answers; a limit well below that answers the same on both). Names the parameter with
+    the most values."""
+    values: dict[str, int] = {}
     for name, value in pairs:
         if NUL in name or NUL in value:
             raise error(400, "invalid", "a NUL character (U+0000) is not allowed in a search", expression=name)
+        values[name] = values.get(name, 0) + value.count(",") + 1
+    total = sum(values.values())
+    if total > settings.HUB_SEARCH_MAX_VALUES:
+        most = max(values, key=values.__getitem__)
+        raise error(
+            400, "too-costly",
+            f"the request has {total} search values ({most} has {values[most]}); this server takes at most "
+            f"{settings.HUB_SEARCH_MAX_VALUES} in one request, counting each repeat and each comma-separated value",
+            expression=most,
+        )
 
 
 def check_conditional_query(query: str, key: str, *, expression: str) -> None:
@@ -177,6 +199,9 @@ def limits_described() -> list[tuple[str, str]]:
         ("string", f"string length: at most {settings.HUB_MAX_STRING_CHARS} characters, no U+0000 (else 400)"),
         ("_count", f"_count: 0 to {settings.HUB_SEARCH_MAX_COUNT} (else 400)"),
         ("_offset", f"_offset: 0 to {settings.HUB_SEARCH_MAX_OFFSET} (else 400)"),
+        ("values", f"search values: at most {settings.HUB_SEARCH_MAX_VALUES} in one request, each repeat of a "
+                   "parameter and each comma-separated value counted (else 400)"),
+        ("parameters", f"query or form parameters: at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} (else 400)"),
         ("identifier", f"Task and ServiceRequest identifier system and value: at most {KEY_CHARS} characters "
                        "(else 422)"),
         ("If-None-Exist", f"If-None-Exist: at most {CONDITIONAL_QUERY_CHARS} characters (else 400)"),

@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 import datetime as dt
 
+from django.db import connection
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -30,7 +31,7 @@ from fhir_bridge.models import StoredResource
 from fhir_bridge.profiles import TASK_CODE_FULFILL
 from fhir_bridge.reports_fhir import task_outputs
 from fhir_bridge.store import http_date_iso, new_id, resource_update, resources_create
-from referrals.models import BusinessStatus, Offer, OfferStatus, Referral
+from referrals.models import BusinessStatus, Offer, OfferStatus, Referral, ReferralNote
 from referrals.offers import offer_changed
 from referrals.services import referral_changed, referral_created
 
@@ -241,9 +242,46 @@ def referral_resources_project(sender, *, referral: Referral, **kwargs) -> None:
 
 @receiver(referral_changed, dispatch_uid="fhir_bridge.task_projection")
 def task_project(sender, *, referral: Referral, **kwargs) -> None:
-    """Write the referral Task's next version. Runs inside the transaction of the change."""
-    task = StoredResource.objects.select_for_update().get(referral=referral, resource_type="Task")
-    resource_update(resource=task, content=task_render(referral=referral, base=task.content), now=timezone.now())
+    """Write the referral Task's next version. Runs inside the transaction of the change.
+
+    Raises StoredResource.DoesNotExist for a referral without a Task (none is created here), and
+    MultipleObjectsReturned for one with several."""
+    task = _referral_task_for_update(referral.pk)
+    content = task_render(referral=referral, base=task.content, notes=_notes(referral.pk))
+    resource_update(resource=task, content=content, now=timezone.now())
+
+
+# Every status change of every referral reads these two, so they are written out as statements (Manager.raw, which
+# still gives model instances with their values converted): building them as querysets cost about 0.3 ms of Python
+# each, twice what running them does (bench/README.md, "A referral change").
+
+
+def _referral_task_for_update(referral_id: int) -> StoredResource:
+    """The referral's Task row, locked until the transaction ends (where the database can lock a row)."""
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in StoredResource._meta.concrete_fields)
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    sql = (
+        f"SELECT {columns} FROM {quote(StoredResource._meta.db_table)} "
+        f"WHERE {quote('referral_id')} = %s AND {quote('resource_type')} = %s{lock}"
+    )
+    rows = list(StoredResource.objects.raw(sql, [referral_id, "Task"]))
+    if len(rows) != 1:  # as QuerySet.get would
+        if rows:
+            raise StoredResource.MultipleObjectsReturned(f"referral {referral_id} has {len(rows)} Tasks")
+        raise StoredResource.DoesNotExist(f"referral {referral_id} has no Task")
+    return rows[0]
+
+
+def _notes(referral_id: int) -> list[ReferralNote]:
+    """The referral's notes in their order (ReferralNote.Meta.ordering: time, then id)."""
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in ReferralNote._meta.concrete_fields)
+    sql = (
+        f"SELECT {columns} FROM {quote(ReferralNote._meta.db_table)} WHERE {quote('referral_id')} = %s "
+        f"ORDER BY {quote('time')}, {quote('id')}"
+    )
+    return list(ReferralNote.objects.raw(sql, [referral_id]))
 
 
 # --- offers: each one a child Task of the referral Task --------------------------------------------------------
@@ -262,7 +300,9 @@ def offer_task_id(offer: Offer) -> str:
     return f"offer-{offer.pk}"
 
 
-def offer_task_render(*, offer: Offer, referral_task: dict, now) -> dict:
+def offer_task_render(*, offer: Offer, referral_task: dict, now, copies: dict[str, str] | None = None) -> dict:
+    """The offer's child Task. ``copies`` maps the URLs of another server's resources that the referral Task
+    names (a pulled referral's focus and for, on the EHR) to the hub's copies of them (``hub_copies``)."""
     status = OFFER_TASK_STATUS[offer.status]
     role = offer.role
     task = {
@@ -280,11 +320,13 @@ def offer_task_render(*, offer: Offer, referral_task: dict, now) -> dict:
         "restriction": {"period": {"end": http_date_iso(offer.deadline)}},
     }
     # The same request and patient as the referral Task, by reference only: the professional reads this Task
-    # before accepting, and the referral's `for` may name the patient in its display (the minimum PHI rule).
+    # before accepting, and the referral's `for` may name the patient in its display (the minimum PHI rule). A
+    # pulled referral's Task names the EHR's own resources, which the professional cannot read, and whose URL
+    # carries the clinic's record id for the patient: its offers name the hub's copies instead.
     for element in ("focus", "for"):
         reference = (referral_task.get(element) or {}).get("reference")
         if reference:
-            task[element] = {"reference": reference}
+            task[element] = {"reference": (copies or {}).get(reference, reference)}
     reason = {
         OfferStatus.REJECTED: offer.decline_reason or "Declined",
         OfferStatus.EXPIRED: f"No answer by {http_date_iso(offer.deadline)}; offered to the next professional",
@@ -295,13 +337,36 @@ def offer_task_render(*, offer: Offer, referral_task: dict, now) -> dict:
     return task
 
 
+def hub_copies(referral_task: StoredResource) -> dict[str, str]:
+    """{URL: "Type/id"}: for each of the referral Task's focus and for that is an absolute URL (a pulled
+    referral's, on the EHR), the hub's copy of that resource, stored with the referral and naming the URL in its
+    meta.source (fhir_bridge/pull.py). Empty, with no query, for a Task whose references are the hub's."""
+    urls = {
+        ref for element in ("focus", "for")
+        if isinstance(ref := (referral_task.content.get(element) or {}).get("reference"), str)
+        and ref.startswith(("http://", "https://"))
+    }
+    if not urls:
+        return {}
+    copies = {}
+    for row in StoredResource.objects.filter(
+        referral_id=referral_task.referral_id, resource_type__in=("ServiceRequest", "Patient")
+    ).only("resource_type", "fhir_id", "content"):
+        source = (row.content.get("meta") or {}).get("source")
+        if source in urls:
+            copies[source] = row.reference
+    return copies
+
+
 @receiver(offer_changed, dispatch_uid="fhir_bridge.offer_projection")
 def offer_task_project(sender, *, offer: Offer, from_status: str, **kwargs) -> None:
     """Write the offer's child Task (its first version when the offer is new). Runs inside the offer's
     transaction."""
     now = timezone.now()
     referral_task = StoredResource.objects.get(referral_id=offer.referral_id, resource_type="Task")
-    content = offer_task_render(offer=offer, referral_task=referral_task.content, now=now)
+    content = offer_task_render(
+        offer=offer, referral_task=referral_task.content, now=now, copies=hub_copies(referral_task)
+    )
     # A new offer has no Task yet: no need to look for one.
     existing = (
         StoredResource.objects.select_for_update().filter(resource_type="Task", fhir_id=content["id"]).first()

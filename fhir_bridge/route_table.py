@@ -20,7 +20,7 @@ from fhir_bridge.search_params import SEARCH_PARAMS
 
 # FHIR's interaction codes, as the router and SMART name them. history is history-instance, search search-type.
 READS = frozenset({"read", "vread", "history", "search"})
-WRITES = frozenset({"create", "update"})
+WRITES = frozenset({"create", "update", "delete"})
 
 # How a stored parameter's kind (search_params.SearchParam.kind) is typed in the CapabilityStatement.
 _STORED_PARAM_TYPES = {"token": "token", "reference": "reference", "identifier": "token", "date": "date"}
@@ -164,10 +164,11 @@ TABLE: tuple[ServedType, ...] = (
         own=True,
     ),
     # The clinic's standing requests to be told of its referrals' changes (R4 Subscriptions Backport 1.1.0, the
-    # Task topic): rows of notifications.Subscription, each clinic seeing only its own.
+    # Task topic): rows of notifications.Subscription, each clinic seeing and changing only its own. Delete switches
+    # one off and stops serving it (subscription_routes.subscription_remove).
     ServedType(
         "Subscription",
-        frozenset({"create", "read", "search"}),
+        frozenset({"create", "read", "update", "delete", "search"}),
         (Param("_id", "token"), Param("url", "uri"), Param("status", "token")),
         operations=(
             ("status", f"{_BACKPORT_OPERATIONS}/backport-subscription-status", "read"),

@@ -296,8 +296,7 @@ def handle_create(request: FhirRequest) -> FhirResponse:
             request.check_clinic(f"create {resource_type}")
         return _resource_response(request, 201, provider_fhir.observation_create(client=request.grant.client, body=body))
     if resource_type == "Subscription":
-        status, resource, headers = subscription_routes.subscription_post(request)
-        return FhirResponse(status, resource, headers)
+        return _own_write_response(request, *subscription_routes.subscription_post(request))
     if_none_exist = request.headers.get("if-none-exist")
     if request.query:
         # POST [type]?[search] is a conditional create as fhir-py and Aidbox send it (R4 itself has only
@@ -345,7 +344,11 @@ def handle_read(request: FhirRequest) -> FhirResponse:
     if resource_type == "AuditEvent":
         return FhirResponse(200, audit_fhir.audit_read(clinic_id=request.clinic_id, fhir_id=request.params["id"]))
     if resource_type == "Subscription":
-        return FhirResponse(200, subscription_routes.subscription_read(request))
+        resource, headers = subscription_routes.subscription_read(request)
+        etag = request.headers.get("if-none-match")
+        if etag and etag.strip() in (headers["ETag"], headers["ETag"].removeprefix("W/")):
+            return FhirResponse(304, None, headers)
+        return FhirResponse(200, resource, headers)
     if resource_type in network_fhir.NETWORK_TYPES:
         member = network_fhir.network_read(resource_type, request.params["id"])
         if member is not None:
@@ -438,7 +441,15 @@ def handle_search(request: FhirRequest) -> FhirResponse:
         return FhirResponse(200, audit_fhir.audit_search(clinic_id=request.clinic_id, base_url=request.base_url,
                                                          params=params))
     if resource_type == "Subscription":
-        return FhirResponse(200, subscription_routes.subscription_search(request))
+        # The clinic's own rows, searched and paged as every other search is (the same plan, links and Bundle).
+        plan = search_plan(resource_type, params, lenient=lenient(request.headers))
+        total, window, more = _page(plan, subscription_routes.subscriptions_found(request.clinic_id, plan.criteria))
+        entries = [
+            {"fullUrl": f"{request.base_url}/Subscription/{row.fhir_id}",
+             "resource": subsetted(subscription_routes.subscription_render(row), plan), "search": {"mode": "match"}}
+            for row in window
+        ]
+        return FhirResponse(200, _searchset(request, plan, total, entries, more))
     if request.is_provider:  # owner=Organization/<its own id> stands for all of its roles
         params = provider_fhir.owner_as_roles(request.grant.client.organization_id, resource_type, params)
     plan = search_plan(resource_type, params, lenient=lenient(request.headers))
@@ -469,6 +480,15 @@ def handle_search(request: FhirRequest) -> FhirResponse:
     return FhirResponse(200, _searchset(request, plan, page.total, entries, more))
 
 
+def _page(plan, rows) -> tuple[int | None, list, bool]:
+    """One page of a queryset as ``plan`` asks: the total (None when _total=none), the page's rows (none for
+    _count=0 or _summary=count) and whether more follow it."""
+    total = rows.count() if plan.wants_total else None
+    window = list(rows[plan.offset : plan.offset + plan.count]) if plan.wants_entries else []
+    more = len(window) == plan.count if total is None else plan.offset + plan.count < total
+    return total, window, more
+
+
 def _searchset(request: FhirRequest, plan, total: int | None, entries: list[dict], more: bool) -> dict:
     bundle = {"resourceType": "Bundle", "type": "searchset"}
     if total is not None:
@@ -481,11 +501,8 @@ def _searchset(request: FhirRequest, plan, total: int | None, entries: list[dict
 
 def _network_search(request: FhirRequest, plan) -> FhirResponse:
     resource_type = plan.resource_type
-    rows = network_fhir.network_search(resource_type, plan.criteria)
-    total = rows.count() if plan.wants_total else None
-    window = []
-    if plan.wants_entries:
-        window = network_fhir.rows_ready(resource_type, list(rows[plan.offset : plan.offset + plan.count]))
+    total, window, more = _page(plan, network_fhir.network_search(resource_type, plan.criteria))
+    window = network_fhir.rows_ready(resource_type, window) if window else []
     entries = []
     for row in window:
         entry = {
@@ -504,7 +521,6 @@ def _network_search(request: FhirRequest, plan) -> FhirResponse:
                 },
             }]
         entries.append(entry)
-    more = len(window) == plan.count if total is None else plan.offset + plan.count < total
     return FhirResponse(200, _searchset(request, plan, total, entries, more))
 
 
@@ -533,6 +549,10 @@ def handle_update(request: FhirRequest) -> FhirResponse:
         raise error(400, "structure", f"the body must be a {resource_type}", expression=f"{resource_type}.resourceType")
     if body.get("id") != fhir_id:
         raise error(400, "invalid", f"the body's id must be {fhir_id!r}, as in the URL", expression=f"{resource_type}.id")
+    if resource_type == "Subscription":
+        request.check_clinic("update Subscription")
+        return _own_write_response(request, *subscription_routes.subscription_put(
+            request, expected_version=_if_match_version(request)))
     intake.validate([(resource_type, body)])
     expected = _if_match_version(request)
     if request.is_provider:
@@ -583,6 +603,29 @@ def handle_update(request: FhirRequest) -> FhirResponse:
         records_fhir.adverse_events_acknowledge_by_notes(referral=referral, notes=new_notes, actor=request.caller.actor)
         row.refresh_from_db()
     return _resource_response(request, 200, row)
+
+
+def handle_delete(request: FhirRequest) -> FhirResponse:
+    """``DELETE [type]/<id>``, where the route table lists delete (a clinic's Subscription only)."""
+    resource_type = request.params["type"]
+    _supported(resource_type, "delete")
+    request.check_scope(resource_type, "delete")
+    request.check_clinic(f"delete {resource_type}")
+    status, outcome, headers = subscription_routes.subscription_remove(request)
+    return FhirResponse(status, outcome, headers)
+
+
+def _own_write_response(request: FhirRequest, status: int, resource: dict, headers: dict[str, str]) -> FhirResponse:
+    """A write's answer for a type served from its own table (Subscription), with the body ``Prefer: return=``
+    asks for, as _resource_response gives it for stored resources."""
+    answer = prefer_return(request.headers)
+    if answer == "minimal":
+        return FhirResponse(status, None, headers)
+    if answer == "OperationOutcome":
+        done = "created" if status == 201 else "updated"
+        return FhirResponse(status, information(
+            f"{resource['resourceType']}/{resource['id']} {done} (version {resource['meta']['versionId']})"), headers)
+    return FhirResponse(status, resource, headers)
 
 
 def _send_now(body) -> bool:
@@ -685,6 +728,7 @@ ROUTES: tuple[Route, ...] = (
     _route("POST", _TYPE, handle_create),
     _route("GET", f"{_TYPE}/{_ID}", handle_read),
     _route("PUT", f"{_TYPE}/{_ID}", handle_update),
+    _route("DELETE", f"{_TYPE}/{_ID}", handle_delete),
     _route("GET", f"{_TYPE}/{_ID}/_history", handle_history),
     _route("GET", rf"{_TYPE}/{_ID}/_history/(?P<vid>[0-9]+)", handle_vread),
 )
@@ -693,7 +737,7 @@ ROUTES: tuple[Route, ...] = (
 # The type-level interaction each generic route serves, for the route table's say on a type.
 _TYPE_INTERACTIONS = {
     handle_search: "search", handle_create: "create", handle_read: "read", handle_update: "update",
-    handle_history: "history", handle_vread: "vread",
+    handle_history: "history", handle_vread: "vread", handle_delete: "delete",
 }
 
 

@@ -416,39 +416,63 @@ def search(
 
 
 def _included(rows: Callable[[str], QuerySet], matches: list[StoredResource], includes: list[str]) -> list[StoredResource]:
-    # The targets are read from the page's own search tokens (Type/id), not from the documents.
+    # The targets are read from the page's own search tokens (Type/id), not from the documents. A reference to a
+    # resource on another server (a notify-and-pull Task's focus and for, the EHR's own URLs) includes the hub's
+    # copy of it, as R4 lets a server include a resource referenced elsewhere ("External References"): the
+    # resource stored with the same referral whose meta.source is that URL (fhir_bridge/pull.py).
     if not includes or not matches:
         return []
+    referral_of = {m.pk: m.referral_id for m in matches}
     wanted: dict[str, set[str]] = {}
+    copied: dict[str, set[tuple[int, str]]] = {}  # target type -> (referral, URL without its version)
     for include in includes:
         resource_type, param_name = include.split(":")
         param = search_param(resource_type, param_name)
-        refs = SearchToken.objects.filter(
-            resource_id__in=[m.pk for m in matches], param=param_name, value__startswith=f"{param.target}/"
-        ).values_list("value", flat=True)
-        for ref in refs:
+        refs = SearchToken.objects.filter(resource_id__in=list(referral_of), param=param_name).filter(
+            Q(value__startswith=f"{param.target}/") | Q(value__startswith="http://") | Q(value__startswith="https://")
+        ).values_list("resource_id", "value")
+        for resource_id, ref in refs:
+            if ref.startswith(("http://", "https://")):
+                if referral_of[resource_id] is not None and f"/{param.target}/" in ref:
+                    copied.setdefault(param.target, set()).add((referral_of[resource_id], _unversioned(ref)))
+                continue
             target_type, _, target_id = ref.partition("/")
             if target_type == param.target and target_id and "/" not in target_id:
                 wanted.setdefault(target_type, set()).add(target_id)
     included = []
     for target_type, ids in wanted.items():
         included.extend(rows(target_type).filter(fhir_id__in=ids).order_by("id"))
+    for target_type, sources in copied.items():
+        for row in rows(target_type).filter(referral_id__in={r for r, _ in sources}).order_by("id"):
+            source = _source(row.content)
+            if source and (row.referral_id, _unversioned(source)) in sources:
+                included.append(row)
     return included
+
+
+def _source(content: dict) -> str:
+    """The URL on another server that a stored resource is a copy of (its meta.source), or ""."""
+    meta = content.get("meta")
+    source = meta.get("source") if isinstance(meta, dict) else None
+    return source if isinstance(source, str) and source.startswith(("http://", "https://")) else ""
+
+
+def _unversioned(url: str) -> str:
+    return url.split("/_history/")[0]
 
 
 def _revincluded(rows: Callable[[str], QuerySet], matches: list[StoredResource], revincludes: list[str]) -> list[StoredResource]:
     if not revincludes or not matches:
         return []
+    # A copy of another server's resource is what references to that server's URL name (as in _included).
     refs = [m.reference for m in matches]
+    refs += [source for m in matches if m.referral_id is not None and (source := _source(m.content))]
     included = []
     for revinclude in revincludes:
         source_type, param_name = revinclude.split(":")
         has = _tokens(source_type, param_name, refs)
         included.extend(rows(source_type).filter(pk__in=has).order_by("id"))
     return included
-
-
-# --- the Bundle --------------------------------------------------------------------------------------------------
 
 
 def subsetted(resource: dict, plan: SearchPlan) -> dict:

@@ -196,18 +196,41 @@ def _texts(value) -> list[str]:
     return out
 
 
+def _element(resource: dict, param: SearchParam):
+    return _effective(resource) if param.element == EFFECTIVE else resource.get(param.element)
+
+
+def _param_values(param: SearchParam, element) -> list[tuple[str, str]]:
+    pairs = [(param.name, value) for value in dict.fromkeys(_values(param, element)) if len(value) <= TOKEN_MAX]
+    if param.text:
+        pairs.extend((f"{param.name}:text", value) for value in dict.fromkeys(_texts(element)))
+    return pairs
+
+
 def search_values(resource: dict) -> list[tuple[str, str]]:
     """(param, value) pairs to index for one resource; values longer than the column are left out (a :text form is
     cut to it instead, which keeps its prefixes)."""
-    pairs = []
-    for param in SEARCH_PARAMS.get(resource["resourceType"], ()):
-        element = _effective(resource) if param.element == EFFECTIVE else resource.get(param.element)
-        for value in dict.fromkeys(_values(param, element)):
-            if len(value) <= TOKEN_MAX:
-                pairs.append((param.name, value))
-        if param.text:
-            pairs.extend((f"{param.name}:text", value) for value in dict.fromkeys(_texts(element)))
-    return pairs
+    return [
+        pair
+        for param in SEARCH_PARAMS.get(resource["resourceType"], ())
+        for pair in _param_values(param, _element(resource, param))
+    ]
+
+
+def search_values_changed(old: dict, new: dict) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(gone, added): the pairs of search_values(old) that search_values(new) lacks, and the reverse, each in
+    search_values' order, for two versions of one resource. Only the parameters whose element differs are worked
+    out: a version mostly moves one or two searched elements (a Task's status and businessStatus) and leaves the
+    rest (code, owner, requester, focus, ...) as they were."""
+    gone, added = [], []
+    for param in SEARCH_PARAMS.get(new["resourceType"], ()):
+        before, after = _element(old, param), _element(new, param)
+        if before == after:
+            continue
+        old_pairs, new_pairs = _param_values(param, before), _param_values(param, after)
+        gone.extend(pair for pair in old_pairs if pair not in new_pairs)
+        added.extend(pair for pair in new_pairs if pair not in old_pairs)
+    return gone, added
 
 
 def search_param(resource_type: str, name: str) -> SearchParam | None:

@@ -5,6 +5,7 @@ References: https://hl7.org/fhir/smart-app-launch/backend-services.html, RFC 674
 """
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -28,7 +29,7 @@ def _no_store(response: JsonResponse) -> JsonResponse:
     return response
 
 
-def _oauth_error(error: str, description: str, status: int = 400) -> JsonResponse:
+def oauth_error(error: str, description: str, status: int = 400) -> JsonResponse:
     return _no_store(JsonResponse({"error": error, "error_description": description}, status=status))
 
 
@@ -36,29 +37,36 @@ def _oauth_error(error: str, description: str, status: int = 400) -> JsonRespons
 def token_view(request: HttpRequest) -> JsonResponse:
     """POST /auth/token: client_credentials with a private_key_jwt client assertion (form-encoded)."""
     if request.method != "POST":
-        response = _oauth_error("invalid_request", "the token endpoint takes POST only", status=405)
+        response = oauth_error("invalid_request", "the token endpoint takes POST only", status=405)
         response["Allow"] = "POST"
         return response
     if request.content_type != "application/x-www-form-urlencoded":
-        return _oauth_error("invalid_request", "send the parameters as application/x-www-form-urlencoded")
-    form = request.POST
+        return oauth_error("invalid_request", "send the parameters as application/x-www-form-urlencoded")
+    try:
+        form = request.POST
+    except TooManyFieldsSent:
+        return oauth_error("invalid_request", f"the body has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} "
+                                              "parameters")
+    except RequestDataTooBig:
+        return oauth_error("invalid_request", f"the body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes",
+                           status=413)
     repeated = sorted(name for name in form if len(form.getlist(name)) > 1)
     if repeated:
-        return _oauth_error("invalid_request", f"parameters must not be repeated: {', '.join(repeated)}")
+        return oauth_error("invalid_request", f"parameters must not be repeated: {', '.join(repeated)}")
 
     grant_type = form.get("grant_type")
     if not grant_type:
-        return _oauth_error("invalid_request", "grant_type is required (client_credentials)")
+        return oauth_error("invalid_request", "grant_type is required (client_credentials)")
     if grant_type != "client_credentials":
-        return _oauth_error(
+        return oauth_error(
             "unsupported_grant_type", f"grant_type {grant_type!r} is not supported; use client_credentials"
         )
     # A missing or wrong parameter is a malformed request (RFC 6749 §5.2: 400 invalid_request), which Inferno's
     # backend-services kit checks; only an assertion that fails to authenticate the client is invalid_client (401).
     if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
-        return _oauth_error("invalid_request", f"client_assertion_type must be {CLIENT_ASSERTION_TYPE}")
+        return oauth_error("invalid_request", f"client_assertion_type must be {CLIENT_ASSERTION_TYPE}")
     if not form.get("client_assertion"):
-        return _oauth_error("invalid_request", "client_assertion is required: a JWT signed with the client's key")
+        return oauth_error("invalid_request", "client_assertion is required: a JWT signed with the client's key")
 
     try:
         issued = access_token_issue(
@@ -68,7 +76,7 @@ def token_view(request: HttpRequest) -> JsonResponse:
             client_id=form.get("client_id") or None,
         )
     except TokenError as exc:
-        return _oauth_error(exc.error, exc.description, exc.status)
+        return oauth_error(exc.error, exc.description, exc.status)
     body = {
         "access_token": issued.access_token,
         "token_type": "bearer",

@@ -119,7 +119,8 @@ class SubscriptionRequest:
     heartbeat_period: int | None = None  # None: no heartbeats
     timeout: int | None = None  # the longest the client wants a delivery attempt to take
     max_count: int | None = None  # most events in one notification
-    end: str | None = None  # FHIR instant after which the subscription is off
+    end: str | None = None  # FHIR instant after which the subscription is off, as sent
+    end_at: dt.datetime | None = None  # ``end`` read (aware)
     reason: str | None = None
     criteria_form: str = "topic"  # "topic" (the backport's) or "query" (a plain R4 query, as the PA IG's example)
     email_address: str | None = field(default=None)  # the address of a mailto: endpoint
@@ -203,6 +204,12 @@ def subscription_parse(resource: object) -> SubscriptionRequest | list[Issue]:
 
     topic, filters, form = _parse_criteria(resource, issues)
     channel = _parse_channel(resource.get("channel"), issues)
+    end_at = None
+    if isinstance(resource.get("end"), str):
+        span = _parse_datetime(resource["end"])  # an instant (checked by fhir.resources): always with its zone
+        end_at = span.start if span is not None and span.zoned else None
+        if end_at is None:
+            issues.add("value", "Subscription.end", "end must be an instant with its time zone.")
     if issues.items:
         return issues.items
     return SubscriptionRequest(
@@ -210,6 +217,7 @@ def subscription_parse(resource: object) -> SubscriptionRequest | list[Issue]:
         filters=tuple(filters),
         status=status,
         end=resource.get("end"),
+        end_at=end_at,
         reason=resource.get("reason"),
         criteria_form=form,
         **channel,

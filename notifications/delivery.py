@@ -4,7 +4,7 @@ Rest-hooks go out through notifications/http.py's ``http_post`` (the outbound po
 timeouts, a size limit, no redirects), with every ``channel.header`` of the subscription; e-mail through
 Django's e-mail backend.
 
-Every send that may put PHI in a receiver's hands leaves one audit row (``_disclosure_record``)."""
+Every send that may put PHI in a receiver's hands leaves one audit row (``_disclosure``)."""
 
 import logging
 from dataclasses import dataclass
@@ -15,7 +15,7 @@ from django.core.mail import EmailMessage
 from audit.models import Access
 from audit.services import access_record
 from notifications import bundles
-from notifications.http import http_post
+from notifications.http import Connections, http_post
 from notifications.models import Delivery, Subscription
 
 log = logging.getLogger(__name__)
@@ -34,15 +34,26 @@ class DeliveryResult:
     status: int | None = None  # the receiver's HTTP status, when it answered
 
 
-def deliver(delivery: Delivery) -> DeliveryResult:
+def deliver(
+    delivery: Delivery, *, disclosures: list[dict] | None = None, connections: Connections | None = None
+) -> DeliveryResult:
     """Send ``delivery`` once. Never raises for a receiver's failure (refused, timed out, non-2xx): that is a
-    result, which the outbox turns into a retry or a dead letter."""
+    result, which the outbox turns into a retry or a dead letter. A rest-hook goes over one of ``connections``
+    (http.Connections) when given, kept open for the caller's next delivery to the same receiver.
+
+    A send that may have put PHI in a receiver's hands is audited (``_disclosure``): its row is written now, or,
+    given ``disclosures``, appended there (``audit.services.accesses_record``'s entries) for the caller to write
+    with the others of its transaction, before that commits."""
     if delivery.channel == Subscription.Channel.EMAIL:
         result = _send_email(delivery)
     else:
-        result = _post(delivery)
+        result = _post(delivery, connections)
     if result.sent and _discloses(delivery):
-        _disclosure_record(delivery, result)
+        entry = _disclosure(delivery, result)
+        if disclosures is None:
+            access_record(**entry)
+        else:
+            disclosures.append(entry)
     return result
 
 
@@ -66,12 +77,13 @@ def _discloses(delivery: Delivery) -> bool:
     )
 
 
-def _disclosure_record(delivery: Delivery, result: DeliveryResult) -> None:
-    """One audit row for one attempt that sent ``delivery``: to whom (``path``, the URL or the address), what
-    (the Task and its version; the content level in ``query``; an e-mail's text is not kept), when, and the
-    receiver's answer (``status``: its HTTP status; 502 or 504 when the connection was lost or timed out after
-    sending; 200 for an e-mail the mail server took). Each attempt is a disclosure of its own: a receiver that
-    answered 500 or timed out may still have read the bytes. Written in the delivery attempt's transaction."""
+def _disclosure(delivery: Delivery, result: DeliveryResult) -> dict:
+    """The audit row (``access_record``'s arguments) of one attempt that sent ``delivery``: to whom (``path``, the
+    URL or the address), what (the Task and its version; the content level in ``query``; an e-mail's text is not
+    kept), when, and the receiver's answer (``status``: its HTTP status; 502 or 504 when the connection was lost or
+    timed out after sending; 200 for an e-mail the mail server took). Each attempt is a disclosure of its own: a
+    receiver that answered 500 or timed out may still have read the bytes. Written in the delivery attempt's
+    transaction."""
     subscription = delivery.subscription
     email = delivery.channel == Subscription.Channel.EMAIL
     query = [f"delivery={delivery.pk}", f"attempt={delivery.attempts + 1}"]
@@ -79,7 +91,7 @@ def _disclosure_record(delivery: Delivery, result: DeliveryResult) -> None:
         query += [f"subscription={subscription.fhir_id or subscription.pk}", f"content={subscription.payload}"]
     if delivery.event_number is not None:
         query.append(f"event-number={delivery.event_number}")
-    access_record(
+    return dict(
         channel=Access.Channel.DISCLOSURE,
         interaction="email" if email else "notify",
         method="EMAIL" if email else "POST",
@@ -105,7 +117,7 @@ def _send_email(delivery: Delivery) -> DeliveryResult:
     return DeliveryResult(True, "sent", sent=True, status=200)
 
 
-def _post(delivery: Delivery) -> DeliveryResult:
+def _post(delivery: Delivery, connections: Connections | None) -> DeliveryResult:
     headers = {}
     subscription = delivery.subscription
     for line in (subscription.headers if subscription else []) or []:
@@ -119,6 +131,7 @@ def _post(delivery: Delivery) -> DeliveryResult:
         body=delivery.content.encode(),
         headers=headers,
         timeout=(min(5.0, settings.HUB_DELIVERY_TIMEOUT_SECONDS), float(settings.HUB_DELIVERY_TIMEOUT_SECONDS)),
+        connections=connections,
     )
     status = result.status or _SENT_WITHOUT_ANSWER.get(result.reason)
     if result.ok:

@@ -14,9 +14,10 @@ server-side request forgery). Every request therefore:
 5. needs ``https`` unless ``DEBUG`` is on or the allow-list entry that matched starts with ``http://``.
 
 Built on the standard library's http.client on purpose: the connect step is ours (the checked address goes
-straight to ``socket.connect``), and there is no connection pool, proxy from the environment, automatic retry or
-redirect to switch off. ``requests`` reads ``HTTP_PROXY``/``HTTPS_PROXY`` from the environment, and a proxy would
-resolve the name again, after our check.
+straight to ``socket.connect``), and there is no shared connection pool, proxy from the environment, automatic
+retry or redirect to switch off (a caller that sends a batch may keep its own connections open, ``Connections``,
+each reused only for a request checked to the same address). ``requests`` reads ``HTTP_PROXY``/``HTTPS_PROXY``
+from the environment, and a proxy would resolve the name again, after our check.
 
 ``HUB_OUTBOUND_ALLOW`` (settings) is a comma-separated list of entries, each one of:
 
@@ -33,9 +34,12 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import enum
+import heapq
 import http.client
 import ipaddress
+import itertools
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -296,15 +300,17 @@ def http_post(
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     allow: AllowList | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    connections: Connections | None = None,
 ) -> HttpResult:
     """POST ``body`` to ``url`` under the outbound policy (module docstring); never raises.
 
     ``headers`` are sent as given (``Host`` may not be among them: it is always the URL's host). ``timeout`` is
     seconds, one number for both or ``(connect, response)``: the response deadline covers the TLS handshake,
     sending, and reading the whole answer. ``allow`` defaults to ``HUB_OUTBOUND_ALLOW``; ``ssl_context`` to the
-    system's trust store with hostname checks.
+    system's trust store with hostname checks. With ``connections`` (a ``Connections``), the connection is kept
+    open after the answer, for the caller's next request to the same receiver.
     """
-    return _request("POST", url, body, headers, timeout, max_response_bytes, allow, ssl_context)
+    return _request("POST", url, body, headers, timeout, max_response_bytes, allow, ssl_context, connections)
 
 
 def http_get(
@@ -317,7 +323,7 @@ def http_get(
     ssl_context: ssl.SSLContext | None = None,
 ) -> HttpResult:
     """GET ``url`` under the outbound policy; as ``http_post``."""
-    return _request("GET", url, None, headers, timeout, max_response_bytes, allow, ssl_context)
+    return _request("GET", url, None, headers, timeout, max_response_bytes, allow, ssl_context, None)
 
 
 def outbound_refusal(url: str, *, allow: AllowList | None = None) -> HttpResult | None:
@@ -387,36 +393,88 @@ def _resolve(url: str, allow: AllowList) -> _Target | HttpResult:
     return _Target(scheme, host, port, path, tuple(checked))
 
 
+class _Watchdog:
+    """One daemon thread per process that shuts down the sockets of requests past their deadline (``_Deadline``),
+    earliest first. A thread per request cost its start (about 0.5 ms of a loaded worker's time, bench/followups.py)
+    on every POST. Started on first use in each process: a Celery prefork child does not inherit its parent's
+    threads."""
+
+    def __init__(self):
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self._wake = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _Deadline]] = []
+        self._order = itertools.count()
+        threading.Thread(target=self._run, name="outbound-http-deadlines", daemon=True).start()
+
+    def watch(self, deadline: _Deadline) -> None:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._start()
+        with self._wake:
+            heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
+            if self._heap[0][2] is deadline:
+                self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while self._heap and self._heap[0][2].cancelled:
+                    heapq.heappop(self._heap)  # done in time: dropped here, not searched for by cancel()
+                if not self._heap:
+                    self._wake.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._wake.wait(wait)
+                    continue
+                _, _, deadline = heapq.heappop(self._heap)
+            deadline.expire()
+
+
+_watchdog = _Watchdog()
+
+
 class _Deadline:
-    """Closes the socket when the response is late: a receiver that drips a byte at a time would otherwise keep
-    each read within its timeout for ever."""
+    """Shuts the socket down when the response is late: a receiver that drips a byte at a time would otherwise
+    keep each read within its timeout for ever. Watched by the process's ``_Watchdog``."""
 
     def __init__(self, seconds: float):
         self.expired = False
-        self._at = time.monotonic() + seconds
+        self.cancelled = False
+        self.at = time.monotonic() + seconds
         self._sock: socket.socket | None = None
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
+        self._watched = False
+        self._lock = threading.Lock()
 
     def remaining(self) -> float:
-        return max(self._at - time.monotonic(), 0.001)
+        return max(self.at - time.monotonic(), 0.001)
 
     def watch(self, sock: socket.socket) -> None:
         """Shut ``sock`` down at the deadline; called again with the TLS socket that wraps the first one."""
         self._sock = sock
-        if not self._timer.is_alive():
-            self._timer.start()
+        if not self._watched:
+            self._watched = True
+            _watchdog.watch(self)
 
-    def _expire(self) -> None:
-        self.expired = True
-        try:
-            if self._sock is not None:
-                self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+    def expire(self) -> None:
+        with self._lock:  # not after cancel(): the socket may carry the next request by then (Connections)
+            if self.cancelled:
+                return
+            self.expired = True
+            try:
+                if self._sock is not None:
+                    self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        with self._lock:
+            self.cancelled = True
+            self._sock = None
 
 
 class _PinnedConnection(http.client.HTTPConnection):
@@ -448,6 +506,45 @@ class _PinnedConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+    def rearm(self, deadline: _Deadline) -> None:
+        """Give a kept-open connection the next request's deadline."""
+        self._deadline = deadline
+        deadline.watch(self.sock)
+        self.sock.settimeout(deadline.remaining())
+
+
+class Connections:
+    """Connections kept open between requests (HTTP/1.1 keep-alive), for a caller that sends several in a row to
+    the same receivers (the outbox's batch of deliveries): no TCP (and TLS) set-up per request, for the hub and
+    the receiver. Each request still resolves its host and checks every address (rules 1 and 2 of the module
+    docstring); a kept connection is used only when that request chose the very address it is connected to, for
+    the same scheme, host name, port and TLS context, so reuse takes no decision the policy did not take. A
+    connection that answered ``Connection: close``, failed, or was cut by its deadline is not kept.
+
+    A context manager: it closes them all at its end. For one thread, and short-lived (a receiver may close an
+    idle connection: the request then goes again on a new one, once, as it had not reached the receiver)."""
+
+    def __init__(self):
+        self._open: dict[tuple, _PinnedConnection] = {}
+
+    def __enter__(self) -> Connections:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for connection in self._open.values():
+            connection.close()
+        self._open.clear()
+
+    def _take(self, key: tuple) -> _PinnedConnection | None:
+        connection = self._open.pop(key, None)
+        return connection if connection is not None and connection.sock is not None else None
+
+    def _keep(self, key: tuple, connection: _PinnedConnection) -> None:
+        self._open[key] = connection
 
 
 def _split_timeout(timeout) -> tuple[float, float]:
@@ -484,7 +581,7 @@ def _classify(status: int) -> tuple[Outcome, str]:
     return Outcome.PERMANENT, "http-error"
 
 
-def _request(method, url, body, headers, timeout, max_response_bytes, allow, ssl_context) -> HttpResult:
+def _request(method, url, body, headers, timeout, max_response_bytes, allow, ssl_context, connections) -> HttpResult:
     started = time.monotonic()
     target = _resolve(url, allow if allow is not None else AllowList.from_settings())
     if isinstance(target, HttpResult):
@@ -497,8 +594,14 @@ def _request(method, url, body, headers, timeout, max_response_bytes, allow, ssl
 
     last: HttpResult | None = None
     for family, sockaddr in target.addresses:
+        key = (target.scheme, target.host.lower(), target.port, family, sockaddr, id(ssl_context))
+        kept = connections._take(key) if connections is not None else None
         result = _exchange(method, target, family, sockaddr, body, sent_headers, connect_timeout, response_timeout,
-                           max_response_bytes, ssl_context)
+                           max_response_bytes, ssl_context, kept=kept, connections=connections, key=key)
+        if result is _STALE:  # the receiver had closed the kept connection: the request did not reach it
+            result = _exchange(method, target, family, sockaddr, body, sent_headers, connect_timeout,
+                               response_timeout, max_response_bytes, ssl_context, kept=None, connections=connections,
+                               key=key)
         result = dataclasses.replace(result, address=sockaddr[0], elapsed=time.monotonic() - started)
         # Only a failed connect moves on to the next address: once a request may have been sent, trying another
         # address could deliver it twice.
@@ -508,26 +611,46 @@ def _request(method, url, body, headers, timeout, max_response_bytes, allow, ssl
     return last
 
 
+# _exchange's answer when a kept connection turned out closed by the receiver before it answered anything.
+_STALE = HttpResult(Outcome.TRANSIENT, "connection", "the kept connection was closed by the receiver")
+
+
 def _exchange(method, target, family, sockaddr, body, headers, connect_timeout, response_timeout, limit,
-              ssl_context) -> HttpResult:
+              ssl_context, *, kept=None, connections=None, key=None) -> HttpResult:
     deadline = _Deadline(connect_timeout + response_timeout)
-    connection = _PinnedConnection(target, family, sockaddr, connect_timeout, deadline, ssl_context)
+    keep = False
+    if kept is not None:
+        connection = kept
+        connection.rearm(deadline)
+    else:
+        connection = _PinnedConnection(target, family, sockaddr, connect_timeout, deadline, ssl_context)
     try:
-        try:
-            connection.connect()
-        except ssl.SSLError as exc:
-            return HttpResult(Outcome.TRANSIENT, "tls", f"TLS with {target.host} failed: {exc.reason or exc}")
-        except TimeoutError:
-            return HttpResult(Outcome.TRANSIENT, "connect", f"connecting to {sockaddr[0]} timed out")
-        except OSError as exc:
-            if deadline.expired:
-                return HttpResult(Outcome.TRANSIENT, "timeout", "no answer before the deadline")
-            return HttpResult(Outcome.TRANSIENT, "connect", f"could not connect to {sockaddr[0]}: {exc}")
+        if kept is None:
+            try:
+                connection.connect()
+            except ssl.SSLError as exc:
+                return HttpResult(Outcome.TRANSIENT, "tls", f"TLS with {target.host} failed: {exc.reason or exc}")
+            except TimeoutError:
+                return HttpResult(Outcome.TRANSIENT, "connect", f"connecting to {sockaddr[0]} timed out")
+            except OSError as exc:
+                if deadline.expired:
+                    return HttpResult(Outcome.TRANSIENT, "timeout", "no answer before the deadline")
+                return HttpResult(Outcome.TRANSIENT, "connect", f"could not connect to {sockaddr[0]}: {exc}")
         try:
             connection.request(method, target.path, body=body, headers=headers)
         except ValueError as exc:  # http.client refuses header names or values with CR/LF and the like
             return HttpResult(Outcome.PERMANENT, "bad-request", f"the request cannot be sent: {exc}")
-        response = connection.getresponse()
+        except (BrokenPipeError, ConnectionResetError):
+            if kept is not None and not deadline.expired:
+                return _STALE
+            raise
+        try:
+            response = connection.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError):
+            # Closed without a byte of an answer: on a kept connection, the receiver's idle close.
+            if kept is not None and not deadline.expired:
+                return _STALE
+            raise
         status = response.status
         response_headers = {name.lower(): value for name, value in response.getheaders()}
         chunks, size = [], 0
@@ -544,6 +667,8 @@ def _exchange(method, target, family, sockaddr, body, headers, connect_timeout, 
         if deadline.expired:  # the watchdog's shutdown reads as the end of a body without a length
             return HttpResult(Outcome.TRANSIENT, "timeout", "no complete answer before the deadline", status=status)
         outcome, reason = _classify(status)
+        # The answer read whole, and the receiver keeps the connection open (HTTP/1.1 with a length): kept.
+        keep = connections is not None and not response.will_close and connection.sock is not None
         return HttpResult(
             outcome, reason, f"HTTP {status}", status=status, headers=response_headers, body=b"".join(chunks),
             retry_after=_retry_after(response_headers.get("retry-after")) if status in (429, 503) else None,
@@ -558,7 +683,10 @@ def _exchange(method, target, family, sockaddr, body, headers, connect_timeout, 
         return HttpResult(Outcome.TRANSIENT, "connection", f"the connection failed: {exc}")
     finally:
         deadline.cancel()
-        connection.close()
+        if keep and not deadline.expired:
+            connections._keep(key, connection)
+        else:
+            connection.close()
 
 
 def _loggable(url: str) -> str:

@@ -38,7 +38,7 @@ from fhir_bridge import pull
 from notifications.followups import DELIVERY, ROUTING, SWEEPS, Kind, Planned, backoff, followup_schedule
 from notifications import subscriptions
 from notifications.models import FollowUp
-from notifications.outbox import DELIVERY_ATTEMPT, delivery_attempt, emails_queue, link
+from notifications.outbox import DELIVERY_ATTEMPT, delivery_attempt, delivery_attempts, emails_queue, link
 from notifications.selectors import coordinator_emails
 
 log = logging.getLogger(__name__)
@@ -272,6 +272,11 @@ def subscription_heartbeat(row: FollowUp, now: dt.datetime) -> str:
     return subscriptions.subscription_heartbeat(subscription_id=row.subscription_id, now=now)
 
 
+def subscription_end(row: FollowUp, now: dt.datetime) -> str:
+    """A subscription's end falls due: notifications.subscriptions.subscription_end switches it off."""
+    return subscriptions.subscription_end(subscription_id=row.subscription_id, now=now)
+
+
 def referral_pull(row: FollowUp, now: dt.datetime) -> str:
     """Notify and pull: fetch a waiting referral's data from its EHR (fhir_bridge.pull.referral_pull). A failure
     that may pass is tried again as the next row of this kind (key ``pull-referral:<referral>:<attempt>``), due
@@ -296,6 +301,12 @@ def delivery_attempt_run(row: FollowUp, now: dt.datetime) -> str:
     return delivery_attempt(delivery_id=row.delivery_id, subscription_id=row.subscription_id, now=now)
 
 
+def delivery_attempts_run(rows: list[FollowUp], now: dt.datetime, until: float) -> dict[int, str]:
+    """A chunk's delivery attempts at once (Kind.batch): see outbox.delivery_attempts."""
+    outcomes = delivery_attempts(attempts=[(r.delivery_id, r.subscription_id) for r in rows], now=now, until=until)
+    return {rows[index].pk: outcome for index, outcome in outcomes.items()}
+
+
 KINDS: dict[str, Kind] = {
     "route-referral": Kind(route_referral, dt.timedelta(minutes=5), ROUTING),
     "offer-deadline": Kind(offer_deadline, dt.timedelta(0), ROUTING),  # due at Offer.deadline
@@ -307,7 +318,8 @@ KINDS: dict[str, Kind] = {
     "report-nudge": Kind(report_nudge, dt.timedelta(0), SWEEPS),  # when a report is drafted
     "report-unsigned": Kind(report_unsigned, dt.timedelta(0), SWEEPS),  # delay: HUB_REPORT_UNSIGNED_WAIT_HOURS
     "subscription-heartbeat": Kind(subscription_heartbeat, dt.timedelta(0), DELIVERY),
-    DELIVERY_ATTEMPT: Kind(delivery_attempt_run, dt.timedelta(0), DELIVERY),
+    subscriptions.END_KIND: Kind(subscription_end, dt.timedelta(0), SWEEPS),  # due at Subscription.end
+    DELIVERY_ATTEMPT: Kind(delivery_attempt_run, dt.timedelta(0), DELIVERY, batch=delivery_attempts_run),
     # Outbound HTTP that may be slow, as deliveries are: on their queue, not routing's.
     PULL_REFERRAL: Kind(referral_pull, dt.timedelta(0), DELIVERY),
 }

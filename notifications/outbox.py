@@ -11,18 +11,22 @@ E-mails (to therapists and coordinators) are Delivery rows too, written by ``ema
 
 import datetime as dt
 import logging
+import time
 from collections import defaultdict
+from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from audit.services import accesses_record
 from fhir_bridge.models import ResourceVersion, StoredResource
 from fhir_bridge.subscriptions import task_matches
 from notifications import bundles
 from notifications.delivery import deliver
 from notifications.followups import Planned, backoff, followup_schedule
+from notifications.http import Connections
 from notifications.models import DELIVERY_INSERT_BATCH, NOTIFIED_SUBSCRIPTION_STATUSES, Delivery, Subscription
 from referrals.models import Referral, ReferralEvent
 
@@ -173,8 +177,8 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
             matches = [m for m in matches if (m[3], m[1]["id"], int(m[1]["meta"]["versionId"])) not in done]
             for event, task, created, sub_id in matches:
                 sub = locked.get(sub_id)
-                if sub is None or sub.status not in NOTIFIED_SUBSCRIPTION_STATUSES:
-                    continue  # switched off meanwhile: not numbered
+                if sub is None or not sub.is_notified(now):
+                    continue  # switched off meanwhile, or past its end: not numbered
                 sub.events_since_start += 1
                 subject, content = bundles.event_notification(
                     sub, number=sub.events_since_start, task=task, created=created, at=event.at, now=now
@@ -205,62 +209,102 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
 # --- Attempts, dead letters, replays ------------------------------------------------------------------------
 
 
-def _subscription_turn(subscription_id: int) -> None:
-    """Take the subscription's delivery turn until this transaction ends, so that its deliveries are decided one
+def _subscription_turns(subscription_ids: Iterable[int]) -> None:
+    """Take the subscriptions' delivery turns until this transaction ends, in id order (two workers that take two
+    subscriptions' turns never wait on each other crosswise), so that a subscription's deliveries are decided one
     at a time (an attempt that waits and one that finishes cannot miss each other). On PostgreSQL an advisory
-    lock: the subscription's row lock would make the fan-out, which numbers under it, wait for a slow receiver.
-    SQLite runs one writer at a time anyway."""
-    if connection.vendor == "postgresql":
+    lock each, all in one statement: the subscription's row lock would make the fan-out, which numbers under
+    it, wait for a slow receiver. SQLite runs one writer at a time anyway. A savepoint rolled back releases the
+    turns taken inside it."""
+    ids = sorted(set(subscription_ids))
+    if ids and connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            # Key space: the subscription ids, in the hub's only use of advisory locks.
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [subscription_id])
+            # Key space: the subscription ids, in the hub's only use of advisory locks. The function scan yields
+            # the array in its order, and each row's lock is taken as the row is produced.
+            cursor.execute("SELECT pg_advisory_xact_lock(id) FROM unnest(%s::bigint[]) AS turn(id)", [ids])
 
 
-def _earlier_pending():
+def _earlier_pending(*, besides: Iterable[int] = ()):
     """For a Delivery row (OuterRef): whether its subscription has a message that must go before it still
-    pending (its handshake, or a lower event number)."""
+    pending (its handshake, or a lower event number), ``besides`` those deliveries (a batch's own, whose state
+    the batch follows in memory)."""
     return Exists(
         Delivery.objects.filter(subscription_id=OuterRef("subscription_id"), state=Delivery.State.PENDING)
         .filter(
             Q(notification_type=bundles.HANDSHAKE, pk__lt=OuterRef("pk")) | Q(event_number__lt=OuterRef("event_number"))
         )
         .exclude(pk=OuterRef("pk"))
+        .exclude(pk__in=list(besides))
     )
+
+
+def _goes_before(earlier: Delivery, delivery: Delivery) -> bool:
+    """Whether ``earlier``, while pending, holds ``delivery`` back (in memory what _earlier_pending asks)."""
+    if earlier.pk == delivery.pk or earlier.subscription_id != delivery.subscription_id:
+        return False
+    if earlier.notification_type == bundles.HANDSHAKE:
+        return earlier.pk < delivery.pk
+    return earlier.event_number is not None and earlier.event_number < delivery.event_number
 
 
 def _resume_next(delivery: Delivery, now: dt.datetime) -> None:
     """``delivery`` (a handshake or a numbered notification) is delivered or dead: attempt the subscription's
-    next waiting notification now. Call holding the subscription's turn."""
-    waiting = (
+    waiting notifications that nothing scheduled goes before now, the first HUB_FOLLOWUP_BATCH of them in
+    event-number order. They are handed over in one message (a subscription's rows are never split,
+    followups._dispatch_on_commit) and run as one batch, in order; one that fails holds the rest back again, and
+    its own delivery (or death) resumes them. Those behind a message still scheduled (a retry, a first attempt
+    not run yet) stay waiting: that one resumes them when it finishes. (Resuming only the next one cost a
+    transaction and a message per waiting notification after a receiver came back.) Call holding the
+    subscription's turn, after the deliveries' new states are written."""
+    scheduled_before = Delivery.objects.filter(
+        subscription_id=OuterRef("subscription_id"), state=Delivery.State.PENDING, next_attempt_at__isnull=False
+    ).filter(Q(notification_type=bundles.HANDSHAKE) | Q(event_number__lt=OuterRef("event_number")))
+    waiting = list(
         Delivery.objects.filter(
             subscription_id=delivery.subscription_id,
             state=Delivery.State.PENDING,
             event_number__isnull=False,
             next_attempt_at__isnull=True,
         )
+        .filter(~Exists(scheduled_before))
         .order_by("event_number")
-        .first()
+        .values_list("pk", "round")[: settings.HUB_FOLLOWUP_BATCH]
     )
-    if waiting is None:
+    if not waiting:
         return
-    waiting.next_attempt_at = now
-    waiting.save(update_fields=["next_attempt_at"])
+    Delivery.objects.filter(pk__in=[pk for pk, _ in waiting]).update(next_attempt_at=now)
     followup_schedule(
         plans=[
             Planned(
                 kind=DELIVERY_ATTEMPT,
-                key=f"delivery:{waiting.pk}:round:{waiting.round}:after:{delivery.pk}:{delivery.round}",
+                key=f"delivery:{pk}:round:{round_}:after:{delivery.pk}:{delivery.round}",
                 due_at=now,
-                delivery_id=waiting.pk,
-                subscription_id=waiting.subscription_id,
+                delivery_id=pk,
+                subscription_id=delivery.subscription_id,
             )
+            for pk, round_ in waiting
         ],
         now=now,
     )
 
 
 def delivery_attempt(*, delivery_id: int, subscription_id: int | None, now: dt.datetime) -> str:
-    """Attempt one delivery: the handler of the delivery-attempt follow-up, run in that row's transaction.
+    """Attempt one delivery: the handler of the delivery-attempt follow-up, run in that row's transaction. What
+    happens is ``delivery_attempts``', for one."""
+    return delivery_attempts(attempts=[(delivery_id, subscription_id)], now=now)[0]
+
+
+# What an attempt changes on its Delivery: written for a batch with an UPDATE per distinct set of values.
+_ATTEMPT_FIELDS = ("attempts", "state", "delivered_at", "next_attempt_at", "last_error")
+
+
+def delivery_attempts(
+    *, attempts: list[tuple[int, int | None]], now: dt.datetime, until: float | None = None
+) -> dict[int, str]:
+    """Attempt several deliveries, each ``(delivery id, its subscription id)``, in the current transaction (the
+    delivery-attempt follow-ups of a chunk, followups.followups_run). Returns ``{index in attempts: outcome}`` of
+    those taken: all of them, unless ``until`` (a ``time.monotonic()`` value) passes, after which no more are
+    sent (at least one is).
 
     A subscription's numbered notifications go in event-number order, after its handshake: one with an earlier
     message still pending waits (``next_attempt_at`` empty, no attempt counted) until that one is delivered or
@@ -269,24 +313,92 @@ def delivery_attempt(*, delivery_id: int, subscription_id: int | None, now: dt.d
     (refused by policy, other 4xx) dead-letters it at once, and so does any failed heartbeat (the next is due
     anyway). A delivery already delivered or dead is not sent.
 
-    ``subscription_id`` is the delivery's (its follow-up row carries it, _attempt_plan): the turn is taken before
-    the row's lock without reading the row twice, on this path that every message takes."""
-    if subscription_id is not None:
-        _subscription_turn(subscription_id)
-    # The row, locked, and whether an earlier message of its subscription is pending, in one statement: this
-    # path is every message's.
-    delivery = (
-        Delivery.objects.select_for_update(of=("self",)).select_related("subscription").filter(pk=delivery_id)
-        .annotate(behind=_earlier_pending()).first()
-    )
-    if delivery is None or delivery.state != Delivery.State.PENDING:
-        return f"delivery {delivery_id} is {delivery.state if delivery else 'gone'}"
-    ordered = delivery.subscription_id is not None and delivery.event_number is not None
-    if ordered and delivery.behind:
-        delivery.next_attempt_at = None
-        delivery.save(update_fields=["next_attempt_at"])
-        return f"waits for an earlier notification of subscription {delivery.subscription_id}"
-    result = deliver(delivery)
+    Decided as one attempt at a time would decide them, at a batch's price: the subscriptions' turns in one
+    statement (a subscription id comes with each attempt, from its follow-up row, so the turn is taken before the
+    rows' locks without reading them twice); the rows locked and read in one statement, with whether a message
+    outside the batch is pending before each, while the batch's own are followed in memory, a subscription's in
+    event-number order; then the rows' new states, the disclosures' audit rows, the retries' follow-ups and one
+    look per subscription for a waiting notification to resume, each written once for the batch. Raises what a
+    query raises: the caller's savepoint then undoes the whole batch (what was sent is sent again, at least
+    once)."""
+    if not attempts:
+        return {}
+    _subscription_turns(sub for _, sub in attempts if sub is not None)
+    ids = {delivery_id for delivery_id, _ in attempts}
+    rows = {
+        d.pk: d
+        for d in Delivery.objects.select_for_update(of=("self",)).select_related("subscription")
+        .defer("subscription__resource").filter(pk__in=ids).annotate(behind=_earlier_pending(besides=ids))
+        .order_by("pk")
+    }
+    subscriptions: dict[int, Subscription] = {}
+    for d in rows.values():  # one Subscription object per subscription: the batch keeps its status up to date
+        if d.subscription_id is not None:
+            d.subscription = subscriptions.setdefault(d.subscription_id, d.subscription)
+
+    def order(index: int):
+        d = rows.get(attempts[index][0])
+        if d is None:
+            return (0, 0, 0, 0)
+        # A subscription's handshake (and heartbeats) before its numbered notifications, those by number.
+        return (d.subscription_id or 0, d.event_number is not None, d.event_number or 0, d.pk)
+
+    outcomes: dict[int, str] = {}
+    changed: dict[int, Delivery] = {}
+    held: dict[int, list[Delivery]] = defaultdict(list)  # per subscription: the batch's still pending after a turn
+    finished: dict[int, Delivery] = {}  # per subscription: the batch's last one delivered or dead
+    disclosures: list[dict] = []
+    retries: list[Planned] = []
+    with Connections() as connections:  # one TCP connection per receiver for the batch, not one per POST
+        for index in sorted(range(len(attempts)), key=order):
+            if outcomes and until is not None and time.monotonic() > until:
+                break
+            delivery_id = attempts[index][0]
+            delivery = rows.get(delivery_id)
+            if delivery is None or delivery.state != Delivery.State.PENDING:
+                outcomes[index] = f"delivery {delivery_id} is {delivery.state if delivery else 'gone'}"
+                continue
+            sub = delivery.subscription
+            ordered = sub is not None and delivery.event_number is not None
+            if ordered and (delivery.behind or any(_goes_before(e, delivery) for e in held[sub.pk])):
+                delivery.next_attempt_at = None
+                changed[delivery.pk] = delivery
+                if delivery not in held[sub.pk]:
+                    held[sub.pk].append(delivery)
+                outcomes[index] = f"waits for an earlier notification of subscription {sub.pk}"
+                continue
+            outcomes[index] = _attempt(
+                delivery, now, disclosures=disclosures, retries=retries, connections=connections
+            )
+            changed[delivery.pk] = delivery
+            if sub is None:
+                continue
+            if delivery.state == Delivery.State.PENDING:
+                if delivery not in held[sub.pk]:
+                    held[sub.pk].append(delivery)
+            elif delivery.notification_type != bundles.HEARTBEAT:
+                if delivery in held[sub.pk]:
+                    held[sub.pk].remove(delivery)
+                finished[sub.pk] = delivery
+    accesses_record(disclosures)
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for delivery in changed.values():
+        groups[tuple(getattr(delivery, name) for name in _ATTEMPT_FIELDS)].append(delivery.pk)
+    for values, pks in groups.items():
+        Delivery.objects.filter(pk__in=pks).update(**dict(zip(_ATTEMPT_FIELDS, values, strict=True)))
+    followup_schedule(plans=retries, now=now)
+    for delivery in finished.values():
+        _resume_next(delivery, now)
+    return outcomes
+
+
+def _attempt(
+    delivery: Delivery, now: dt.datetime, *, disclosures: list[dict], retries: list[Planned], connections: Connections
+) -> str:
+    """Send ``delivery`` (pending, its turn come) once and set its new state on it, unsaved; its disclosure goes
+    to ``disclosures``, its next attempt's follow-up to ``retries``. The subscription's health is written at
+    once (rarely: only a failure, or the first success after one) and kept up to date on the object."""
+    result = deliver(delivery, disclosures=disclosures, connections=connections)
     delivery.attempts += 1
     sub = delivery.subscription
     if result.ok:
@@ -296,23 +408,26 @@ def delivery_attempt(*, delivery_id: int, subscription_id: int | None, now: dt.d
         delivery.last_error = ""
         # Only when there is something to reset: a no-op UPDATE per message would still take the subscription's
         # row lock to the chunk's commit, and the fan-out, which numbers under that lock, would wait for the
-        # chunk's slower receivers (the reason for the advisory turn, _subscription_turn).
+        # chunk's slower receivers (the reason for the advisory turn, _subscription_turns).
         healthy = sub is not None and sub.error_count == 0 and sub.status == Subscription.Status.ACTIVE
         if sub is not None and not healthy:
-            Subscription.objects.filter(pk=sub.pk).exclude(status=Subscription.Status.OFF).update(
+            if Subscription.objects.filter(pk=sub.pk).exclude(status=Subscription.Status.OFF).update(
                 error_count=0, status=Subscription.Status.ACTIVE
-            )
+            ):
+                sub.error_count, sub.status = 0, Subscription.Status.ACTIVE
     else:
         delivery.last_error = result.detail[:500]
         if sub is not None:
             Subscription.objects.filter(pk=sub.pk).update(error_count=F("error_count") + 1)
+            sub.error_count += 1
             # A failed handshake is an error at once (the backport: requested -> error); otherwise after a run.
             failing = Q(error_count__gte=SUBSCRIPTION_ERROR_AFTER)
             if delivery.notification_type == bundles.HANDSHAKE:
                 failing |= Q(status=Subscription.Status.REQUESTED)
-            Subscription.objects.filter(
+            if Subscription.objects.filter(
                 failing, pk=sub.pk, status__in=(Subscription.Status.REQUESTED, Subscription.Status.ACTIVE)
-            ).update(status=Subscription.Status.ERROR)
+            ).update(status=Subscription.Status.ERROR):
+                sub.status = Subscription.Status.ERROR
         final = (
             result.permanent
             or delivery.notification_type == bundles.HEARTBEAT
@@ -326,11 +441,7 @@ def delivery_attempt(*, delivery_id: int, subscription_id: int | None, now: dt.d
             delivery.next_attempt_at = now + backoff(
                 delivery.attempts, base=settings.HUB_RETRY_BASE_SECONDS, cap=settings.HUB_RETRY_MAX_SECONDS
             )
-            followup_schedule(plans=[_attempt_plan(delivery, delivery.next_attempt_at)], now=now)
-    delivery.save(update_fields=["attempts", "state", "delivered_at", "next_attempt_at", "last_error"])
-    finished = delivery.state != Delivery.State.PENDING
-    if sub is not None and finished and delivery.notification_type != bundles.HEARTBEAT:
-        _resume_next(delivery, now)
+            retries.append(_attempt_plan(delivery, delivery.next_attempt_at))
     return f"{delivery.state}: {result.detail}"
 
 

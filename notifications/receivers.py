@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.dispatch import receiver
 from django.utils import timezone
@@ -23,18 +24,31 @@ log = logging.getLogger(__name__)
 
 def _fan_out_on_commit() -> None:
     """Have the outbox fan out once the current transaction commits: once per transaction, however many
-    changes it made (the sweep fans out too, so a lost message only delays)."""
-    from notifications.tasks import fan_out  # the tasks module imports the services that send these signals
+    changes it made (the sweep fans out too, so a lost message only delays).
+
+    With HUB_FAN_OUT_COALESCE (a cache all processes share), not when a fan-out message is queued and its task
+    has not started yet: that task takes this transaction's events too (it forgets the mark before it reads the
+    events, notifications.tasks.fan_out). At 300 changes a second, a message each kept the workers busier with
+    fan-outs of one or two events than with the deliveries (bench/followups.py)."""
+    from notifications.tasks import FAN_OUT_QUEUED, FAN_OUT_QUEUED_SECONDS, fan_out  # (imports these senders)
 
     connection = transaction.get_connection()
     if any(getattr(func, "hub_fan_out", False) for _, func, _ in connection.run_on_commit):
         return
 
     def send():
+        coalesce = settings.HUB_FAN_OUT_COALESCE
         try:
+            if coalesce and not cache.add(FAN_OUT_QUEUED, True, timeout=FAN_OUT_QUEUED_SECONDS):
+                return  # queued, not started: it will read this transaction's events
             fan_out.delay()
         except Exception:  # a broker that is down: the sweep fans out within HUB_SWEEP_SECONDS
             log.exception("could not enqueue the outbox's fan-out; the sweep will do it")
+            if coalesce:
+                try:
+                    cache.delete(FAN_OUT_QUEUED)  # no message is queued: the next change sends one
+                except Exception:  # noqa: BLE001 - the cache down too: the mark expires on its own
+                    log.exception("could not clear the fan-out mark")
 
     send.hub_fan_out = True
     transaction.on_commit(send)

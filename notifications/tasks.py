@@ -5,6 +5,7 @@ import logging
 
 from celery import shared_task
 from django.conf import settings
+from django.core.cache import cache
 
 from notifications.followups import DELIVERY, ROUTING, SWEEPS, followups_claim, followups_run
 from notifications.outbox import events_fan_out
@@ -70,7 +71,27 @@ def sweep() -> int:
     return claimed
 
 
-# Enqueued on commit by every referral change (once per transaction).
+# The cache key that marks a fan-out message queued and not started (HUB_FAN_OUT_COALESCE). It expires on its own
+# after a while, in case its message was lost; the sweep fans out meanwhile.
+FAN_OUT_QUEUED = "notifications:fan-out-queued"
+FAN_OUT_QUEUED_SECONDS = 10
+
+
+# Enqueued on commit by every referral change (once per transaction; with HUB_FAN_OUT_COALESCE, only while no
+# other is queued, notifications.receivers._fan_out_on_commit).
 @shared_task(name="notifications.fan_out", time_limit=120, soft_time_limit=100, ignore_result=True)
 def fan_out() -> int:
-    return events_fan_out(limit=settings.HUB_FOLLOWUP_BATCH)
+    """Fan out every event not yet fanned out, in batches of HUB_FOLLOWUP_BATCH (up to HUB_SWEEP_MAX_BATCHES of
+    them, then a new task goes on). Returns how many."""
+    if settings.HUB_FAN_OUT_COALESCE:
+        # Before reading the events: a change that commits from now on sends a message of its own, and one that
+        # committed before is read below.
+        cache.delete(FAN_OUT_QUEUED)
+    done = 0
+    for _ in range(settings.HUB_SWEEP_MAX_BATCHES):
+        count = events_fan_out(limit=settings.HUB_FOLLOWUP_BATCH)
+        done += count
+        if count < settings.HUB_FOLLOWUP_BATCH:
+            return done
+    fan_out.delay()  # a backlog: handed on, so that this task keeps within its time limit
+    return done

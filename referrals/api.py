@@ -1,8 +1,13 @@
 """The coordinators' API: the manual-routing queue, why a referral went where it went, routing by hand, and
 recording a professional's answer that came by phone. Staff only: the Django admin's session (writes send its
 csrftoken as X-CSRFToken), or for a script a staff user's token (``Authorization: Token <key>``, made with
-``manage.py drf_create_token <username>``; DRF's TokenAuthentication, no CSRF)."""
+``manage.py drf_create_token <username>``; DRF's TokenAuthentication, no CSRF).
 
+A request without credentials, or with a token that is not one, is 401 with ``WWW-Authenticate: Token`` (RFC 9110
+15.5.2: it names a scheme the client can answer with; a session has none, so the token's is named); a signed-in
+user who is not staff is 403."""
+
+from django.core.exceptions import SuspiciousOperation
 from django.shortcuts import get_object_or_404
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
@@ -30,7 +35,9 @@ def problem(status_code: int, detail: str, **extra) -> Response:
 
 
 class StaffView(APIView):
-    authentication_classes = [SessionAuthentication, TokenAuthentication]
+    # DRF answers "not authenticated" with the first class's WWW-Authenticate: the token's (401), where the
+    # session's has none (403, which would tell a client without credentials that credentials cannot help).
+    authentication_classes = [TokenAuthentication, SessionAuthentication]
     permission_classes = [IsAdminUser]
 
     def get_exception_handler(self):
@@ -39,6 +46,8 @@ class StaffView(APIView):
     def handle_exception(self, exc):
         if isinstance(exc, DomainError):
             return domain_problem(exc)
+        if isinstance(exc, SuspiciousOperation):  # a body Django will not read: too many fields, too large
+            return problem(status.HTTP_400_BAD_REQUEST, f"the request body cannot be read: {exc}")
         return super().handle_exception(exc)
 
 

@@ -4,7 +4,7 @@ leaves a ReferralEvent, and announces itself on ``referral_changed`` inside the 
 import datetime as dt
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
@@ -303,11 +303,7 @@ def referral_update(
     if business_changes:
         changes["business_status_text"] = business_status_text
     from_status = referral.status
-    guard = {} if expected_version is None else {"version": expected_version}
-    won = Referral.objects.filter(pk=referral.pk, status=from_status, **guard).update(
-        version=F("version") + 1, **changes
-    )
-    if not won:
+    if not _referral_compare_and_set(referral.pk, from_status, expected_version, changes):
         if expected_version is not None:
             raise DomainError(
                 ErrorCode.STALE,
@@ -341,4 +337,30 @@ def referral_update(
     ReferralEvent.objects.bulk_create(events)
     referral_changed.send(sender=Referral, referral=referral, events=events)
     return referral
+
+
+def _referral_compare_and_set(referral_id: int, from_status: str, expected_version: int | None, changes: dict) -> bool:
+    """Write ``changes`` (field name to value) to the referral and count one more version, if it is still
+    ``from_status`` (and at ``expected_version`` when given). Returns whether it was.
+
+    The one UPDATE of every status change, written out: as a queryset (filter, then update with
+    F("version") + 1) its compiling cost about 0.3 ms of Python, four times what sending it does
+    (bench/README.md, "A referral change")."""
+    quote = connection.ops.quote_name
+    fields = [Referral._meta.get_field(name) for name in changes]
+    guard = [("id", referral_id), ("status", from_status)]
+    if expected_version is not None:
+        guard.append(("version", expected_version))
+    sql = (
+        f"UPDATE {quote(Referral._meta.db_table)} SET {quote('version')} = {quote('version')} + 1, "
+        + ", ".join(f"{quote(f.column)} = %s" for f in fields)
+        + " WHERE "
+        + " AND ".join(f"{quote(column)} = %s" for column, _ in guard)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            [f.get_db_prep_save(changes[f.name], connection) for f in fields] + [value for _, value in guard],
+        )
+        return cursor.rowcount == 1
 

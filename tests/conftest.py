@@ -40,6 +40,9 @@ class FhirClient:
     def put(self, path, body, headers=None):
         return self.http.put(f"/fhir/{path}", orjson.dumps(body), content_type=FHIR_JSON, **self._headers(headers))
 
+    def delete(self, path, headers=None):
+        return self.http.delete(f"/fhir/{path}", **self._headers(headers))
+
 
 def fhir_client_for(ehr_client, scopes: str = ALL_SCOPES) -> FhirClient:
     token, _ = access_token_encode(client=ehr_client, scopes=scopes.split())

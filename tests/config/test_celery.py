@@ -54,3 +54,21 @@ def test_a_bug_is_not_retried(monkeypatch):
     result = routing_tasks.route_referral.apply(args=[7])
 
     assert result.failed() and calls == [7]
+
+
+def test_a_permanent_database_error_is_not_retried(monkeypatch):
+    import sqlite3
+
+    calls = []
+
+    def too_large(*, referral_id):
+        calls.append(referral_id)
+        try:
+            raise sqlite3.OperationalError("Expression tree is too large (maximum depth 1000)")
+        except sqlite3.OperationalError as exc:
+            raise OperationalError(str(exc)) from exc
+
+    monkeypatch.setattr(routing_tasks, "referral_route_first", too_large)
+    result = routing_tasks.route_referral.apply(args=[7])
+
+    assert result.failed() and calls == [7]

@@ -86,3 +86,41 @@ def test_offers_and_decisions_keep_their_rows_when_they_move_to_referrals(before
             created_at=now,
             deadline=now,
         )
+
+
+BEFORE_SUBSCRIPTION_END = [("notifications", "0005_delivery_pending")]
+
+
+@pytest.fixture
+def before_subscription_end(transactional_db):
+    executor = MigrationExecutor(connection)
+    executor.migrate(BEFORE_SUBSCRIPTION_END)
+    yield executor
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+def test_a_subscriptions_end_is_filled_from_what_it_posted_and_a_past_one_is_off(before_subscription_end):
+    old = before_subscription_end.loader.project_state(BEFORE_SUBSCRIPTION_END).apps
+    clinic = old.get_model("referrals", "Clinic").objects.create(name="Good Health", slug="good-health")
+    Subscription = old.get_model("notifications", "Subscription")
+
+    def made(fhir_id: str, end=None):
+        resource = {"resourceType": "Subscription", **({"end": end} if end else {})}
+        return Subscription.objects.create(clinic=clinic, fhir_id=fhir_id, resource=resource, channel="rest-hook",
+                                           endpoint="https://ehr.example.org/hook", status="active").pk
+
+    past, later, none = made("past", "2024-01-01T00:00:00Z"), made("later", "2099-01-01T00:00:00Z"), made("none")
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    from notifications.models import FollowUp
+    from notifications.models import Subscription as Current
+
+    rows = {s.pk: s for s in Current.objects.all()}
+    assert (rows[past].status, rows[past].end.year) == ("off", 2024)
+    assert (rows[later].status, rows[later].end.year) == ("active", 2099)
+    assert (rows[none].status, rows[none].end) == ("active", None)
+    [end] = FollowUp.objects.filter(kind="subscription-end")
+    assert (end.subscription_id, end.due_at) == (later, rows[later].end)

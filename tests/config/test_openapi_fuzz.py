@@ -32,6 +32,7 @@ from django.test import Client
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 from hypothesis import HealthCheck, settings
+from schemathesis.core.parameters import ParameterLocation
 
 from audit.models import Access
 from config.openapi import openapi_document
@@ -241,6 +242,13 @@ def _aim_at_rows(case, seeded: dict[str, str]) -> None:
         case.path_parameters[name] = seeded[kind if name == "id" else name]
 
 
+def _leaves_out_authorization(case) -> bool:
+    """Whether a negative case's headers leave out the required Authorization header on purpose (schemathesis:
+    "header: violates `required`"). Sent with the fuzz's own token, it was accepted: a finding of the harness,
+    not of the hub (the two "schema-violating request accepted" of the 2026-11-30 full-size run)."""
+    return case.meta.is_negative_at(ParameterLocation.HEADER) and "Authorization" not in (case.headers or {})
+
+
 def _signs_in_by_session(case) -> bool:
     return any("session" in scheme for scheme in case.operation.definition.raw.get("security", []))
 
@@ -253,6 +261,8 @@ def _signs_in_by_session(case) -> bool:
 def test_no_operation_answers_5xx(case, credentials, seeded, wsgi_calls):
     headers = {**(case.headers or {}), "Authorization": credentials["Authorization"],
                "X-CSRFToken": credentials["X-CSRFToken"]}
+    if _leaves_out_authorization(case):
+        del headers["Authorization"]  # a negative case without the bearer token on purpose: it must be refused
     cookies = dict(pair.split("=", 1) for pair in credentials["Cookie"].split("; "))
     if "sessionid" not in (case.cookies or {}) and _signs_in_by_session(case):
         del cookies["sessionid"]  # a negative case leaves the session out on purpose: it must be refused

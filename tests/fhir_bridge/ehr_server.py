@@ -1,7 +1,8 @@
 """A real EHR for notify-and-pull tests: a threaded http.server on 127.0.0.1 with a FHIR read endpoint
-(``GET /fhir/<type>/<id>``, bearer token required) serving the PA IG's Scenario 2 fixtures, and a SMART token
-endpoint (``POST /auth/token``) that verifies the hub's client assertion against the hub's published JWKS, as
-an EHR that registered the hub would.
+(``GET /fhir/<type>/<id>``, bearer token required) serving the PA IG's Scenario 2 fixtures, a search endpoint
+(``GET /fhir/<type>?patient=<id>&category=<system|code>&_count=n``, paged with ``_offset`` next links), and a
+SMART token endpoint (``POST /auth/token``) that verifies the hub's client assertion against the hub's published
+JWKS, as an EHR that registered the hub would.
 
 It can be taken down (connections refused) and brought back on the same port, and records what it was asked.
 """
@@ -13,7 +14,7 @@ import secrets
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
 
@@ -51,6 +52,10 @@ class FakeEhr:
         self.seen_jti: set[str] = set()
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status answered)
         self.assertion_errors: list[str] = []
+        self.token_lifetime = 300  # expires_in, seconds
+        self.extra_entries: dict[str, list[dict]] = {}  # type -> Bundle entries added to its searches' first page
+        self.next_link: str | None = None  # a next link given instead of the server's own
+        self.on_get = None  # called with the path before each GET is answered (from the server's thread)
         self.port = 0
         self.server: ThreadingHTTPServer | None = None
 
@@ -99,7 +104,34 @@ class FakeEhr:
         self.seen_jti.add(claims["jti"])
         token = secrets.token_urlsafe(16)
         self.tokens.add(token)
-        return 200, {"access_token": token, "token_type": "bearer", "expires_in": 300, "scope": form.get("scope", "")}
+        return 200, {"access_token": token, "token_type": "bearer", "expires_in": self.token_lifetime,
+                     "scope": form.get("scope", "")}
+
+    def search(self, resource_type: str, query: dict[str, str]) -> dict:
+        """A searchset of the ``resource_type`` resources whose subject is ``patient`` and that have the
+        ``category`` coding, ``_count`` a page from ``_offset``."""
+        patient, category = query.get("patient", ""), query.get("category", "")
+        found = [
+            r for key, r in sorted(self.resources.items())
+            if key.startswith(f"{resource_type}/")
+            and (r.get("subject") or {}).get("reference") in (f"Patient/{patient}", f"{self.base}/Patient/{patient}")
+            and (not category or any(f"{c.get('system')}|{c.get('code')}" == category
+                                     for concept in r.get("category") or [] for c in concept.get("coding") or []))
+        ]
+        count, offset = int(query.get("_count", 10)), int(query.get("_offset", 0))
+        page = found[offset:offset + count]
+        entries = [{"fullUrl": f"{self.base}/{resource_type}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+                   for r in page]
+        if offset == 0:
+            entries += self.extra_entries.get(resource_type, [])
+        bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(found), "entry": entries,
+                  "link": [{"relation": "self", "url": f"{self.base}/{resource_type}?{urlencode(query)}"}]}
+        if offset + count < len(found) or self.next_link:
+            following = self.next_link or (
+                f"{self.base}/{resource_type}?{urlencode(query | {'_offset': offset + count})}"
+            )
+            bundle["link"].append({"relation": "next", "url": following})
+        return bundle
 
 
 def _handler(ehr: FakeEhr) -> type[BaseHTTPRequestHandler]:
@@ -122,8 +154,14 @@ def _handler(ehr: FakeEhr) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self):  # noqa: N802
             token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+            if ehr.on_get is not None:
+                ehr.on_get(self.path)
             if token not in ehr.tokens:
                 return self._answer(401, _outcome("login", "no valid bearer token"))
+            url = urlsplit(self.path)
+            if url.query:
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                return self._answer(200, ehr.search(url.path.removeprefix("/fhir/"), query))
             key = self.path.removeprefix("/fhir/")
             if key not in ehr.resources:
                 return self._answer(404, _outcome("not-found", f"{key} is not here"))

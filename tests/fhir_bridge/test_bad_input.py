@@ -174,7 +174,7 @@ def test_post_search_with_a_form_body_answers_as_get_does(fhir):
 def test_the_limits_are_in_the_capability_statement(fhir):
     body = json_of(fhir.get("metadata"))
     text = orjson.dumps(body).decode()
-    for name in ("body", "depth", "entries", "string", "_count", "_offset"):
+    for name in ("body", "depth", "entries", "string", "_count", "_offset", "search values", "query or form"):
         assert name in text
 
 
@@ -255,3 +255,136 @@ def test_a_number_in_a_url_element_is_400_naming_it(fhir, where):
     assert expected in issue_paths(response)
     assert Referral.objects.count() == 0
     assert StoredResource.objects.count() == stored_before
+
+
+def _repeated(make, n: int) -> str:
+    return "&".join(make(i) for i in range(n))
+
+
+_MANY = {
+    "_id": lambda i: f"_id=t{i}",
+    "status:not": lambda i: f"status:not=s{i}",
+    "_lastUpdated": lambda i: f"_lastUpdated=gt2020-01-{i % 28 + 1:02d}",
+}
+
+
+@pytest.mark.parametrize("name", list(_MANY))
+def test_a_search_of_999_repeats_is_400_naming_the_parameter_on_both_databases(fhir, name):
+    # SQLite refused the statement ("Expression tree is too large"), which was answered 503 "send it again".
+    response = fhir.http.get(f"/fhir/Task?{_repeated(_MANY[name], 999)}", **fhir._headers(None))
+
+    _assert_refused(response, 400, path=name)
+    issue = json_of(response)["issue"][0]
+    assert issue["code"] == "too-costly"
+    assert "999" in issue["diagnostics"] and "100" in issue["diagnostics"]
+
+
+def test_comma_separated_values_count_toward_the_search_values_limit(fhir):
+    response = fhir.get("Task", _id=",".join(f"t{i}" for i in range(101)))
+    _assert_refused(response, 400, path="_id")
+    form = fhir.post("Task/_search", _repeated(_MANY["_id"], 60), headers=None,
+                     content_type="application/x-www-form-urlencoded")
+    assert form.status_code == 200, form.content[:300]
+    both = fhir.http.post(f"/fhir/Task/_search?{_repeated(_MANY['status:not'], 50)}", _repeated(_MANY["_id"], 60),
+                          content_type="application/x-www-form-urlencoded", **fhir._headers(None))
+    _assert_refused(both, 400, path="_id")  # the query and the form together are one request
+
+
+@pytest.mark.parametrize("name", list(_MANY))
+def test_a_search_at_the_values_limit_is_answered(fhir, name):
+    fhir.post("", scenario2_bundle(identifier="at-limit"))
+    half = _repeated(_MANY[name], 50)
+    response = fhir.http.get(f"/fhir/Task?{half}&{_repeated(_MANY['_lastUpdated'], 50)}", **fhir._headers(None))
+
+    assert response.status_code == 200, response.content[:300]
+
+
+def test_a_permanent_operational_error_is_never_transient(fhir, monkeypatch):
+    import sqlite3
+
+    from django.db import OperationalError
+
+    from fhir_bridge import routes
+
+    calls = []
+
+    def too_large(request):
+        calls.append(1)
+        try:
+            raise sqlite3.OperationalError("Expression tree is too large (maximum depth 1000)")
+        except sqlite3.OperationalError as exc:
+            raise OperationalError(str(exc)) from exc
+
+    monkeypatch.setattr(routes, "ROUTES", tuple(r if r.handler is not routes.handle_search else
+                                                routes.Route(r.method, r.pattern, too_large) for r in routes.ROUTES))
+    response = fhir.get("Task")
+
+    assert response.status_code == 400, response.content[:300]
+    assert json_of(response)["issue"][0]["code"] == "too-costly"
+    assert "Retry-After" not in response.headers
+    assert len(calls) == 1  # not tried again
+
+
+def test_a_search_body_in_fhir_json_is_415_not_ignored(fhir):
+    # The body was ignored: every Task came back.
+    fhir.post("", scenario2_bundle(identifier="json-search"))
+
+    response = fhir.post("Task/_search", {"status": "accepted"})
+
+    assert response.status_code == 415, response.content[:300]
+    assert "x-www-form-urlencoded" in json_of(response)["issue"][0]["diagnostics"]
+
+
+def test_a_body_without_content_type_is_415_saying_so(fhir):
+    headers = fhir._headers(None)
+    patient = orjson.dumps(example("Scen2PatientJohansson"))
+    stored_before = StoredResource.objects.count()
+
+    response = fhir.http.generic("POST", "/fhir/Patient", patient, content_type="", **headers)
+    # Django's development server (make run) reports a missing Content-Type as text/plain.
+    dev_server = fhir.http.generic("POST", "/fhir/Patient", patient, content_type="text/plain",
+                                   SERVER_SOFTWARE="WSGIServer/0.2 CPython/3.11", **headers)
+
+    for answer in (response, dev_server):
+        assert answer.status_code == 415, answer.content[:300]
+        assert "no Content-Type" in json_of(answer)["issue"][0]["diagnostics"]
+    sent = fhir.http.generic("POST", "/fhir/Patient", patient, content_type="text/plain", **headers)
+    assert sent.status_code == 415 and "text/plain" in json_of(sent)["issue"][0]["diagnostics"]
+    assert StoredResource.objects.count() == stored_before
+
+
+def test_a_body_that_is_not_utf8_is_400_saying_so(fhir):
+    response = fhir.post("Patient", b'{"resourceType":"Patient","name":[{"family":"\xff\xfe"}]}')
+
+    _assert_refused(response, 400)
+    diagnostics = json_of(response)["issue"][0]["diagnostics"]
+    assert "not UTF-8" in diagnostics and "surrogates" not in diagnostics
+
+
+def test_a_chunked_body_without_content_length_is_411(fhir):
+    patient = orjson.dumps(example("Scen2PatientJohansson"))
+    headers = {**fhir._headers(None), "HTTP_TRANSFER_ENCODING": "chunked"}
+    stored_before = StoredResource.objects.count()
+
+    response = fhir.http.generic("POST", "/fhir/Patient", patient, content_type="application/fhir+json",
+                                 CONTENT_LENGTH="", **headers)
+
+    assert response.status_code == 411, response.content[:300]
+    assert "Content-Length" in json_of(response)["issue"][0]["diagnostics"]
+    assert StoredResource.objects.count() == stored_before
+
+
+@pytest.mark.parametrize("path", ["Subscription/abc/_history", "Location/abc/_history", "AuditEvent/abc/_history/1"])
+def test_a_url_with_no_interaction_at_all_is_404_not_an_empty_405(fhir, path):
+    response = fhir.get(path)
+
+    assert response.status_code == 404, response.content[:300]
+    assert "Allow" not in response.headers
+    assert "allowed: )" not in json_of(response)["issue"][0]["diagnostics"]
+
+
+def test_a_search_post_without_a_body_needs_no_content_type(fhir):
+    response = fhir.http.generic("POST", "/fhir/Task/_search", b"", content_type="", **fhir._headers(None))
+
+    assert response.status_code == 200, response.content[:300]
+    assert json_of(response)["resourceType"] == "Bundle"

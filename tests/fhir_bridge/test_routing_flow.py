@@ -151,7 +151,7 @@ def test_a_decline_then_an_expiry_lead_to_the_manual_queue_and_an_override(
 
 
 def test_the_coordinator_api_is_staff_only(network):
-    assert Client().get("/api/admin/routing/queue").status_code == 403
+    assert Client().get("/api/admin/routing/queue").status_code == 401  # no credentials
     client = Client()
     client.force_login(get_user_model().objects.create_user("clinician", password="x", is_staff=False))
     assert client.get("/api/admin/routing/queue").status_code == 403

@@ -95,8 +95,9 @@ _MINIMAL = {
     },
     "CarePlan": {"resourceType": "CarePlan", "status": "active", "intent": "plan"},
     "RelatedPerson": {"resourceType": "RelatedPerson"},
-    # The PA IG's own, to a receiver on the loopback (no handshake is sent: the test's transaction never commits).
-    "Subscription": {**example("Scen2SubscriptionEhr"), "channel": {
+    # The PA IG's own, to a receiver on the loopback (no handshake is sent: the test's transaction never commits),
+    # ending later than its own end, which has passed (a subscription that would be off at once is refused).
+    "Subscription": {**example("Scen2SubscriptionEhr"), "end": "2099-01-01T00:00:00Z", "channel": {
         **example("Scen2SubscriptionEhr")["channel"], "endpoint": "http://127.0.0.1:9/hook"}},
 }
 _EXAMPLES = {
@@ -192,9 +193,10 @@ def test_every_advertised_interaction_answers_a_sample_request(fhir, ehr_client)
             "vread": lambda: fhir.get(f"{path}/_history/1"),
             "history-instance": lambda: fhir.get(f"{path}/_history"),
             "search-type": lambda: fhir.get(resource_type),
-            "update": lambda: _add_a_note(fhir, path),
+            "update": lambda: _add_a_note(fhir, path) if resource_type == "Task" else _change_reason(fhir, path),
+            "delete": lambda: fhir.delete(path),
         }
-        for interaction in interactions:
+        for interaction in sorted(interactions, key=lambda i: i == "delete"):  # what it deletes is read first
             if interaction == "create":
                 continue
             response = requests[interaction]()
@@ -215,6 +217,12 @@ def _add_a_note(fhir: FhirClient, path: str):
     }
     task["note"] = [*task.get("note", []), note]
     return fhir.put(path, task, headers={"If-Match": current["ETag"]})
+
+
+def _change_reason(fhir: FhirClient, path: str):
+    current = fhir.get(path)
+    return fhir.put(path, {**json_of(current), "reason": "Referral updates, all of them"},
+                    headers={"If-Match": current["ETag"]})
 
 
 # --- a newcomer with the defaults ------------------------------------------------------------------------------

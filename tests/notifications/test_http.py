@@ -6,6 +6,7 @@ import ipaddress
 import socket
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -370,3 +371,75 @@ def test_https_to_a_name_the_certificate_does_not_cover_fails_before_sending(mon
     assert (result.outcome, result.reason) == (Outcome.TRANSIENT, "tls")
     assert sni_seen == ["other.test"]
     assert receiver.requests == []
+
+
+@pytest.fixture
+def keep_alive_receiver():
+    """An HTTP/1.1 receiver on the loopback that keeps connections open, as real ones do. ``.peers`` lists the
+    client port of each request (one port: one connection); a request with ``X-Close: answer`` is answered with
+    ``Connection: close``, one with ``X-Close: idle`` has its connection closed after the answer without a word
+    (as a receiver's idle timeout does)."""
+    peers = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            peers.append(self.client_address[1])
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            if self.headers.get("X-Close") == "answer":
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"ok")
+            if self.headers.get("X-Close") == "idle":
+                self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.peers = peers
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_posts_over_kept_connections_share_one_connection_per_receiver(keep_alive_receiver):
+    url = keep_alive_receiver.url
+    with outbound.Connections() as connections:
+        results = [http_post(url, body=b"{}", headers={}, allow=LOOPBACK_HTTP, connections=connections)
+                   for _ in range(5)]
+    assert [(r.status, r.body) for r in results] == [(200, b"ok")] * 5
+    assert len(keep_alive_receiver.peers) == 5 and len(set(keep_alive_receiver.peers)) == 1
+
+    for _ in range(2):  # without: a connection each
+        http_post(url, body=b"{}", headers={}, allow=LOOPBACK_HTTP)
+    assert len(set(keep_alive_receiver.peers)) == 3
+
+
+def test_a_kept_connection_serves_only_a_request_that_passes_the_checks(keep_alive_receiver):
+    url = keep_alive_receiver.url
+    with outbound.Connections() as connections:
+        assert http_post(url, body=b"{}", headers={}, allow=LOOPBACK_HTTP, connections=connections).ok
+        refused = http_post(url, body=b"secret", headers={}, allow=NOTHING, connections=connections)
+    assert (refused.outcome, refused.reason) == (Outcome.PERMANENT, "refused")
+    assert len(keep_alive_receiver.peers) == 1  # nothing went over the open connection
+
+
+def test_a_connection_the_receiver_closes_is_not_used_again(keep_alive_receiver):
+    url = keep_alive_receiver.url
+    with outbound.Connections() as connections:
+        post = lambda close: http_post(  # noqa: E731
+            url, body=b"{}", headers={"X-Close": close}, allow=LOOPBACK_HTTP, connections=connections)
+        assert post("answer").ok  # Connection: close: not kept
+        assert post("idle").ok  # kept, then closed by the receiver without a word
+        time.sleep(0.2)
+        again = post("no")  # found closed: sent once more on a new connection
+        assert (again.status, again.body) == (200, b"ok")
+    peers = keep_alive_receiver.peers
+    assert len(peers) == 3 and len(set(peers)) == 3  # each request arrived once, each on its own connection

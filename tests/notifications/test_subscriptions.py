@@ -30,10 +30,13 @@ pytestmark = pytest.mark.django_db
 
 
 def pa_ig_example(endpoint: str) -> dict:
-    """The PA IG's own Subscription (plain R4 criteria), pointed at ``endpoint`` and at the test's requester."""
+    """The PA IG's own Subscription (plain R4 criteria), pointed at ``endpoint`` and at the test's requester, and
+    ending a year from now: its own end (2024-01-01) has passed, and the hub refuses a subscription that would be
+    off before it starts (test_an_end_already_past_is_refused_naming_it)."""
     resource = load_example("Subscription-Scen2SubscriptionEhr")
     resource["criteria"] = "Task?requester=Practitioner/test-physician"
     resource["channel"]["endpoint"] = endpoint
+    resource["end"] = (timezone.now() + dt.timedelta(days=365)).isoformat()
     return resource
 
 
@@ -202,9 +205,12 @@ def test_subscription_is_in_the_capability_statement_with_its_operations(fhir):
     statement = json_of(fhir.get("metadata"))
     [entry] = [r for r in statement["rest"][0]["resource"] if r["type"] == "Subscription"]
 
-    assert {i["code"] for i in entry["interaction"]} == {"create", "read", "search-type"}
+    assert {i["code"] for i in entry["interaction"]} == {"create", "read", "update", "delete", "search-type"}
     assert {p["name"] for p in entry["searchParam"]} == {"_id", "url", "status"}
     assert {o["name"] for o in entry["operation"]} == {"status", "events"}
+    assert entry["versioning"] == "versioned" and entry["readHistory"] is False
+    for promised in ("end is honoured", "If-Match", "_total", "_summary", "_elements", "410 Gone"):
+        assert promised in entry["documentation"], promised
 
 
 # --- Notifications, $status and $events ------------------------------------------------------------------------
