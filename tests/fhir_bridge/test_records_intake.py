@@ -23,6 +23,7 @@ from referrals.models import (
 )
 from referrals.records import checkin_record
 from tests.conftest import json_of
+from tests.referrals.cases import received_at
 from tests.fhir_bridge.test_provider import (  # noqa: F401 (fixtures)
     _accept,
     _pavs,
@@ -72,6 +73,8 @@ def _observation(offered, system, code, value=None, unit=None, *, components=(),
 @pytest.fixture
 def case(provider, offered):
     _accept(provider, offered)
+    # The PA IG's example Observations are dated 2023: the referral came in before them.
+    received_at(offered["referral"], dt.datetime(2023, 3, 1, tzinfo=dt.UTC))
     return offered
 
 

@@ -22,6 +22,7 @@ from referrals.reports import AdverseLine, CheckIn, Measured, Recorded, SessionF
 from referrals.selectors import case_time_zone
 from referrals.services import ReferralFacts, referral_create
 from tests.network.factories import CARDIAC, ZIP_10001, role_make
+from tests.referrals.cases import received_at
 
 START = dt.date(2026, 9, 7)  # a Monday: the first session
 
@@ -34,7 +35,8 @@ GOALS = [
 
 
 def accepted_referral(clinic, *, email: str = "", **overrides):
-    """The referral accepted by the one role there is (``email`` its address, for the nudges)."""
+    """The referral accepted by the one role there is (``email`` its address, for the nudges), received at
+    cases.RECEIVED (before START)."""
     role_make(at=ZIP_10001, email=email)
     facts = dict(
         patient_name="Rosa Martinez", patient_birth_date="1958-04-02", patient_gender="female",
@@ -51,7 +53,7 @@ def accepted_referral(clinic, *, email: str = "", **overrides):
     offer_accept(offer=offer)
     referral.refresh_from_db()
     assert referral.status == ReferralStatus.ACCEPTED
-    return referral
+    return received_at(referral)
 
 
 def four_weeks(start: dt.date = START) -> Recorded:
