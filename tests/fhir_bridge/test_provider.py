@@ -118,7 +118,10 @@ def test_register_command_gives_an_organizations_client_the_provider_scopes(fit4
     jwks = tmp_path / "jwks.json"
     call_command("ehr_client_token", key=str(tmp_path / "key.pem"), new_key="EC", stdout=jwks.open("w"))
     call_command("register_ehr_client", name="Fit 4 Life system", organization="fit4life", jwks=str(jwks))
-    client_id = capsys.readouterr().out.splitlines()[0]
+    printed = capsys.readouterr().out
+    client_id = printed.splitlines()[0]
+    # the token command it prints asks for the provider's scopes, not an EHR's (which would grant next to nothing)
+    assert f"--request --scope '{' '.join(PROVIDER_SCOPES)}'" in printed
     client = EhrClient.objects.get(client_id=client_id)
     assert client.organization == fit4life and client.clinic is None
     assert client.allowed_scopes == list(PROVIDER_SCOPES)
