@@ -12,9 +12,11 @@ from fhir_bridge.token_limits import token_rate_limited
 
 
 def landing(request):
-    """The hub's front page: where each kind of visitor goes (the therapists' app, the console, the FHIR base)."""
+    """The hub's front page: where each kind of visitor goes (the therapists' app, the console, the FHIR
+    base)."""
     base = request.build_absolute_uri("/").rstrip("/")
-    return render(request, "portal/landing.html", {"fhir_base": f"{base}/fhir", "token_url": f"{base}/auth/token"})
+    context = {"fhir_base": f"{base}/fhir", "token_url": f"{base}/auth/token"}
+    return render(request, "portal/landing.html", context)
 
 
 def healthz(request):

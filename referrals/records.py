@@ -119,9 +119,10 @@ def _number(value, name: str, low: float, high: float, *, whole: bool = False, o
     return int(value) if whole else float(value)
 
 
-def _moment(value, name: str, *, earliest: dt.datetime, latest: dt.datetime, future: str = "in the future") -> dt.datetime:
-    """``value`` if it is an aware datetime within ``earliest``..``latest`` (RecordWindow.moments). ``future``
-    says what lies past ``latest``."""
+def _moment(value, name: str, *, earliest: dt.datetime, latest: dt.datetime,
+            future: str = "in the future") -> dt.datetime:
+    """``value`` if it is an aware datetime within ``earliest``..``latest`` (see RecordWindow). ``future`` says
+    what lies past ``latest``."""
     if not isinstance(value, dt.datetime) or timezone.is_naive(value):
         raise DomainError(ErrorCode.INVALID, f"{name} must be a date and time with its time zone", field=name)
     if value < earliest:
@@ -133,7 +134,7 @@ def _moment(value, name: str, *, earliest: dt.datetime, latest: dt.datetime, fut
 
 
 def _day(value, name: str, *, earliest: dt.date, latest: dt.date, future: str = "in the future") -> dt.date:
-    """``value`` if it is a date within ``earliest``..``latest`` (RecordWindow.days)."""
+    """``value`` if it is a date within ``earliest``..``latest`` (see RecordWindow)."""
     if not isinstance(value, dt.date) or isinstance(value, dt.datetime):
         raise DomainError(ErrorCode.INVALID, f"{name} must be a date", field=name)
     if value < earliest:

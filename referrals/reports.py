@@ -501,7 +501,9 @@ def report_recorded(*, referral: Referral, until: dt.date, tz: zoneinfo.ZoneInfo
     before = dt.datetime.combine(until + dt.timedelta(days=1), dt.time.min, tzinfo=tz)  # exclusive
     sessions = tuple(
         SessionFact(starts_at.astimezone(tz).date(), attendance, minutes or 0)
-        for starts_at, attendance, minutes in Session.objects.filter(referral=referral, starts_at__gte=READABLE[0], starts_at__lt=before)
+        for starts_at, attendance, minutes in Session.objects.filter(
+            referral=referral, starts_at__gte=READABLE[0], starts_at__lt=before
+        )
         .order_by("starts_at", "id").values_list("starts_at", "attendance", "duration_minutes")
     )
     checkins = tuple(

@@ -246,7 +246,9 @@ def case_record(referral: Referral, *, offer: Offer | None = None) -> CaseRecord
         .prefetch_related(Prefetch("measurements", Measurement.objects.filter(measured_at__range=READABLE)))
     )
     program = program_current(referral)
-    sessions = list(Session.objects.filter(referral=referral, starts_at__range=READABLE).prefetch_related("components"))
+    sessions = list(
+        Session.objects.filter(referral=referral, starts_at__range=READABLE).prefetch_related("components")
+    )
     return CaseRecord(
         referral=referral,
         offer=offer,

@@ -48,7 +48,7 @@ def scenario2_bundle(*, identifier: str | None = None, family: str | None = None
     if family:
         patient["name"][0]["family"] = family
     name = patient["name"][0]
-    display = " ".join([*name.get("given", []), name["family"]])  # the Task and ServiceRequest name this Patient
+    display = " ".join([*name.get("given", []), name["family"]])  # how the Task and ServiceRequest name it
 
     task["status"] = "requested"
     task["owner"] = {"reference": owner}

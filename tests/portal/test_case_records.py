@@ -279,5 +279,4 @@ def test_the_case_page_survives_records_stored_out_of_range_before_the_check(cas
     client = signed_in(practice.therapist)
     response = client.get(reverse("portal:case", args=[case.pk]))
     assert response.status_code == 200
-    assert f'id="session-{ok.pk}"' in response.content.decode() or response.context["case"].record.sessions == [ok]
     assert response.context["case"].record.sessions == [ok]

@@ -18,11 +18,13 @@ class Command(BaseCommand):
     help = "Print a sample PA referral (Scenario 2) as a transaction Bundle to POST to /fhir."
 
     def add_arguments(self, parser):
-        parser.add_argument("--identifier", default="", help="the Task's and ServiceRequest's business identifier "
-                            "(default: none, so that every Bundle is a new referral)")
+        parser.add_argument("--identifier", default="", help="the Task's and ServiceRequest's business "
+                            "identifier (default: none, so that every Bundle is a new referral)")
         parser.add_argument("--family", default="", help="the patient's family name (default: Johansson)")
-        parser.add_argument("--postal-code", default="", help="the patient's ZIP code (default: the example's)")
+        parser.add_argument("--postal-code", default="", help="the patient's ZIP code (default: the "
+                            "example's)")
 
     def handle(self, *args, identifier: str, family: str, postal_code: str, **options):
-        bundle = scenario2_bundle(identifier=identifier or None, family=family or None, postal_code=postal_code or None)
+        bundle = scenario2_bundle(identifier=identifier or None, family=family or None,
+                                  postal_code=postal_code or None)
         self.stdout.write(json.dumps(bundle, indent=2))
