@@ -24,6 +24,7 @@ from referrals.offers import referral_route_manually
 from tests.conftest import fhir_client_for, json_of
 from tests.factories import ALL_SCOPES, EhrClientFactory
 from tests.network.factories import OrganizationFactory, RoleFactory, SiteFactory, credential_give
+from tests.referrals.cases import received_at
 
 pytestmark = pytest.mark.django_db
 
@@ -404,6 +405,8 @@ def test_a_provider_posts_pavs_for_its_case_and_the_clinic_reads_it(provider, fh
     response = provider.post("Observation", _pavs(patient_ref, request_ref))
     assert response.status_code == 422  # not its case yet
     _accept(provider, offered)
+    # The PA IG's example check-in is dated 2023-03-15: the referral came in before it.
+    received_at(offered["referral"], dt.datetime(2023, 3, 1, tzinfo=dt.UTC))
     response = provider.post("Observation", _pavs(patient_ref, request_ref, value=4))
     assert response.status_code == 201, response.content
     stored = StoredResource.objects.get(resource_type="Observation", fhir_id=json_of(response)["id"])
