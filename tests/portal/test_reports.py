@@ -12,7 +12,6 @@ from referrals.models import Referral, ReferralStatus, Report, ReportKind, Repor
 from referrals.offers import offer_accept
 from referrals.reports import report_draft, report_edit
 from tests.portal.conftest import signed_in
-from tests.referrals.cases import received_at
 from tests.referrals.report_cases import START, record_four_weeks
 
 pytestmark = pytest.mark.django_db
@@ -21,7 +20,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def report(offer):
     offer_accept(offer=offer, actor="user:therapist")
-    referral = received_at(Referral.objects.get(pk=offer.referral_id))  # before START
+    referral = Referral.objects.get(pk=offer.referral_id)
     record_four_weeks(referral)
     import datetime as dt
 
