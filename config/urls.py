@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.http import JsonResponse
+from django.shortcuts import render
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 
@@ -8,6 +9,14 @@ from fhir_bridge.drf import FhirView
 from fhir_bridge.hub_client import jwks_view
 from fhir_bridge.smart_views import token_view
 from fhir_bridge.token_limits import token_rate_limited
+
+
+def landing(request):
+    """The hub's front page: where each kind of visitor goes (the therapists' app, the console, the FHIR
+    base)."""
+    base = request.build_absolute_uri("/").rstrip("/")
+    context = {"fhir_base": f"{base}/fhir", "token_url": f"{base}/auth/token"}
+    return render(request, "portal/landing.html", context)
 
 
 def healthz(request):
@@ -21,6 +30,7 @@ def api_not_found(request, rest: str = ""):
 
 
 urlpatterns = [
+    path("", landing, name="landing"),
     path("admin/", admin.site.urls),
     path("healthz", healthz),
     path("openapi.json", openapi_view, name="openapi"),

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from referrals.models import Referral, ReferralStatus, ReportKind
 from referrals.errors import DomainError, ErrorCode
+from referrals.records import RecordWindow
 from referrals.services import referral_update
 
 
@@ -29,11 +30,10 @@ def _require(referral: Referral, *statuses: str, step: str) -> None:
 def case_first_contact(
     *, referral: Referral, contacted_at: dt.datetime, actor: str, expected_version: int
 ) -> Referral:
-    """The professional reached the patient. The physician reads it in businessStatus.text."""
+    """The professional reached the patient, at ``contacted_at`` (aware, within the case's RecordWindow: not
+    before the referral came in, not in the future). The physician reads it in businessStatus.text."""
     _require(referral, ReferralStatus.ACCEPTED, ReferralStatus.IN_PROGRESS, step="first contact")
-    if not isinstance(contacted_at, dt.datetime) or timezone.is_naive(contacted_at):
-        raise DomainError(ErrorCode.INVALID, "contacted_at must be a date and time with its time zone",
-                          field="contacted_at")
+    contacted_at = RecordWindow.of(referral, now=timezone.now()).happened(contacted_at, "contacted_at")
     return referral_update(
         referral=referral, status=referral.status,
         business_status_text=f"Patient contacted on {contacted_at.date().isoformat()}",

@@ -119,19 +119,29 @@ def _number(value, name: str, low: float, high: float, *, whole: bool = False, o
     return int(value) if whole else float(value)
 
 
-def _moment(value, name: str, *, not_after: dt.datetime | None = None) -> dt.datetime:
+def _moment(value, name: str, *, earliest: dt.datetime, latest: dt.datetime,
+            future: str = "in the future") -> dt.datetime:
+    """``value`` if it is an aware datetime within ``earliest``..``latest`` (see RecordWindow). ``future`` says
+    what lies past ``latest``."""
     if not isinstance(value, dt.datetime) or timezone.is_naive(value):
         raise DomainError(ErrorCode.INVALID, f"{name} must be a date and time with its time zone", field=name)
-    if not_after is not None and value > not_after:
-        raise DomainError(ErrorCode.INVALID, f"{name} ({value.isoformat()}) is in the future", field=name)
+    if value < earliest:
+        raise DomainError(ErrorCode.INVALID, f"{name} ({value.isoformat()}) is before the referral was received "
+                          f"({earliest.date().isoformat()} at the earliest)", field=name)
+    if value > latest:
+        raise DomainError(ErrorCode.INVALID, f"{name} ({value.isoformat()}) is {future}", field=name)
     return value
 
 
-def _day(value, name: str, *, not_after: dt.date | None = None) -> dt.date:
+def _day(value, name: str, *, earliest: dt.date, latest: dt.date, future: str = "in the future") -> dt.date:
+    """``value`` if it is a date within ``earliest``..``latest`` (see RecordWindow)."""
     if not isinstance(value, dt.date) or isinstance(value, dt.datetime):
         raise DomainError(ErrorCode.INVALID, f"{name} must be a date", field=name)
-    if not_after is not None and value > not_after:
-        raise DomainError(ErrorCode.INVALID, f"{name} ({value.isoformat()}) is in the future", field=name)
+    if value < earliest:
+        raise DomainError(ErrorCode.INVALID, f"{name} ({value.isoformat()}) is before the referral was received "
+                          f"({earliest.isoformat()} at the earliest)", field=name)
+    if value > latest:
+        raise DomainError(ErrorCode.INVALID, f"{name} ({value.isoformat()}) is {future}", field=name)
     return value
 
 
@@ -143,6 +153,50 @@ def _choice(value, name: str, choices) -> str:
 
 # Recording the time of something that happened: a clock a little fast on a phone is not an error.
 _CLOCK_SLACK = dt.timedelta(minutes=10)
+
+# How early a record may be dated: the day before the referral came in. A date is the site's calendar day,
+# which may be the day before the UTC day of receipt (up to 12 hours behind UTC); and a first contact or an
+# intake assessment the evening before the Task arrived is still this case's.
+RECORD_MARGIN_BEFORE_RECEIPT = dt.timedelta(days=1)
+# How far ahead a session may be booked, or a program (and its progressions) planned: a year.
+SCHEDULE_HORIZON = dt.timedelta(days=365)
+
+
+@dataclass(frozen=True)
+class RecordWindow:
+    """The dates a case's records may carry, from the referral's receipt (``Referral.created_at``) less
+    RECORD_MARGIN_BEFORE_RECEIPT: what happened (a session attended, a measure, a check-in, an adverse event) up
+    to now (give or take _CLOCK_SLACK, or tomorrow for a calendar date), what is planned (a booking, a program)
+    up to SCHEDULE_HORIZON ahead. A date outside it is a typo (year 0001, 9999) that would tell the physician
+    nonsense, and may not even survive a time-zone conversion (Python's datetime ends at 9999-12-31)."""
+
+    earliest: dt.datetime  # aware
+    now: dt.datetime
+
+    @classmethod
+    def of(cls, referral: Referral, *, now: dt.datetime) -> "RecordWindow":
+        return cls(earliest=referral.created_at - RECORD_MARGIN_BEFORE_RECEIPT, now=now)
+
+    def happened(self, value, name: str) -> dt.datetime:
+        """A moment that has happened: receipt (less the margin) to now (plus the clock's slack)."""
+        return _moment(value, name, earliest=self.earliest, latest=self.now + _CLOCK_SLACK)
+
+    def planned(self, value, name: str) -> dt.datetime:
+        """A moment booked: receipt (less the margin) to SCHEDULE_HORIZON ahead."""
+        return _moment(value, name, earliest=self.earliest, latest=self.now + SCHEDULE_HORIZON,
+                       future=f"more than {SCHEDULE_HORIZON.days} days ahead")
+
+    def happened_on(self, value, name: str) -> dt.date:
+        """A calendar day that has come: the UTC day of ``earliest`` to tomorrow (UTC), so that every site's
+        today is in."""
+        return _day(value, name, earliest=self.earliest.astimezone(dt.UTC).date(),
+                    latest=self.now.astimezone(dt.UTC).date() + dt.timedelta(days=1))
+
+    def planned_on(self, value, name: str) -> dt.date:
+        """A calendar day planned: the UTC day of ``earliest`` to SCHEDULE_HORIZON ahead."""
+        return _day(value, name, earliest=self.earliest.astimezone(dt.UTC).date(),
+                    latest=(self.now + SCHEDULE_HORIZON).astimezone(dt.UTC).date(),
+                    future=f"more than {SCHEDULE_HORIZON.days} days ahead")
 
 
 def _case_claim(*, referral: Referral, expected_version: int, now: dt.datetime) -> None:
@@ -182,9 +236,10 @@ def _recorded(*, referral: Referral, record, kind: str, actor: str, detail: dict
 
 @transaction.atomic
 def session_schedule(*, referral: Referral, starts_at: dt.datetime, actor: str, expected_version: int) -> Session:
-    """Book a session. The case's first booking tells the physician (businessStatus first-session-scheduled)."""
-    starts_at = _moment(starts_at, "starts_at")
+    """Book a session, at most SCHEDULE_HORIZON ahead (and not before the referral came in: RecordWindow). The
+    case's first booking tells the physician (businessStatus first-session-scheduled)."""
     now = timezone.now()
+    starts_at = RecordWindow.of(referral, now=now).planned(starts_at, "starts_at")
     _case_claim(referral=referral, expected_version=expected_version, now=now)
     session = Session.objects.create(
         referral=referral, starts_at=starts_at, attendance=Attendance.SCHEDULED, recorded_by=actor, recorded_at=now
@@ -249,7 +304,8 @@ def session_record(
     beats/min, RPE on Borg CR10, the work per component), no-show or cancelled. ``session`` is a booked one
     (or one recorded before, to correct it); without it a new session at ``starts_at`` is recorded.
 
-    The case's first attended session moves an accepted referral to in-progress (businessStatus
+    ``starts_at`` lies within the case's RecordWindow: not before the referral came in, and not in the future
+    when attended. The case's first attended session moves an accepted referral to in-progress (businessStatus
     first-session-attended). An on-hold case takes no attended session: resume it first."""
     attendance = _choice(attendance, "attendance", Attendance)
     if attendance == Attendance.SCHEDULED:
@@ -259,8 +315,11 @@ def session_record(
     now = timezone.now()
     if starts_at is None and session is None:
         raise DomainError(ErrorCode.INVALID, "starts_at is required for a session that was not booked", field="starts_at")
-    starts_at = _moment(starts_at if starts_at is not None else session.starts_at, "starts_at",
-                        not_after=now + _CLOCK_SLACK if attendance == Attendance.ATTENDED else None)
+    window = RecordWindow.of(referral, now=now)
+    # An attended session has happened; a missed one may be a booking called off ahead.
+    starts_at = (window.happened if attendance == Attendance.ATTENDED else window.planned)(
+        starts_at if starts_at is not None else session.starts_at, "starts_at"
+    )
     if attendance == Attendance.ATTENDED and referral.status == ReferralStatus.ON_HOLD:
         raise DomainError(ErrorCode.NOT_OPEN, "the case is on hold: resume it before recording an attended session",
                                 field="attendance")
@@ -311,10 +370,11 @@ def assessment_record(
 ) -> Assessment:
     """Record an assessment and its measures. Each measure belongs to the assessment's kind (ASSESSMENT_MEASURES),
     is given once, in its own UCUM unit (MEASURE_UNITS; "" for that unit), within a plausible range
-    (MEASURE_RANGES)."""
+    (MEASURE_RANGES). Its times lie within the case's RecordWindow (received to now)."""
     kind = _choice(kind, "kind", Assessment.Kind)
     now = timezone.now()
-    assessed_at = _moment(assessed_at, "assessed_at", not_after=now + _CLOCK_SLACK)
+    window = RecordWindow.of(referral, now=now)
+    assessed_at = window.happened(assessed_at, "assessed_at")
     if not measurements:
         raise DomainError(ErrorCode.INVALID, "an assessment records at least one measure", field="measurements")
     seen, rows = set(), []
@@ -336,7 +396,7 @@ def assessment_record(
             )
         low, high = MEASURE_RANGES[code]
         value = _number(m.value, f"{where}.value", low, high)
-        measured_at = _moment(m.measured_at or assessed_at, f"{where}.measured_at", not_after=now + _CLOCK_SLACK)
+        measured_at = window.happened(m.measured_at or assessed_at, f"{where}.measured_at")
         rows.append(Measurement(referral=referral, code=code, value=value, unit=unit, measured_at=measured_at,
                                 recorded_by=actor, recorded_at=now))
     if (Measure.BP_SYSTOLIC in seen) != (Measure.BP_DIASTOLIC in seen):
@@ -357,7 +417,7 @@ def assessment_record(
 # --- the exercise program --------------------------------------------------------------------------------------
 
 
-def _component_check(i: int, c: ComponentPlan) -> None:
+def _component_check(i: int, c: ComponentPlan, window: "RecordWindow") -> None:
     where = f"components[{i}]"
     if not isinstance(c, ComponentPlan):
         raise DomainError(ErrorCode.INVALID, f"{where} must be a ComponentPlan", field="components")
@@ -376,13 +436,14 @@ def _component_check(i: int, c: ComponentPlan) -> None:
                                 field=f"{where}.intensity_kind")
     for j, step in enumerate(c.progressions):
         try:
-            dt.date.fromisoformat(step["date"])
+            day = dt.date.fromisoformat(step["date"])
             ok = isinstance(step["note"], str) and step["note"].strip() != ""
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
             raise DomainError(ErrorCode.INVALID, f"{where}.progressions[{j}] must be {{'date': 'YYYY-MM-DD', 'note': text}}",
                                     field=f"{where}.progressions")
+        window.planned_on(day, f"{where}.progressions[{j}].date")
 
 
 @transaction.atomic
@@ -396,15 +457,18 @@ def program_set(
     actor: str,
     expected_version: int,
 ) -> ExerciseProgram:
-    """Write the case's exercise program as a new version and make it the current one (the old versions stay)."""
-    starts_on = _day(starts_on, "starts_on")
-    if ends_on is not None and _day(ends_on, "ends_on") < starts_on:
+    """Write the case's exercise program as a new version and make it the current one (the old versions stay).
+    Its dates (and its components' progressions) lie within the case's RecordWindow: from the referral's receipt
+    to SCHEDULE_HORIZON ahead."""
+    now = timezone.now()
+    window = RecordWindow.of(referral, now=now)
+    starts_on = window.planned_on(starts_on, "starts_on")
+    if ends_on is not None and window.planned_on(ends_on, "ends_on") < starts_on:
         raise DomainError(ErrorCode.INVALID, "ends_on is before starts_on", field="ends_on")
     if not components:
         raise DomainError(ErrorCode.INVALID, "a program has at least one component", field="components")
     for i, c in enumerate(components):
-        _component_check(i, c)
-    now = timezone.now()
+        _component_check(i, c, window)
     _case_claim(referral=referral, expected_version=expected_version, now=now)  # serialises writers of the case
     last = ExerciseProgram.objects.filter(referral=referral).aggregate(v=Max("version"))["v"] or 0
     ExerciseProgram.objects.filter(referral=referral, is_current=True).update(is_current=False)
@@ -440,9 +504,9 @@ def checkin_record(
     expected_version: int,
 ) -> PavsCheckIn:
     """Record the patient's own PAVS report: days per week x minutes per day = minutes per week (computed here),
-    and strength days per week."""
+    and strength days per week. ``date`` lies within the case's RecordWindow (received to tomorrow)."""
     now = timezone.now()
-    date = _day(date, "date", not_after=timezone.localdate(now) + dt.timedelta(days=1))
+    date = RecordWindow.of(referral, now=now).happened_on(date, "date")
     days = _number(days_per_week, "days_per_week", 0, 7, whole=True)
     minutes = _number(minutes_per_day, "minutes_per_day", 0, 1440, whole=True)
     strength = _number(strength_days_per_week, "strength_days_per_week", 0, 7, whole=True, optional=True)
@@ -475,13 +539,14 @@ def adverse_event_record(
 ) -> AdverseEvent:
     """Record an adverse event or red flag. Its ADVERSE_EVENT ReferralEvent is what the follow-up engine alerts
     the physician from. ``put_on_hold`` puts an in-progress case on hold in the same transaction (an accepted case
-    cannot be on hold: the PA state machine holds only a started one)."""
+    cannot be on hold: the PA state machine holds only a started one). ``occurred_at`` lies within the case's
+    RecordWindow (received to now)."""
     kind = _choice(kind, "kind", AdverseEvent.Kind)
     severity = _choice(severity, "severity", AdverseEvent.Severity)
     if not isinstance(serious, bool) or not isinstance(put_on_hold, bool):
         raise DomainError(ErrorCode.INVALID, "serious and put_on_hold are yes or no", field="serious")
     now = timezone.now()
-    occurred_at = _moment(occurred_at, "occurred_at", not_after=now + _CLOCK_SLACK)
+    occurred_at = RecordWindow.of(referral, now=now).happened(occurred_at, "occurred_at")
     hold = put_on_hold and referral.status == ReferralStatus.IN_PROGRESS
     if put_on_hold and referral.status == ReferralStatus.ACCEPTED:
         raise DomainError(ErrorCode.TRANSITION, "an accepted case that has not started cannot be put on hold", field="put_on_hold")

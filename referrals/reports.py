@@ -53,7 +53,7 @@ from referrals.models import (
     ProgramComponent,
     Session,
 )
-from referrals.selectors import case_time_zone
+from referrals.selectors import READABLE, case_time_zone
 from referrals.services import referral_update
 
 # Sent inside the transaction that sends a report (preliminary, or final when signed), before the referral moves:
@@ -495,12 +495,15 @@ def report_recorded(*, referral: Referral, until: dt.date, tz: zoneinfo.ZoneInfo
     latest version started by then, else the current one) with its prescribed supervised minutes per week
     (the sum of frequency x minutes of its components).
 
-    Six queries (five with ``tz``), whatever the size of the record: one per kind of record, values only."""
+    Six queries (five with ``tz``), whatever the size of the record: one per kind of record, values only. A
+    record timed before selectors.READABLE is left out."""
     tz = tz or case_time_zone(referral)
     before = dt.datetime.combine(until + dt.timedelta(days=1), dt.time.min, tzinfo=tz)  # exclusive
     sessions = tuple(
         SessionFact(starts_at.astimezone(tz).date(), attendance, minutes or 0)
-        for starts_at, attendance, minutes in Session.objects.filter(referral=referral, starts_at__lt=before)
+        for starts_at, attendance, minutes in Session.objects.filter(
+            referral=referral, starts_at__gte=READABLE[0], starts_at__lt=before
+        )
         .order_by("starts_at", "id").values_list("starts_at", "attendance", "duration_minutes")
     )
     checkins = tuple(
@@ -511,13 +514,13 @@ def report_recorded(*, referral: Referral, until: dt.date, tz: zoneinfo.ZoneInfo
     measured = tuple(
         Measured(code, value, measured_at.astimezone(tz).date())
         for code, value, measured_at in Measurement.objects.filter(
-            referral=referral, measured_at__lt=before, code__in=REPORTED_MEASURES
+            referral=referral, measured_at__gte=READABLE[0], measured_at__lt=before, code__in=REPORTED_MEASURES
         ).order_by("measured_at", "id").values_list("code", "value", "measured_at")
     )
     adverse = tuple(
         AdverseLine(occurred_at.astimezone(tz).date().isoformat(), kind, severity, serious, action, hold)
         for occurred_at, kind, severity, serious, action, hold in AdverseEvent.objects.filter(
-            referral=referral, occurred_at__lt=before
+            referral=referral, occurred_at__gte=READABLE[0], occurred_at__lt=before
         ).order_by("occurred_at", "id").values_list("occurred_at", "kind", "severity", "serious", "action_taken",
                                                     "put_on_hold")
     )
@@ -570,7 +573,8 @@ def report_facts(*, referral: Referral, period_start: dt.date, period_end: dt.da
 def report_first_session(*, referral: Referral, tz: zoneinfo.ZoneInfo) -> dt.date | None:
     """The day (in ``tz``) of the case's first attended session, None before it."""
     first = (
-        Session.objects.filter(referral=referral, attendance=Attendance.ATTENDED).order_by("starts_at")
+        Session.objects.filter(referral=referral, attendance=Attendance.ATTENDED, starts_at__range=READABLE)
+        .order_by("starts_at")
         .values_list("starts_at", flat=True).first()
     )
     return first.astimezone(tz).date() if first else None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
 
 from network.models import Organization, Professional, ProfessionalRole
 from referrals.models import (
@@ -19,6 +19,7 @@ from referrals.models import (
     ClinicalFacts,
     ComponentKind,
     ExerciseProgram,
+    Measurement,
     Offer,
     OfferStatus,
     PavsCheckIn,
@@ -204,6 +205,13 @@ def offers_for_organization(org: Organization) -> QuerySet[Offer]:
 
 # --- One case ----------------------------------------------------------------------------------------------------
 
+# The moments a case's page (and its reports) can read and show: Python's datetime holds years 1 to 9999, and a
+# time is shown in the site's zone (UTC-12 to UTC+14), so a day is kept clear at each end. PostgreSQL stores
+# timestamps far beyond (to year 294276), and a row out there, stored before referrals.records checked the
+# records' dates (RecordWindow), cannot be read into Python (psycopg's DataError) or shown in a zone
+# (OverflowError): the readers of a case leave such a row out rather than fail the page for everyone.
+READABLE = (dt.datetime(1, 1, 2, tzinfo=dt.UTC), dt.datetime(9999, 12, 30, tzinfo=dt.UTC))
+
 
 @dataclass
 class CaseRecord:
@@ -222,7 +230,8 @@ class CaseRecord:
 def case_record(referral: Referral, *, offer: Offer | None = None) -> CaseRecord:
     """The case's whole record in a fixed number of queries (eleven), whatever its size. ``offer``: the case's
     accepted offer, read already with its referral (and the referral's facts and clinic) and its role's
-    professional, organization and site: the two queries that read them are then saved."""
+    professional, organization and site: the two queries that read them are then saved. A record timed outside
+    READABLE is left out."""
     if offer is None:
         referral = Referral.objects.select_related("facts", "clinic").get(pk=referral.pk)
         offer = (
@@ -232,9 +241,14 @@ def case_record(referral: Referral, *, offer: Offer | None = None) -> CaseRecord
         )
     else:
         referral = offer.referral
-    assessments = list(Assessment.objects.filter(referral=referral).prefetch_related("measurements"))
+    assessments = list(
+        Assessment.objects.filter(referral=referral, assessed_at__range=READABLE)
+        .prefetch_related(Prefetch("measurements", Measurement.objects.filter(measured_at__range=READABLE)))
+    )
     program = program_current(referral)
-    sessions = list(Session.objects.filter(referral=referral).prefetch_related("components"))
+    sessions = list(
+        Session.objects.filter(referral=referral, starts_at__range=READABLE).prefetch_related("components")
+    )
     return CaseRecord(
         referral=referral,
         offer=offer,
@@ -242,7 +256,7 @@ def case_record(referral: Referral, *, offer: Offer | None = None) -> CaseRecord
         program=program,
         sessions=sessions,
         checkins=list(PavsCheckIn.objects.filter(referral=referral)),
-        adverse_events=list(AdverseEvent.objects.filter(referral=referral)),
+        adverse_events=list(AdverseEvent.objects.filter(referral=referral, occurred_at__range=READABLE)),
         notes=list(referral.notes.all()),
     )
 
@@ -308,7 +322,8 @@ def case_dose(referral: Referral, tz: zoneinfo.ZoneInfo | str, *, record: CaseRe
         program = record.program
     else:
         sessions = list(
-            Session.objects.filter(referral=referral, attendance__in=[Attendance.ATTENDED, Attendance.NO_SHOW])
+            Session.objects.filter(referral=referral, attendance__in=[Attendance.ATTENDED, Attendance.NO_SHOW],
+                                   starts_at__range=READABLE)
             .annotate(
                 strength=Exists(SessionComponent.objects.filter(session=OuterRef("pk"), kind=ComponentKind.RESISTANCE))
             )

@@ -33,7 +33,9 @@ def scenario2_bundle(*, identifier: str | None = None, family: str | None = None
     """PA Scenario 2 as one transaction Bundle: Ms Johansson's referral (Task reset to requested and sent to the
     hub), its ServiceRequest, Patient, Condition and two PAVS Observations, joined by urn:uuid fullUrls.
 
-    ``identifier`` sets the Task's and ServiceRequest's business identifier (what makes a resend a duplicate).
+    ``identifier`` sets the Task's and ServiceRequest's business identifier (what makes a resend a duplicate);
+    ``family`` the Patient's family name, which the Task's ``for.display`` and the ServiceRequest's
+    ``subject.display`` follow ("Nancy <family>").
     """
     task = example("Scen2TaskFit4LifeV2")
     service_request = example("Scen2ServiceRequest")
@@ -43,11 +45,16 @@ def scenario2_bundle(*, identifier: str | None = None, family: str | None = None
     minutes = example("Scen2ObsMinutesPerDay2")
     urns = {name: f"urn:uuid:{uuid.uuid4()}" for name in ("task", "sr", "patient", "condition", "days", "minutes")}
 
+    if family:
+        patient["name"][0]["family"] = family
+    name = patient["name"][0]
+    display = " ".join([*name.get("given", []), name["family"]])  # how the Task and ServiceRequest name it
+
     task["status"] = "requested"
     task["owner"] = {"reference": owner}
     task["focus"] = {"reference": urns["sr"]}
-    task["for"] = {"reference": urns["patient"], "display": "Nancy Johansson"}
-    service_request["subject"] = {"reference": urns["patient"], "display": "Nancy Johansson"}
+    task["for"] = {"reference": urns["patient"], "display": display}
+    service_request["subject"] = {"reference": urns["patient"], "display": display}
     service_request["reasonReference"] = [{"reference": urns["condition"]}]
     service_request["reasonCode"] = reason_codes if reason_codes is not None else [
         {"coding": [{"system": SNOMED_SYSTEM, "code": "38341003", "display": "Hypertension"}]}
@@ -59,8 +66,6 @@ def scenario2_bundle(*, identifier: str | None = None, family: str | None = None
     if identifier:
         task["identifier"] = [{"system": "urn:ehr:task", "value": identifier}]
         service_request["identifier"] = [{"system": "urn:ehr:servicerequest", "value": identifier}]
-    if family:
-        patient["name"][0]["family"] = family
     if postal_code:
         patient["address"][0]["postalCode"] = postal_code
     for resource in (task, service_request, patient, condition, days, minutes):

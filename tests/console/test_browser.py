@@ -21,7 +21,7 @@ from tests.console.conftest import PASSWORD, console_user_make
 from tests.factories import ClinicFactory
 # The portal's browser setup: Chromium and chromedriver, the skip when they are missing, the screenshot widths.
 from tests.portal.test_browser import _screenshots, _wait, browser, pytestmark, screenshots  # noqa: F401
-from tests.referrals.report_cases import accepted_referral
+from tests.referrals.report_cases import accepted_referral, received_before
 
 
 THERAPIST = "user:therapist"
@@ -32,6 +32,7 @@ def _delivered_case(clinic) -> Referral:
     discharge report signed and sent (so its timeline has every kind of entry and a PDF)."""
     referral = accepted_referral(clinic)
     first = timezone.now() - dt.timedelta(days=30)
+    received_before(referral, first.date())  # a session is not dated before its referral came in
     for when in (first, first + dt.timedelta(days=16)):
         referral.refresh_from_db()
         records.session_record(referral=referral, attendance="attended", starts_at=when, duration_minutes=45,

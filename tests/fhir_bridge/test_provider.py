@@ -24,6 +24,7 @@ from referrals.offers import referral_route_manually
 from tests.conftest import fhir_client_for, json_of
 from tests.factories import ALL_SCOPES, EhrClientFactory
 from tests.network.factories import OrganizationFactory, RoleFactory, SiteFactory, credential_give
+from tests.referrals.cases import received_at
 
 pytestmark = pytest.mark.django_db
 
@@ -118,7 +119,10 @@ def test_register_command_gives_an_organizations_client_the_provider_scopes(fit4
     jwks = tmp_path / "jwks.json"
     call_command("ehr_client_token", key=str(tmp_path / "key.pem"), new_key="EC", stdout=jwks.open("w"))
     call_command("register_ehr_client", name="Fit 4 Life system", organization="fit4life", jwks=str(jwks))
-    client_id = capsys.readouterr().out.splitlines()[0]
+    printed = capsys.readouterr().out
+    client_id = printed.splitlines()[0]
+    # the token command it prints asks for the provider's scopes, not an EHR's (which would grant next to nothing)
+    assert f"--request --scope '{' '.join(PROVIDER_SCOPES)}'" in printed
     client = EhrClient.objects.get(client_id=client_id)
     assert client.organization == fit4life and client.clinic is None
     assert client.allowed_scopes == list(PROVIDER_SCOPES)
@@ -401,6 +405,8 @@ def test_a_provider_posts_pavs_for_its_case_and_the_clinic_reads_it(provider, fh
     response = provider.post("Observation", _pavs(patient_ref, request_ref))
     assert response.status_code == 422  # not its case yet
     _accept(provider, offered)
+    # The PA IG's example check-in is dated 2023-03-15: the referral came in before it.
+    received_at(offered["referral"], dt.datetime(2023, 3, 1, tzinfo=dt.UTC))
     response = provider.post("Observation", _pavs(patient_ref, request_ref, value=4))
     assert response.status_code == 201, response.content
     stored = StoredResource.objects.get(resource_type="Observation", fhir_id=json_of(response)["id"])

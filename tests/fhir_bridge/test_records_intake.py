@@ -23,6 +23,7 @@ from referrals.models import (
 )
 from referrals.records import checkin_record
 from tests.conftest import json_of
+from tests.referrals.cases import received_at
 from tests.fhir_bridge.test_provider import (  # noqa: F401 (fixtures)
     _accept,
     _pavs,
@@ -72,6 +73,8 @@ def _observation(offered, system, code, value=None, unit=None, *, components=(),
 @pytest.fixture
 def case(provider, offered):
     _accept(provider, offered)
+    # The PA IG's example Observations are dated 2023: the referral came in before them.
+    received_at(offered["referral"], dt.datetime(2023, 3, 1, tzinfo=dt.UTC))
     return offered
 
 
@@ -143,6 +146,8 @@ def test_what_a_provider_posts_is_served_as_what_the_web_form_gives(provider, ca
          "Observation.component[1].valueQuantity.value"),  # 3 × 30 is not 100
         ({"valueQuantity": _quantity(9, "d/wk")}, "Observation.valueQuantity.value"),
         ({"effectiveDateTime": "2099-01-01"}, "Observation.effectiveDateTime"),
+        ({"effectiveDateTime": "0001-01-01"}, "Observation.effectiveDateTime"),  # before the referral came in
+        ({"effectiveDateTime": "2023-02-01"}, "Observation.effectiveDateTime"),  # the month before it
         ({"status": "preliminary"}, "Observation.status"),
     ],
 )
@@ -252,3 +257,17 @@ def test_an_observation_none_of_the_records_is_stored_as_sent(provider, fhir, ca
     assert response.status_code == 201, response.content
     assert json_of(fhir.get(f"Observation/{json_of(response)['id']}"))["valueQuantity"]["value"] == 8200
     assert not Assessment.objects.filter(referral=case["referral"]).exists()
+
+
+@pytest.mark.parametrize("effective", ["0001-01-01T10:00:00Z", "2023-02-27T10:00:00-05:00", "9999-12-31T23:59:00+14:00"])
+def test_a_session_or_measure_outside_the_case_is_refused_naming_effective(provider, case, effective):
+    """Not before the referral came in (2023-03-01, less a day), not in the future: a 422 naming the element."""
+    before = StoredResource.objects.filter(resource_type="Observation").count()
+    for observation in (_observation(case, LOINC, "64098-7", 420, "m"), _observation(case, LOINC, "55411-3", 45, "min",
+                                                                                          category="activity")):
+        observation["effectiveDateTime"] = effective
+        response = provider.post("Observation", observation)
+        assert response.status_code == 422, response.content
+        issues = json_of(response)["issue"]
+        assert "Observation.effectiveDateTime" in [e for issue in issues for e in issue.get("expression", [])]
+    _nothing_written(case["referral"], before)

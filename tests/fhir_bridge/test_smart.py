@@ -703,3 +703,16 @@ def test_the_register_command_hints_the_scopes_a_narrow_client_must_ask_for(clin
 
     assert "--request --scope 'system/Task.rs'" in narrow.getvalue()
     assert "--scope" not in default.getvalue()
+
+
+def test_the_register_command_prints_a_token_command_that_works_off_port_8000(clinic, ec_key, tmp_path, settings):
+    jwks_path = tmp_path / "jwks.json"
+    jwks_path.write_text(json.dumps(public_jwks(ec_key)))
+    given, configured = StringIO(), StringIO()
+    call_command("register_ehr_client", name="A", clinic="riverside", jwks=str(jwks_path),
+                 hub_url="http://127.0.0.1:9000/", stdout=given)
+    settings.HUB_PUBLIC_BASE_URL = "https://hub.example.org"
+    call_command("register_ehr_client", name="B", clinic="riverside", jwks=str(jwks_path), stdout=configured)
+
+    assert "--token-url http://127.0.0.1:9000/auth/token --request" in given.getvalue()
+    assert "--token-url https://hub.example.org/auth/token --request" in configured.getvalue()

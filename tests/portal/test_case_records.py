@@ -233,3 +233,50 @@ def test_the_other_forms_come_when_opened_or_on_their_own_page(case, practice):
     assert alone.status_code == 200 and "<html" in alone.content.decode()
     assert f'name="expected_version" value="{case.version}"' in alone.content.decode()
     assert signed_in(practice.colleague).get(url).status_code == 404
+
+
+@pytest.mark.parametrize("action, data, field", [
+    ("schedule", {"starts_at": "9999-12-31T23:59"}, "starts_at"),
+    ("session", {"attendance": "attended", "starts_at": "0001-01-01T10:00", "duration_minutes": "45"}, "starts_at"),
+    ("checkin", {"date": "0001-01-01", "days_per_week": "3", "minutes_per_day": "30"}, "date"),
+    ("adverse-event", {"occurred_at": "0001-01-01T10:00", "kind": "fall", "severity": "mild"}, "occurred_at"),
+    ("first-contact", {"contacted_at": "9999-12-31T23:59"}, "contacted_at"),
+])
+def test_an_impossible_date_is_an_error_beside_its_field_and_stores_nothing(case, practice, action, data, field):
+    client = signed_in(practice.therapist)
+    version = case.version
+    response = client.post(reverse("portal:case_action", args=[case.pk, action]),
+                           {"expected_version": version, **data})
+    assert response.status_code == 400
+    page = response.content.decode()
+    # the domain's refusal, in the errors of the field itself (the list right after its input)
+    assert re.search(rf'name="{field}"[^>]*>\s*<ul class="errorlist[^"]*"[^>]*>\s*<li>{field} \(', page) or re.search(
+        rf'<ul class="errorlist[^"]*"[^>]*id="id_{field}_error"', page), page[page.find(f'name="{field}"') - 600:][:1200]
+    assert _version(case.pk) == version
+    assert not Session.objects.filter(referral=case).exists() and not PavsCheckIn.objects.filter(referral=case).exists()
+
+
+def test_the_case_page_survives_records_stored_out_of_range_before_the_check(case, practice):
+    """Stored before the services checked dates: a session on 0001-01-01 00:30 UTC (Chicago's wall clock is still
+    in year 0) and one booked in 9999 (on PostgreSQL the site's 23:59 is year 10000 in UTC, past Python's
+    datetime; SQLite kept whatever text it was given)."""
+    import datetime as dt
+
+    from django.db import connection
+
+    early = Session.objects.create(referral=case, starts_at=timezone.now(), attendance="attended", duration_minutes=40,
+                                   recorded_by="user:therapist", recorded_at=timezone.now())
+    late = Session.objects.create(referral=case, starts_at=timezone.now(), attendance="scheduled",
+                                  recorded_by="user:therapist", recorded_at=timezone.now())
+    far = "10000-01-01 05:59:00+00" if connection.vendor == "postgresql" else "9999-12-31 23:59:00"
+    with connection.cursor() as cursor:
+        table = Session._meta.db_table
+        cursor.execute(f"UPDATE {table} SET starts_at = %s WHERE id = %s", ["0001-01-01 00:30:00" + (
+            "+00" if connection.vendor == "postgresql" else ""), early.pk])
+        cursor.execute(f"UPDATE {table} SET starts_at = %s WHERE id = %s", [far, late.pk])
+    ok = Session.objects.create(referral=case, starts_at=timezone.now() - dt.timedelta(hours=1), attendance="attended",
+                                duration_minutes=45, recorded_by="user:therapist", recorded_at=timezone.now())
+    client = signed_in(practice.therapist)
+    response = client.get(reverse("portal:case", args=[case.pk]))
+    assert response.status_code == 200
+    assert response.context["case"].record.sessions == [ok]

@@ -22,6 +22,7 @@ from referrals.reports import AdverseLine, CheckIn, Measured, Recorded, SessionF
 from referrals.selectors import case_time_zone
 from referrals.services import ReferralFacts, referral_create
 from tests.network.factories import CARDIAC, ZIP_10001, role_make
+from tests.referrals.cases import received_at
 
 START = dt.date(2026, 9, 7)  # a Monday: the first session
 
@@ -52,6 +53,14 @@ def accepted_referral(clinic, *, email: str = "", **overrides):
     referral.refresh_from_db()
     assert referral.status == ReferralStatus.ACCEPTED
     return referral
+
+
+def received_before(referral, day: dt.date) -> None:
+    """Date the referral's receipt back to a week before ``day``, unless it came in earlier: a record may not be
+    dated before its referral was received (referrals.records.RecordWindow)."""
+    when = dt.datetime.combine(day - dt.timedelta(days=7), dt.time(9), tzinfo=dt.UTC)
+    if referral.created_at > when:
+        received_at(referral, when)
 
 
 def four_weeks(start: dt.date = START) -> Recorded:
@@ -96,6 +105,7 @@ def record_week(referral, monday: dt.date, *, minutes_per_week: tuple[int, int, 
     """One week of the case recorded through referrals/records.py: sessions on Monday, Wednesday and Friday at
     10:00 in the site's time zone (``minutes`` each; ``missed_day`` 0, 2 or 4 a no-show) and the patient's PAVS
     check-in on Sunday (``minutes_per_week``: days per week, minutes per day, strength days)."""
+    received_before(referral, monday)
     for day in (0, 2, 4):
         missed = day == missed_day
         session_record(referral=referral, attendance="no-show" if missed else "attended",
@@ -108,6 +118,7 @@ def record_week(referral, monday: dt.date, *, minutes_per_week: tuple[int, int, 
 
 
 def record_assessment(referral, day: dt.date, *, walk: float, systolic: float, diastolic: float) -> None:
+    received_before(referral, day)
     assessment_record(referral=referral, kind="static", assessed_at=_at(referral, day, 9),
                       measurements=[MeasureValue("bp-systolic", systolic), MeasureValue("bp-diastolic", diastolic)],
                       actor=THERAPIST, expected_version=_v(referral))
@@ -119,7 +130,8 @@ def record_assessment(referral, day: dt.date, *, walk: float, systolic: float, d
 def record_four_weeks(referral, start: dt.date = START) -> None:
     """``four_weeks`` recorded for real: the program (aerobic 3 x 40 min/wk), twelve sessions with the week-3
     Wednesday missed, the weekly check-ins, the two assessments and the fall. Recorded as of the day after the
-    four weeks (the records refuse a future date)."""
+    four weeks (the records refuse a future date), the referral received the week before."""
+    received_before(referral, start)
     with time_machine.travel(_at(referral, start + dt.timedelta(days=28), 12), tick=True):
         program_set(referral=referral, starts_on=start, components=[ComponentPlan("aerobic", 3, 40)],
                     actor=THERAPIST, expected_version=_v(referral))

@@ -20,7 +20,7 @@ from referrals.models import ReferralMilestones, ReferralStatus
 from referrals.reports import report_draft, report_sign
 from tests.factories import ClinicFactory
 from tests.network.factories import referral_make
-from tests.referrals.report_cases import accepted_referral
+from tests.referrals.report_cases import accepted_referral, received_before
 
 pytestmark = pytest.mark.django_db
 THERAPIST = "user:therapist"
@@ -51,10 +51,12 @@ def history(clinic):
     accepted = accepted_referral(clinic)
     active = accepted_referral(clinic)
     first = now - dt.timedelta(days=30)
+    received_before(active, first.date())  # a session is not dated before its referral came in
     _attend(active, first)
     _attend(active, first + dt.timedelta(days=20))  # in weeks 3-4 after the first
     _checkin(active, (now - dt.timedelta(days=2)).date(), 5, 40)  # 200 min/wk against a baseline of 30
     done = accepted_referral(clinic)
+    received_before(done, first.date())
     _attend(done, first)
     _attend(done, first + dt.timedelta(days=7))  # week 2 only: not active at 4 weeks
     _checkin(done, (now - dt.timedelta(days=1)).date(), 3, 20)  # 60 min/wk: +30

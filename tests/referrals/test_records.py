@@ -34,7 +34,7 @@ from referrals.records import (
     session_schedule,
 )
 from tests.network.factories import referral_make
-from tests.referrals.cases import THERAPIST, aware, case_make
+from tests.referrals.cases import THERAPIST, aware, case_make, received_at
 
 pytestmark = pytest.mark.django_db
 
@@ -155,7 +155,7 @@ def test_bad_session_values_are_refused_with_their_field(case, fields, field):
 
 
 def test_a_requested_referral_takes_no_records(clinic):
-    referral = referral_make(clinic)
+    referral = received_at(referral_make(clinic))
     with pytest.raises(DomainError) as refused:
         _attend(referral)
     assert refused.value.code == ErrorCode.NOT_OPEN
@@ -293,3 +293,93 @@ def test_a_first_contact_needs_a_real_moment(case):
     with pytest.raises(DomainError) as refused:
         case_first_contact(referral=case, contacted_at="yesterday", actor=THERAPIST, expected_version=case.version)
     assert (refused.value.code, refused.value.field) == (ErrorCode.INVALID, "contacted_at")
+
+
+# --- The dates a record may carry (RecordWindow) ---------------------------------------------------------------
+
+_BEFORE_RECEIPT = aware(2026, 1, 3, 9)  # two days before cases.RECEIVED
+_YEAR_ONE = dt.datetime(1, 1, 1, 10, tzinfo=dt.UTC)
+_YEAR_9999 = dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.UTC)
+
+
+def _record(service: str, case, when):
+    """One call of ``service`` with ``when`` in its date or time; the field it goes in."""
+    common = dict(referral=case, actor=THERAPIST, expected_version=case.version)
+    day = when.date()
+    calls = {
+        "schedule": (session_schedule, dict(starts_at=when), "starts_at"),
+        "attended": (session_record, dict(attendance="attended", starts_at=when, duration_minutes=45), "starts_at"),
+        "cancelled": (session_record, dict(attendance="cancelled", starts_at=when), "starts_at"),
+        "assessment": (assessment_record, dict(kind="dynamic", assessed_at=when,
+                                               measurements=[MeasureValue("six-minute-walk", 400)]), "assessed_at"),
+        "measure": (assessment_record, dict(kind="dynamic", assessed_at=aware(2026, 11, 20, 15), measurements=[
+            MeasureValue("six-minute-walk", 400, measured_at=when)]), "measurements[0].measured_at"),
+        "checkin": (checkin_record, dict(date=day, days_per_week=3, minutes_per_day=30), "date"),
+        "adverse-event": (adverse_event_record, dict(occurred_at=when, kind="fall", severity="mild"), "occurred_at"),
+        "program-start": (program_set, dict(starts_on=day, components=[ComponentPlan("aerobic", 3, 30)]), "starts_on"),
+        "program-end": (program_set, dict(starts_on=dt.date(2026, 11, 20), ends_on=day,
+                                          components=[ComponentPlan("aerobic", 3, 30)]), "ends_on"),
+        "progression": (program_set, dict(starts_on=dt.date(2026, 11, 20), components=[ComponentPlan(
+            "aerobic", 3, 30, progressions=[{"date": day.isoformat(), "note": "40 min"}])]),
+            "components[0].progressions[0].date"),
+        "first-contact": (case_first_contact, dict(contacted_at=when), "contacted_at"),
+    }
+    service_function, values, field = calls[service]
+    return lambda: service_function(**common, **values), field
+
+
+_EVERY_DATE = ["schedule", "attended", "cancelled", "assessment", "measure", "checkin", "adverse-event",
+               "program-start", "program-end", "progression", "first-contact"]
+
+
+@pytest.mark.parametrize("service", _EVERY_DATE)
+@pytest.mark.parametrize("when", [_YEAR_ONE, _BEFORE_RECEIPT], ids=["year-1", "before-receipt"])
+def test_no_record_is_dated_before_the_referral_came_in(case, service, when):
+    call, field = _record(service, case, when)
+    version, events = case.version, ReferralEvent.objects.filter(referral=case).count()
+    with pytest.raises(DomainError) as refused:
+        call()
+    assert (refused.value.code, refused.value.field) == (ErrorCode.INVALID, field)
+    assert "before the referral was received" in str(refused.value)
+    case.refresh_from_db()
+    assert case.version == version and ReferralEvent.objects.filter(referral=case).count() == events
+    assert not Session.objects.filter(referral=case).exists() and not Assessment.objects.filter(referral=case).exists()
+
+
+@pytest.mark.parametrize("service", _EVERY_DATE)
+def test_nothing_is_dated_in_year_9999(case, service):
+    call, field = _record(service, case, _YEAR_9999)
+    with pytest.raises(DomainError) as refused:
+        call()
+    assert (refused.value.code, refused.value.field) == (ErrorCode.INVALID, field)
+    assert not Session.objects.filter(referral=case).exists()
+
+
+def test_a_record_the_day_before_receipt_is_within_the_margin(case):
+    the_evening_before = case.created_at - dt.timedelta(hours=20)
+    session = _attend(case, starts_at=the_evening_before)
+    assert session.starts_at == the_evening_before
+    case.refresh_from_db()
+    assert case.business_status_text == f"First session attended on {the_evening_before.date().isoformat()}"
+
+
+def test_a_session_is_booked_up_to_a_year_ahead(case):
+    from referrals.records import SCHEDULE_HORIZON
+
+    now = timezone.now()
+    booked = session_schedule(referral=case, starts_at=now + SCHEDULE_HORIZON - dt.timedelta(hours=1),
+                              actor=THERAPIST, expected_version=case.version)
+    assert booked.attendance == "scheduled"
+    case.refresh_from_db()
+    with pytest.raises(DomainError) as refused:
+        session_schedule(referral=case, starts_at=now + SCHEDULE_HORIZON + dt.timedelta(days=1), actor=THERAPIST,
+                         expected_version=case.version)
+    assert refused.value.field == "starts_at" and "more than 365 days ahead" in str(refused.value)
+    assert Session.objects.filter(referral=case).count() == 1
+
+
+def test_a_first_contact_is_not_in_the_future(case):
+    with pytest.raises(DomainError) as refused:
+        case_first_contact(referral=case, contacted_at=timezone.now() + dt.timedelta(days=2), actor=THERAPIST,
+                           expected_version=case.version)
+    assert (refused.value.field, "in the future" in str(refused.value)) == ("contacted_at", True)

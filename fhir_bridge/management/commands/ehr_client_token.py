@@ -112,7 +112,7 @@ class Command(BaseCommand):
         lifetime = options["lifetime"]
         if not 0 < lifetime <= ASSERTION_MAX_LIFETIME:
             raise CommandError(f"--lifetime must be between 1 and {ASSERTION_MAX_LIFETIME} seconds")
-        token_url = options["token_url"] or _default_token_url()
+        token_url = options["token_url"] or default_token_url()
         if urllib.parse.urlsplit(token_url).scheme not in ("http", "https"):
             raise CommandError(f"--token-url must be an http or https URL, not {token_url!r}")
         scopes = [scope for argument in options["scopes"] or DEFAULT_SCOPES for scope in argument.split()]
@@ -142,7 +142,8 @@ class Command(BaseCommand):
         self.stderr.write(message, style_func=self.style.NOTICE)
 
 
-def _default_token_url() -> str:
+def default_token_url() -> str:
+    """The hub's token endpoint as this process knows it: HUB_PUBLIC_BASE_URL's, else runserver's default."""
     if settings.HUB_PUBLIC_BASE_URL:
         return settings.HUB_PUBLIC_BASE_URL.rstrip("/") + TOKEN_PATH
     return LOCAL_TOKEN_URL

@@ -119,6 +119,10 @@ class Command(BaseCommand):
         --key {key_path} --token-url {base_url}/auth/token --request
   Then, the referral Tasks still waiting (not their offers), each with its Patient:
     curl -H "Authorization: Bearer $TOKEN" '{base_url}/fhir/Task?part-of:missing=true&status=requested&_include=Task:patient'
+  Send a referral of your own (PA Scenario 2 as a transaction Bundle):
+    .venv/bin/python manage.py referral_bundle --identifier my-first-referral > referral.json
+    curl -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/fhir+json' {base_url}/fhir -d @referral.json
+  Every entry point: {base_url}/
 """)
 
     def _demo_admin(self) -> str:

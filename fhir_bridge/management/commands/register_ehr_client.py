@@ -15,7 +15,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.core.validators import validate_slug
 from django.db import transaction
 
+from fhir_bridge.management.commands.ehr_client_token import default_token_url
 from fhir_bridge.smart_clients import ehr_client_register
+from fhir_bridge.smart_views import TOKEN_PATH
 from fhir_bridge.smart_scopes import DEFAULT_SCOPES, PROVIDER_SCOPES
 from network.models import Organization
 from referrals.models import Clinic
@@ -84,9 +86,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--clinic-name", help="the new clinic's name with --create-clinic (default: from SLUG)"
         )
+        parser.add_argument(
+            "--hub-url",
+            metavar="URL",
+            help="the hub's base URL, for the token command this prints (default: HUB_PUBLIC_BASE_URL if that is "
+            "set, else http://127.0.0.1:8000)",
+        )
 
     def handle(self, *args, name, clinic, organization, jwks, scopes, create_clinic, clinic_name, fhir_base="",
-               token_url="", hub_client_id="", **options):
+               token_url="", hub_client_id="", hub_url=None, **options):
         document = _jwks_read(Path(jwks))  # Path() again: call_command(jwks="...") skips argparse's type
         if (clinic is None) == (organization is None):  # call_command skips argparse's group check
             raise CommandError("Give exactly one of --clinic and --organization.")
@@ -130,13 +138,15 @@ class Command(BaseCommand):
                 f"  pulls from {client.fhir_base_url} (token: {client.token_url}) as client {client.hub_client_id}, "
                 "with the key published at /.well-known/jwks.json"
             )
-        # ehr_client_token asks for DEFAULT_SCOPES unless told otherwise; a client registered with fewer would be
-        # refused invalid_scope, so the hint names the scopes it may have.
-        scope_option = "" if scopes is None else f" --scope '{' '.join(scope_list)}'"
+        # ehr_client_token asks for DEFAULT_SCOPES unless told otherwise: a client registered with others (a
+        # narrower clinic's, a provider's) would be refused invalid_scope or granted next to nothing, so the hint
+        # names the scopes it may have. And the token URL, which is not 127.0.0.1:8000 everywhere.
+        scope_option = "" if scope_list == list(DEFAULT_SCOPES) else f" --scope '{' '.join(scope_list)}'"
+        hub_token_url = f"{hub_url.rstrip('/')}{TOKEN_PATH}" if hub_url else default_token_url()
         self.stdout.write(
             "Get an access token with:\n"
             f"  python manage.py ehr_client_token --client-id {client.client_id} --key PRIVATE_KEY.pem "
-            f"--request{scope_option}"
+            f"--token-url {hub_token_url} --request{scope_option}"
         )
 
 

@@ -156,6 +156,11 @@ class Command(BaseCommand):
                 start = today - dt.timedelta(days=today.weekday() + 7 * weeks)
             else:
                 start = last.astimezone(tz).date() + dt.timedelta(days=1)
+            # A record may not be dated before its referral came in (referrals.records.RecordWindow): the case
+            # played from ``start`` came in the week before.
+            received = dt.datetime.combine(start - dt.timedelta(days=7), dt.time(9), tzinfo=tz)
+            Referral.objects.filter(pk=case.pk, created_at__gt=received).update(created_at=received)
+            case.refresh_from_db(fields=["created_at"])
             recorded = demo_case_play(case, start=start, now=now)
             self.stdout.write(f"referral {case.pk} ({case.patient_name}): {recorded} sessions recorded from "
                               f"{start.isoformat()}" if recorded else f"referral {case.pk}: up to date")
