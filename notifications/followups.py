@@ -50,6 +50,31 @@ class Kind:
     delay: dt.timedelta = field(default_factory=dt.timedelta)
     queue: str = SWEEPS
     batch: Callable[[list[FollowUp], dt.datetime, float], dict[int, str]] | None = None
+    staged: "Staged | None" = None
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A kind whose step in the outside world (an HTTP POST, an e-mail, a fetch) runs with no transaction open,
+    so that a slow receiver holds no lock and no connection ``idle in transaction``: followups_run gives a chunk's
+    due rows of the kind to ``claim`` in a short transaction (the rows locked), then to ``send`` with none, then
+    to ``record`` in a second short transaction. ``handler`` still runs a row on its own (followup_run, and a
+    chunk run again row by row).
+
+    - ``claim(rows, now) -> (work, settled)``: decide what to do, and claim it under a lease of the kind's own
+      that keeps other workers off it until ``record`` (a worker killed before then lets it run out, and the
+      rows are run again: at least once). ``settled`` is ``{row id: outcome}`` for rows done at once, or None for
+      a row to leave alone, pending (another worker is on it). The other rows are leased for
+      HUB_FOLLOWUP_LEASE_SECONDS, so that the sweep does not hand them over again meanwhile.
+    - ``send(work, until) -> sent``: the step outside, with no transaction open; no new step after ``until``
+      (a ``time.monotonic()`` value) but the first.
+    - ``record(rows, work, sent, now) -> {row id: outcome}`` for the rows ``claim`` did not settle: a text (the
+      row is done), an exception (the row is retried with backoff, as when a handler raises) or None (not done
+      for time: run again in the caller's next round)."""
+
+    claim: Callable[[list[FollowUp], dt.datetime], tuple[object, dict[int, str | None]]]
+    send: Callable[[object, float], object]
+    record: Callable[[list[FollowUp], object, object, dt.datetime], dict[int, str | Exception | None]]
 
 
 @dataclass(frozen=True)
@@ -250,20 +275,105 @@ def followups_run(
         started = time.monotonic()
         if results and stop_after_seconds is not None and started - begun > stop_after_seconds:
             break
+        claimed: list[tuple[Kind, list[FollowUp], object]] = []
         with transaction.atomic():
             at = now or timezone.now()
             locked = FollowUp.objects.select_for_update(skip_locked=True).filter(pk__in=left, state=FollowUp.State.PENDING)
             rows = {row.pk: row for row in locked}
+            kinds = _kinds()
+            staged = [i for i in left if i in rows and rows[i].due_at <= at
+                      and getattr(kinds.get(rows[i].kind), "staged", None) is not None]
             try:
                 with transaction.atomic():  # one savepoint for all: handlers that succeed pay none of their own
-                    ran, rest, outcomes = _handlers_run(left, rows, at, started, budget_seconds, each_apart=False)
+                    plain = [i for i in left if i not in set(staged)]
+                    ran, rest, outcomes = _handlers_run(plain, rows, at, started, budget_seconds, each_apart=False)
+                    settled, claimed = _staged_claim([rows[i] for i in staged], at)
             except _HandlerFailed:
                 rows = {row.pk: row for row in FollowUp.objects.filter(pk__in=list(rows))}  # still locked by us
                 ran, rest, outcomes = _handlers_run(left, rows, at, started, budget_seconds, each_apart=True)
+                settled, claimed = [], []
+            for row, outcome in settled:
+                outcomes.append((row.pk, outcome))
+                if row.state != FollowUp.State.PENDING:
+                    ran.append(row)
             _outcomes_write(ran)
+            leased = [row.pk for _, group, _ in claimed for row in group]
+            if leased:
+                lease = at + dt.timedelta(seconds=settings.HUB_FOLLOWUP_LEASE_SECONDS)
+                FollowUp.objects.filter(pk__in=leased).update(claimed_until=lease)
+        # The outside world, with no transaction open; then each kind's outcomes in a short transaction.
+        for kind, group, work in claimed:
+            sent = kind.staged.send(work, started + budget_seconds)
+            with transaction.atomic():
+                # The rows first, as the claim locked them: a duplicate message's claim, which holds them and waits
+                # for what the record holds, must not deadlock with it.
+                list(FollowUp.objects.select_for_update().filter(pk__in=[r.pk for r in group]).values_list("pk"))
+                recorded = kind.staged.record(group, work, sent, at)
+                done = []
+                for row in group:
+                    outcome = recorded.get(row.pk)
+                    if outcome is None:
+                        rest.append(row.pk)
+                        continue
+                    _outcome_set(row, outcome, at)
+                    done.append(row)
+                    outcomes.append((row.pk, row.outcome))
+                _outcomes_write(done)
         results += outcomes
         left = rest
     return results
+
+
+def _staged_claim(rows: list[FollowUp], now: dt.datetime):
+    """Step (a) of the staged kinds' rows (Kind.staged), in the caller's transaction: ``[(row, outcome)]`` for the
+    rows settled at once (a row left alone stays pending, untouched) and ``[(kind, rows to send, work)]``."""
+    kinds = _kinds()
+    by_kind: dict[str, list[FollowUp]] = {}
+    for row in rows:
+        by_kind.setdefault(row.kind, []).append(row)
+    settled: list[tuple[FollowUp, str]] = []
+    claimed = []
+    for name, group in by_kind.items():
+        kind = kinds[name]
+        try:
+            work, decided = kind.staged.claim(group, now)
+        except Exception as exc:
+            raise _HandlerFailed from exc
+        for row in group:
+            if row.pk not in decided:
+                continue
+            if decided[row.pk] is None:
+                settled.append((row, "not pending, or being run by another worker"))
+            else:
+                _outcome_set(row, decided[row.pk], now)
+                settled.append((row, row.outcome))
+        sending = [row for row in group if row.pk not in decided]
+        if sending:
+            claimed.append((kind, sending, work))
+    return settled, claimed
+
+
+def _outcome_set(row: FollowUp, outcome: str | Exception, now: dt.datetime) -> None:
+    """Set a run row's new state on it, unsaved: done with ``outcome``, or, for an exception, retried with
+    backoff (failed after HUB_FOLLOWUP_MAX_ATTEMPTS) as when a handler raises."""
+    row.attempts += 1
+    row.claimed_until = None
+    if isinstance(outcome, Exception):
+        _failure_set(row, outcome, now)
+        return
+    row.state = FollowUp.State.DONE
+    row.done_at = now
+    row.outcome = (outcome or "done")[:200]
+
+
+def _failure_set(row: FollowUp, exc: Exception, now: dt.datetime) -> None:
+    log.warning("follow-up %s (%s) failed: %s", row.pk, row.kind, exc, exc_info=exc)
+    row.outcome = f"error: {exc}"[:200]
+    if row.attempts >= settings.HUB_FOLLOWUP_MAX_ATTEMPTS:
+        row.state = FollowUp.State.FAILED
+        row.done_at = now
+    else:
+        row.due_at = now + backoff(row.attempts, base=settings.HUB_RETRY_BASE_SECONDS, cap=settings.HUB_RETRY_MAX_SECONDS)
 
 
 class _HandlerFailed(Exception):
@@ -381,15 +491,7 @@ def _run_locked(row: FollowUp, now: dt.datetime, *, savepoint: bool = True) -> s
     except _HandlerFailed:
         raise
     except Exception as exc:  # noqa: BLE001 - any handler error is retried, then parked
-        log.warning("follow-up %s (%s) failed: %s", row.pk, row.kind, exc, exc_info=True)
-        row.outcome = f"error: {exc}"[:200]
-        if row.attempts >= settings.HUB_FOLLOWUP_MAX_ATTEMPTS:
-            row.state = FollowUp.State.FAILED
-            row.done_at = now
-        else:
-            row.due_at = now + backoff(
-                row.attempts, base=settings.HUB_RETRY_BASE_SECONDS, cap=settings.HUB_RETRY_MAX_SECONDS
-            )
+        _failure_set(row, exc, now)
         return row.outcome
     row.state = FollowUp.State.DONE
     row.done_at = now
