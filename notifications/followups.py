@@ -61,20 +61,29 @@ class Staged:
     to ``record`` in a second short transaction. ``handler`` still runs a row on its own (followup_run, and a
     chunk run again row by row).
 
-    - ``claim(rows, now) -> (work, settled)``: decide what to do, and claim it under a lease of the kind's own
-      that keeps other workers off it until ``record`` (a worker killed before then lets it run out, and the
-      rows are run again: at least once). ``settled`` is ``{row id: outcome}`` for rows done at once, or None for
-      a row to leave alone, pending (another worker is on it). The other rows are leased for
-      HUB_FOLLOWUP_LEASE_SECONDS, so that the sweep does not hand them over again meanwhile.
+    - ``claim(rows, now, lease_until) -> (work, settled)``: decide what to do, and claim it until ``lease_until``
+      with a lease of the kind's own that keeps other workers off it until ``record`` (a worker killed before
+      then lets it run out, and the rows are run again: at least once). ``settled`` is ``{row id: outcome}`` for
+      rows done at once, or None for a row to leave alone, pending (another worker is on it). The other rows'
+      own lease (``claimed_until``) is set to ``lease_until`` too, so that the sweep does not hand them over
+      again meanwhile. ``lease_until`` is now + the chunk's budget + ``step_seconds()`` + a margin: what the
+      sends may take, since none starts after the budget but the first.
     - ``send(work, until) -> sent``: the step outside, with no transaction open; no new step after ``until``
       (a ``time.monotonic()`` value) but the first.
     - ``record(rows, work, sent, now) -> {row id: outcome}`` for the rows ``claim`` did not settle: a text (the
       row is done), an exception (the row is retried with backoff, as when a handler raises) or None (not done
       for time: run again in the caller's next round)."""
 
-    claim: Callable[[list[FollowUp], dt.datetime], tuple[object, dict[int, str | None]]]
+    claim: Callable[[list[FollowUp], dt.datetime, dt.datetime], tuple[object, dict[int, str | None]]]
     send: Callable[[object, float], object]
     record: Callable[[list[FollowUp], object, object, dt.datetime], dict[int, str | Exception | None]]
+    # The longest one step outside may take once started (a request's whole timeout), in seconds: the claim's
+    # lease is the chunk's budget, this, and STAGED_LEASE_MARGIN_SECONDS.
+    step_seconds: Callable[[], float] = lambda: 30.0
+
+
+# What the claim's lease allows beyond the sends themselves: the record's short transaction.
+STAGED_LEASE_MARGIN_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -287,7 +296,7 @@ def followups_run(
                 with transaction.atomic():  # one savepoint for all: handlers that succeed pay none of their own
                     plain = [i for i in left if i not in set(staged)]
                     ran, rest, outcomes = _handlers_run(plain, rows, at, started, budget_seconds, each_apart=False)
-                    settled, claimed = _staged_claim([rows[i] for i in staged], at)
+                    settled, claimed = _staged_claim([rows[i] for i in staged], at, budget_seconds)
             except _HandlerFailed:
                 rows = {row.pk: row for row in FollowUp.objects.filter(pk__in=list(rows))}  # still locked by us
                 ran, rest, outcomes = _handlers_run(left, rows, at, started, budget_seconds, each_apart=True)
@@ -297,12 +306,10 @@ def followups_run(
                 if row.state != FollowUp.State.PENDING:
                     ran.append(row)
             _outcomes_write(ran)
-            leased = [row.pk for _, group, _ in claimed for row in group]
-            if leased:
-                lease = at + dt.timedelta(seconds=settings.HUB_FOLLOWUP_LEASE_SECONDS)
-                FollowUp.objects.filter(pk__in=leased).update(claimed_until=lease)
+            for _, group, _, lease_until in claimed:
+                FollowUp.objects.filter(pk__in=[row.pk for row in group]).update(claimed_until=lease_until)
         # The outside world, with no transaction open; then each kind's outcomes in a short transaction.
-        for kind, group, work in claimed:
+        for kind, group, work, _ in claimed:
             sent = kind.staged.send(work, started + budget_seconds)
             with transaction.atomic():
                 # The rows first, as the claim locked them: a duplicate message's claim, which holds them and waits
@@ -324,9 +331,10 @@ def followups_run(
     return results
 
 
-def _staged_claim(rows: list[FollowUp], now: dt.datetime):
+def _staged_claim(rows: list[FollowUp], now: dt.datetime, budget_seconds: float):
     """Step (a) of the staged kinds' rows (Kind.staged), in the caller's transaction: ``[(row, outcome)]`` for the
-    rows settled at once (a row left alone stays pending, untouched) and ``[(kind, rows to send, work)]``."""
+    rows settled at once (a row left alone stays pending, untouched) and ``[(kind, rows to send, work, their
+    lease's end)]``."""
     kinds = _kinds()
     by_kind: dict[str, list[FollowUp]] = {}
     for row in rows:
@@ -335,8 +343,10 @@ def _staged_claim(rows: list[FollowUp], now: dt.datetime):
     claimed = []
     for name, group in by_kind.items():
         kind = kinds[name]
+        seconds = budget_seconds + kind.staged.step_seconds() + STAGED_LEASE_MARGIN_SECONDS
+        lease_until = now + dt.timedelta(seconds=seconds)
         try:
-            work, decided = kind.staged.claim(group, now)
+            work, decided = kind.staged.claim(group, now, lease_until)
         except Exception as exc:
             raise _HandlerFailed from exc
         for row in group:
@@ -349,7 +359,7 @@ def _staged_claim(rows: list[FollowUp], now: dt.datetime):
                 settled.append((row, row.outcome))
         sending = [row for row in group if row.pk not in decided]
         if sending:
-            claimed.append((kind, sending, work))
+            claimed.append((kind, sending, work, lease_until))
     return settled, claimed
 
 
@@ -373,7 +383,9 @@ def _failure_set(row: FollowUp, exc: Exception, now: dt.datetime) -> None:
         row.state = FollowUp.State.FAILED
         row.done_at = now
     else:
-        row.due_at = now + backoff(row.attempts, base=settings.HUB_RETRY_BASE_SECONDS, cap=settings.HUB_RETRY_MAX_SECONDS)
+        row.due_at = now + backoff(
+            row.attempts, base=settings.HUB_RETRY_BASE_SECONDS, cap=settings.HUB_RETRY_MAX_SECONDS
+        )
 
 
 class _HandlerFailed(Exception):

@@ -301,10 +301,12 @@ def delivery_attempt_run(row: FollowUp, now: dt.datetime) -> str:
     return delivery_attempt(delivery_id=row.delivery_id, subscription_id=row.subscription_id, now=now)
 
 
-def delivery_attempts_claim(rows: list[FollowUp], now: dt.datetime):
+def delivery_attempts_claim(rows: list[FollowUp], now: dt.datetime, lease_until: dt.datetime):
     """A chunk's delivery attempts, step (a) (Kind.staged): outbox.deliveries_claim. The work is the rows with
     what the claim decided (its indexes are the rows')."""
-    outgoing = outbox.deliveries_claim(attempts=[(r.delivery_id, r.subscription_id) for r in rows], now=now)
+    outgoing = outbox.deliveries_claim(
+        attempts=[(r.delivery_id, r.subscription_id) for r in rows], now=now, lease_until=lease_until
+    )
     settled: dict[int, str | None] = {rows[index].pk: outcome for index, outcome in outgoing.outcomes.items()}
     settled.update({rows[index].pk: None for index in outgoing.elsewhere})
     return (rows, outgoing), settled
@@ -322,7 +324,7 @@ def delivery_attempts_record(rows: list[FollowUp], work, sent, now: dt.datetime)
     return {claimed[index].pk: outcome for index, outcome in outcomes.items()}
 
 
-def referral_pulls_claim(rows: list[FollowUp], now: dt.datetime):
+def referral_pulls_claim(rows: list[FollowUp], now: dt.datetime, lease_until: dt.datetime):
     """Notify and pull, step (a) (Kind.staged): nothing to decide; the rows' lease keeps the sweep off them. (A
     duplicate message pulls twice, harmlessly: the write after the fetch locks the referral and finds it no
     longer waiting.)"""
@@ -369,8 +371,9 @@ KINDS: dict[str, Kind] = {
     "subscription-heartbeat": Kind(subscription_heartbeat, dt.timedelta(0), DELIVERY),
     # The outside world with no transaction open (Kind.staged): a slow receiver or EHR holds no lock.
     DELIVERY_ATTEMPT: Kind(delivery_attempt_run, dt.timedelta(0), DELIVERY, staged=Staged(
-        delivery_attempts_claim, delivery_attempts_send, delivery_attempts_record)),
+        delivery_attempts_claim, delivery_attempts_send, delivery_attempts_record,
+        step_seconds=lambda: float(settings.HUB_DELIVERY_TIMEOUT_SECONDS))),
     # Outbound HTTP that may be slow, as deliveries are: on their queue, not routing's.
     PULL_REFERRAL: Kind(referral_pull, dt.timedelta(0), DELIVERY, staged=Staged(
-        referral_pulls_claim, referral_pulls_send, referral_pulls_record)),
+        referral_pulls_claim, referral_pulls_send, referral_pulls_record, step_seconds=lambda: pull.FETCH_SECONDS)),
 }

@@ -348,7 +348,9 @@ class Sent:
     disclosures: list[dict] = field(default_factory=list)
 
 
-def deliveries_claim(*, attempts: list[tuple[int, int | None]], now: dt.datetime) -> Outgoing:
+def deliveries_claim(
+    *, attempts: list[tuple[int, int | None]], now: dt.datetime, lease_until: dt.datetime | None = None
+) -> Outgoing:
     """Step (a) of a batch of delivery attempts, in a short transaction of the caller's: decide what to send.
 
     Under the subscriptions' turns (``_subscription_turns``, to this transaction's end) the rows are locked and
@@ -356,9 +358,10 @@ def deliveries_claim(*, attempts: list[tuple[int, int | None]], now: dt.datetime
     delivered or dead is settled; one whose ``sending_until`` has not passed is being sent by another worker (a
     duplicate message) and left alone; a numbered notification with an earlier one pending (handshake or lower
     number, including one in flight elsewhere, which is pending until recorded) waits: ``next_attempt_at``
-    emptied, resumed by that one's record. The rest are claimed: ``sending_until`` = now +
-    HUB_FOLLOWUP_LEASE_SECONDS, the lease under which no other worker sends them, and which a worker killed
-    before recording lets run out, so that they are sent again with the same content (at least once)."""
+    emptied, resumed by that one's record. The rest are claimed: ``sending_until`` = ``lease_until`` (by default
+    now + HUB_DELIVERY_TIMEOUT_SECONDS + 10 s, for one send), the lease under which no other worker sends them,
+    and which a worker killed before recording lets run out, so that they are sent again with the same content
+    (at least once)."""
     outgoing = Outgoing(attempts=attempts)
     if not attempts:
         return outgoing
@@ -408,8 +411,8 @@ def deliveries_claim(*, attempts: list[tuple[int, int | None]], now: dt.datetime
     if waiting:
         Delivery.objects.filter(pk__in=waiting).update(next_attempt_at=None)
     if outgoing.asked:
-        lease = now + dt.timedelta(seconds=settings.HUB_FOLLOWUP_LEASE_SECONDS)
-        Delivery.objects.filter(pk__in=list(outgoing.asked)).update(sending_until=lease)
+        lease_until = lease_until or now + dt.timedelta(seconds=settings.HUB_DELIVERY_TIMEOUT_SECONDS + 10)
+        Delivery.objects.filter(pk__in=list(outgoing.asked)).update(sending_until=lease_until)
     outgoing.queues = list(queues.values())
     return outgoing
 
@@ -433,27 +436,30 @@ def deliveries_send(outgoing: Outgoing, *, until: float | None = None) -> Sent:
     an e-mail) goes on one thread over its own kept-open connections; different subscriptions' queues go at once,
     up to HUB_DELIVERY_SENDERS threads. A queue stops at its first failure of a message that later ones wait for
     (a handshake or a numbered notification), and starts no message after ``until`` (a ``time.monotonic()``
-    value) but its first."""
+    value) but the first queue's first: every send ends by ``until`` + one request's timeout, inside the
+    claim's lease."""
     sent = Sent()
     if not outgoing.queues:
         return sent
     if len(outgoing.queues) == 1:
-        parts = [_queue_send(outgoing.queues[0], until)]
+        parts = [_queue_send(outgoing.queues[0], until, first=True)]
     else:
-        parts = list(_sender_pool().map(lambda queue: _queue_send(queue, until), outgoing.queues))
+        parts = list(_sender_pool().map(
+            lambda n: _queue_send(outgoing.queues[n], until, first=n == 0), range(len(outgoing.queues))
+        ))
     for results, disclosures in parts:
         sent.results.update(results)
         sent.disclosures += disclosures
     return sent
 
 
-def _queue_send(queue: list[Delivery], until: float | None) -> tuple[dict, list[dict]]:
+def _queue_send(queue: list[Delivery], until: float | None, *, first: bool) -> tuple[dict, list[dict]]:
     results: dict[int, DeliveryResult | Exception] = {}
     disclosures: list[dict] = []
     failed: list[Delivery] = []
     with Connections() as connections:  # one TCP connection per receiver for the queue, not one per POST
         for position, delivery in enumerate(queue):
-            if position and until is not None and time.monotonic() > until:
+            if (position or not first) and until is not None and time.monotonic() > until:
                 break
             if any(_goes_before(earlier, delivery) for earlier in failed):
                 break
