@@ -89,12 +89,13 @@ def _rows_free(ids: list[int]) -> str:
     """From another connection, while a POST is in flight: can the follow-up and delivery rows be locked, and
     the database written, at once? 'free', or what stood in the way."""
     try:
-        with transaction.atomic():
+        if connection.vendor == "sqlite":  # one writer: BEGIN IMMEDIATE waits for any other write transaction
             with connection.cursor() as cursor:
-                if connection.vendor == "postgresql":
+                cursor.execute("PRAGMA busy_timeout = 500")
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
                     cursor.execute("SET LOCAL lock_timeout = '500ms'")
-                else:  # SQLite: one writer; BEGIN IMMEDIATE waits for any other write transaction
-                    cursor.execute("PRAGMA busy_timeout = 500")
             rows = list(FollowUp.objects.select_for_update().filter(pk__in=ids).values_list("delivery_id", flat=True))
             list(Delivery.objects.select_for_update().filter(pk__in=rows).values_list("pk"))
             FollowUp.objects.filter(pk__in=ids).update(outcome="")  # a write: nothing changes
