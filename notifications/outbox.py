@@ -385,7 +385,8 @@ def deliveries_claim(
         # A subscription's handshake (and heartbeats) before its numbered notifications, those by number.
         return (d.subscription_id or 0, d.event_number is not None, d.event_number or 0, d.pk)
 
-    parked: dict[int, list[Delivery]] = defaultdict(list)
+    before: dict[int, list[Delivery]] = defaultdict(list)  # per subscription: the batch's pending, not sent now
+    parked: list[Delivery] = []
     queues: dict[object, list[Delivery]] = {}
     for index in sorted(range(len(attempts)), key=order):
         delivery_id = attempts[index][0]
@@ -396,18 +397,21 @@ def deliveries_claim(
         if delivery.pk in outgoing.asked:
             outgoing.asked[delivery.pk].append(index)
             continue
+        sub = delivery.subscription
         if delivery.sending_until is not None and delivery.sending_until > now:
             outgoing.elsewhere.add(index)
+            if sub is not None:
+                before[sub.pk].append(delivery)  # pending until that worker records it: later ones wait
             continue
-        sub = delivery.subscription
         ordered = sub is not None and delivery.event_number is not None
-        if ordered and (delivery.behind or any(_goes_before(e, delivery) for e in parked[sub.pk])):
-            parked[sub.pk].append(delivery)
+        if ordered and (delivery.behind or any(_goes_before(e, delivery) for e in before[sub.pk])):
+            before[sub.pk].append(delivery)
+            parked.append(delivery)
             outgoing.outcomes[index] = f"waits for an earlier notification of subscription {sub.pk}"
             continue
         outgoing.asked[delivery.pk] = [index]
         queues.setdefault(sub.pk if sub is not None else ("e-mail", delivery.pk), []).append(delivery)
-    waiting = [d.pk for ds in parked.values() for d in ds if d.next_attempt_at is not None]
+    waiting = [d.pk for d in parked if d.next_attempt_at is not None]
     if waiting:
         Delivery.objects.filter(pk__in=waiting).update(next_attempt_at=None)
     if outgoing.asked:

@@ -160,3 +160,19 @@ def test_a_batch_out_of_time_hands_the_rest_to_the_next_transaction(clinic, rece
               if q["sql"].startswith('SELECT "notifications_followup"."id", "notifications_followup"."kind"')]
     assert len(claims) == 5
     assert set(FollowUp.objects.filter(pk__in=ids).values_list("state", flat=True)) == {"done"}
+
+
+def test_a_notification_behind_one_in_flight_elsewhere_waits_in_the_same_chunk(clinic, receiver, dispatched):
+    sub, deliveries, ids = _numbered(clinic, receiver.url, 2)
+    # 1 is being sent by another worker (a duplicate message): its lease has not passed.
+    Delivery.objects.filter(pk=deliveries[0].pk).update(sending_until=timezone.now() + timezone.timedelta(minutes=1))
+
+    outcomes = dict(followups_run(followup_ids=ids))
+
+    assert outcomes == {
+        ids[0]: "not pending, or being run by another worker",
+        ids[1]: f"waits for an earlier notification of subscription {sub.pk}",
+    }
+    assert _arrived(receiver) == []
+    assert FollowUp.objects.get(pk=ids[0]).state == "pending"  # left to that worker (or to its lease's end)
+    assert Delivery.objects.get(pk=deliveries[1].pk).next_attempt_at is None  # resumed when 1 is recorded
