@@ -9,6 +9,9 @@ The path of one follow-up:
 3. ``followups_run`` (the task, a chunk of rows at a time) locks its rows and runs each kind's handler only if
    the row is still pending and due; the handler's writes and the row's ``done`` commit together. A second
    delivery of the same task finds the rows done and does nothing. (``followup_run`` does the same for one row.)
+4. A kind whose step goes out of the hub (``Kind.staged``: a delivery's POST or e-mail, a pull's fetch) takes it
+   with no transaction open: ``followups_run`` claims those rows in one short transaction, runs the step, and
+   records the outcomes in another, so that a slow receiver holds no lock.
 
 Nothing is ever scheduled as a far-future ETA or countdown in the broker: the row is the schedule.
 """
@@ -284,7 +287,7 @@ def followups_run(
         started = time.monotonic()
         if results and stop_after_seconds is not None and started - begun > stop_after_seconds:
             break
-        claimed: list[tuple[Kind, list[FollowUp], object]] = []
+        claimed: list[tuple[Kind, list[FollowUp], object, dt.datetime]] = []
         with transaction.atomic():
             at = now or timezone.now()
             locked = FollowUp.objects.select_for_update(skip_locked=True).filter(pk__in=left, state=FollowUp.State.PENDING)
@@ -292,9 +295,10 @@ def followups_run(
             kinds = _kinds()
             staged = [i for i in left if i in rows and rows[i].due_at <= at
                       and getattr(kinds.get(rows[i].kind), "staged", None) is not None]
+            taken = set(staged)
+            plain = [i for i in left if i not in taken] if taken else left
             try:
                 with transaction.atomic():  # one savepoint for all: handlers that succeed pay none of their own
-                    plain = [i for i in left if i not in set(staged)]
                     ran, rest, outcomes = _handlers_run(plain, rows, at, started, budget_seconds, each_apart=False)
                     settled, claimed = _staged_claim([rows[i] for i in staged], at, budget_seconds)
             except _HandlerFailed:
