@@ -10,7 +10,8 @@ bench/followups.py leaves one), in one transaction. Then runs ``events_fan_out``
 hand-over message the fan-out made through ``followups_run``, in order, as one worker would (the Celery message
 and the parallel workers left out: bench/followups.py has them). Prints milliseconds and queries per change for the
 fan-out and per notification for the deliveries (wall, and this process's CPU), the receiver answering each POST
-after ``--receiver-ms`` (a receiver's own time, as a real one takes). Pending deliveries and follow-ups in the database are dropped
+after ``--receiver-ms`` (a receiver's own time, as a real one takes). Pending deliveries and follow-ups in the
+database are dropped
 first (marked dead, deleted): they would only be noise.
 """
 
