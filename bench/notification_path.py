@@ -1,6 +1,7 @@
 """The notification path's cost in one process, without Celery: fan-out, then every delivery attempt.
 
     .venv/bin/python bench/notification_path.py [--changes 300] [--clinics 10] [--database hub_bench_followups]
+                                                [--receiver-ms 2]
     PYTHONPATH=/path/to/other/checkout .venv/bin/python /path/to/other/checkout/bench/notification_path.py  # before
 
 Makes ``--changes`` Task changes with ``referral_update`` over ``--clinics`` clinics, each with one referral and one
@@ -8,7 +9,9 @@ rest-hook subscription to a local receiver (made on first use in ``--database``,
 bench/followups.py leaves one), in one transaction. Then runs ``events_fan_out`` until nothing is left, and every
 hand-over message the fan-out made through ``followups_run``, in order, as one worker would (the Celery message
 and the parallel workers left out: bench/followups.py has them). Prints milliseconds and queries per change for the
-fan-out and per notification for the deliveries. Pending deliveries and follow-ups in the database are dropped
+fan-out and per notification for the deliveries (wall, and this process's CPU), the receiver answering each POST
+after ``--receiver-ms`` (a receiver's own time, as a real one takes). Pending deliveries and follow-ups in the
+database are dropped
 first (marked dead, deleted): they would only be noise.
 """
 
@@ -28,9 +31,12 @@ SERVER = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 
 class _Receiver(BaseHTTPRequestHandler):
     count = 0
+    delay = 0.0
+    protocol_version = "HTTP/1.1"  # as receivers are: a batch keeps its connection
 
     def do_POST(self):  # noqa: N802
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        time.sleep(_Receiver.delay)
         _Receiver.count += 1
         self.send_response(200)
         self.send_header("Content-Length", "0")
@@ -45,7 +51,9 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=300)
     parser.add_argument("--clinics", type=int, default=10)
     parser.add_argument("--database", default="hub_bench_followups")
+    parser.add_argument("--receiver-ms", type=float, default=0.0)
     args = parser.parse_args()
+    _Receiver.delay = args.receiver_ms / 1000
     os.environ.update(
         DATABASE_URL=f"{SERVER}/{args.database}", DEBUG="false", SECRET_KEY="bench-path-not-a-secret-" + "x" * 32,
         LOG_LEVEL="WARNING", HUB_OUTBOUND_ALLOW="http://127.0.0.1", DJANGO_SETTINGS_MODULE="config.settings",
@@ -100,15 +108,17 @@ def main() -> None:
                 pass
             fan_out_seconds, fan_out_queries = time.perf_counter() - started, queries[0]
             queries[0] = 0
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             while messages:
                 followups_run(followup_ids=messages.pop(0))
             delivery_seconds, delivery_queries = time.perf_counter() - started, queries[0]
+            delivery_cpu = time.process_time() - cpu
     sent = max(_Receiver.count, 1)
     print(
         f"{args.changes} changes: fan-out {fan_out_seconds * 1000 / args.changes:.2f} ms and "
         f"{fan_out_queries / args.changes:.2f} queries per change; {_Receiver.count} notifications delivered, "
-        f"{delivery_seconds * 1000 / sent:.2f} ms and {delivery_queries / sent:.2f} queries each "
+        f"{delivery_seconds * 1000 / sent:.2f} ms ({delivery_cpu * 1000 / sent:.2f} ms CPU) and "
+        f"{delivery_queries / sent:.2f} queries each, the receiver taking {args.receiver_ms:g} ms "
         f"(code: {Path(followups.__file__).resolve().parent.parent})"
     )
     server.shutdown()

@@ -336,6 +336,8 @@ HUB_DELIVERY_MAX_ATTEMPTS = env_int("HUB_DELIVERY_MAX_ATTEMPTS", 10, minimum=1)
 HUB_RETRY_BASE_SECONDS = env_int("HUB_RETRY_BASE_SECONDS", 30, minimum=1)
 HUB_RETRY_MAX_SECONDS = env_int("HUB_RETRY_MAX_SECONDS", 6 * 3600, minimum=1)
 HUB_DELIVERY_TIMEOUT_SECONDS = env_int("HUB_DELIVERY_TIMEOUT_SECONDS", 10, minimum=1)
+# Threads per worker process that send a chunk's deliveries, one subscription each (notifications/outbox.py).
+HUB_DELIVERY_SENDERS = env_int("HUB_DELIVERY_SENDERS", 8, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "purge-spent-assertion-ids": {"task": "fhir_bridge.purge_spent_jtis", "schedule": 3600.0},
     # Claims due follow-ups (offer deadlines, nudges, alerts, delivery attempts) and fans out missed events.

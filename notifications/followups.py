@@ -9,6 +9,9 @@ The path of one follow-up:
 3. ``followups_run`` (the task, a chunk of rows at a time) locks its rows and runs each kind's handler only if
    the row is still pending and due; the handler's writes and the row's ``done`` commit together. A second
    delivery of the same task finds the rows done and does nothing. (``followup_run`` does the same for one row.)
+4. A kind whose step goes out of the hub (``Kind.staged``: a delivery's POST or e-mail, a pull's fetch) takes it
+   with no transaction open: ``followups_run`` claims those rows in one short transaction, runs the step, and
+   records the outcomes in another, so that a slow receiver holds no lock.
 
 Nothing is ever scheduled as a far-future ETA or countdown in the broker: the row is the schedule.
 """
@@ -50,6 +53,40 @@ class Kind:
     delay: dt.timedelta = field(default_factory=dt.timedelta)
     queue: str = SWEEPS
     batch: Callable[[list[FollowUp], dt.datetime, float], dict[int, str]] | None = None
+    staged: "Staged | None" = None
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A kind whose step in the outside world (an HTTP POST, an e-mail, a fetch) runs with no transaction open,
+    so that a slow receiver holds no lock and no connection ``idle in transaction``: followups_run gives a chunk's
+    due rows of the kind to ``claim`` in a short transaction (the rows locked), then to ``send`` with none, then
+    to ``record`` in a second short transaction. ``handler`` still runs a row on its own (followup_run, and a
+    chunk run again row by row).
+
+    - ``claim(rows, now, lease_until) -> (work, settled)``: decide what to do, and claim it until ``lease_until``
+      with a lease of the kind's own that keeps other workers off it until ``record`` (a worker killed before
+      then lets it run out, and the rows are run again: at least once). ``settled`` is ``{row id: outcome}`` for
+      rows done at once, or None for a row to leave alone, pending (another worker is on it). The other rows'
+      own lease (``claimed_until``) is set to ``lease_until`` too, so that the sweep does not hand them over
+      again meanwhile. ``lease_until`` is now + the chunk's budget + ``step_seconds()`` + a margin: what the
+      sends may take, since none starts after the budget but the first.
+    - ``send(work, until) -> sent``: the step outside, with no transaction open; no new step after ``until``
+      (a ``time.monotonic()`` value) but the first.
+    - ``record(rows, work, sent, now) -> {row id: outcome}`` for the rows ``claim`` did not settle: a text (the
+      row is done), an exception (the row is retried with backoff, as when a handler raises) or None (not done
+      for time: run again in the caller's next round)."""
+
+    claim: Callable[[list[FollowUp], dt.datetime, dt.datetime], tuple[object, dict[int, str | None]]]
+    send: Callable[[object, float], object]
+    record: Callable[[list[FollowUp], object, object, dt.datetime], dict[int, str | Exception | None]]
+    # The longest one step outside may take once started (a request's whole timeout), in seconds: the claim's
+    # lease is the chunk's budget, this, and STAGED_LEASE_MARGIN_SECONDS.
+    step_seconds: Callable[[], float] = lambda: 30.0
+
+
+# What the claim's lease allows beyond the sends themselves: the record's short transaction.
+STAGED_LEASE_MARGIN_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -250,20 +287,109 @@ def followups_run(
         started = time.monotonic()
         if results and stop_after_seconds is not None and started - begun > stop_after_seconds:
             break
+        claimed: list[tuple[Kind, list[FollowUp], object, dt.datetime]] = []
         with transaction.atomic():
             at = now or timezone.now()
             locked = FollowUp.objects.select_for_update(skip_locked=True).filter(pk__in=left, state=FollowUp.State.PENDING)
             rows = {row.pk: row for row in locked}
+            kinds = _kinds()
+            staged = [i for i in left if i in rows and rows[i].due_at <= at
+                      and getattr(kinds.get(rows[i].kind), "staged", None) is not None]
+            taken = set(staged)
+            plain = [i for i in left if i not in taken] if taken else left
             try:
                 with transaction.atomic():  # one savepoint for all: handlers that succeed pay none of their own
-                    ran, rest, outcomes = _handlers_run(left, rows, at, started, budget_seconds, each_apart=False)
+                    ran, rest, outcomes = _handlers_run(plain, rows, at, started, budget_seconds, each_apart=False)
+                    settled, claimed = _staged_claim([rows[i] for i in staged], at, budget_seconds)
             except _HandlerFailed:
                 rows = {row.pk: row for row in FollowUp.objects.filter(pk__in=list(rows))}  # still locked by us
                 ran, rest, outcomes = _handlers_run(left, rows, at, started, budget_seconds, each_apart=True)
+                settled, claimed = [], []
+            for row, outcome in settled:
+                outcomes.append((row.pk, outcome))
+                if row.state != FollowUp.State.PENDING:
+                    ran.append(row)
             _outcomes_write(ran)
+            for _, group, _, lease_until in claimed:
+                FollowUp.objects.filter(pk__in=[row.pk for row in group]).update(claimed_until=lease_until)
+        # The outside world, with no transaction open; then each kind's outcomes in a short transaction.
+        for kind, group, work, _ in claimed:
+            sent = kind.staged.send(work, started + budget_seconds)
+            with transaction.atomic():
+                # The rows first, as the claim locked them: a duplicate message's claim, which holds them and waits
+                # for what the record holds, must not deadlock with it.
+                list(FollowUp.objects.select_for_update().filter(pk__in=[r.pk for r in group]).values_list("pk"))
+                recorded = kind.staged.record(group, work, sent, at)
+                done = []
+                for row in group:
+                    outcome = recorded.get(row.pk)
+                    if outcome is None:
+                        rest.append(row.pk)
+                        continue
+                    _outcome_set(row, outcome, at)
+                    done.append(row)
+                    outcomes.append((row.pk, row.outcome))
+                _outcomes_write(done)
         results += outcomes
         left = rest
     return results
+
+
+def _staged_claim(rows: list[FollowUp], now: dt.datetime, budget_seconds: float):
+    """Step (a) of the staged kinds' rows (Kind.staged), in the caller's transaction: ``[(row, outcome)]`` for the
+    rows settled at once (a row left alone stays pending, untouched) and ``[(kind, rows to send, work, their
+    lease's end)]``."""
+    kinds = _kinds()
+    by_kind: dict[str, list[FollowUp]] = {}
+    for row in rows:
+        by_kind.setdefault(row.kind, []).append(row)
+    settled: list[tuple[FollowUp, str]] = []
+    claimed = []
+    for name, group in by_kind.items():
+        kind = kinds[name]
+        seconds = budget_seconds + kind.staged.step_seconds() + STAGED_LEASE_MARGIN_SECONDS
+        lease_until = now + dt.timedelta(seconds=seconds)
+        try:
+            work, decided = kind.staged.claim(group, now, lease_until)
+        except Exception as exc:
+            raise _HandlerFailed from exc
+        for row in group:
+            if row.pk not in decided:
+                continue
+            if decided[row.pk] is None:
+                settled.append((row, "not pending, or being run by another worker"))
+            else:
+                _outcome_set(row, decided[row.pk], now)
+                settled.append((row, row.outcome))
+        sending = [row for row in group if row.pk not in decided]
+        if sending:
+            claimed.append((kind, sending, work, lease_until))
+    return settled, claimed
+
+
+def _outcome_set(row: FollowUp, outcome: str | Exception, now: dt.datetime) -> None:
+    """Set a run row's new state on it, unsaved: done with ``outcome``, or, for an exception, retried with
+    backoff (failed after HUB_FOLLOWUP_MAX_ATTEMPTS) as when a handler raises."""
+    row.attempts += 1
+    row.claimed_until = None
+    if isinstance(outcome, Exception):
+        _failure_set(row, outcome, now)
+        return
+    row.state = FollowUp.State.DONE
+    row.done_at = now
+    row.outcome = (outcome or "done")[:200]
+
+
+def _failure_set(row: FollowUp, exc: Exception, now: dt.datetime) -> None:
+    log.warning("follow-up %s (%s) failed: %s", row.pk, row.kind, exc, exc_info=exc)
+    row.outcome = f"error: {exc}"[:200]
+    if row.attempts >= settings.HUB_FOLLOWUP_MAX_ATTEMPTS:
+        row.state = FollowUp.State.FAILED
+        row.done_at = now
+    else:
+        row.due_at = now + backoff(
+            row.attempts, base=settings.HUB_RETRY_BASE_SECONDS, cap=settings.HUB_RETRY_MAX_SECONDS
+        )
 
 
 class _HandlerFailed(Exception):
@@ -381,15 +507,7 @@ def _run_locked(row: FollowUp, now: dt.datetime, *, savepoint: bool = True) -> s
     except _HandlerFailed:
         raise
     except Exception as exc:  # noqa: BLE001 - any handler error is retried, then parked
-        log.warning("follow-up %s (%s) failed: %s", row.pk, row.kind, exc, exc_info=True)
-        row.outcome = f"error: {exc}"[:200]
-        if row.attempts >= settings.HUB_FOLLOWUP_MAX_ATTEMPTS:
-            row.state = FollowUp.State.FAILED
-            row.done_at = now
-        else:
-            row.due_at = now + backoff(
-                row.attempts, base=settings.HUB_RETRY_BASE_SECONDS, cap=settings.HUB_RETRY_MAX_SECONDS
-            )
+        _failure_set(row, exc, now)
         return row.outcome
     row.state = FollowUp.State.DONE
     row.done_at = now

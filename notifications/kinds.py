@@ -6,6 +6,7 @@ accepted") before acting, because the world moves on between scheduling and the 
 
 import datetime as dt
 import logging
+import time
 
 from django.conf import settings
 
@@ -35,10 +36,10 @@ from referrals.reports import (
 )
 from referrals.services import NoteFacts, referral_update
 from fhir_bridge import pull
-from notifications.followups import DELIVERY, ROUTING, SWEEPS, Kind, Planned, backoff, followup_schedule
-from notifications import subscriptions
+from notifications.followups import DELIVERY, ROUTING, SWEEPS, Kind, Planned, Staged, backoff, followup_schedule
+from notifications import outbox, subscriptions
 from notifications.models import FollowUp
-from notifications.outbox import DELIVERY_ATTEMPT, delivery_attempt, delivery_attempts, emails_queue, link
+from notifications.outbox import DELIVERY_ATTEMPT, delivery_attempt, emails_queue, link
 from notifications.selectors import coordinator_emails
 
 log = logging.getLogger(__name__)
@@ -281,7 +282,11 @@ def referral_pull(row: FollowUp, now: dt.datetime) -> str:
     """Notify and pull: fetch a waiting referral's data from its EHR (fhir_bridge.pull.referral_pull). A failure
     that may pass is tried again as the next row of this kind (key ``pull-referral:<referral>:<attempt>``), due
     after a backoff and never after the time the hub gives up; the row is the schedule, not a broker countdown."""
-    outcome = pull.referral_pull(referral_id=row.referral_id, now=now)
+    return _pull_next(row, pull.referral_pull(referral_id=row.referral_id, now=now), now)
+
+
+def _pull_next(row: FollowUp, outcome: "pull.PullOutcome", now: dt.datetime) -> str:
+    """Schedule the next attempt of a pull that may pass (``outcome.retry_until``); the outcome's text."""
     if outcome.retry_until is not None:
         prefix, _, attempt = row.key.rpartition(":")
         attempt = int(attempt) if attempt.isdigit() else 1
@@ -301,10 +306,61 @@ def delivery_attempt_run(row: FollowUp, now: dt.datetime) -> str:
     return delivery_attempt(delivery_id=row.delivery_id, subscription_id=row.subscription_id, now=now)
 
 
-def delivery_attempts_run(rows: list[FollowUp], now: dt.datetime, until: float) -> dict[int, str]:
-    """A chunk's delivery attempts at once (Kind.batch): see outbox.delivery_attempts."""
-    outcomes = delivery_attempts(attempts=[(r.delivery_id, r.subscription_id) for r in rows], now=now, until=until)
-    return {rows[index].pk: outcome for index, outcome in outcomes.items()}
+def delivery_attempts_claim(rows: list[FollowUp], now: dt.datetime, lease_until: dt.datetime):
+    """A chunk's delivery attempts, step (a) (Kind.staged): outbox.deliveries_claim. The work is the rows with
+    what the claim decided (its indexes are the rows')."""
+    outgoing = outbox.deliveries_claim(
+        attempts=[(r.delivery_id, r.subscription_id) for r in rows], now=now, lease_until=lease_until
+    )
+    settled: dict[int, str | None] = {rows[index].pk: outcome for index, outcome in outgoing.outcomes.items()}
+    settled.update({rows[index].pk: None for index in outgoing.elsewhere})
+    return (rows, outgoing), settled
+
+
+def delivery_attempts_send(work, until: float):
+    """Step (b), no transaction open: outbox.deliveries_send."""
+    return outbox.deliveries_send(work[1], until=until)
+
+
+def delivery_attempts_record(rows: list[FollowUp], work, sent, now: dt.datetime) -> dict:
+    """Step (c): outbox.deliveries_record, by follow-up id."""
+    claimed, outgoing = work
+    outcomes = outbox.deliveries_record(outgoing, sent, now=now)
+    return {claimed[index].pk: outcome for index, outcome in outcomes.items()}
+
+
+def referral_pulls_claim(rows: list[FollowUp], now: dt.datetime, lease_until: dt.datetime):
+    """Notify and pull, step (a) (Kind.staged): nothing to decide; the rows' lease keeps the sweep off them. (A
+    duplicate message pulls twice, harmlessly: the write after the fetch locks the referral and finds it no
+    longer waiting.)"""
+    return (rows, now), {}
+
+
+def referral_pulls_send(work: tuple[list[FollowUp], dt.datetime], until: float) -> dict:
+    """Step (b): the fetch, with no transaction open (fhir_bridge.pull.referral_pull writes what it fetched in a
+    short transaction of its own, the referral locked). Each row's PullOutcome, or what it raised."""
+    rows, now = work
+    outcomes: dict[int, object] = {}
+    for position, row in enumerate(rows):
+        if position and time.monotonic() > until:
+            break
+        try:
+            outcomes[row.pk] = pull.referral_pull(referral_id=row.referral_id, now=now)
+        except Exception as exc:  # noqa: BLE001 - retried with backoff, as a handler that raises
+            outcomes[row.pk] = exc
+    return outcomes
+
+
+def referral_pulls_record(rows: list[FollowUp], work, sent: dict, now: dt.datetime) -> dict:
+    """Step (c): each pull's next attempt, when one is due (referral_pull_next), and its outcome."""
+    recorded: dict[int, object] = {}
+    for row in rows:
+        outcome = sent.get(row.pk)
+        if outcome is None or isinstance(outcome, Exception):
+            recorded[row.pk] = outcome
+        else:
+            recorded[row.pk] = _pull_next(row, outcome, now)
+    return recorded
 
 
 KINDS: dict[str, Kind] = {
@@ -319,7 +375,11 @@ KINDS: dict[str, Kind] = {
     "report-unsigned": Kind(report_unsigned, dt.timedelta(0), SWEEPS),  # delay: HUB_REPORT_UNSIGNED_WAIT_HOURS
     "subscription-heartbeat": Kind(subscription_heartbeat, dt.timedelta(0), DELIVERY),
     subscriptions.END_KIND: Kind(subscription_end, dt.timedelta(0), SWEEPS),  # due at Subscription.end
-    DELIVERY_ATTEMPT: Kind(delivery_attempt_run, dt.timedelta(0), DELIVERY, batch=delivery_attempts_run),
+    # The outside world with no transaction open (Kind.staged): a slow receiver or EHR holds no lock.
+    DELIVERY_ATTEMPT: Kind(delivery_attempt_run, dt.timedelta(0), DELIVERY, staged=Staged(
+        delivery_attempts_claim, delivery_attempts_send, delivery_attempts_record,
+        step_seconds=lambda: float(settings.HUB_DELIVERY_TIMEOUT_SECONDS))),
     # Outbound HTTP that may be slow, as deliveries are: on their queue, not routing's.
-    PULL_REFERRAL: Kind(referral_pull, dt.timedelta(0), DELIVERY),
+    PULL_REFERRAL: Kind(referral_pull, dt.timedelta(0), DELIVERY, staged=Staged(
+        referral_pulls_claim, referral_pulls_send, referral_pulls_record, step_seconds=lambda: pull.FETCH_SECONDS)),
 }

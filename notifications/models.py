@@ -177,6 +177,9 @@ class Delivery(models.Model):
     attempts = models.PositiveIntegerField(default=0)  # in this round
     round = models.PositiveIntegerField(default=1)  # 1, then one more per replay
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # The lease of the worker sending it right now (outbox.deliveries_claim): until it passes, no other worker
+    # sends it; a worker killed before recording the outcome lets it run out, and the delivery goes again.
+    sending_until = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)

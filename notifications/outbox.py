@@ -11,9 +11,12 @@ E-mails (to therapists and coordinators) are Delivery rows too, written by ``ema
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -24,7 +27,7 @@ from audit.services import accesses_record
 from fhir_bridge.models import ResourceVersion, StoredResource
 from fhir_bridge.subscriptions import task_matches
 from notifications import bundles
-from notifications.delivery import deliver
+from notifications.delivery import DeliveryResult, deliver
 from notifications.followups import Planned, backoff, followup_schedule
 from notifications.http import Connections
 from notifications.models import DELIVERY_INSERT_BATCH, NOTIFIED_SUBSCRIPTION_STATUSES, Delivery, Subscription
@@ -294,35 +297,74 @@ def delivery_attempt(*, delivery_id: int, subscription_id: int | None, now: dt.d
     return delivery_attempts(attempts=[(delivery_id, subscription_id)], now=now)[0]
 
 
+class SentElsewhere(RuntimeError):
+    """The delivery is being sent by another worker right now (its ``sending_until`` has not passed)."""
+
+
 # What an attempt changes on its Delivery: written for a batch with an UPDATE per distinct set of values.
-_ATTEMPT_FIELDS = ("attempts", "state", "delivered_at", "next_attempt_at", "last_error")
+_ATTEMPT_FIELDS = ("attempts", "state", "delivered_at", "next_attempt_at", "last_error", "sending_until")
 
 
 def delivery_attempts(
     *, attempts: list[tuple[int, int | None]], now: dt.datetime, until: float | None = None
 ) -> dict[int, str]:
-    """Attempt several deliveries, each ``(delivery id, its subscription id)``, in the current transaction (the
-    delivery-attempt follow-ups of a chunk, followups.followups_run). Returns ``{index in attempts: outcome}`` of
-    those taken: all of them, unless ``until`` (a ``time.monotonic()`` value) passes, after which no more are
-    sent (at least one is).
+    """Attempt several deliveries, each ``(delivery id, its subscription id)``, all in the current transaction:
+    ``deliveries_claim``, ``deliveries_send`` and ``deliveries_record`` in a row. Returns ``{index in attempts:
+    outcome}`` of those taken. For one follow-up run on its own (followups.followup_run, and a chunk run again row
+    by row); a sweep's chunk runs the three steps with no transaction open while it sends (Kind.staged)."""
+    outgoing = deliveries_claim(attempts=attempts, now=now)
+    sent = deliveries_send(outgoing, until=until)
+    outcomes = deliveries_record(outgoing, sent, now=now)
+    for index, outcome in outcomes.items():
+        if isinstance(outcome, Exception):
+            raise outcome
+    if outgoing.elsewhere:  # its follow-up is retried later: marked done, it would be lost if that worker died
+        raise SentElsewhere(f"delivery {attempts[min(outgoing.elsewhere)][0]} is being sent by another worker")
+    return {index: outcome for index, outcome in outcomes.items() if outcome is not None}
 
-    A subscription's numbered notifications go in event-number order, after its handshake: one with an earlier
-    message still pending waits (``next_attempt_at`` empty, no attempt counted) until that one is delivered or
-    dead, which resumes it. Delivered: done. A transient failure (timeout, connection, 5xx, 429) schedules the
-    next attempt with backoff and jitter, or, at HUB_DELIVERY_MAX_ATTEMPTS, dead-letters the row; a permanent one
-    (refused by policy, other 4xx) dead-letters it at once, and so does any failed heartbeat (the next is due
-    anyway). A delivery already delivered or dead is not sent.
 
-    Decided as one attempt at a time would decide them, at a batch's price: the subscriptions' turns in one
-    statement (a subscription id comes with each attempt, from its follow-up row, so the turn is taken before the
-    rows' locks without reading them twice); the rows locked and read in one statement, with whether a message
-    outside the batch is pending before each, while the batch's own are followed in memory, a subscription's in
-    event-number order; then the rows' new states, the disclosures' audit rows, the retries' follow-ups and one
-    look per subscription for a waiting notification to resume, each written once for the batch. Raises what a
-    query raises: the caller's savepoint then undoes the whole batch (what was sent is sent again, at least
-    once)."""
+@dataclass
+class Outgoing:
+    """What ``deliveries_claim`` decided for a batch of attempts (indexes into ``attempts``)."""
+
+    attempts: list[tuple[int, int | None]]
+    # Settled at the claim: not pending any more, or waiting for an earlier notification (parked, written).
+    outcomes: dict[int, str] = field(default_factory=dict)
+    # Left alone: another worker is sending the delivery right now (its ``sending_until`` has not passed).
+    elsewhere: set[int] = field(default_factory=set)
+    # To send: per subscription (or per e-mail), the deliveries in the order they must go; and for each delivery
+    # the attempts that asked for it (the same delivery twice in one chunk is sent once).
+    queues: list[list[Delivery]] = field(default_factory=list)
+    asked: dict[int, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class Sent:
+    """What ``deliveries_send`` got: per delivery id its DeliveryResult, or the exception ``deliver`` raised (a
+    bug, not a receiver's failure); the disclosures' audit entries; and the deliveries it did not send (their
+    queue ran out of time or stopped behind a failure)."""
+
+    results: dict[int, DeliveryResult | Exception] = field(default_factory=dict)
+    disclosures: list[dict] = field(default_factory=list)
+
+
+def deliveries_claim(
+    *, attempts: list[tuple[int, int | None]], now: dt.datetime, lease_until: dt.datetime | None = None
+) -> Outgoing:
+    """Step (a) of a batch of delivery attempts, in a short transaction of the caller's: decide what to send.
+
+    Under the subscriptions' turns (``_subscription_turns``, to this transaction's end) the rows are locked and
+    read in one statement, with whether a message outside the batch is pending before each. A delivery already
+    delivered or dead is settled; one whose ``sending_until`` has not passed is being sent by another worker (a
+    duplicate message) and left alone; a numbered notification with an earlier one pending (handshake or lower
+    number, including one in flight elsewhere, which is pending until recorded) waits: ``next_attempt_at``
+    emptied, resumed by that one's record. The rest are claimed: ``sending_until`` = ``lease_until`` (by default
+    now + HUB_DELIVERY_TIMEOUT_SECONDS + 10 s, for one send), the lease under which no other worker sends them,
+    and which a worker killed before recording lets run out, so that they are sent again with the same content
+    (at least once)."""
+    outgoing = Outgoing(attempts=attempts)
     if not attempts:
-        return {}
+        return outgoing
     _subscription_turns(sub for _, sub in attempts if sub is not None)
     ids = {delivery_id for delivery_id, _ in attempts}
     rows = {
@@ -343,46 +385,156 @@ def delivery_attempts(
         # A subscription's handshake (and heartbeats) before its numbered notifications, those by number.
         return (d.subscription_id or 0, d.event_number is not None, d.event_number or 0, d.pk)
 
-    outcomes: dict[int, str] = {}
-    changed: dict[int, Delivery] = {}
-    held: dict[int, list[Delivery]] = defaultdict(list)  # per subscription: the batch's still pending after a turn
-    finished: dict[int, Delivery] = {}  # per subscription: the batch's last one delivered or dead
+    before: dict[int, list[Delivery]] = defaultdict(list)  # per subscription: the batch's pending, not sent now
+    parked: list[Delivery] = []
+    queues: dict[object, list[Delivery]] = {}
+    for index in sorted(range(len(attempts)), key=order):
+        delivery_id = attempts[index][0]
+        delivery = rows.get(delivery_id)
+        if delivery is None or delivery.state != Delivery.State.PENDING:
+            outgoing.outcomes[index] = f"delivery {delivery_id} is {delivery.state if delivery else 'gone'}"
+            continue
+        if delivery.pk in outgoing.asked:
+            outgoing.asked[delivery.pk].append(index)
+            continue
+        sub = delivery.subscription
+        if delivery.sending_until is not None and delivery.sending_until > now:
+            outgoing.elsewhere.add(index)
+            if sub is not None:
+                before[sub.pk].append(delivery)  # pending until that worker records it: later ones wait
+            continue
+        ordered = sub is not None and delivery.event_number is not None
+        if ordered and (delivery.behind or any(_goes_before(e, delivery) for e in before[sub.pk])):
+            before[sub.pk].append(delivery)
+            parked.append(delivery)
+            outgoing.outcomes[index] = f"waits for an earlier notification of subscription {sub.pk}"
+            continue
+        outgoing.asked[delivery.pk] = [index]
+        queues.setdefault(sub.pk if sub is not None else ("e-mail", delivery.pk), []).append(delivery)
+    waiting = [d.pk for d in parked if d.next_attempt_at is not None]
+    if waiting:
+        Delivery.objects.filter(pk__in=waiting).update(next_attempt_at=None)
+    if outgoing.asked:
+        lease_until = lease_until or now + dt.timedelta(seconds=settings.HUB_DELIVERY_TIMEOUT_SECONDS + 10)
+        Delivery.objects.filter(pk__in=list(outgoing.asked)).update(sending_until=lease_until)
+    outgoing.queues = list(queues.values())
+    return outgoing
+
+
+_senders: ThreadPoolExecutor | None = None
+_senders_lock = threading.Lock()
+
+
+def _sender_pool() -> ThreadPoolExecutor:
+    """The process's sending threads (HUB_DELIVERY_SENDERS), made at first use: after a prefork worker forks."""
+    global _senders
+    with _senders_lock:
+        if _senders is None:
+            _senders = ThreadPoolExecutor(max_workers=settings.HUB_DELIVERY_SENDERS, thread_name_prefix="hub-send")
+        return _senders
+
+
+def deliveries_send(outgoing: Outgoing, *, until: float | None = None) -> Sent:
+    """Step (b): send what ``deliveries_claim`` claimed, touching no database (call it with no transaction open,
+    so that a slow receiver holds nothing up). Each queue (a subscription's deliveries in event-number order, or
+    an e-mail) goes on one thread over its own kept-open connections; different subscriptions' queues go at once,
+    up to HUB_DELIVERY_SENDERS threads. A queue stops at its first failure of a message that later ones wait for
+    (a handshake or a numbered notification), and starts no message after ``until`` (a ``time.monotonic()``
+    value) but the first queue's first: every send ends by ``until`` + one request's timeout, inside the
+    claim's lease."""
+    sent = Sent()
+    if not outgoing.queues:
+        return sent
+    if len(outgoing.queues) == 1:
+        parts = [_queue_send(outgoing.queues[0], until, first=True)]
+    else:
+        parts = list(_sender_pool().map(
+            lambda n: _queue_send(outgoing.queues[n], until, first=n == 0), range(len(outgoing.queues))
+        ))
+    for results, disclosures in parts:
+        sent.results.update(results)
+        sent.disclosures += disclosures
+    return sent
+
+
+def _queue_send(queue: list[Delivery], until: float | None, *, first: bool) -> tuple[dict, list[dict]]:
+    results: dict[int, DeliveryResult | Exception] = {}
     disclosures: list[dict] = []
-    retries: list[Planned] = []
-    with Connections() as connections:  # one TCP connection per receiver for the batch, not one per POST
-        for index in sorted(range(len(attempts)), key=order):
-            if outcomes and until is not None and time.monotonic() > until:
+    failed: list[Delivery] = []
+    with Connections() as connections:  # one TCP connection per receiver for the queue, not one per POST
+        for position, delivery in enumerate(queue):
+            if (position or not first) and until is not None and time.monotonic() > until:
                 break
-            delivery_id = attempts[index][0]
-            delivery = rows.get(delivery_id)
-            if delivery is None or delivery.state != Delivery.State.PENDING:
-                outcomes[index] = f"delivery {delivery_id} is {delivery.state if delivery else 'gone'}"
+            if any(_goes_before(earlier, delivery) for earlier in failed):
+                break
+            try:
+                result = deliver(delivery, disclosures=disclosures, connections=connections)
+            except Exception as exc:  # noqa: BLE001 - a bug in the send: this row is retried, the others recorded
+                log.warning("delivery %s: sending raised %s", delivery.pk, exc, exc_info=True)
+                results[delivery.pk] = exc
+                failed.append(delivery)
                 continue
-            sub = delivery.subscription
-            ordered = sub is not None and delivery.event_number is not None
-            if ordered and (delivery.behind or any(_goes_before(e, delivery) for e in held[sub.pk])):
-                delivery.next_attempt_at = None
-                changed[delivery.pk] = delivery
-                if delivery not in held[sub.pk]:
-                    held[sub.pk].append(delivery)
-                outcomes[index] = f"waits for an earlier notification of subscription {sub.pk}"
-                continue
-            outcomes[index] = _attempt(
-                delivery, now, disclosures=disclosures, retries=retries, connections=connections
-            )
-            changed[delivery.pk] = delivery
-            if sub is None:
-                continue
-            if delivery.state == Delivery.State.PENDING:
-                if delivery not in held[sub.pk]:
-                    held[sub.pk].append(delivery)
-            elif delivery.notification_type != bundles.HEARTBEAT:
-                if delivery in held[sub.pk]:
-                    held[sub.pk].remove(delivery)
-                finished[sub.pk] = delivery
-    accesses_record(disclosures)
+            results[delivery.pk] = result
+            if not result.ok:
+                failed.append(delivery)
+    return results, disclosures
+
+
+def deliveries_record(outgoing: Outgoing, sent: Sent, *, now: dt.datetime) -> dict[int, str | Exception | None]:
+    """Step (c), in a short transaction of the caller's: record what ``deliveries_send`` got, under the
+    subscriptions' turns again. Delivered: done. A transient failure (timeout, connection, 5xx, 408, 429)
+    schedules the next attempt with backoff and jitter, or, at HUB_DELIVERY_MAX_ATTEMPTS, dead-letters the row; a
+    permanent one (refused by policy, other 4xx) dead-letters it at once, and so does any failed heartbeat (the
+    next is due anyway). A numbered notification left unsent behind a failure waits (resumed when that one is
+    delivered or dead); one left unsent for time is released for the caller's next round. Then the rows' new
+    states (one UPDATE per distinct set), the disclosures' audit rows, the retries' follow-ups and one look per
+    subscription for a waiting notification to resume.
+
+    Returns ``{index in attempts: outcome}`` for every attempt the claim did not settle or leave alone: the text,
+    the exception ``deliver`` raised (the caller retries that row), or None (not sent for time: run it again)."""
+    outcomes: dict[int, str | Exception | None] = dict(outgoing.outcomes)
+    queued = [d for queue in outgoing.queues for d in queue]
+    if not queued:
+        return outcomes
+    _subscription_turns(d.subscription_id for d in queued if d.subscription_id is not None)
+    fresh = dict(
+        (pk, (status, errors))
+        for pk, status, errors in Subscription.objects.filter(
+            pk__in={d.subscription_id for d in queued if d.subscription_id is not None}
+        ).values_list("pk", "status", "error_count")
+    )
+    for d in queued:  # the health another worker may have written since the claim
+        if d.subscription is not None and d.subscription_id in fresh:
+            d.subscription.status, d.subscription.error_count = fresh[d.subscription_id]
+    retries: list[Planned] = []
+    finished: dict[int, Delivery] = {}  # per subscription: the batch's last one delivered or dead
+    for queue in outgoing.queues:
+        stopped: list[Delivery] = []
+        for delivery in queue:
+            delivery.sending_until = None
+            result = sent.results.get(delivery.pk)
+            if result is None:
+                if any(_goes_before(earlier, delivery) for earlier in stopped):
+                    delivery.next_attempt_at = None
+                    outcome = f"waits for an earlier notification of subscription {delivery.subscription_id}"
+                else:
+                    outcome = None  # out of time: the caller runs it again
+            elif isinstance(result, Exception):
+                stopped.append(delivery)
+                outcome = result
+            else:
+                outcome = _attempt_record(delivery, result, now, retries=retries)
+                if delivery.state == Delivery.State.PENDING:
+                    stopped.append(delivery)
+                elif delivery.subscription_id is not None and delivery.notification_type != bundles.HEARTBEAT:
+                    finished[delivery.subscription_id] = delivery
+            first, *again = outgoing.asked[delivery.pk]
+            outcomes[first] = outcome
+            for index in again:
+                outcomes[index] = f"delivery {delivery.pk} is {delivery.state}" if outcome is not None else None
+    accesses_record(sent.disclosures)
     groups: dict[tuple, list[int]] = defaultdict(list)
-    for delivery in changed.values():
+    for delivery in queued:
         groups[tuple(getattr(delivery, name) for name in _ATTEMPT_FIELDS)].append(delivery.pk)
     for values, pks in groups.items():
         Delivery.objects.filter(pk__in=pks).update(**dict(zip(_ATTEMPT_FIELDS, values, strict=True)))
@@ -392,13 +544,10 @@ def delivery_attempts(
     return outcomes
 
 
-def _attempt(
-    delivery: Delivery, now: dt.datetime, *, disclosures: list[dict], retries: list[Planned], connections: Connections
-) -> str:
-    """Send ``delivery`` (pending, its turn come) once and set its new state on it, unsaved; its disclosure goes
-    to ``disclosures``, its next attempt's follow-up to ``retries``. The subscription's health is written at
-    once (rarely: only a failure, or the first success after one) and kept up to date on the object."""
-    result = deliver(delivery, disclosures=disclosures, connections=connections)
+def _attempt_record(delivery: Delivery, result: DeliveryResult, now: dt.datetime, *, retries: list[Planned]) -> str:
+    """Set ``delivery``'s new state after one send (``result``) on it, unsaved; its next attempt's follow-up goes
+    to ``retries``. The subscription's health is written at once (rarely: only a failure, or the first success
+    after one) and kept up to date on the object."""
     delivery.attempts += 1
     sub = delivery.subscription
     if result.ok:

@@ -632,3 +632,32 @@ def test_its_offers_name_the_hubs_copies_which_the_professional_can_read(pull_cl
     # Before accepting, the professional reads the redacted request where the offer points.
     redacted = provider.get(copies["ServiceRequest"].reference)
     assert redacted.status_code == 200 and json_of(redacted)["id"] == copies["ServiceRequest"].fhir_id
+
+
+def test_the_worker_fetches_with_no_transaction_open(pull_client, ehr, monkeypatch):
+    """The worker's path (followups_run, Kind.staged): the pull-referral row is claimed in one short transaction,
+    the fetch runs outside any (here: at the test's own depth of savepoints, none of followups_run's), and its
+    outcome is recorded in another."""
+    from django.db import connection
+
+    from fhir_bridge import pull
+    from notifications.followups import followups_run
+
+    referral = _notify(pull_client, ehr)
+    row = _pull_row(referral)
+    depth = len(connection.savepoint_ids)
+    seen = []
+    fetch = pull.referral_pull
+
+    def referral_pull(**kwargs):
+        seen.append(len(connection.savepoint_ids))
+        return fetch(**kwargs)
+
+    monkeypatch.setattr(pull, "referral_pull", referral_pull)
+    assert followups_run(followup_ids=[row.pk]) == [(row.pk, "fetched 5 resources; routing")]
+
+    assert seen == [depth]
+    row.refresh_from_db()
+    assert (row.state, row.claimed_until) == ("done", None)
+    referral.refresh_from_db()
+    assert referral.business_status != BusinessStatus.WAITING_FOR_DATA

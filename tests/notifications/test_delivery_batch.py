@@ -54,7 +54,9 @@ def test_a_chunk_costs_the_same_statements_whatever_its_size(clinic, receiver, d
     many_outcomes, many_queries = _run(many)
 
     assert set(few_outcomes.values()) == set(many_outcomes.values()) == {"delivered: HTTP 200"}
-    assert many_queries == few_queries <= 12  # locks, reads and writes per chunk, none per notification
+    # Locks, reads and writes per chunk, none per notification: the claim's transaction (the rows, their leases)
+    # and the record's (the rows again, the subscriptions' turns and health, the outcomes), the POSTs between them.
+    assert many_queries == few_queries <= 18
     assert _arrived(receiver) == [1, 2, 3, *range(1, 41)]
     assert not Delivery.objects.exclude(state="delivered").exists()
     assert set(Delivery.objects.values_list("attempts", flat=True)) == {1}
@@ -117,7 +119,7 @@ def test_a_failure_in_a_batch_holds_back_the_rest_until_it_is_delivered(clinic, 
     assert (sub.error_count, sub.status) == (0, "active")
 
 
-def test_a_batch_that_raises_runs_again_row_by_row_and_only_the_failing_one_is_retried(
+def test_a_send_that_raises_fails_its_row_alone_and_only_it_is_retried(
     clinic, receiver, dispatched, monkeypatch
 ):
     from notifications import outbox
@@ -139,10 +141,10 @@ def test_a_batch_that_raises_runs_again_row_by_row_and_only_the_failing_one_is_r
     states = dict(Delivery.objects.values_list("event_number", "state"))
     assert states == {1: "delivered", 2: "pending", 3: "pending"}
     assert FollowUp.objects.get(pk=ids[1]).state == "pending"  # retried with backoff
-    # 1 was sent by the batch, rolled back, and sent again alone: the same content both times (at least once).
-    assert _arrived(receiver) == [1, 1]
-    assert len({r["body"] for r in receiver.received}) == 1
-    assert Access.objects.filter(channel="disclosure").count() == 1  # the committed attempt's
+    # The send runs with no transaction open and its outcomes are recorded apart from the failing one's: 1 was
+    # sent once (before, a rollback of the batch sent it again), 3 not at all (it waits for 2).
+    assert _arrived(receiver) == [1]
+    assert Access.objects.filter(channel="disclosure").count() == 1  # the one attempt that sent
 
 
 def test_a_batch_out_of_time_hands_the_rest_to_the_next_transaction(clinic, receiver, dispatched):
@@ -153,6 +155,24 @@ def test_a_batch_out_of_time_hands_the_rest_to_the_next_transaction(clinic, rece
 
     assert [o for _, o in outcomes] == ["delivered: HTTP 200"] * 5
     assert _arrived(receiver) == [1, 2, 3, 4, 5]
-    locks = [q for q in queries.captured_queries if q["sql"].startswith('SELECT "notifications_followup"')]
-    assert len(locks) == 5  # one transaction each
+    # One claim each (the rows read whole; the record after each send locks them again by id only).
+    claims = [q for q in queries.captured_queries
+              if q["sql"].startswith('SELECT "notifications_followup"."id", "notifications_followup"."kind"')]
+    assert len(claims) == 5
     assert set(FollowUp.objects.filter(pk__in=ids).values_list("state", flat=True)) == {"done"}
+
+
+def test_a_notification_behind_one_in_flight_elsewhere_waits_in_the_same_chunk(clinic, receiver, dispatched):
+    sub, deliveries, ids = _numbered(clinic, receiver.url, 2)
+    # 1 is being sent by another worker (a duplicate message): its lease has not passed.
+    Delivery.objects.filter(pk=deliveries[0].pk).update(sending_until=timezone.now() + timezone.timedelta(minutes=1))
+
+    outcomes = dict(followups_run(followup_ids=ids))
+
+    assert outcomes == {
+        ids[0]: "not pending, or being run by another worker",
+        ids[1]: f"waits for an earlier notification of subscription {sub.pk}",
+    }
+    assert _arrived(receiver) == []
+    assert FollowUp.objects.get(pk=ids[0]).state == "pending"  # left to that worker (or to its lease's end)
+    assert Delivery.objects.get(pk=deliveries[1].pk).next_attempt_at is None  # resumed when 1 is recorded
