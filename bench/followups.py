@@ -153,6 +153,14 @@ def _sweep_send(sweep) -> None:
         print(f"  (sweep not sent: {exc})", flush=True)
 
 
+class _Server(ThreadingHTTPServer):
+    # A production HTTP server's listen backlog (nginx: 511), not socketserver's 5: the hub sends to several
+    # subscriptions at once, and with 5 the kernel dropped connection attempts, each costing TCP's 1 s SYN
+    # retransmit (a p99 of the receiver's, not of the hub's).
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class _Receiver(BaseHTTPRequestHandler):
     # HTTP/1.1, as receivers are: a connection kept open serves a worker's batch (notifications.http.Connections),
     # and this process (which the producers share) starts no thread per notification.
@@ -181,7 +189,7 @@ def steady_part(*, env: dict, rate: int, seconds: int, sweep_every: int, workers
     from notifications.tasks import sweep
 
     FollowUp.objects.filter(state="pending").delete()  # the claim part's rows would only be noise here
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    server = _Server(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/hook"
 
@@ -293,7 +301,7 @@ def notifications_part(*, env: dict, rate: int, seconds: int, workers: int, clin
     from referrals.services import ReferralFacts, referral_create, referral_update
 
     FollowUp.objects.filter(state="pending").delete()  # what the parts before left undone would only be noise
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    server = _Server(("127.0.0.1", 0), _Receiver)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/hook"

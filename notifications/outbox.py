@@ -410,7 +410,12 @@ def deliveries_claim(
             outgoing.outcomes[index] = f"waits for an earlier notification of subscription {sub.pk}"
             continue
         outgoing.asked[delivery.pk] = [index]
-        queues.setdefault(sub.pk if sub is not None else ("e-mail", delivery.pk), []).append(delivery)
+        # A subscription's on one thread, in order; messages of no subscription (e-mails, plain rest-hooks) to
+        # the same receiver on one thread too, over one kept-open connection: one connection each, in parallel,
+        # overflowed a receiver's listen backlog, and each dropped SYN cost TCP's 1 s retransmit
+        # (bench/followups.py's steady load fell from 234 to 106 follow-ups/s).
+        key = sub.pk if sub is not None else ("to", delivery.channel, delivery.endpoint)
+        queues.setdefault(key, []).append(delivery)
     waiting = [d.pk for d in parked if d.next_attempt_at is not None]
     if waiting:
         Delivery.objects.filter(pk__in=waiting).update(next_attempt_at=None)
@@ -437,7 +442,7 @@ def _sender_pool() -> ThreadPoolExecutor:
 def deliveries_send(outgoing: Outgoing, *, until: float | None = None) -> Sent:
     """Step (b): send what ``deliveries_claim`` claimed, touching no database (call it with no transaction open,
     so that a slow receiver holds nothing up). Each queue (a subscription's deliveries in event-number order, or
-    an e-mail) goes on one thread over its own kept-open connections; different subscriptions' queues go at once,
+    the messages of no subscription to one receiver) goes on one thread over its own kept-open connections; different subscriptions' queues go at once,
     up to HUB_DELIVERY_SENDERS threads. A queue stops at its first failure of a message that later ones wait for
     (a handshake or a numbered notification), and starts no message after ``until`` (a ``time.monotonic()``
     value) but the first queue's first: every send ends by ``until`` + one request's timeout, inside the
