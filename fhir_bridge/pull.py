@@ -283,11 +283,8 @@ class _Token:
         )
         if not result.ok:
             raise _Failed(f"its token endpoint answered {_said(result)}", transient=result.transient)
-        try:
-            answer = orjson.loads(result.body)
-        except orjson.JSONDecodeError:
-            answer = None
-        token = answer.get("access_token") if isinstance(answer, dict) else None
+        answer = _json_object(result)
+        token = answer.get("access_token") if answer is not None else None
         if not isinstance(token, str) or not token:
             raise _Failed("its token endpoint answered without an access_token", transient=False)
         lifetime = answer.get("expires_in")
@@ -306,6 +303,15 @@ def _timeout(deadline: float) -> tuple[float, float]:
         raise _Failed(f"the EHR took more than {FETCH_SECONDS} s to answer the fetch's requests", transient=True)
     seconds = min(float(settings.HUB_PULL_TIMEOUT_SECONDS), left)
     return min(5.0, seconds), seconds
+
+
+def _json_object(result: HttpResult) -> dict | None:
+    """The answer's body as a JSON object, or None when it is not JSON or not an object."""
+    try:
+        body = orjson.loads(result.body)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _said(result: HttpResult) -> str:
@@ -399,11 +405,8 @@ class _Reader:
             result = self._get(url, audit=lambda answer: self._audit("search", url, resource_type, "", answer))
             if not result.ok:
                 raise _Failed(f"GET {url} answered {_said(result)}", transient=result.transient)
-            try:
-                bundle = orjson.loads(result.body)
-            except orjson.JSONDecodeError:
-                bundle = None
-            if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            bundle = _json_object(result)
+            if bundle is None or bundle.get("resourceType") != "Bundle":
                 raise _Failed(f"GET {url} answered something that is not a Bundle", transient=False)
             for entry in bundle.get("entry") if isinstance(bundle.get("entry"), list) else []:
                 resource = self._entry(entry, resource_type, patient_url, result, codes)
