@@ -53,11 +53,22 @@ def browser(tmp_path):
 
 
 def _wait(driver, condition, timeout=15):
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    # An element read while htmx swaps it (or the page reloads) is stale: read it again on the next poll.
-    return WebDriverWait(driver, timeout, ignored_exceptions=[StaleElementReferenceException]).until(condition)
+    def polled(d):
+        # An element read while htmx swaps it (or the page reloads) is stale: read it again on the next poll.
+        # Chromium says so in two ways: a stale reference, or, when the node goes between finding it and
+        # reading it, "Node with given id does not belong to the document" (a plain WebDriverException; seen
+        # in CI on a loaded machine). Any other error still fails the test at once.
+        try:
+            return condition(d)
+        except WebDriverException as exc:
+            if isinstance(exc, StaleElementReferenceException) or "does not belong to the document" in str(exc):
+                return False
+            raise
+
+    return WebDriverWait(driver, timeout).until(polled)
 
 
 @pytest.fixture
