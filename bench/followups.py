@@ -302,7 +302,6 @@ def notifications_part(*, env: dict, rate: int, seconds: int, workers: int, clin
 
     FollowUp.objects.filter(state="pending").delete()  # what the parts before left undone would only be noise
     server = _Server(("127.0.0.1", 0), _Receiver)
-    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     referrals = []

@@ -41,18 +41,11 @@ ROUTING, DELIVERY, SWEEPS = "routing", "delivery", "sweeps"
 class Kind:
     """One kind of follow-up: what runs it, how long after its cause it is due by default, and which queue its
     task goes to. ``handler(followup, now)`` runs inside the row's transaction, holding its lock; it returns a
-    short outcome for the row and raises to have the row retried with backoff.
-
-    ``batch(followups, now, until)``, when a kind has one, runs several due rows of the kind at once, as
-    ``handler`` would run each in turn, where sharing the work pays (a delivery attempt's locks and writes):
-    followups_run gives it a chunk's run of rows of the kind. It returns ``{row id: outcome}`` for the rows it
-    took, all of them unless ``until`` (a ``time.monotonic()`` value) passes first; it raises for the chunk to
-    be run again row by row through ``handler``, so that only the failing row is retried."""
+    short outcome for the row and raises to have the row retried with backoff. ``staged``: see Staged."""
 
     handler: Callable[[FollowUp, dt.datetime], str]
     delay: dt.timedelta = field(default_factory=dt.timedelta)
     queue: str = SWEEPS
-    batch: Callable[[list[FollowUp], dt.datetime, float], dict[int, str]] | None = None
     staged: "Staged | None" = None
 
 
@@ -266,9 +259,8 @@ def followups_run(
     stop_after_seconds: float | None = None,
 ) -> list[tuple[int, str]]:
     """Run several follow-ups (a sweep's chunk), each as ``followup_run`` would, but sharing transactions:
-    the rows are locked in one statement, the handlers run one after another in one savepoint (a run of rows of
-    a kind that has a batch handler, Kind.batch, goes to it at once: a chunk's delivery attempts), and the rows'
-    outcomes are written with an UPDATE per distinct outcome and committed together. When a handler raises, that
+    the rows are locked in one statement, the handlers run one after another in one savepoint (the rows of a Staged
+    kind, a chunk's delivery attempts, go through its three steps together), and the rows' outcomes are written with an UPDATE per distinct outcome and committed together. When a handler raises, that
     savepoint is rolled back and the rows are run again, each handler in a savepoint of its own, so that only
     the failing one is retried (its side effects outside the database, an HTTP POST, may then happen twice, as
     after a killed worker). A transaction is committed once it has run for ``budget_seconds`` (a slow receiver
@@ -403,74 +395,23 @@ def _handlers_run(left, rows, at, started, budget_seconds, *, each_apart: bool):
     # in opposite orders would deadlock.
     order = {i: n for n, i in enumerate(left)}
     left = sorted(left, key=lambda i: (getattr(rows.get(i), "subscription_id", None) or 0, order[i]))
-    kinds = _kinds()
     until = started + budget_seconds
-    rest: list[int] = []
     position = 0
     while position < len(left):
         if outcomes and time.monotonic() > until:
             break
         row = rows.get(left[position])
-        if row is None:
-            outcomes.append((left[position], "not pending, or being run by another worker"))
-            position += 1
-            continue
-        kind = kinds.get(row.kind)
-        if kind is not None and kind.batch is not None and not each_apart:
-            # This row and the rows of its kind that follow it, to the kind's batch handler together.
-            end = position
-            while end < len(left) and getattr(rows.get(left[end]), "kind", None) == row.kind:
-                end += 1
-            group = [rows[i] for i in left[position:end]]
-            position = end
-            for done, outcome in _batch_run(kind, group, at, until):
-                if outcome is None:
-                    outcomes.append((done.pk, "not due"))
-                elif outcome is _NOT_TAKEN:
-                    rest.append(done.pk)  # out of time: in the next transaction
-                else:
-                    ran.append(done)
-                    outcomes.append((done.pk, outcome))
-            if rest:
-                break
-            continue
         position += 1
+        if row is None:
+            outcomes.append((left[position - 1], "not pending, or being run by another worker"))
+            continue
         outcome = _run_locked(row, at, savepoint=each_apart)
         if outcome is None:
             outcomes.append((row.pk, "not due"))
             continue
         ran.append(row)
         outcomes.append((row.pk, outcome))
-    return ran, rest + left[position:], outcomes
-
-
-_NOT_TAKEN = "not taken"  # _batch_run: a row the batch handler had no time for
-
-
-def _batch_run(kind: Kind, group: list[FollowUp], now: dt.datetime, until: float) -> list[tuple[FollowUp, str | None]]:
-    """Run ``group`` (rows of ``kind``, locked, in a savepoint of the caller's) through ``kind.batch`` and set each
-    row's new state on it, unsaved. Returns each row with its outcome: None when it is not due yet (left alone),
-    _NOT_TAKEN when the batch ran out of time before it. A batch handler that raises raises _HandlerFailed: the
-    caller rolls back and runs the rows again one by one."""
-    due = [row for row in group if row.due_at <= now]
-    try:
-        results = kind.batch(due, now, until) if due else {}
-    except Exception as exc:
-        raise _HandlerFailed from exc
-    taken: list[tuple[FollowUp, str | None]] = []
-    for row in group:
-        if row.due_at > now:
-            taken.append((row, None))
-        elif row.pk not in results:
-            taken.append((row, _NOT_TAKEN))
-        else:
-            row.attempts += 1
-            row.claimed_until = None
-            row.state = FollowUp.State.DONE
-            row.done_at = now
-            row.outcome = (results[row.pk] or "done")[:200]
-            taken.append((row, row.outcome))
-    return taken
+    return ran, left[position:], outcomes
 
 
 def _outcomes_write(rows: list[FollowUp]) -> None:
