@@ -6,6 +6,7 @@ is set but malformed stops the process at start (see config/env.py).
 """
 
 import os
+import sys
 import zoneinfo
 from pathlib import Path
 
@@ -291,6 +292,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_SOFT_TIME_LIMIT = 100
 CELERY_TASK_IGNORE_RESULT = True
+# Celery's Django fixup closes every database connection before and after each task unless this is set, and then
+# every this many tasks: the hub sets it out of reach and has Django's close_old_connections keep connections
+# instead, by DATABASE_CONN_MAX_AGE and its health check, as for a request (config/celery.py).
+CELERY_DB_REUSE_MAX = sys.maxsize
 CELERY_TIMEZONE = "UTC"
 # Three queues, so that a flood of deliveries cannot starve routing: `make run`'s worker consumes all three; at
 # scale, run workers apart (`celery -A config worker -Q routing`, `-Q delivery`, `-Q sweeps`).
