@@ -259,7 +259,6 @@ def check_referral_transition(*, referral: Referral, to_status: str, reason: str
         )
 
 
-@transaction.atomic
 def referral_update(
     *,
     referral: Referral,
@@ -303,7 +302,38 @@ def referral_update(
     if business_changes:
         changes["business_status_text"] = business_status_text
     from_status = referral.status
-    if not _referral_compare_and_set(referral.pk, from_status, expected_version, changes):
+    # No savepoint of its own inside a caller's transaction (two round trips of a change's ten): every refusal is
+    # raised before the first write or after the block, so a refused change leaves the caller's transaction
+    # usable, and an error in between spoils it (Django then rolls the caller back), so nothing half-written
+    # stays.
+    with transaction.atomic(savepoint=False):
+        moved = _referral_compare_and_set(referral.pk, from_status, expected_version, changes)
+        if moved:
+            for name, value in changes.items():
+                setattr(referral, name, value)
+            referral.version = (referral.version if expected_version is None else expected_version) + 1
+            events = []
+            if status_changes or business_changes:
+                events.append(
+                    ReferralEvent(
+                        referral=referral,
+                        kind=ReferralEvent.Kind.STATUS_CHANGED,
+                        from_status=from_status,
+                        to_status=status,
+                        actor=actor,
+                        detail={k: v for k, v in (("reason", reason), ("business_status", business_status)) if v}
+                        | (detail or {}),
+                    )
+                )
+            if notes:
+                _notes_add(referral=referral, notes=notes)
+                events.append(
+                    ReferralEvent(referral=referral, kind=ReferralEvent.Kind.NOTE_ADDED, actor=actor,
+                                  detail={"count": len(notes)})
+                )
+            ReferralEvent.objects.bulk_create(events)
+            referral_changed.send(sender=Referral, referral=referral, events=events)
+    if not moved:
         if expected_version is not None:
             raise DomainError(
                 ErrorCode.STALE,
@@ -312,30 +342,6 @@ def referral_update(
                 field="expected_version",
             )
         raise DomainError(ErrorCode.CONFLICT, f"referral {referral.pk} changed while this request was being handled")
-    for name, value in changes.items():
-        setattr(referral, name, value)
-    referral.version = (referral.version if expected_version is None else expected_version) + 1
-
-    events = []
-    if status_changes or business_changes:
-        events.append(
-            ReferralEvent(
-                referral=referral,
-                kind=ReferralEvent.Kind.STATUS_CHANGED,
-                from_status=from_status,
-                to_status=status,
-                actor=actor,
-                detail={k: v for k, v in (("reason", reason), ("business_status", business_status)) if v}
-                | (detail or {}),
-            )
-        )
-    if notes:
-        _notes_add(referral=referral, notes=notes)
-        events.append(
-            ReferralEvent(referral=referral, kind=ReferralEvent.Kind.NOTE_ADDED, actor=actor, detail={"count": len(notes)})
-        )
-    ReferralEvent.objects.bulk_create(events)
-    referral_changed.send(sender=Referral, referral=referral, events=events)
     return referral
 
 
