@@ -4,6 +4,7 @@ identifiers, in the caller's transaction."""
 import datetime as dt
 import functools
 import uuid
+from dataclasses import dataclass
 
 import orjson
 from django.db import IntegrityError, connection
@@ -88,16 +89,19 @@ def rows_insert(model, columns: tuple[str, ...], rows: list[tuple], *, returning
 
 
 @functools.cache
-def _json_insert_sql(model, columns: tuple[str, ...]) -> str:
+def _json_insert_sql(model, columns: tuple[str, ...], *, where: str = "") -> str:
     """INSERT INTO table (columns) SELECT (r->>0)::type, ... FROM jsonb_array_elements(%s::jsonb) ... : a
     JSON array per row, taken in the array's order, each element cast to its column's type (``Field.db_type``;
-    a foreign key's is its target's; a JSON column's value comes as its JSON text)."""
+    a foreign key's is its target's; a JSON column's value comes as its JSON text). ``where``: a condition on
+    the whole insert (PostgreSQL SQL, "" for none)."""
     quote = connection.ops.quote_name
     fields = {f.column: f for f in model._meta.concrete_fields}
     values = ", ".join(f"(r->>{i})::{fields[c].db_type(connection)}" for i, c in enumerate(columns))
     return (
         f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(c) for c in columns)}) "
-        f"SELECT {values} FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS rows (r, n) ORDER BY n"
+        f"SELECT {values} FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS rows (r, n) "
+        + (f"WHERE {where} " if where else "")
+        + "ORDER BY n"
     )
 
 
@@ -175,62 +179,116 @@ def resource_update(
     a change to those needs a reindex of what is stored). Call inside transaction.atomic, with ``resource`` as
     read in it.
 
-    Raises VersionConflict when the stored version is no longer ``expected_version`` (or the one read).
+    Raises VersionConflict when the stored version is no longer ``expected_version`` (or the one read); then
+    nothing is written.
 
     Every status change of every referral comes through here (fhir_bridge.projection.task_project), so its
     statements are written out rather than built by the ORM: compiling the four querysets cost about a third of
-    a change's Python time, several times what sending them does (bench/README.md, "A referral change")."""
+    a change's Python time, several times what sending them does (bench/README.md, "A referral change"). On
+    PostgreSQL the four are one statement (_VersionWrite), and the replaced version is copied into the history
+    by the database rather than sent back to it."""
     current = resource.version_id if expected_version is None else expected_version
     new_version = current + 1
     content = stamp(content, fhir_id=resource.fhir_id, version_id=new_version, now=now)
-    document, moment = _DOCUMENT.get_db_prep_save, connection.ops.adapt_datetimefield_value
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _version_next_sql(), [new_version, moment(now), document(content, connection), resource.pk, current]
-        )
-        if cursor.rowcount != 1:
-            raise VersionConflict(f"{resource.reference} is no longer at version {current}")
-        cursor.execute(
-            _history_insert_sql(),
-            [
-                resource.pk,
-                current,
-                moment(resource.last_updated),
-                "POST" if current == 1 else "PUT",
-                document(resource.content, connection),
-            ],
-        )
     # Only the tokens that changed: most versions move one or two searched values (a status), some none.
     gone, added = search_values_changed(resource.content, content)
-    resource.version_id, resource.last_updated, resource.content = new_version, now, content
-    _tokens_delete(resource.pk, gone)
-    rows_insert(
-        SearchToken,
-        _TOKEN_COLUMNS,
-        [(resource.pk, resource.clinic_id, resource.resource_type, p, v) for p, v in added],
+    write = _VersionWrite(
+        resource_id=resource.pk,
+        current=current,
+        method="POST" if current == 1 else "PUT",
+        new_version=new_version,
+        last_updated=connection.ops.adapt_datetimefield_value(now),
+        content=_DOCUMENT.get_db_prep_save(content, connection),
+        gone=gone,
+        added=[(resource.pk, resource.clinic_id, resource.resource_type, p, v) for p, v in added],
     )
+    if not (write.in_one_statement() if connection.vendor == "postgresql" else write.in_steps()):
+        raise VersionConflict(f"{resource.reference} is no longer at version {current}")
+    resource.version_id, resource.last_updated, resource.content = new_version, now, content
     return resource
 
 
 _DOCUMENT = StoredResource._meta.get_field("content")
 
 
+@dataclass(frozen=True)
+class _VersionWrite:
+    """One new version of a stored resource, as resource_update writes it: the version it replaces copied into
+    the history (if the row is still at ``current``), the row itself, and its changed search tokens."""
+
+    resource_id: int
+    current: int
+    method: str  # of the version replaced, as the history keeps it: POST for version 1, PUT after
+    new_version: int
+    last_updated: object  # as connection.ops adapts a datetime
+    content: object  # as the content field prepares a document
+    gone: list[tuple[str, str]]  # (param, value) tokens to delete
+    added: list[tuple]  # rows of _TOKEN_COLUMNS to insert
+
+    def in_one_statement(self) -> bool:
+        """PostgreSQL: the four writes as one statement of data-modifying CTEs (one round trip, one text that
+        psycopg prepares once), each conditional on the history copy, which locks the row at ``current``.
+        Returns whether the row was at ``current`` (else nothing was written)."""
+        params, values = zip(*self.gone) if self.gone else ((), ())
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _version_write_sql(),
+                [
+                    self.method, self.resource_id, self.current,
+                    list(params), list(values),
+                    orjson.dumps(self.added).decode(),
+                    self.new_version, self.last_updated, self.content,
+                ],
+            )
+            return cursor.rowcount == 1
+
+    def in_steps(self) -> bool:
+        """Elsewhere (SQLite, which holds its write lock from BEGIN): the history copy first, which is the
+        compare-and-set, then the row and the tokens."""
+        quote = connection.ops.quote_name
+        with connection.cursor() as cursor:
+            cursor.execute(_history_copy_sql(), [self.method, self.resource_id, self.current])
+            if cursor.rowcount != 1:
+                return False
+            cursor.execute(
+                f"UPDATE {quote(StoredResource._meta.db_table)} SET {quote('version_id')} = %s, "
+                f"{quote('last_updated')} = %s, {quote('content')} = %s WHERE {quote('id')} = %s",
+                [self.new_version, self.last_updated, self.content, self.resource_id],
+            )
+        _tokens_delete(self.resource_id, self.gone)
+        rows_insert(SearchToken, _TOKEN_COLUMNS, self.added)
+        return True
+
+
 @functools.cache
-def _version_next_sql() -> str:
+def _history_copy_sql() -> str:
+    """INSERT INTO the history SELECT the stored row, if it is at the expected version (params: method, id,
+    version); on PostgreSQL the row is locked as it is read."""
     quote = connection.ops.quote_name
+    columns = ("resource_id", "version_id", "last_updated", "method", "content")
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     return (
-        f"UPDATE {quote(StoredResource._meta.db_table)} SET {quote('version_id')} = %s, "
-        f"{quote('last_updated')} = %s, {quote('content')} = %s WHERE {quote('id')} = %s AND {quote('version_id')} = %s"
+        f"INSERT INTO {quote(ResourceVersion._meta.db_table)} ({', '.join(quote(c) for c in columns)}) "
+        f"SELECT {quote('id')}, {quote('version_id')}, {quote('last_updated')}, %s, {quote('content')} "
+        f"FROM {quote(StoredResource._meta.db_table)} WHERE {quote('id')} = %s AND {quote('version_id')} = %s{lock}"
     )
 
 
 @functools.cache
-def _history_insert_sql() -> str:
+def _version_write_sql() -> str:
+    """_VersionWrite.in_one_statement's text. The CTEs see one snapshot, so the tokens deleted and those inserted
+    never meet (search_values_changed gives disjoint sets), and each acts only if ``kept`` copied the row, which
+    a concurrent writer's new version (waited for by the lock, then re-checked) makes it not do."""
     quote = connection.ops.quote_name
-    columns = ("resource_id", "version_id", "last_updated", "method", "content")
+    resources, tokens = quote(StoredResource._meta.db_table), quote(SearchToken._meta.db_table)
+    kept = "(SELECT resource_id FROM kept)"
     return (
-        f"INSERT INTO {quote(ResourceVersion._meta.db_table)} ({', '.join(quote(c) for c in columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(columns))})"
+        f"WITH kept AS ({_history_copy_sql()} RETURNING resource_id), "
+        f"gone AS (DELETE FROM {tokens} WHERE {quote('resource_id')} IN {kept} "
+        f"AND ({quote('param')}, {quote('value')}) IN (SELECT * FROM unnest(%s::varchar[], %s::varchar[]))), "
+        f"added AS ({_json_insert_sql(SearchToken, _TOKEN_COLUMNS, where='EXISTS (SELECT FROM kept)')}) "
+        f"UPDATE {resources} SET {quote('version_id')} = %s, {quote('last_updated')} = %s, {quote('content')} = %s "
+        f"WHERE {quote('id')} IN {kept}"
     )
 
 

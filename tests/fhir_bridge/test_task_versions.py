@@ -3,14 +3,16 @@ index exactly the current content (only those that changed are rewritten), the h
 it as it was, and a writer that lost the compare-and-set leaves nothing behind."""
 
 import datetime as dt
+import threading
 
 import pytest
-from django.db import transaction
+from django.conf import settings
+from django.db import connections, transaction
 
 from fhir_bridge.models import ResourceVersion, SearchToken, StoredResource
 from fhir_bridge.search_params import search_values, search_values_changed
 from fhir_bridge.store import VersionConflict, resource_update
-from referrals.models import BusinessStatus, ReferralNote, ReferralStatus
+from referrals.models import BusinessStatus, Clinic, ReferralNote, ReferralStatus
 from referrals.services import NoteFacts, ReferralFacts, referral_create, referral_update
 
 TASK = {
@@ -132,9 +134,50 @@ def test_a_writer_that_lost_the_version_writes_nothing(referral):
     with transaction.atomic():
         referral_update(referral=referral, status=referral.status, actor="test", business_status_text="moved on")
     tokens, versions = _tokens(_task(referral)), ResourceVersion.objects.count()
-    with pytest.raises(VersionConflict), transaction.atomic():
-        resource_update(resource=stale, content={**stale.content, "status": "accepted"},
-                        now=dt.datetime.now(dt.UTC))
+    with transaction.atomic():  # committed: what the refused write left, if anything, would stay
+        with pytest.raises(VersionConflict):
+            resource_update(resource=stale, content={**stale.content, "status": "accepted"},
+                            now=dt.datetime.now(dt.UTC))
     task = _task(referral)
     assert (task.version_id, task.content["businessStatus"]["text"]) == (2, "moved on")
     assert (_tokens(task), ResourceVersion.objects.count()) == (tokens, versions)
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
+                    reason="needs PostgreSQL's concurrent writers (set DATABASE_URL)")
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_that_waited_for_a_newer_version_writes_nothing():
+    """The second writer's statement waits on the first's lock, then finds the row at a newer version: it writes
+    no history row and no token (on PostgreSQL the version's writes are one statement, store._VersionWrite)."""
+    clinic = Clinic.objects.create(name="Race Clinic", slug="race-versions")
+    with transaction.atomic():
+        referral = referral_create(clinic=clinic, actor="test", facts=ReferralFacts(
+            patient_name="Rosa Martinez", patient_postal_code="10001", requester_reference="Practitioner/dr-lopez"))
+    stale = _task(referral)
+    wrote, release = threading.Event(), threading.Event()
+
+    def first():
+        try:
+            with transaction.atomic():
+                resource_update(resource=_task(referral), content={**stale.content, "status": "accepted"},
+                                now=dt.datetime.now(dt.UTC))
+                wrote.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert wrote.wait(10)
+    threading.Timer(0.5, release.set).start()  # while the second writer waits on the lock
+    with transaction.atomic():  # committed: what the refused write left, if anything, would stay
+        with pytest.raises(VersionConflict):
+            resource_update(resource=stale, content={**stale.content, "status": "cancelled"},
+                            now=dt.datetime.now(dt.UTC))
+    thread.join(10)
+
+    task = _task(referral)
+    assert (task.version_id, task.content["status"]) == (2, "accepted")
+    assert list(ResourceVersion.objects.filter(resource=task).values_list("version_id", flat=True)) == [1]
+    assert _tokens(task) == sorted(search_values(task.content))
