@@ -30,7 +30,7 @@ from fhir_bridge.codes import (
 from fhir_bridge.models import StoredResource
 from fhir_bridge.profiles import TASK_CODE_FULFILL
 from fhir_bridge.reports_fhir import task_outputs
-from fhir_bridge.store import http_date_iso, new_id, resource_update, resources_create
+from fhir_bridge.store import http_date_iso, new_id, resource_update, resources_create, rows_select, select_columns
 from referrals.models import BusinessStatus, Offer, OfferStatus, Referral, ReferralNote
 from referrals.offers import offer_changed
 from referrals.services import referral_changed, referral_created
@@ -251,21 +251,20 @@ def task_project(sender, *, referral: Referral, **kwargs) -> None:
     resource_update(resource=task, content=content, now=timezone.now())
 
 
-# Every status change of every referral reads these two, so they are written out as statements (Manager.raw, which
-# still gives model instances with their values converted): building them as querysets cost about 0.3 ms of Python
-# each, twice what running them does (bench/README.md, "A referral change").
+# Every status change of every referral reads these two, so they are written out as statements read by
+# store.rows_select: building them as querysets cost about 0.3 ms of Python each, twice what running them does
+# (bench/README.md, "A referral change"), and Manager.raw maps the columns to the fields again on every run.
 
 
 def _referral_task_for_update(referral_id: int) -> StoredResource:
     """The referral's Task row, locked until the transaction ends (where the database can lock a row)."""
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in StoredResource._meta.concrete_fields)
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     sql = (
-        f"SELECT {columns} FROM {quote(StoredResource._meta.db_table)} "
+        f"SELECT {select_columns(StoredResource)} FROM {quote(StoredResource._meta.db_table)} "
         f"WHERE {quote('referral_id')} = %s AND {quote('resource_type')} = %s{lock}"
     )
-    rows = list(StoredResource.objects.raw(sql, [referral_id, "Task"]))
+    rows = rows_select(StoredResource, sql, [referral_id, "Task"])
     if len(rows) != 1:  # as QuerySet.get would
         if rows:
             raise StoredResource.MultipleObjectsReturned(f"referral {referral_id} has {len(rows)} Tasks")
@@ -276,12 +275,11 @@ def _referral_task_for_update(referral_id: int) -> StoredResource:
 def _notes(referral_id: int) -> list[ReferralNote]:
     """The referral's notes in their order (ReferralNote.Meta.ordering: time, then id)."""
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in ReferralNote._meta.concrete_fields)
     sql = (
-        f"SELECT {columns} FROM {quote(ReferralNote._meta.db_table)} WHERE {quote('referral_id')} = %s "
-        f"ORDER BY {quote('time')}, {quote('id')}"
+        f"SELECT {select_columns(ReferralNote)} FROM {quote(ReferralNote._meta.db_table)} "
+        f"WHERE {quote('referral_id')} = %s ORDER BY {quote('time')}, {quote('id')}"
     )
-    return list(ReferralNote.objects.raw(sql, [referral_id]))
+    return rows_select(ReferralNote, sql, [referral_id])
 
 
 # --- offers: each one a child Task of the referral Task --------------------------------------------------------

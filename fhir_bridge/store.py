@@ -88,6 +88,47 @@ def rows_insert(model, columns: tuple[str, ...], rows: list[tuple], *, returning
         return [pk for pk, in cursor.fetchall()] if returning else []
 
 
+def rows_select(model, sql: str, params: list) -> list:
+    """Run ``sql``, a SELECT of ``model``'s concrete columns in their order (``select_columns``), and return the
+    rows as instances, each value converted as the ORM converts it (the backend's converters, then the field's:
+    a JSON document parsed, a SQLite datetime made aware). For the two reads of every referral change
+    (fhir_bridge.projection): a queryset's compile, or RawQuerySet's mapping of columns to fields on every run,
+    cost more Python than the read itself."""
+    fields, converters = _model_converters(model)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    instances = []
+    for row in rows:
+        values = list(row)
+        for i, convert in converters:
+            for converter, expression in convert:
+                values[i] = converter(values[i], expression, connection)
+        instances.append(model.from_db(connection.alias, fields, values))
+    return instances
+
+
+def select_columns(model, alias: str = "") -> str:
+    """The quoted concrete columns of ``model`` in their order, for rows_select (``alias.`` before each)."""
+    quote = connection.ops.quote_name
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(prefix + quote(f.column) for f in model._meta.concrete_fields)
+
+
+@functools.cache
+def _model_converters(model) -> tuple[list[str], list[tuple[int, list]]]:
+    """``model``'s concrete field names, and for each column that has any, its converters as the ORM's compiler
+    finds them (SQLCompiler.get_converters): [(position, [(converter, expression), ...]), ...]."""
+    fields = model._meta.concrete_fields
+    converters = []
+    for i, field in enumerate(fields):
+        col = field.get_col(model._meta.db_table)
+        found = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+        if found:
+            converters.append((i, [(converter, col) for converter in found]))
+    return [f.attname for f in fields], converters
+
+
 @functools.cache
 def _json_insert_sql(model, columns: tuple[str, ...], *, where: str = "") -> str:
     """INSERT INTO table (columns) SELECT (r->>0)::type, ... FROM jsonb_array_elements(%s::jsonb) ... : a
