@@ -204,7 +204,9 @@ class SearchToken(models.Model):
 class InboundMessage(models.Model):
     """A request body exactly as an EHR client sent it, kept for provenance beside what was made of it."""
 
-    client = models.ForeignKey(EhrClient, on_delete=models.PROTECT)
+    # Not indexed: nothing looks messages up by client (pull.py reads them by referral), and each intake wrote an
+    # entry to it. Deleting an EhrClient (PROTECT) then reads the table once, a rare admin act.
+    client = models.ForeignKey(EhrClient, on_delete=models.PROTECT, db_index=False)
     interaction = models.CharField(max_length=40)  # "transaction", "create ServiceRequest", ...
     body = models.TextField()  # the bytes as sent (UTF-8), not re-serialised
     received_at = models.DateTimeField(auto_now_add=True)
