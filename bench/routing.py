@@ -313,7 +313,8 @@ def reset() -> None:
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "TRUNCATE network_organization, network_professional, referrals_clinic, referrals_referral "
+            "TRUNCATE network_organization, network_professional, referrals_clinic, referrals_referral, "
+            "fhir_bridge_searchtoken "
             "RESTART IDENTITY CASCADE"
         )
 

@@ -185,7 +185,13 @@ class SearchToken(models.Model):
     """One searchable value of the current version of a resource (``status=requested``,
     ``owner=Organization/hub``). Rewritten with each version."""
 
-    resource = models.ForeignKey(StoredResource, on_delete=models.CASCADE, related_name="search_tokens")
+    # No foreign key in the database: the tokens are the store's own derived index, written in the transaction
+    # that writes their resource (fhir_bridge/store.py) and deleted with it by the ORM's cascade. The constraint
+    # cost a deferred check per token at every COMMIT (intake writes some fifty) and guarded nothing the store
+    # does not. A raw DELETE or TRUNCATE of StoredResource rows must delete their tokens itself.
+    resource = models.ForeignKey(
+        StoredResource, on_delete=models.CASCADE, related_name="search_tokens", db_constraint=False
+    )
     clinic_id = models.BigIntegerField(null=True)  # copied from the resource so a search never joins for it
     resource_type = models.CharField(max_length=64)
     param = models.CharField(max_length=64)
@@ -198,7 +204,9 @@ class SearchToken(models.Model):
 class InboundMessage(models.Model):
     """A request body exactly as an EHR client sent it, kept for provenance beside what was made of it."""
 
-    client = models.ForeignKey(EhrClient, on_delete=models.PROTECT)
+    # Not indexed: nothing looks messages up by client (pull.py reads them by referral), and each intake wrote an
+    # entry to it. Deleting an EhrClient (PROTECT) then reads the table once, a rare admin act.
+    client = models.ForeignKey(EhrClient, on_delete=models.PROTECT, db_index=False)
     interaction = models.CharField(max_length=40)  # "transaction", "create ServiceRequest", ...
     body = models.TextField()  # the bytes as sent (UTF-8), not re-serialised
     received_at = models.DateTimeField(auto_now_add=True)

@@ -326,6 +326,23 @@ def _tokens(resource_type: str, name: str, values: list[str]) -> QuerySet:
     return SearchToken.objects.filter(resource_type=resource_type, param=name, value__in=values).values("resource_id")
 
 
+def _token_values(values: list[str]) -> Q:
+    """The stored token values that token search values match: each value as it is, except ``system|`` (any code
+    of the system: a value that ends in '|'), which is the range of the ``system|code`` forms, ``>= 'system|' AND
+    < 'system}'`` ('}' follows '|'), since search_params stores no ``system|`` form. The range is exactly the
+    prefix in code-point order, SearchToken.value's collation (SQLite's BINARY, PostgreSQL's "C"), and one index
+    range scan on search_token_lookup. It holds the value itself, so it finds all the stored ``system|`` form
+    found (a system holding a '|' too), and a stored code that is or starts with that text (a code or identifier
+    value holding a '|'), as equalities always did: the stored forms do not tell a '|' of a value from the
+    separator."""
+    exact = [value for value in values if not value.endswith("|") or value == "|"]
+    match = Q(value__in=exact) if exact else Q(pk__in=[])
+    for system_bar in values:
+        if system_bar not in exact:
+            match |= Q(value__gte=system_bar, value__lt=system_bar[:-1] + "}")
+    return match
+
+
 def _text_tokens(resource_type: str, name: str, values: list[str]) -> QuerySet:
     """``name:text``: the indexed word-start forms (search_params._texts) that begin with any value, case aside.
     Each value is a range ``>= 'ther' AND < 'thes'`` on search_token_lookup, which a b-tree serves as it is. The
@@ -365,12 +382,12 @@ def filtered(queryset: QuerySet, resource_type: str, criteria: list[Criterion], 
             if criterion.type == "reference":
                 param = search_param(resource_type, name)
                 values = [form for v in values for form in _reference_values(v, param, base_url)]
+            match = Q(value__in=values) if criterion.type == "reference" else _token_values(values)
             if criterion.modifier == "not":
-                queryset = queryset.filter(
-                    ~Exists(SearchToken.objects.filter(resource_id=OuterRef("pk"), param=name, value__in=values))
-                )
+                queryset = queryset.filter(~Exists(SearchToken.objects.filter(match, resource_id=OuterRef("pk"), param=name)))
             else:
-                queryset = queryset.filter(pk__in=_tokens(resource_type, name, values))
+                tokens = SearchToken.objects.filter(match, resource_type=resource_type, param=name)
+                queryset = queryset.filter(pk__in=tokens.values("resource_id"))
     return queryset
 
 

@@ -1,8 +1,10 @@
 """Which values of a resource are searchable, and how each is indexed as a SearchToken.
 
-Each R4 token form is one indexed equality on a stored value (search.html#token): a coding or identifier is stored
-as bare ``code`` (``code=fulfill``), ``system|code``, and either ``system|`` (any code of the system) or, when it has
-no system, ``|code``. References are stored as ``Type/id``, and an absolute reference also as the URL it was sent
+Each R4 token form is one indexed lookup on a stored value (search.html#token): a coding or identifier is stored
+as bare ``code`` (``code=fulfill``) and either ``system|code`` or, when it has no system, ``|code``. ``system|`` (any
+code of the system) is not stored: search.py reads it as the prefix range ``>= 'system|' AND < 'system}'`` on the
+``system|code`` forms ('}' follows '|'), exact in code-point order, which is SearchToken.value's collation on both
+databases (migration 0016_search_token_value_collation_c). References are stored as ``Type/id``, and an absolute reference also as the URL it was sent
 as; a parameter that can point at several types (``owner``) also stores the bare id, so that ``owner=hub`` is one
 equality too, while ``patient=123`` is read as ``patient=Patient/123``.
 
@@ -112,7 +114,7 @@ def _tokens(value) -> list[str]:
 
 def _token_forms(system, code: str) -> list[str]:
     if isinstance(system, str):
-        return [code, f"{system}|{code}", f"{system}|"]
+        return [code, f"{system}|{code}"]
     return [code, f"|{code}"]
 
 

@@ -23,7 +23,7 @@ class FollowUp(models.Model):
         FAILED = "failed"  # its handler raised on every attempt up to the limit; final, visible in the admin
 
     kind = models.CharField(max_length=40)  # a key of notifications.followups.KINDS
-    key = models.CharField(max_length=200, unique=True)
+    key = models.CharField(max_length=200)  # unique: followup_key_unique
     due_at = models.DateTimeField()
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveIntegerField(default=0)
@@ -38,6 +38,10 @@ class FollowUp(models.Model):
 
     class Meta:
         ordering = ["due_at", "id"]
+        # A constraint, not unique=True: the same uniqueness (followups_schedule's ON CONFLICT (key) infers it),
+        # without the varchar_pattern_ops "_like" index PostgreSQL gets for a unique CharField, which no lookup
+        # uses (key is only ever matched whole) and every scheduled follow-up wrote to.
+        constraints = [models.UniqueConstraint(fields=["key"], name="followup_key_unique")]
         indexes = [
             # Consumer: notifications.followups.followups_claim (Celery task notifications.sweep). Only pending
             # rows are indexed, so done ones (the vast majority, in time) cost the sweep nothing.

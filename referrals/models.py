@@ -90,7 +90,8 @@ class BusinessStatus(models.TextChoices):
 class Referral(models.Model):
     """One exercise referral from one clinic: what was asked, for whom, and where it stands."""
 
-    clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="referrals")
+    # Not indexed alone: the (clinic, status) index leads with it. Every index here is written at each intake.
+    clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="referrals", db_index=False)
     status = models.CharField(max_length=20, choices=ReferralStatus.choices, default=ReferralStatus.REQUESTED)
     status_reason = models.TextField(blank=True)
     business_status = models.CharField(max_length=40, choices=BusinessStatus.choices, default=BusinessStatus.RECEIVED)
