@@ -1,7 +1,7 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -25,3 +25,11 @@ def _close_old_connections(sender=None, task=None, **kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_process_init.connect(dispatch_uid="config.celery.long_lived")
+def _long_lived_freeze(**kwargs) -> None:
+    """Each worker process, once started, loads and freezes what it keeps for life (config/long_lived.py)."""
+    from config.long_lived import long_lived_freeze
+
+    long_lived_freeze()

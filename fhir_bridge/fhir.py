@@ -23,6 +23,15 @@ def _fhirpath(prefix: str, loc: tuple) -> str:
     return path
 
 
+def fhir_models_load() -> None:
+    """Import the fhir.resources models of every type the hub serves now (a process's start,
+    config/long_lived.py) rather than when the first resource of each type is checked."""
+    from fhir_bridge.smart_scopes import RESOURCE_TYPES
+
+    for resource_type in RESOURCE_TYPES:
+        get_fhir_model_class(resource_type)
+
+
 def structural_issues(resource: object, *, path: str) -> list[Issue]:
     """Every structural problem fhir.resources finds in one resource, each with the element's FHIRPath."""
     if not isinstance(resource, dict):

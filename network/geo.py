@@ -46,6 +46,12 @@ def _zip_centroids() -> dict[str, tuple[float, float, str]]:
     return table
 
 
+def zip_centroids_load() -> None:
+    """Build the ZIP centroid table now (a process's start, config/long_lived.py) rather than when the first
+    patient is placed."""
+    _zip_centroids()
+
+
 def zip_place(postal_code: str) -> Place | None:
     """The centroid of a US ZIP code ("12345" or ZIP+4 "12345-6789"), or None when it is not a known ZIP."""
     code = (postal_code or "").strip()
