@@ -135,7 +135,9 @@ class ResourceVersion(models.Model):
     resource that was never changed has no row here, which keeps intake to one copy of each document.
     """
 
-    resource = models.ForeignKey(StoredResource, on_delete=models.CASCADE, related_name="versions")
+    # No index of its own: resource_version_unique (resource, version_id) leads with it, and every referral change
+    # writes a row here, so a second index on the same column was one more insert per change.
+    resource = models.ForeignKey(StoredResource, on_delete=models.CASCADE, related_name="versions", db_index=False)
     version_id = models.PositiveIntegerField()
     last_updated = models.DateTimeField()
     method = models.CharField(max_length=10)  # POST, PUT or DELETE, as in a history Bundle's entry.request

@@ -171,11 +171,14 @@ def events_fan_out(*, limit: int | None = None, now: dt.datetime | None = None) 
             }
             # A change whose events another batch split from these was notified with them: once per version.
             # Read under the locks, so that a batch running at the same moment has committed what it numbered.
+            # Narrowed by the versions too, so that the index on (task_id, task_version) reads these changes' rows,
+            # not every notification a Task has had (a Task changed a thousand times made this 17 ms a batch).
             done = set(
                 Delivery.objects.filter(
                     subscription_id__in=list(locked), task_id__in={m[1]["id"] for m in matches},
+                    task_version__in={int(m[1]["meta"]["versionId"]) for m in matches},
                     notification_type=bundles.EVENT_NOTIFICATION,
-                ).values_list("subscription_id", "task_id", "task_version")
+                ).exclude(task_id="").values_list("subscription_id", "task_id", "task_version")
             )
             matches = [m for m in matches if (m[3], m[1]["id"], int(m[1]["meta"]["versionId"])) not in done]
             for event, task, created, sub_id in matches:
