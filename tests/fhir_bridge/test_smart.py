@@ -10,6 +10,7 @@ from io import StringIO
 
 import jwt
 import pytest
+import time_machine
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from django.core.exceptions import ValidationError
@@ -716,3 +717,29 @@ def test_the_register_command_prints_a_token_command_that_works_off_port_8000(cl
 
     assert "--token-url http://127.0.0.1:9000/auth/token --request" in given.getvalue()
     assert "--token-url https://hub.example.org/auth/token --request" in configured.getvalue()
+
+
+def test_a_token_verified_once_is_not_decoded_again_until_it_expires(ec_client, monkeypatch):
+    from fhir_bridge import smart_tokens
+
+    token, lifetime = access_token_encode(client=ec_client, scopes=["system/Task.rs"])
+    decodes = []
+    real_decode = jwt.decode_complete
+    monkeypatch.setattr(smart_tokens.jwt, "decode_complete", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
+
+    assert authenticate_bearer(f"Bearer {token}").scopes == {"system/Task.rs"}
+    assert authenticate_bearer(f"Bearer {token}").scopes == {"system/Task.rs"}
+    assert len(decodes) == 1
+
+    with time_machine.travel(time.time() + lifetime + 1):
+        with pytest.raises(AuthError, match="expired"):
+            authenticate_bearer(f"Bearer {token}")
+
+
+def test_a_verified_token_is_refused_once_the_signing_key_changes(ec_client, settings):
+    token, _ = access_token_encode(client=ec_client, scopes=["system/Task.rs"])
+    authenticate_bearer(f"Bearer {token}")
+
+    settings.SECRET_KEY = "another-secret-key-another-secret-key"
+    with pytest.raises(AuthError, match="not one this hub issued"):
+        authenticate_bearer(f"Bearer {token}")
