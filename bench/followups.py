@@ -285,7 +285,8 @@ def _produce(*, n: int, producers: int, referral_ids: list[int], share: int, rat
         reports.put((made, time.time(), time.process_time() - cpu))
 
 
-def notifications_part(*, env: dict, rate: int, seconds: int, workers: int, clinics: int, producers: int) -> dict:
+def notifications_part(*, env: dict, rate: int, seconds: int, workers: int, clinics: int, producers: int,
+                       referrals_per_clinic: int = 1) -> dict:
     """Task changes at ``rate`` per second for ``seconds`` s, spread over ``clinics`` clinics with one rest-hook
     subscription each, made as the domain makes them: ``referral_update`` on referrals opened with
     ``referral_create`` (whose Patient, ServiceRequest and Task the FHIR bridge renders), so that each change
@@ -308,13 +309,14 @@ def notifications_part(*, env: dict, rate: int, seconds: int, workers: int, clin
     for n in range(clinics):
         clinic = Clinic.objects.create(name=f"Bench clinic {n}", slug=f"bench-{n}")
         Subscription.objects.create(clinic=clinic, channel="rest-hook", endpoint=f"{url}/{n}", status="active")
-        with transaction.atomic():
-            referrals.append(referral_create(
-                clinic=clinic, actor="bench",
-                facts=ReferralFacts(patient_name=f"Bench patient {n}", patient_postal_code="62701",
-                                    service_system="http://snomed.info/sct", service_code="390893007",
-                                    requester_reference="Practitioner/bench"),
-            ))
+        for k in range(referrals_per_clinic):
+            with transaction.atomic():
+                referrals.append(referral_create(
+                    clinic=clinic, actor="bench",
+                    facts=ReferralFacts(patient_name=f"Bench patient {n}-{k}", patient_postal_code="62701",
+                                        service_system="http://snomed.info/sct", service_code="390893007",
+                                        requester_reference="Practitioner/bench"),
+                ))
     FollowUp.objects.filter(state="pending").delete()  # the routing safety nets of the set-up referrals
     ReferralEvent.objects.update(notified_at=timezone.now())  # nothing from setting up
     _Receiver.arrivals, _Receiver.keep = [], True
@@ -415,6 +417,8 @@ def main() -> None:
     parser.add_argument("--notify-rate", type=int, default=300, help="Task changes per second (notifications part)")
     parser.add_argument("--notify-seconds", type=int, default=30)
     parser.add_argument("--clinics", type=int, default=10, help="clinics, each with one subscription")
+    parser.add_argument("--referrals-per-clinic", type=int, default=1,
+                        help="referrals of each clinic that the Task changes go round (notifications part)")
     parser.add_argument("--producers", type=int, default=4,
                         help="processes making the Task changes (notifications part), each on its own clinics")
     parser.add_argument("--skip-notifications", action="store_true", help="no notifications part")
@@ -461,6 +465,7 @@ def main() -> None:
             result = notifications_part(
                 env=env, rate=args.notify_rate, seconds=args.notify_seconds, workers=args.workers,
                 clinics=args.clinics, producers=min(args.producers, args.clinics),
+                referrals_per_clinic=args.referrals_per_clinic,
             )
         finally:
             _queues_empty(args.broker)
