@@ -16,6 +16,7 @@ from django.db import connection
 from django.dispatch import receiver
 from django.utils import timezone
 
+from config.sql import rows_select, select_columns
 from fhir_bridge.codes import (
     BUSINESS_STATUS_SYSTEM,
     CLEARANCE_SYSTEM,
@@ -30,7 +31,7 @@ from fhir_bridge.codes import (
 from fhir_bridge.models import StoredResource
 from fhir_bridge.profiles import TASK_CODE_FULFILL
 from fhir_bridge.reports_fhir import task_outputs
-from fhir_bridge.store import http_date_iso, new_id, resource_update, resources_create, rows_select, select_columns
+from fhir_bridge.store import http_date_iso, new_id, resource_update, resources_create
 from referrals.models import BusinessStatus, Offer, OfferStatus, Referral, ReferralNote
 from referrals.offers import offer_changed
 from referrals.services import referral_changed, referral_created
@@ -252,7 +253,7 @@ def task_project(sender, *, referral: Referral, **kwargs) -> None:
 
 
 # Every status change of every referral reads these two, so they are written out as statements read by
-# store.rows_select: building them as querysets cost about 0.3 ms of Python each, twice what running them does
+# config.sql.rows_select: building them as querysets cost about 0.3 ms of Python each, twice what running them does
 # (bench/README.md, "A referral change"), and Manager.raw maps the columns to the fields again on every run.
 
 
