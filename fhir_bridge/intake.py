@@ -606,6 +606,8 @@ def _duplicate_answer(caller: Caller, entries: list[dict], task: StoredResource)
 
 
 def _stored(caller: Caller, ref: str, resource_type: str) -> StoredResource | None:
+    if not isinstance(ref, str):
+        return None
     kind, _, fhir_id = ref.partition("/")
     if kind != resource_type or not fhir_id:
         return None
@@ -613,7 +615,8 @@ def _stored(caller: Caller, ref: str, resource_type: str) -> StoredResource | No
 
 
 def _resolve_patient(caller: Caller, service_request: dict, resources: list[dict], reused, *, path: str) -> dict:
-    ref = (service_request.get("subject") or {}).get("reference", "")
+    # `"reference": null` passes the structural check (a null primitive reads as absent): "" then, never None.
+    ref = (service_request.get("subject") or {}).get("reference") or ""
     for resource in resources:
         if resource["resourceType"] == "Patient" and ref == f"Patient/{resource['id']}":
             return resource

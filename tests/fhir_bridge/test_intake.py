@@ -84,6 +84,21 @@ def test_a_bundle_without_a_task_gets_one_from_the_hub(fhir):
     assert task["status"] == "requested" and task["intent"] == "order"
 
 
+@pytest.mark.parametrize("subject", [{"reference": None}, {"display": "Nancy Johansson"}, {}])
+def test_a_service_request_whose_subject_names_no_reference_is_refused_with_its_path(fhir, subject):
+    """Found by the full-size property run: `"reference": null` passes the structural check and was a 500."""
+    bundle = scenario2_bundle(identifier="no-subject")
+    sr_index, sr = next((i, e["resource"]) for i, e in enumerate(bundle["entry"])
+                        if e["resource"]["resourceType"] == "ServiceRequest")
+    sr["subject"] = subject
+    stored = StoredResource.objects.count()
+    response = fhir.post("", bundle)
+
+    assert 400 <= response.status_code < 500
+    assert any(path.startswith(f"Bundle.entry[{sr_index}].resource") for path in issue_paths(response))
+    assert not Referral.objects.exists() and StoredResource.objects.count() == stored
+
+
 def test_a_resent_bundle_answers_200_with_the_first_referral_and_stores_nothing(fhir):
     first = json_of(fhir.post("", scenario2_bundle(identifier="same")))
     again = fhir.post("", scenario2_bundle(identifier="same"))
