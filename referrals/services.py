@@ -164,8 +164,8 @@ def referral_create(*, clinic: Clinic, facts: ReferralFacts, actor: str, waiting
         occurrence_start=facts.occurrence_start,
         occurrence_end=facts.occurrence_end,
     )
-    # Written out (config.sql.instance_insert), not Model.save: the creation's three rows were a fifth of
-    # intake's Python (bench/README.md).
+    # Written out (config.sql.instance_insert), not Model.save: py-spy put the creation's three saves at a fifth
+    # of intake's wall time in the hub's workers (bench/README.md).
     instance_insert(referral)
     clinical_facts_create(referral=referral, facts=facts)
     _notes_add(referral=referral, notes=facts.notes)
