@@ -339,24 +339,29 @@ def _token_values(values: list[str]) -> Q:
     match = Q(value__in=exact) if exact else Q(pk__in=[])
     for system_bar in values:
         if system_bar not in exact:
-            match |= Q(value__gte=system_bar, value__lt=system_bar[:-1] + "}")
+            match |= _prefix_range(system_bar)
     return match
 
 
+def _prefix_range(prefix: str) -> Q:
+    """The token values that begin with ``prefix`` (not empty), as the range ``>= 'ther' AND < 'thes'``: exact in
+    code-point order, SearchToken.value's collation on both databases (SQLite's BINARY; PostgreSQL's "C", migration
+    0016_search_token_value_collation_c), and one range scan on search_token_lookup. A prefix ending in the last
+    code point has no next one: then a LIKE bounds it."""
+    last = ord(prefix[-1])
+    if last < 0x10FFFF:
+        return Q(value__gte=prefix, value__lt=prefix[:-1] + chr(last + 1))
+    return Q(value__gte=prefix, value__startswith=prefix)
+
+
 def _text_tokens(resource_type: str, name: str, values: list[str]) -> QuerySet:
-    """``name:text``: the indexed word-start forms (search_params._texts) that begin with any value, case aside.
-    Each value is a range ``>= 'ther' AND < 'thes'`` on search_token_lookup, which a b-tree serves as it is. The
-    range is exact in code-point order (SQLite's BINARY, PostgreSQL's C and C.UTF-8 collations); the LIKE beside
-    it keeps the match exact under any other collation, at no cost to the index scan."""
+    """``name:text``: the indexed word-start forms (search_params._texts) that begin with any value, case aside
+    (both sides case-folded by text_key), each a _prefix_range."""
     match = Q(pk__in=[])
     for value in values:
         key = text_key(value)
-        if not key:
-            continue  # only whitespace: no words to start with
-        this = Q(value__gte=key, value__startswith=key)
-        if ord(key[-1]) < 0x10FFFF:
-            this &= Q(value__lt=key[:-1] + chr(ord(key[-1]) + 1))
-        match |= this
+        if key:  # only whitespace: no words to start with
+            match |= _prefix_range(key)
     return SearchToken.objects.filter(match, resource_type=resource_type, param=f"{name}:text").values("resource_id")
 
 
