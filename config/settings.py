@@ -343,6 +343,9 @@ HUB_RETRY_MAX_SECONDS = env_int("HUB_RETRY_MAX_SECONDS", 6 * 3600, minimum=1)
 HUB_DELIVERY_TIMEOUT_SECONDS = env_int("HUB_DELIVERY_TIMEOUT_SECONDS", 10, minimum=1)
 # Threads per worker process that send a chunk's deliveries, one subscription each (notifications/outbox.py).
 HUB_DELIVERY_SENDERS = env_int("HUB_DELIVERY_SENDERS", 8, minimum=1)
+# The fan-out sends the notifications it has just numbered itself, for up to this many seconds a batch (a request
+# under way finishes, within its timeout); the rest go to the delivery queue (notifications.tasks.fan_out).
+HUB_FAN_OUT_SEND_SECONDS = env_int("HUB_FAN_OUT_SEND_SECONDS", 2, minimum=0)
 CELERY_BEAT_SCHEDULE = {
     "purge-spent-assertion-ids": {"task": "fhir_bridge.purge_spent_jtis", "schedule": 3600.0},
     # Claims due follow-ups (offer deadlines, nudges, alerts, delivery attempts) and fans out missed events.

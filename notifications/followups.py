@@ -20,7 +20,9 @@ import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -129,11 +131,16 @@ def followup_schedule(*, plans: Iterable[Planned], now: dt.datetime | None = Non
     # dropped by the unique key, not an error, and returns no row: no savepoint is needed.
     rows = {p.key: p for p in plans}
     columns = ("kind", "key", "due_at", "state", "attempts", "referral_id", "offer_id", "subscription_id",
-               "delivery_id", "outcome", "created_at")
+               "delivery_id", "outcome", "created_at", "claimed_until")
+    # Rows held for this process (deliveries_held) are leased to it from the start, as the sweep leases what it
+    # claims: a sweep in between would hand them to another worker, which would send them beside this one.
+    held = _held.get() is not None
+    lease = now + dt.timedelta(seconds=settings.HUB_FOLLOWUP_LEASE_SECONDS)
     params = []
     for plan in rows.values():
+        leased = held and plan.due_at <= now and kinds[plan.kind].queue == DELIVERY
         params += [plan.kind, plan.key, plan.due_at, FollowUp.State.PENDING, 0, plan.referral_id, plan.offer_id,
-                   plan.subscription_id, plan.delivery_id, "", now]
+                   plan.subscription_id, plan.delivery_id, "", now, lease if leased else None]
     values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
     table = FollowUp._meta.db_table
     with connection.cursor() as cursor:
@@ -150,15 +157,42 @@ def followup_schedule(*, plans: Iterable[Planned], now: dt.datetime | None = Non
     return [inserted[r.key] for r in rows]
 
 
+# The list of the innermost ``deliveries_held`` block, if any.
+_held: ContextVar[list[tuple[int, int | None]] | None] = ContextVar("notifications_followups_held", default=None)
+
+
+@contextmanager
+def deliveries_held() -> Iterator[list[tuple[int, int | None]]]:
+    """Within the block, the delivery queue's follow-ups that a transaction makes due at once are not handed to
+    Celery when it commits: ``(id, subscription id)`` of each is added, at that commit, to the list the block
+    yields, for the caller to run in its own process (notifications.tasks: the fan-out sends what it has just
+    numbered, a delivery task what its deliveries resumed; a message per chunk cost another process a task, and
+    the notification the wait for it, bench/followups.py). A transaction rolled back adds none. The rows are
+    leased (HUB_FOLLOWUP_LEASE_SECONDS) from their insert, so that the sweep leaves them to the caller; rows the
+    caller does not run (killed) are claimed by the sweep once that lease ends, as after any lost message."""
+    held: list[tuple[int, int | None]] = []
+    token = _held.set(held)
+    try:
+        yield held
+    finally:
+        _held.reset(token)
+
+
 def _dispatch_on_commit(rows: list[tuple[int, str, int | None]]) -> None:
     """Hand ``(id, kind, subscription id)`` rows to their queue's task on commit, HUB_FOLLOWUP_CHUNK ids per
-    message, a subscription's rows never split between messages (so possibly more in one)."""
+    message, a subscription's rows never split between messages (so possibly more in one); within
+    ``deliveries_held``, the delivery queue's to its list instead."""
     from notifications.tasks import QUEUE_TASKS  # the tasks module imports this one
 
     kinds = _kinds()
+    held, kept = _held.get(), []
     by_queue: dict[str, dict] = {}
     for followup_id, kind, subscription_id in rows:
-        groups = by_queue.setdefault(kinds[kind].queue if kind in kinds else SWEEPS, {})
+        queue = kinds[kind].queue if kind in kinds else SWEEPS
+        if held is not None and queue == DELIVERY:
+            kept.append((followup_id, subscription_id))
+            continue
+        groups = by_queue.setdefault(queue, {})
         # A subscription's deliveries go in event-number order, one at a time (outbox.delivery_attempt): in one
         # message they run in order in one transaction. Split over two messages, two workers would take them
         # at once, and the later ones would wait on the subscription's turn or find an earlier one still
@@ -175,6 +209,8 @@ def _dispatch_on_commit(rows: list[tuple[int, str, int | None]]) -> None:
             chunk += ids
         if chunk:
             _enqueue(QUEUE_TASKS[queue], *chunk)
+    if kept:
+        transaction.on_commit(lambda: held.extend(kept))
 
 
 def _enqueue(task, *args) -> None:

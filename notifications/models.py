@@ -98,6 +98,9 @@ class Subscription(models.Model):
     # The last event number given out (events-since-subscription-start); written only under this row's lock.
     events_since_start = models.PositiveBigIntegerField(default=0)
     error_count = models.PositiveIntegerField(default=0)
+    # Until when its receiver counts as slow (a notification took over outbox.SLOW_SECONDS): the fan-out leaves
+    # its notifications to the delivery queue meanwhile (notifications.tasks._held_send).
+    slow_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Subscription.end: when the hub switches it off (a follow-up due then, and the fan-out and the heartbeat
     # check it too). Empty: until the clinic switches it off.

@@ -374,6 +374,8 @@ class Sent:
 
     results: dict[int, DeliveryResult | Exception] = field(default_factory=dict)
     disclosures: list[dict] = field(default_factory=list)
+    # Subscriptions whose receiver took longer than SLOW_SECONDS for one of them.
+    slow: set[int] = field(default_factory=set)
 
 
 def deliveries_claim(
@@ -484,22 +486,42 @@ def deliveries_send(outgoing: Outgoing, *, until: float | None = None) -> Sent:
         parts = list(_sender_pool().map(
             lambda n: _queue_send(outgoing.queues[n], until, first=n == 0), range(len(outgoing.queues))
         ))
-    for results, disclosures in parts:
+    for queue, (results, disclosures, slow) in zip(outgoing.queues, parts, strict=True):
         sent.results.update(results)
         sent.disclosures += disclosures
+        if slow and queue[0].subscription_id is not None:
+            sent.slow.add(queue[0].subscription_id)
     return sent
 
 
-def _queue_send(queue: list[Delivery], until: float | None, *, first: bool) -> tuple[dict, list[dict]]:
+# A subscription whose receiver took longer than SLOW_SECONDS to answer a notification is slow for SLOW_FOR
+# (Subscription.slow_until, written by the record): the fan-out sends its notifications through the delivery
+# queue, not itself, so that one slow receiver does not hold up every clinic's next notifications
+# (notifications.tasks._held_send).
+SLOW_SECONDS = 0.5
+SLOW_FOR = dt.timedelta(minutes=10)
+
+
+def subscriptions_slow(subscription_ids: Iterable[int], now: dt.datetime | None = None) -> set[int]:
+    """Of ``subscription_ids``, those whose receiver was slow within SLOW_FOR: one query."""
+    ids = set(subscription_ids)
+    if not ids:
+        return set()
+    return set(Subscription.objects.filter(pk__in=ids, slow_until__gt=now or timezone.now()).values_list("pk", flat=True))
+
+
+def _queue_send(queue: list[Delivery], until: float | None, *, first: bool) -> tuple[dict, list[dict], bool]:
     results: dict[int, DeliveryResult | Exception] = {}
     disclosures: list[dict] = []
     failed: list[Delivery] = []
+    slow = False
     with Connections() as connections:  # one TCP connection per receiver for the queue, not one per POST
         for position, delivery in enumerate(queue):
             if (position or not first) and until is not None and time.monotonic() > until:
                 break
             if any(_goes_before(earlier, delivery) for earlier in failed):
                 break
+            began = time.monotonic()
             try:
                 result = deliver(delivery, disclosures=disclosures, connections=connections)
             except Exception as exc:  # noqa: BLE001 - a bug in the send: this row is retried, the others recorded
@@ -507,10 +529,12 @@ def _queue_send(queue: list[Delivery], until: float | None, *, first: bool) -> t
                 results[delivery.pk] = exc
                 failed.append(delivery)
                 continue
+            finally:
+                slow = slow or time.monotonic() - began > SLOW_SECONDS
             results[delivery.pk] = result
             if not result.ok:
                 failed.append(delivery)
-    return results, disclosures
+    return results, disclosures, slow
 
 
 def deliveries_record(outgoing: Outgoing, sent: Sent, *, now: dt.datetime) -> dict[int, str | Exception | None]:
@@ -566,6 +590,8 @@ def deliveries_record(outgoing: Outgoing, sent: Sent, *, now: dt.datetime) -> di
             for index in again:
                 outcomes[index] = f"delivery {delivery.pk} is {delivery.state}" if outcome is not None else None
     accesses_record(sent.disclosures)
+    if sent.slow:
+        Subscription.objects.filter(pk__in=sent.slow).update(slow_until=now + SLOW_FOR)
     groups: dict[tuple, list[int]] = defaultdict(list)
     for delivery in queued:
         groups[tuple(getattr(delivery, name) for name in _ATTEMPT_FIELDS)].append(delivery.pk)

@@ -5,6 +5,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -16,15 +17,18 @@ from notifications.followups import followup_run, followups_claim
 
 
 class Receiver:
-    """A local HTTP server that records every POST (path, headers, JSON body) and answers ``status``."""
+    """A local HTTP server that records every POST (path, headers, JSON body) and answers ``status``, after
+    ``delay`` seconds."""
 
     def __init__(self):
         self.received: list[dict] = []
         self.status = 200
+        self.delay = 0.0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's name
+                time.sleep(receiver.delay)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 receiver.received.append({"path": self.path, "headers": dict(self.headers), "body": body})
                 self.send_response(receiver.status)
