@@ -265,8 +265,11 @@ class FhirView(APIView):
         chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
         if search and not kind and request.META.get("CONTENT_LENGTH") in (None, "", "0") and not chunked:
             return  # a search with no body needs no media type
-        if not kind or (kind == "text/plain" and _dev_server(request)):
+        if not kind:
             raise error(415, "not-supported", f"the request has no Content-Type; send the body as {wanted}")
+        if kind == "text/plain" and _dev_server(request):  # the development server reports a missing one so
+            raise error(415, "not-supported", f"the request has no Content-Type, or text/plain; send the body as "
+                                              f"{wanted}")
         if search and kind != FORM:
             raise error(415, "not-supported", f"a search's body is {FORM} (R4 http.html#search), not {kind}")
         if kind == FORM and not search:

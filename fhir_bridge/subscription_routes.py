@@ -127,7 +127,9 @@ def subscription_put(request, *, expected_version: int | None) -> tuple[int, dic
                     f"not {expected_version}: read it again and re-apply the change")
     parsed = _checked(request, now)
     issues = []
-    if parsed.status not in CLIENT_STATUSES:
+    # `error` as read is taken back unchanged: a client that reads a failing subscription, fixes its endpoint and
+    # PUTs it back means no status of its own.
+    if parsed.status not in CLIENT_STATUSES and parsed.status != subscription.status:
         issues.append(Issue("error", "business-rule", "Subscription.status",
                             f"a client writes off, requested or active; {parsed.status!r} is the hub's to set"))
     email = parsed.channel_type == Subscription.Channel.EMAIL

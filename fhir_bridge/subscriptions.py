@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from fhir_bridge.fhir import structural_issues
-from fhir_bridge.profiles import Issue, _parse_datetime
+from fhir_bridge.profiles import R4_TASK_STATUSES, Issue, _parse_datetime
 
 TASK_TOPIC = "http://hl7.org/fhir/us/sdoh-clinicalcare/SubscriptionTopic/Task"
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
@@ -298,6 +298,12 @@ def _parse_filters(query: str, path: str, issues: _Issues) -> list[Filter]:
         if modifier == "missing" and values not in (("true",), ("false",)):
             issues.add("value", path, f"{raw_name} takes true or false, not {raw_value!r}.")
             continue
+        if name == "status" and modifier != "missing":
+            unknown = [v for v in values if v not in R4_TASK_STATUSES]
+            if unknown:  # a filter no Task can match would keep the subscription silent for ever
+                issues.add("value", path, f"{raw_name}={raw_value!r}: {', '.join(map(repr, unknown))} is not a Task "
+                           f"status (http://hl7.org/fhir/task-status: {', '.join(sorted(R4_TASK_STATUSES))}).")
+                continue
         if kind == "date":
             bad = [v for v in values if _date_bound(v) is None]
             if len(values) > 1 or bad:

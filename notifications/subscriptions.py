@@ -96,7 +96,7 @@ def subscription_update(
     *, subscription: Subscription, request: SubscriptionRequest, resource: dict, now: dt.datetime | None = None
 ) -> Subscription:
     """Apply a clinic's update to ``subscription`` (call holding its row lock, select_for_update): the checked
-    ``request`` (its status one of CLIENT_STATUSES, its endpoint already allowed by
+    ``request`` (its status one of CLIENT_STATUSES, or ``error`` as read, its endpoint already allowed by
     notifications.http.outbound_refusal, its end not past) and ``resource``, what the client sent, served from
     now on. The caller has checked that the channel type, payload and heartbeat period are unchanged.
 
@@ -106,7 +106,8 @@ def subscription_update(
       ``requested`` again with a new handshake (the backport's re-activation: the client asks, the server
       confirms the endpoint); heartbeats resume. Otherwise its status stays what the deliveries made it.
     - a new endpoint: the messages not yet delivered (pending or dead) go to it, so that a receiver that moved
-      gets what it missed there; headers are read at each send, so the new ones apply to those too.
+      gets what it missed there; headers are read at each send, so the new ones apply to those too. A handshake
+      still pending is superseded by the new one (dead, not sent).
     - filters and ``end`` apply to the next change fanned out; a new end gets its own switch-off follow-up.
 
     One more version (meta.versionId)."""
@@ -117,6 +118,8 @@ def subscription_update(
     was = subscription.status
     if request.status == Subscription.Status.OFF:
         status = Subscription.Status.OFF
+    elif request.status == was == Subscription.Status.ERROR and not moved:
+        status = was  # sent back as read: the deliveries' to change
     elif moved or was in (Subscription.Status.OFF, Subscription.Status.ERROR):
         status = Subscription.Status.REQUESTED
     else:
@@ -141,6 +144,11 @@ def subscription_update(
             endpoint=endpoint
         )
     if status == Subscription.Status.REQUESTED and (moved or was != status):
+        # A handshake not delivered yet is superseded by this one: sent after it, it would show the receiver an
+        # older event count and time (and an endpoint that moved twice would get it at its new address).
+        Delivery.objects.filter(
+            subscription=subscription, notification_type=bundles.HANDSHAKE, state=Delivery.State.PENDING
+        ).update(state=Delivery.State.DEAD, next_attempt_at=None, last_error="superseded by a newer handshake")
         _handshake_queue(subscription, now)
         heartbeat_pending = FollowUp.objects.filter(
             kind=HEARTBEAT_KIND, subscription_id=subscription.pk, state=FollowUp.State.PENDING

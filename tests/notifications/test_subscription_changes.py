@@ -334,3 +334,40 @@ def test_search_pages_and_links_as_every_search_does(fhir, http_receiver, dispat
     assert fhir.get("Subscription", **{"status:not": "off"}).status_code == 400
     lenient = fhir.get("Subscription", bogus="1", headers={"Prefer": "handling=lenient"})
     assert lenient.status_code == 200 and "bogus" not in json_of(lenient)["link"][0]["url"]
+
+
+def test_an_endpoint_moved_twice_gets_one_handshake_the_newest(fhir, clinic, http_receiver, dispatched):
+    created = subscribe(fhir, backport_form(f"{http_receiver.url}/first"))
+    http_receiver.fail(503)
+    drain(timezone.now())  # the first handshake fails: pending, retried later
+    body, response = read(fhir, created["id"])
+    body["channel"]["endpoint"] = f"{http_receiver.url}/second"
+    moved = put(fhir, body, etag=response["ETag"])
+    body, response = read(fhir, created["id"])
+    body["channel"]["endpoint"] = f"{http_receiver.url}/third"
+    again = put(fhir, body, etag=response["ETag"])
+    assert moved.status_code == 200 and again.status_code == 200, json_of(again)
+    http_receiver.recover()
+    seen = len(http_receiver.requests)
+
+    drain(timezone.now() + dt.timedelta(hours=1))  # every retry falls due
+
+    arrived = http_receiver.requests[seen:]
+    assert [r.path for r in arrived] == ["/third"]  # one handshake, not the superseded two moved there as well
+    assert read(fhir, created["id"])[0]["status"] == "active"
+    superseded = Delivery.objects.filter(notification_type="handshake", state="dead")
+    assert superseded.count() == 2 and {d.last_error for d in superseded} == {"superseded by a newer handshake"}
+
+
+def test_a_failing_subscription_put_back_as_read_keeps_its_error(fhir, http_receiver, dispatched):
+    created = subscribe(fhir, backport_form(f"{http_receiver.url}/hook"))
+    http_receiver.fail(503)
+    drain(timezone.now())  # its handshake fails: error
+    body, response = read(fhir, created["id"])
+    assert body["status"] == "error"
+    handshakes_before = Delivery.objects.filter(notification_type="handshake").count()
+
+    answer = put(fhir, body, etag=response["ETag"])  # as read, nothing changed but what the client may change
+
+    assert answer.status_code == 200 and json_of(answer)["status"] == "error"
+    assert Delivery.objects.filter(notification_type="handshake").count() == handshakes_before  # no re-activation

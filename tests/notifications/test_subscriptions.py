@@ -134,6 +134,9 @@ def test_every_channel_header_is_sent_and_a_failed_handshake_is_an_error(fhir, h
     [
         (lambda r: r.update(criteria="http://example.org/SubscriptionTopic/other"), "Subscription.criteria"),
         (lambda r: r["_criteria"]["extension"][0].update(valueString="Task?priority=urgent"), "Subscription.criteria"),
+        # No Task has that status: a subscription that could never be told anything.
+        (lambda r: r["_criteria"]["extension"][0].update(valueString="Task?status=accepted,notastatus"),
+         "Subscription.criteria"),
         (lambda r: r["channel"].update(type="websocket"), "Subscription.channel.type"),
         (lambda r: r["channel"]["_payload"]["extension"][0].update(valueCode="everything"),
          "Subscription.channel.payload.extension[0].valueCode"),
