@@ -73,7 +73,7 @@ def _held_send(held: list[tuple[int, int | None]], *, until: float, slow_elsewhe
         if rows:
             _run(followup_delivery, tuple(i for i, _ in rows), seconds=max(0.0, until - time.monotonic()))
     if held:
-        _hand_on(held)  # out of time (if the broker is down too, their lease ends and the sweep claims them)
+        _hand_on(held)  # out of time
         held.clear()
 
 
@@ -83,7 +83,10 @@ def _hand_on(rows: list[tuple[int, int | None]]) -> None:
         key = subscription_id if subscription_id is not None else ("row", followup_id)
         by_subscription.setdefault(key, []).append(followup_id)
     for ids in by_subscription.values():
-        followup_delivery.delay(*ids)
+        try:
+            followup_delivery.delay(*ids)
+        except Exception:  # a broker that is down: their lease ends, and the sweep claims them again
+            log.exception("could not hand %d follow-ups to the delivery queue", len(ids))
 
 
 @shared_task(name="notifications.followup", time_limit=120, soft_time_limit=100, ignore_result=True)
