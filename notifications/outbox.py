@@ -256,13 +256,14 @@ def _subscription_turns(subscription_ids: Iterable[int]) -> None:
 
 
 def _earlier_pending(*, besides: Iterable[int] = ()):
-    """For a Delivery row (OuterRef): whether its subscription has a message that must go before it still
-    pending (its handshake, or a lower event number), ``besides`` those deliveries (a batch's own, whose state
-    the batch follows in memory)."""
+    """For a numbered Delivery row (OuterRef): whether its subscription has a message that must go before it
+    still pending (a handshake, even one newer than the notification: a re-activation's confirms the endpoint
+    before anything else goes there; or a lower event number), ``besides`` those deliveries (a batch's own, whose
+    state the batch follows in memory)."""
     return Exists(
         Delivery.objects.filter(subscription_id=OuterRef("subscription_id"), state=Delivery.State.PENDING)
         .filter(
-            Q(notification_type=bundles.HANDSHAKE, pk__lt=OuterRef("pk")) | Q(event_number__lt=OuterRef("event_number"))
+            Q(notification_type=bundles.HANDSHAKE) | Q(event_number__lt=OuterRef("event_number"))
         )
         .exclude(pk=OuterRef("pk"))
         .exclude(pk__in=list(besides))
@@ -274,8 +275,9 @@ def _goes_before(earlier: Delivery, delivery: Delivery) -> bool:
     if earlier.pk == delivery.pk or earlier.subscription_id != delivery.subscription_id:
         return False
     if earlier.notification_type == bundles.HANDSHAKE:
-        return earlier.pk < delivery.pk
-    return earlier.event_number is not None and earlier.event_number < delivery.event_number
+        return delivery.event_number is not None or earlier.pk < delivery.pk
+    return (earlier.event_number is not None and delivery.event_number is not None
+            and earlier.event_number < delivery.event_number)
 
 
 def _resume_next(delivery: Delivery, now: dt.datetime) -> None:

@@ -371,3 +371,33 @@ def test_a_failing_subscription_put_back_as_read_keeps_its_error(fhir, http_rece
 
     assert answer.status_code == 200 and json_of(answer)["status"] == "error"
     assert Delivery.objects.filter(notification_type="handshake").count() == handshakes_before  # no re-activation
+
+
+def test_a_notification_numbered_before_a_new_endpoint_waits_for_its_handshake(fhir, clinic, http_receiver,
+                                                                                 dispatched):
+    from notifications.followups import followup_run
+
+    role_make(at=km_north(1))
+    created = subscribe(fhir, backport_form(f"{http_receiver.url}/old", criteria=("status=accepted",)))
+    drain(timezone.now())  # its handshake, delivered
+    http_receiver.fail(503)
+    route_and_accept(clinic)
+    events_fan_out()
+    drain(timezone.now())  # the notification fails: retried later
+    [event] = Delivery.objects.filter(notification_type="event-notification")
+    http_receiver.recover()
+    body, response = read(fhir, created["id"])
+    body["channel"]["endpoint"] = f"{http_receiver.url}/new"
+    assert put(fhir, body, etag=response["ETag"]).status_code == 200
+    seen = len(http_receiver.requests)
+    retry = FollowUp.objects.get(kind="delivery-attempt", delivery_id=event.pk, state="pending")
+    later = timezone.now() + dt.timedelta(hours=1)
+
+    followup_run(followup_id=retry.pk, now=later)  # its retry runs before the new handshake's first attempt
+
+    assert http_receiver.requests[seen:] == []  # it waits: the new endpoint is confirmed first
+    event.refresh_from_db()
+    assert event.state == "pending" and event.next_attempt_at is None
+    drain(later)
+    assert [r.path for r in http_receiver.requests[seen:]] == ["/new", "/new"]
+    assert [status_of(b)["type"] for b in bodies(http_receiver)[-2:]] == ["handshake", "event-notification"]
