@@ -203,6 +203,11 @@ def _handler_for(receiver: HttpReceiver) -> type[BaseHTTPRequestHandler]:
                 body = self.rfile.read(int(length)) if length else b""
             except ValueError:
                 body = b""
+            if length and length.isdigit() and len(body) < int(length):
+                # The sender went away mid-body (a worker killed between its headers and its body, which
+                # http.client writes apart): no request, as for any server; nothing is recorded or answered.
+                self.close_connection = True
+                return
             headers = {name.lower(): value for name, value in self.headers.items()}
             mode = receiver._next_reply()
             if mode.reply is None:
