@@ -298,7 +298,7 @@ def _parse_filters(query: str, path: str, issues: _Issues) -> list[Filter]:
         if modifier == "missing" and values not in (("true",), ("false",)):
             issues.add("value", path, f"{raw_name} takes true or false, not {raw_value!r}.")
             continue
-        if name == "status" and modifier != "missing":
+        if name == "status":
             unknown = [v for v in values if v not in R4_TASK_STATUSES]
             if unknown:  # a filter no Task can match would keep the subscription silent for ever
                 issues.add("value", path, f"{raw_name}={raw_value!r}: {', '.join(map(repr, unknown))} is not a Task "

@@ -179,38 +179,47 @@ def deliveries_held() -> Iterator[list[tuple[int, int | None]]]:
 
 
 def _dispatch_on_commit(rows: list[tuple[int, str, int | None]]) -> None:
-    """Hand ``(id, kind, subscription id)`` rows to their queue's task on commit, HUB_FOLLOWUP_CHUNK ids per
-    message, a subscription's rows never split between messages (so possibly more in one); within
+    """Hand ``(id, kind, subscription id)`` rows to their queue's task on commit (hand_over); within
     ``deliveries_held``, the delivery queue's to its list instead."""
-    from notifications.tasks import QUEUE_TASKS  # the tasks module imports this one
-
     kinds = _kinds()
     held, kept = _held.get(), []
-    by_queue: dict[str, dict] = {}
+    by_queue: dict[str, list[tuple[int, int | None]]] = {}
     for followup_id, kind, subscription_id in rows:
         queue = kinds[kind].queue if kind in kinds else SWEEPS
         if held is not None and queue == DELIVERY:
             kept.append((followup_id, subscription_id))
-            continue
-        groups = by_queue.setdefault(queue, {})
-        # A subscription's deliveries go in event-number order, one at a time (outbox.delivery_attempt): in one
-        # message they run in order in one transaction. Split over two messages, two workers would take them
-        # at once, and the later ones would wait on the subscription's turn or find an earlier one still
-        # pending, park, and be resumed by a second attempt (bench/followups.py measured most of a run so).
+        else:
+            by_queue.setdefault(queue, []).append((followup_id, subscription_id))
+    for queue, queued in by_queue.items():
+        hand_over(queued, queue=queue)
+    if kept:
+        transaction.on_commit(lambda: held.extend(kept))
+
+
+def hand_over(rows: Iterable[tuple[int, int | None]], *, queue: str) -> None:
+    """Hand ``(id, subscription id)`` rows to ``queue``'s task when the current transaction commits (at once
+    outside one; a broker that is down is logged, and the rows' lease ends for the sweep), HUB_FOLLOWUP_CHUNK ids
+    per message, a subscription's rows never split between messages (so possibly more in one).
+
+    A subscription's deliveries go in event-number order, one at a time (outbox.delivery_attempt): in one message
+    they run in order in one transaction. Split over two messages, two workers would take them at once, and the
+    later ones would wait on the subscription's turn or find an earlier one still pending, park, and be resumed
+    by a second attempt (bench/followups.py measured most of a run so)."""
+    from notifications.tasks import QUEUE_TASKS  # the tasks module imports this one
+
+    groups: dict[tuple, list[int]] = {}
+    for followup_id, subscription_id in rows:
         key = ("subscription", subscription_id) if subscription_id is not None else ("row", followup_id)
         groups.setdefault(key, []).append(followup_id)
     size = settings.HUB_FOLLOWUP_CHUNK
-    for queue, groups in by_queue.items():
-        chunk: list[int] = []
-        for ids in groups.values():
-            if chunk and len(chunk) + len(ids) > size:
-                _enqueue(QUEUE_TASKS[queue], *chunk)
-                chunk = []
-            chunk += ids
-        if chunk:
+    chunk: list[int] = []
+    for ids in groups.values():
+        if chunk and len(chunk) + len(ids) > size:
             _enqueue(QUEUE_TASKS[queue], *chunk)
-    if kept:
-        transaction.on_commit(lambda: held.extend(kept))
+            chunk = []
+        chunk += ids
+    if chunk:
+        _enqueue(QUEUE_TASKS[queue], *chunk)
 
 
 def _enqueue(task, *args) -> None:

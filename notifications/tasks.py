@@ -10,7 +10,9 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, connection
 
-from notifications.followups import DELIVERY, ROUTING, SWEEPS, deliveries_held, followups_claim, followups_run
+from notifications.followups import (
+    DELIVERY, ROUTING, SWEEPS, deliveries_held, followups_claim, followups_run, hand_over,
+)
 from notifications.outbox import events_fan_out, subscriptions_slow
 from referrals.models import ReferralEvent
 
@@ -59,7 +61,7 @@ def followup_delivery(*followup_ids: int) -> int:
 def _held_send(held: list[tuple[int, int | None]], *, until: float, slow_elsewhere: bool) -> None:
     """Run the delivery follow-ups ``held`` (``(id, subscription id)``, filled by deliveries_held) here, and the
     ones their run resumes in turn, until ``until`` (a time.monotonic() value); then hand what is left to the
-    delivery queue, a subscription's rows in one message. With ``slow_elsewhere`` (the fan-out) the rows of
+    delivery queue (followups.hand_over). With ``slow_elsewhere`` (the fan-out) the rows of
     subscriptions whose receiver was slow lately (outbox.subscriptions_slow) go to the queue at once: one slow
     receiver must not hold up the fan-out, and every clinic's notifications behind it."""
     while held and time.monotonic() < until:
@@ -68,25 +70,13 @@ def _held_send(held: list[tuple[int, int | None]], *, until: float, slow_elsewhe
         if slow_elsewhere:
             slow = subscriptions_slow(sub for _, sub in rows if sub is not None)
             if slow:
-                _hand_on([row for row in rows if row[1] in slow])
+                hand_over([row for row in rows if row[1] in slow], queue=DELIVERY)
                 rows = [row for row in rows if row[1] not in slow]
         if rows:
             _run(followup_delivery, tuple(i for i, _ in rows), seconds=max(0.0, until - time.monotonic()))
     if held:
-        _hand_on(held)  # out of time
+        hand_over(held, queue=DELIVERY)  # out of time
         held.clear()
-
-
-def _hand_on(rows: list[tuple[int, int | None]]) -> None:
-    by_subscription: dict[object, list[int]] = {}
-    for followup_id, subscription_id in rows:
-        key = subscription_id if subscription_id is not None else ("row", followup_id)
-        by_subscription.setdefault(key, []).append(followup_id)
-    for ids in by_subscription.values():
-        try:
-            followup_delivery.delay(*ids)
-        except Exception:  # a broker that is down: their lease ends, and the sweep claims them again
-            log.exception("could not hand %d follow-ups to the delivery queue", len(ids))
 
 
 @shared_task(name="notifications.followup", time_limit=120, soft_time_limit=100, ignore_result=True)
